@@ -24,7 +24,6 @@ fn main() {
     for var in ["LIBTORCH", "LIBTORCH_LIB", "LIBTORCH_USE_PYTORCH"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
-    println!("cargo:rerun-if-changed=link-rpath.rs");
     let target = std::env::var("TARGET").unwrap_or_default();
     if !target.contains("linux") {
         return;

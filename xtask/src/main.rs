@@ -1,1 +1,135 @@
-fn main(){}
+//! `cargo xtask`: the project's task runner (rust-analyzer style). It builds no tch code itself and
+//! depends on no tch crate; it prepares libtorch, then drives `cargo` and the stage binaries.
+//!
+//! - `setup`     fetch libtorch 2.11.0 (CPU) through PyPI into `.libtorch/` (idempotent)
+//! - `test`      run the whole test suite (nextest when installed, else `cargo test`)
+//! - `pipeline`  the end-to-end run on the embedded default task
+//! - `bench`     the benchmarks; each writes `target/bench/<name>.json`
+
+mod libtorch;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Project tasks for rlhf-rs", version)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Fetch libtorch 2.11.0 (CPU) into .libtorch/ unless LIBTORCH or LIBTORCH_USE_PYTORCH is set.
+    Setup,
+    /// Build and run the whole test suite (cargo-nextest when installed, else cargo test).
+    Test {
+        /// Extra arguments passed to the test runner (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run the RLHF pipeline on the embedded default task.
+    Pipeline,
+    /// Run a benchmark and write target/bench/<name>.json.
+    Bench {
+        /// Which benchmark; `all` runs every one.
+        #[arg(value_parser = bench_names())]
+        name: String,
+    },
+}
+
+/// Benchmarks: (name, package that owns the `[[bench]]` target of the same name).
+const BENCHES: &[(&str, &str)] = &[("data", "rlhf-data"), ("generate", "rlhf-model")];
+
+/// The stage binaries, in pipeline order.
+const STAGES: &[&str] = &["rlhf-data", "rlhf-sft", "rlhf-reward", "rlhf-ppo", "rlhf-dpo", "rlhf-eval"];
+
+fn bench_names() -> clap::builder::PossibleValuesParser {
+    let names = BENCHES.iter().map(|(name, _)| *name).chain(["all"]);
+    clap::builder::PossibleValuesParser::new(names)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.task {
+        Task::Setup => libtorch::ensure(&root).map(|_| ()),
+        Task::Test { args } => test(&root, &args),
+        Task::Pipeline => pipeline(&root),
+        Task::Bench { name } => bench(&root, &name),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// A `cargo` command in the workspace root with the chosen libtorch in its environment.
+fn cargo(root: &Path, torch: &libtorch::Libtorch) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root);
+    torch.apply(&mut cmd);
+    cmd
+}
+
+fn run(mut cmd: Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd.status().with_context(|| format!("could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{:?} failed with {status}", cmd.get_program());
+    }
+    Ok(())
+}
+
+fn has_nextest() -> bool {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+fn test(root: &Path, extra: &[String]) -> Result<()> {
+    let torch = libtorch::ensure(root)?;
+    // One optimised build serves both the binaries the integration tests drive and the tests
+    // themselves (tensor code is unbearably slow unoptimised, and building twice costs minutes).
+    let mut build = cargo(root, &torch);
+    build.args(["build", "--release", "--workspace", "--bins"]);
+    run(build)?;
+    let mut cmd = cargo(root, &torch);
+    if has_nextest() {
+        cmd.args(["nextest", "run", "--release", "--workspace", "--no-fail-fast"]);
+    } else {
+        cmd.args(["test", "--release", "--workspace", "--no-fail-fast"]);
+    }
+    cmd.args(extra);
+    run(cmd)
+}
+
+fn pipeline(root: &Path) -> Result<()> {
+    let torch = libtorch::ensure(root)?;
+    let mut build = cargo(root, &torch);
+    build.args(["build", "--release", "--workspace", "--bins"]);
+    run(build)?;
+    println!("rlhf-rs pipeline: the stage binaries are built in target/release:");
+    for stage in STAGES {
+        println!("  {stage}");
+    }
+    println!("The end-to-end run (data -> base -> SFT -> reward -> PPO/DPO -> eval) is not wired yet.");
+    Ok(())
+}
+
+fn bench(root: &Path, name: &str) -> Result<()> {
+    let torch = libtorch::ensure(root)?;
+    let out_dir = root.join("target").join("bench");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    for (bench, package) in BENCHES.iter().filter(|(bench, _)| name == "all" || *bench == name) {
+        let mut cmd = cargo(root, &torch);
+        cmd.args(["bench", "-p", package, "--bench", bench]).env("RLHF_BENCH_DIR", &out_dir);
+        run(cmd)?;
+        println!("xtask: wrote {}", out_dir.join(format!("{bench}.json")).display());
+    }
+    Ok(())
+}
