@@ -40,6 +40,27 @@ pub enum Error {
     /// Invalid arguments from the caller (shapes, options, token ids).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// `--device cuda` was asked for where libtorch cannot use a GPU.
+    #[error("{0}")]
+    DeviceUnavailable(String),
+    /// A tokenizer file (`tokenizer.json`, `tokenizer_config.json`) is missing or unusable.
+    #[error("{}: {message}", path.display())]
+    TokenizerFile { path: PathBuf, message: String },
+    /// Tokenizing, decoding or training a tokenizer failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The tokenizer has more tokens than the model's embedding has rows.
+    #[error(
+        "tokenizer mismatch: the tokenizer has {tokenizer_vocab} tokens but the model's embedding has only \
+         {embedding_rows} rows; use the tokenizer saved with this model"
+    )]
+    VocabMismatch { tokenizer_vocab: usize, embedding_rows: i64 },
+    /// A chat template failed to compile or render (including its own `raise_exception`).
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
+    /// A training checkpoint or optimizer state is incomplete or does not match the model.
+    #[error("{}: {message}", path.display())]
+    Checkpoint { path: PathBuf, message: String },
     /// An error reported by libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
@@ -57,5 +78,8 @@ impl Error {
     }
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidInput(message.into())
+    }
+    pub(crate) fn checkpoint(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        Error::Checkpoint { path: path.into(), message: message.to_string() }
     }
 }

@@ -1,0 +1,448 @@
+//! Hugging Face tokenizers: loading from and saving to checkpoint directories, the project's
+//! tokenization rule, and training a GPT-2 style byte-level BPE tokenizer.
+//!
+//! A checkpoint directory holds `tokenizer.json` (the `tokenizers` format) and optionally
+//! `tokenizer_config.json` (special-token names, `chat_template`) and `chat_template.jinja`.
+//! The tokenization rule used everywhere is `tokens(prompt) ++ tokens(response) ++ [eos]`, each
+//! part tokenized on its own and no other special tokens ([`Tokenizer::encode_prompt_response`]).
+
+use crate::chat::{ChatMessage, ChatTemplate};
+use crate::error::{Error, Result};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{BpeTrainer, BPE};
+use tokenizers::models::TrainerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::AddedToken;
+
+/// File name of the tokenizer model inside a checkpoint directory.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// File name of the tokenizer settings (special tokens, chat template) inside a checkpoint directory.
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+/// File name of a chat template stored on its own (preferred by `transformers` when present).
+pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
+
+/// End-of-text token names tried, in order, when `tokenizer_config.json` names none.
+const FALLBACK_EOS_TOKENS: [&str; 4] = ["<|endoftext|>", "</s>", "<|end_of_text|>", "<|im_end|>"];
+/// `transformers`' named special tokens, passed to chat templates as `<name>` variables.
+const NAMED_SPECIAL_TOKENS: [&str; 7] = [
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+];
+
+/// Names of the special tokens a newly trained tokenizer gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecialTokens {
+    /// End of text; appended after every response.
+    pub eos: String,
+    /// Padding; when `None`, padding uses `eos`.
+    pub pad: Option<String>,
+    /// Beginning of text, only for chat templates that ask for `bos_token`.
+    pub bos: Option<String>,
+}
+
+impl Default for SpecialTokens {
+    /// GPT-2's `<|endoftext|>` as eos plus a dedicated `<|pad|>`.
+    fn default() -> Self {
+        SpecialTokens {
+            eos: "<|endoftext|>".into(),
+            pad: Some("<|pad|>".into()),
+            bos: None,
+        }
+    }
+}
+
+/// Token ids of one (prompt, response) pair under the project's tokenization rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PromptResponseIds {
+    /// `tokens(prompt)`.
+    pub prompt: Vec<i64>,
+    /// `tokens(response) ++ [eos]`.
+    pub response: Vec<i64>,
+}
+
+impl PromptResponseIds {
+    /// The full sequence `prompt ++ response`.
+    pub fn concatenated(&self) -> Vec<i64> {
+        [self.prompt.as_slice(), self.response.as_slice()].concat()
+    }
+}
+
+/// A loaded (or trained) tokenizer with its special tokens and optional chat template.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// `tokenizer_config.json` as read (or built for a trained tokenizer); written back by `save`.
+    config: Map<String, Value>,
+    eos_id: u32,
+    bos_id: Option<u32>,
+    pad_id: Option<u32>,
+    chat_template: Option<ChatTemplate>,
+}
+
+impl Tokenizer {
+    /// Loads `tokenizer.json` and, when present, `tokenizer_config.json` / `chat_template.jinja`
+    /// from a checkpoint directory.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let tokenizer_path = dir.join(TOKENIZER_FILE);
+        if !tokenizer_path.is_file() {
+            return Err(Error::TokenizerFile {
+                path: tokenizer_path,
+                message: "not found; a checkpoint directory needs a Hugging Face tokenizer.json"
+                    .into(),
+            });
+        }
+        let inner = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|err| {
+            Error::TokenizerFile {
+                path: tokenizer_path.clone(),
+                message: format!("not a valid Hugging Face tokenizer: {err}"),
+            }
+        })?;
+        let config_path = dir.join(TOKENIZER_CONFIG_FILE);
+        let mut config = if config_path.is_file() {
+            read_json_object(&config_path)?
+        } else {
+            Map::new()
+        };
+        let template_path = dir.join(CHAT_TEMPLATE_FILE);
+        if template_path.is_file() {
+            let template = std::fs::read_to_string(&template_path)
+                .map_err(|err| Error::io(&template_path, err))?;
+            config.insert("chat_template".into(), Value::String(template));
+        }
+        Self::from_parts(inner, config, &config_path)
+    }
+
+    /// Trains a GPT-2 style byte-level BPE tokenizer on `texts`, deterministically.
+    ///
+    /// Any text round-trips (`decode(encode(x)) == x`). The special tokens take the first ids
+    /// (eos, then pad, then bos); `vocab_size` is an upper bound that counts them and the 256 byte
+    /// symbols (a small corpus may run out of pairs seen twice before reaching it).
+    pub fn train_bpe<S: AsRef<str> + Sync>(
+        texts: &[S],
+        vocab_size: usize,
+        special: &SpecialTokens,
+    ) -> Result<Self> {
+        let special_names: Vec<&str> = [
+            Some(special.eos.as_str()),
+            special.pad.as_deref(),
+            special.bos.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let minimum = ByteLevel::alphabet().len() + special_names.len();
+        if vocab_size < minimum {
+            return Err(Error::invalid(format!(
+                "BPE vocab_size {vocab_size} is too small: the byte alphabet and special tokens alone need {minimum}"
+            )));
+        }
+        let mut trainer = TrainerWrapper::BpeTrainer(
+            BpeTrainer::builder()
+                .vocab_size(vocab_size)
+                .min_frequency(2)
+                .show_progress(false)
+                .special_tokens(
+                    special_names
+                        .iter()
+                        .map(|name| AddedToken::from(*name, true))
+                        .collect(),
+                )
+                .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+                .build(),
+        );
+        let mut inner = tokenizers::Tokenizer::new(BPE::default());
+        inner
+            .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)))
+            .with_post_processor(Some(ByteLevel::default().add_prefix_space(false)))
+            .with_decoder(Some(ByteLevelDecoder::default()));
+        inner
+            .train(&mut trainer, texts.iter().map(AsRef::as_ref))
+            .map_err(|err| Error::Tokenizer(format!("BPE training failed: {err}")))?;
+
+        let mut config = Map::new();
+        config.insert("tokenizer_class".into(), "PreTrainedTokenizerFast".into());
+        config.insert("clean_up_tokenization_spaces".into(), false.into());
+        config.insert("eos_token".into(), special.eos.clone().into());
+        for (key, name) in [("pad_token", &special.pad), ("bos_token", &special.bos)] {
+            if let Some(name) = name {
+                config.insert(key.into(), name.clone().into());
+            }
+        }
+        Self::from_parts(inner, config, Path::new(TOKENIZER_CONFIG_FILE))
+    }
+
+    /// Writes `tokenizer.json` and `tokenizer_config.json` into `dir` (created if missing), in the
+    /// layout `transformers.AutoTokenizer.from_pretrained(dir)` loads.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|err| Error::io(dir, err))?;
+        let tokenizer_path = dir.join(TOKENIZER_FILE);
+        let json = self
+            .inner
+            .to_string(false)
+            .map_err(|err| Error::Tokenizer(format!("cannot serialize the tokenizer: {err}")))?;
+        std::fs::write(&tokenizer_path, json).map_err(|err| Error::io(&tokenizer_path, err))?;
+        let config_path = dir.join(TOKENIZER_CONFIG_FILE);
+        let config = serde_json::to_string_pretty(&self.config).map_err(|source| Error::Json {
+            path: config_path.clone(),
+            source,
+        })?;
+        std::fs::write(&config_path, config).map_err(|err| Error::io(&config_path, err))
+    }
+
+    /// Token ids of `text`, without any special tokens added.
+    pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
+        let encoding = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|err| encode_error(text, err))?;
+        Ok(to_i64(encoding.get_ids()))
+    }
+
+    /// [`Tokenizer::encode`] for many texts, in parallel.
+    pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<i64>>> {
+        let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        let encodings = self.inner.encode_batch_fast(inputs, false).map_err(|err| {
+            Error::Tokenizer(format!(
+                "cannot tokenize a batch of {} texts: {err}",
+                texts.len()
+            ))
+        })?;
+        Ok(encodings
+            .iter()
+            .map(|encoding| to_i64(encoding.get_ids()))
+            .collect())
+    }
+
+    /// The project's tokenization rule: `tokens(prompt)`, and `tokens(response) ++ [eos]`.
+    pub fn encode_prompt_response(
+        &self,
+        prompt: &str,
+        response: &str,
+    ) -> Result<PromptResponseIds> {
+        let mut response_ids = self.encode(response)?;
+        response_ids.push(i64::from(self.eos_id));
+        Ok(PromptResponseIds {
+            prompt: self.encode(prompt)?,
+            response: response_ids,
+        })
+    }
+
+    /// [`Tokenizer::encode_prompt_response`] for many pairs, in parallel.
+    pub fn encode_prompt_response_batch<P, R>(
+        &self,
+        pairs: &[(P, R)],
+    ) -> Result<Vec<PromptResponseIds>>
+    where
+        P: AsRef<str> + Sync,
+        R: AsRef<str> + Sync,
+    {
+        let texts: Vec<&str> = pairs
+            .iter()
+            .flat_map(|(prompt, response)| [prompt.as_ref(), response.as_ref()])
+            .collect();
+        let mut ids = self.encode_batch(&texts)?.into_iter();
+        let mut encoded = Vec::with_capacity(pairs.len());
+        while let (Some(prompt), Some(mut response)) = (ids.next(), ids.next()) {
+            response.push(i64::from(self.eos_id));
+            encoded.push(PromptResponseIds { prompt, response });
+        }
+        Ok(encoded)
+    }
+
+    /// Text of `ids`; special tokens (eos, pad, ...) are dropped when `skip_special_tokens`.
+    pub fn decode(&self, ids: &[i64], skip_special_tokens: bool) -> Result<String> {
+        let ids = ids
+            .iter()
+            .map(|&id| {
+                u32::try_from(id)
+                    .map_err(|_| Error::invalid(format!("token id {id} is out of range")))
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        self.inner.decode(&ids, skip_special_tokens).map_err(|err| {
+            Error::Tokenizer(format!("cannot decode {} token ids: {err}", ids.len()))
+        })
+    }
+
+    /// Id of the end-of-text token.
+    pub fn eos_id(&self) -> i64 {
+        i64::from(self.eos_id)
+    }
+
+    /// Id of the padding token, or of eos when the tokenizer has no pad token.
+    pub fn pad_id(&self) -> i64 {
+        i64::from(self.pad_id.unwrap_or(self.eos_id))
+    }
+
+    /// Id of the beginning-of-text token, when the tokenizer has one.
+    pub fn bos_id(&self) -> Option<i64> {
+        self.bos_id.map(i64::from)
+    }
+
+    /// Number of token ids, added (special) tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Fails unless every token id fits a model embedding with `embedding_rows` rows (models may
+    /// have more rows than tokens, never fewer).
+    pub fn check_fits_embedding(&self, embedding_rows: i64) -> Result<()> {
+        let tokenizer_vocab = self.vocab_size();
+        if i64::try_from(tokenizer_vocab).is_ok_and(|vocab| vocab <= embedding_rows) {
+            return Ok(());
+        }
+        Err(Error::VocabMismatch {
+            tokenizer_vocab,
+            embedding_rows,
+        })
+    }
+
+    /// The chat template, when the checkpoint has one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat_template.as_ref()
+    }
+
+    /// Renders `messages` with the checkpoint's chat template, like `transformers`'
+    /// `apply_chat_template(messages, tokenize=False, add_generation_prompt=...)`.
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let template = self.chat_template.as_ref().ok_or_else(|| {
+            Error::ChatTemplate("this tokenizer has no chat_template (tokenizer_config.json or chat_template.jinja)".into())
+        })?;
+        template.render(messages, add_generation_prompt)
+    }
+
+    fn from_parts(
+        mut inner: tokenizers::Tokenizer,
+        config: Map<String, Value>,
+        config_path: &Path,
+    ) -> Result<Self> {
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|err| Error::Tokenizer(format!("cannot disable truncation: {err}")))?;
+        let special_tokens = named_special_tokens(&config);
+        let token_id = |name: &str| -> Result<u32> {
+            inner.token_to_id(name).ok_or_else(|| Error::TokenizerFile {
+                path: config_path.to_path_buf(),
+                message: format!("special token `{name}` is not in the tokenizer's vocabulary"),
+            })
+        };
+        let eos_id = match special_tokens.get("eos_token") {
+            Some(eos) => token_id(eos)?,
+            None => FALLBACK_EOS_TOKENS.iter().find_map(|name| inner.token_to_id(name)).ok_or_else(|| {
+                Error::TokenizerFile {
+                    path: config_path.to_path_buf(),
+                    message: format!(
+                        "no eos_token is set and none of {FALLBACK_EOS_TOKENS:?} is in the vocabulary"
+                    ),
+                }
+            })?,
+        };
+        let bos_id = special_tokens
+            .get("bos_token")
+            .map(|name| token_id(name))
+            .transpose()?;
+        let pad_id = special_tokens
+            .get("pad_token")
+            .map(|name| token_id(name))
+            .transpose()?;
+        let chat_template = chat_template_source(&config, config_path)?
+            .map(|source| ChatTemplate::new(source, special_tokens))
+            .transpose()?;
+        Ok(Tokenizer {
+            inner,
+            config,
+            eos_id,
+            bos_id,
+            pad_id,
+            chat_template,
+        })
+    }
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("eos_id", &self.eos_id)
+            .field("bos_id", &self.bos_id)
+            .field("pad_id", &self.pad_id)
+            .field("has_chat_template", &self.chat_template.is_some())
+            .finish()
+    }
+}
+
+/// The named special tokens set in `tokenizer_config.json`, each either a string or an
+/// `AddedToken`-style object with a `content` field.
+fn named_special_tokens(config: &Map<String, Value>) -> BTreeMap<String, String> {
+    NAMED_SPECIAL_TOKENS
+        .iter()
+        .filter_map(|&key| {
+            let content = match config.get(key)? {
+                Value::String(content) => content.clone(),
+                Value::Object(token) => token.get("content")?.as_str()?.to_owned(),
+                _ => return None,
+            };
+            Some((key.to_owned(), content))
+        })
+        .collect()
+}
+
+/// The chat template in `tokenizer_config.json`: a string, or a list of named templates of which
+/// `transformers` uses the one called `default`.
+fn chat_template_source(config: &Map<String, Value>, config_path: &Path) -> Result<Option<String>> {
+    let bad_template = |message: &str| Error::TokenizerFile {
+        path: config_path.to_path_buf(),
+        message: message.into(),
+    };
+    match config.get("chat_template") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(source)) => Ok(Some(source.clone())),
+        Some(Value::Array(named)) => named
+            .iter()
+            .find(|entry| entry.get("name").and_then(Value::as_str) == Some("default"))
+            .and_then(|entry| entry.get("template")?.as_str())
+            .map(|source| Some(source.to_owned()))
+            .ok_or_else(|| {
+                bad_template("chat_template is a list of named templates without a `default` one")
+            }),
+        Some(_) => Err(bad_template(
+            "chat_template must be a string or a list of {name, template} objects",
+        )),
+    }
+}
+
+fn read_json_object(path: &Path) -> Result<Map<String, Value>> {
+    let text = std::fs::read_to_string(path).map_err(|err| Error::io(path, err))?;
+    match serde_json::from_str(&text).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })? {
+        Value::Object(object) => Ok(object),
+        _ => Err(Error::TokenizerFile {
+            path: path.to_path_buf(),
+            message: "expected a JSON object".into(),
+        }),
+    }
+}
+
+fn encode_error(text: &str, err: impl std::fmt::Display) -> Error {
+    let preview: String = text.chars().take(40).collect();
+    Error::Tokenizer(format!("cannot tokenize {preview:?}: {err}"))
+}
+
+fn to_i64(ids: &[u32]) -> Vec<i64> {
+    ids.iter().map(|&id| i64::from(id)).collect()
+}

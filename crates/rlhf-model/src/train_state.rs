@@ -1,0 +1,288 @@
+//! Training checkpoints for resume, shared by every trainer.
+//!
+//! A checkpoint is a directory `<checkpoints>/step-N/` holding each model's tensors
+//! (`<name>.safetensors`), the optimizer state (`optimizer.safetensors`) and `train_state.json`
+//! (step, epoch, data position, RNG state, config hash, trainer extras). It is written under a
+//! temporary name and renamed into place, so a crash mid-save never leaves a `step-N` that
+//! [`latest`] would pick. [`prune`] keeps the newest K.
+
+use crate::error::{Error, Result};
+use crate::optim::AdamW;
+use rand_chacha::rand_core::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use tch::nn::VarStore;
+
+/// The random number generator trainers use for data order and sampling; its state is saved
+/// in checkpoints ([`rng_state`], [`restore_rng`]).
+pub type TrainRng = rand_chacha::ChaCha8Rng;
+
+const STATE_FILE: &str = "train_state.json";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const STEP_PREFIX: &str = "step-";
+/// Prefix of directories being written (`.tmp-step-N-<pid>`) or replaced (`.old-step-N-<pid>`).
+const PARTIAL_PREFIXES: [&str; 2] = [".tmp-", ".old-"];
+const FORMAT_VERSION: u32 = 1;
+
+/// Where a trainer stands; everything besides tensors that a resume needs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainState {
+    /// Optimizer steps taken.
+    pub step: u64,
+    pub epoch: u64,
+    /// Samples of the current epoch's order already consumed.
+    pub data_position: u64,
+    /// The trainer's [`TrainRng`], from [`rng_state`].
+    pub rng_state: Vec<u64>,
+    /// Seed to give [`crate::device::seed_everything`] on resume (libtorch's generator state is
+    /// not reachable through tch).
+    pub tch_seed: u64,
+    /// [`config_hash`] of the run's resolved config.
+    pub config_hash: String,
+    /// Trainer-specific state (e.g. an adaptive KL coefficient).
+    pub extra: serde_json::Value,
+}
+
+/// `train_state.json`: the state plus what makes the checkpoint complete.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    format_version: u32,
+    /// Files of the checkpoint besides this one.
+    files: Vec<String>,
+    state: TrainState,
+}
+
+/// Writes `state`, each named model and the optimizer to `<checkpoints_dir>/step-<state.step>`
+/// atomically (replacing an existing checkpoint of that step) and returns that directory.
+/// Model names become file names (`model` -> `model.safetensors`).
+pub fn save(
+    checkpoints_dir: &Path,
+    state: &TrainState,
+    models: &[(&str, &VarStore)],
+    optimizer: &AdamW,
+) -> Result<PathBuf> {
+    let step_name = format!("{STEP_PREFIX}{}", state.step);
+    let final_dir = checkpoints_dir.join(&step_name);
+    let temp_dir = checkpoints_dir.join(format!(".tmp-{step_name}-{}", std::process::id()));
+    if temp_dir.exists() {
+        fs::remove_dir_all(&temp_dir).map_err(|err| Error::io(&temp_dir, err))?;
+    }
+    fs::create_dir_all(&temp_dir).map_err(|err| Error::io(&temp_dir, err))?;
+
+    let mut files = Vec::with_capacity(models.len() + 1);
+    for (name, vs) in models {
+        let file = model_file(name)?;
+        let path = temp_dir.join(&file);
+        vs.save(&path)
+            .map_err(|err| Error::checkpoint(&path, err))?;
+        files.push(file);
+    }
+    optimizer.save(temp_dir.join(OPTIMIZER_FILE))?;
+    files.push(OPTIMIZER_FILE.to_owned());
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        files,
+        state: state.clone(),
+    };
+    let state_path = temp_dir.join(STATE_FILE);
+    let json = serde_json::to_string_pretty(&manifest).map_err(|source| Error::Json {
+        path: state_path.clone(),
+        source,
+    })?;
+    fs::write(&state_path, json).map_err(|err| Error::io(&state_path, err))?;
+    for file in manifest
+        .files
+        .iter()
+        .map(String::as_str)
+        .chain([STATE_FILE])
+    {
+        sync(&temp_dir.join(file))?;
+    }
+    sync(&temp_dir)?;
+
+    if final_dir.exists() {
+        let old_dir = checkpoints_dir.join(format!(".old-{step_name}-{}", std::process::id()));
+        fs::rename(&final_dir, &old_dir).map_err(|err| Error::io(&final_dir, err))?;
+        fs::rename(&temp_dir, &final_dir).map_err(|err| Error::io(&final_dir, err))?;
+        fs::remove_dir_all(&old_dir).map_err(|err| Error::io(&old_dir, err))?;
+    } else {
+        fs::rename(&temp_dir, &final_dir).map_err(|err| Error::io(&final_dir, err))?;
+    }
+    sync(checkpoints_dir)?;
+    tracing::info!(dir = %final_dir.display(), "saved training checkpoint");
+    Ok(final_dir)
+}
+
+/// The newest complete checkpoint in `checkpoints_dir`, if any (a missing directory has none).
+pub fn latest(checkpoints_dir: &Path) -> Result<Option<PathBuf>> {
+    Ok(complete_checkpoints(checkpoints_dir)?
+        .pop()
+        .map(|(_, dir)| dir))
+}
+
+/// Loads a checkpoint written by [`save`] into the named models and the optimizer, and returns
+/// its state.
+pub fn load(
+    checkpoint_dir: &Path,
+    models: &mut [(&str, &mut VarStore)],
+    optimizer: &mut AdamW,
+) -> Result<TrainState> {
+    let manifest = read_manifest(checkpoint_dir)?;
+    for (name, vs) in models.iter_mut() {
+        let file = model_file(name)?;
+        if !manifest.files.contains(&file) {
+            return Err(Error::checkpoint(
+                checkpoint_dir,
+                format!("holds no model named `{name}` ({file})"),
+            ));
+        }
+        let path = checkpoint_dir.join(&file);
+        vs.load(&path)
+            .map_err(|err| Error::checkpoint(&path, err))?;
+    }
+    optimizer.load(checkpoint_dir.join(OPTIMIZER_FILE))?;
+    Ok(manifest.state)
+}
+
+/// Deletes all but the newest `keep_last` complete checkpoints, and leftovers of interrupted saves.
+pub fn prune(checkpoints_dir: &Path, keep_last: usize) -> Result<()> {
+    let complete = complete_checkpoints(checkpoints_dir)?;
+    let excess = complete.len().saturating_sub(keep_last);
+    let stale = complete.into_iter().take(excess).map(|(_, dir)| dir);
+    let partial = list_dir(checkpoints_dir)?
+        .into_iter()
+        .filter(|(name, _)| {
+            PARTIAL_PREFIXES
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+        })
+        .map(|(_, dir)| dir);
+    for dir in stale.chain(partial) {
+        fs::remove_dir_all(&dir).map_err(|err| Error::io(&dir, err))?;
+    }
+    Ok(())
+}
+
+/// A short, stable fingerprint of a config (FNV-1a over its canonical JSON), to tell whether a
+/// checkpoint was written under the same settings.
+pub fn config_hash(config: &impl Serialize) -> Result<String> {
+    let canonical = serde_json::to_value(config)
+        .and_then(|value| serde_json::to_string(&value))
+        .map_err(|err| Error::invalid(format!("config cannot be serialized for hashing: {err}")))?;
+    let hash = canonical
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    Ok(format!("{hash:016x}"))
+}
+
+/// The full state of a [`TrainRng`] as seven words: seed (4), stream (1), word position (2).
+pub fn rng_state(rng: &TrainRng) -> Vec<u64> {
+    let seed = rng.get_seed();
+    let word_pos = rng.get_word_pos();
+    let mut words: Vec<u64> = seed
+        .chunks_exact(8)
+        .map(|chunk| u64::from_le_bytes(chunk.try_into().expect("8-byte chunk")))
+        .collect();
+    words.extend([rng.get_stream(), word_pos as u64, (word_pos >> 64) as u64]);
+    words
+}
+
+/// Rebuilds a [`TrainRng`] from [`rng_state`]'s words; it continues the same random sequence.
+pub fn restore_rng(words: &[u64]) -> Result<TrainRng> {
+    let &[s0, s1, s2, s3, stream, pos_low, pos_high] = words else {
+        return Err(Error::invalid(format!(
+            "an RNG state has 7 words, got {}",
+            words.len()
+        )));
+    };
+    let mut seed = [0u8; 32];
+    for (chunk, word) in seed.chunks_exact_mut(8).zip([s0, s1, s2, s3]) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    let mut rng = TrainRng::from_seed(seed);
+    rng.set_stream(stream);
+    rng.set_word_pos(u128::from(pos_low) | (u128::from(pos_high) << 64));
+    Ok(rng)
+}
+
+fn model_file(name: &str) -> Result<String> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid || format!("{name}.safetensors") == OPTIMIZER_FILE {
+        return Err(Error::invalid(format!(
+            "checkpoint model name `{name}` must be non-empty ASCII letters, digits, '-' or '_', and not `optimizer`"
+        )));
+    }
+    Ok(format!("{name}.safetensors"))
+}
+
+/// Complete `step-N` checkpoints, oldest first.
+fn complete_checkpoints(checkpoints_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut found: Vec<(u64, PathBuf)> = list_dir(checkpoints_dir)?
+        .into_iter()
+        .filter_map(|(name, dir)| Some((name.strip_prefix(STEP_PREFIX)?.parse().ok()?, dir)))
+        .filter(|(_, dir)| {
+            read_manifest(dir)
+                .is_ok_and(|manifest| manifest.files.iter().all(|file| dir.join(file).is_file()))
+        })
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// Subdirectories of `dir` as (name, path); none when `dir` does not exist.
+fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(Error::io(dir, err)),
+    };
+    let mut dirs = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|err| Error::io(dir, err))?;
+        if entry
+            .file_type()
+            .map_err(|err| Error::io(entry.path(), err))?
+            .is_dir()
+        {
+            dirs.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            ));
+        }
+    }
+    Ok(dirs)
+}
+
+fn read_manifest(checkpoint_dir: &Path) -> Result<Manifest> {
+    let path = checkpoint_dir.join(STATE_FILE);
+    let text = fs::read_to_string(&path).map_err(|err| Error::io(&path, err))?;
+    let manifest: Manifest = serde_json::from_str(&text).map_err(|source| Error::Json {
+        path: path.clone(),
+        source,
+    })?;
+    if manifest.format_version != FORMAT_VERSION {
+        return Err(Error::checkpoint(
+            &path,
+            format!(
+                "format_version {} is not the supported {FORMAT_VERSION}",
+                manifest.format_version
+            ),
+        ));
+    }
+    Ok(manifest)
+}
+
+/// Flushes a file or directory to disk, so a rename that follows never exposes unwritten data.
+fn sync(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|file| file.sync_all())
+        .map_err(|err| Error::io(path, err))
+}
