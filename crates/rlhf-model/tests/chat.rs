@@ -1,0 +1,88 @@
+//! Chat templates render exactly as `transformers` renders them.
+//!
+//! Each directory under `tests/fixtures/chat/` is a tokenizer directory with a real model's chat
+//! template; `expected.json` holds `apply_chat_template(..., tokenize=False)` outputs produced by
+//! `make_fixtures.py` with `transformers`.
+
+use anyhow::{Context, Result};
+use rlhf_model::{ChatMessage, ChatTemplate, Tokenizer};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Deserialize)]
+struct Fixture {
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    name: String,
+    messages: Vec<ChatMessage>,
+    add_generation_prompt: bool,
+    expected: Option<String>,
+    error: Option<String>,
+}
+
+fn fixture_dirs() -> Vec<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+#[test]
+fn templates_render_like_transformers() -> Result<()> {
+    let dirs = fixture_dirs();
+    assert_eq!(dirs.len(), 6, "one directory per fixture template");
+    for dir in dirs {
+        let template_name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let tokenizer = Tokenizer::from_dir(&dir)?;
+        let fixture: Fixture = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json"))?)?;
+        for case in fixture.cases {
+            let label = format!("{template_name}/{}", case.name);
+            let rendered = tokenizer.apply_chat_template(&case.messages, case.add_generation_prompt);
+            match (&case.expected, &case.error) {
+                (Some(expected), None) => {
+                    assert_eq!(&rendered.with_context(|| label.clone())?, expected, "{label}")
+                }
+                (None, Some(error)) => {
+                    let message = rendered.expect_err(&label).to_string();
+                    assert!(message.contains(error.as_str()), "{label}: got {message:?}");
+                }
+                _ => panic!("{label}: a case has either `expected` or `error`"),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn special_tokens_are_template_variables() -> Result<()> {
+    let tokens = BTreeMap::from([("bos_token".to_owned(), "<s>".to_owned())]);
+    let template = ChatTemplate::new(
+        "{{ bos_token }}{% for m in messages %}{{ m.role }}={{ m.content }};{% endfor %}{{ eos_token is defined }}",
+        tokens,
+    )?;
+    let rendered = template.render(&[ChatMessage::new("user", "hi")], false)?;
+    assert_eq!(rendered, "<s>user=hi;False");
+    Ok(())
+}
+
+#[test]
+fn a_template_with_a_syntax_error_is_rejected_when_loaded() {
+    let error = ChatTemplate::new("{% for m in messages %}", BTreeMap::new()).unwrap_err();
+    assert!(error.to_string().starts_with("chat template: cannot compile"), "{error}");
+}
+
+#[test]
+fn a_tokenizer_without_template_says_so() -> Result<()> {
+    let tokenizer = Tokenizer::train_bpe(&["some text"], 300, &Default::default())?;
+    let error = tokenizer.apply_chat_template(&[ChatMessage::new("user", "hi")], true).unwrap_err();
+    assert!(error.to_string().contains("no chat_template"), "{error}");
+    Ok(())
+}
