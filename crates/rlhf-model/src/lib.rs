@@ -4,16 +4,35 @@
 //! directories that load and save in `transformers`, KV-cache generation, log-probs, reward/value
 //! heads and LoRA, plus the tokenizer, chat templates and training helpers the trainers share.
 
+pub mod cache;
 pub mod chat;
+pub mod checkpoint;
+pub mod config;
 pub mod device;
 pub mod error;
+pub mod generate;
+pub mod gpt2;
+pub mod heads;
+mod layers;
+pub mod llama;
+pub mod logprobs;
+pub mod lora;
+pub mod model;
 pub mod optim;
 pub mod tokenizer;
 pub mod train_state;
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use device::{DType, DeviceArgs, DeviceChoice, Placement};
+pub use cache::KvCache;
+pub use config::{ArchConfig, Gpt2Config, LlamaConfig, ModelConfig, RewardNormalization, TokenIds};
 pub use error::{Error, Result};
+pub use generate::{generate, generate_from_tokens, Generation, GenerationConfig};
+pub use heads::{SequenceClassifier, ValueHead};
+pub use layers::{position_ids_from_mask, Linear};
+pub use logprobs::{build_batch, sequence_logprobs, LogprobOptions, PaddingSide, SequenceLogprobs, TokenBatch};
+pub use lora::{Lora, LoraConfig};
+pub use model::{CausalLm, ModelOutput, Transformer};
 pub use optim::{AdamW, AdamWConfig, LrSchedule, ScheduleKind};
 pub use tokenizer::{PromptResponseIds, SpecialTokens, Tokenizer};
 pub use train_state::{TrainRng, TrainState};

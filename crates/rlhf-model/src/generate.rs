@@ -1,0 +1,301 @@
+//! Batched autoregressive generation with a KV cache.
+//!
+//! Prompts are left-padded; greedy decoding or sampling with temperature, top-k and top-p (applied
+//! in transformers' order and with its rules); each row stops at its first eos and is filled with
+//! `pad_token_id` afterwards; the whole batch stops when every row is done or after
+//! `max_new_tokens`. Sampling is reproducible: one uniform per row and step comes from a SplitMix64
+//! stream seeded by [`GenerationConfig::seed`] and picks the token by inverse-CDF search, so the
+//! result does not depend on libtorch's global RNG. Runs under `tch::no_grad`.
+//!
+//! Returned log-probs are those of the sampling distribution after temperature and before
+//! top-k/top-p filtering, i.e. `log_softmax(logits / temperature)[token]` — what PPO recomputes
+//! from a forward pass (greedy: temperature 1).
+
+use crate::error::{Error, Result};
+use crate::layers::position_ids_from_mask;
+use crate::logprobs::gather_logprobs;
+use crate::model::CausalLm;
+use crate::ArchConfig;
+use tch::{Device, Kind, Tensor};
+
+/// Decoding options.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationConfig {
+    /// Upper bound on generated tokens per row.
+    pub max_new_tokens: i64,
+    /// Sample (true) or take the argmax (false).
+    pub do_sample: bool,
+    /// Logits are divided by this before sampling (> 0).
+    pub temperature: f64,
+    /// Keep only the `top_k` most likely tokens (0 = off).
+    pub top_k: i64,
+    /// Nucleus sampling mass (1.0 = off).
+    pub top_p: f64,
+    /// Tokens that end a row (empty: rows never stop early).
+    pub eos_token_ids: Vec<i64>,
+    /// Filler for finished rows and for prompt padding.
+    pub pad_token_id: i64,
+    /// Seed of the sampling stream.
+    pub seed: u64,
+    /// Use the KV cache (false recomputes the whole prefix every step; for benchmarks).
+    pub use_cache: bool,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        GenerationConfig {
+            max_new_tokens: 32,
+            do_sample: true,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            eos_token_ids: Vec::new(),
+            pad_token_id: 0,
+            seed: 0,
+            use_cache: true,
+        }
+    }
+}
+
+impl GenerationConfig {
+    /// Greedy decoding with the eos/pad ids of `model`'s config.
+    pub fn greedy_for(model: &CausalLm, max_new_tokens: i64) -> Self {
+        let cfg = model.config();
+        GenerationConfig {
+            max_new_tokens,
+            do_sample: false,
+            eos_token_ids: cfg.eos_token_ids(),
+            pad_token_id: cfg.pad_or_eos().unwrap_or(0),
+            ..Default::default()
+        }
+    }
+}
+
+/// Generated continuation of a batch.
+#[derive(Debug)]
+pub struct Generation {
+    /// `[B, N]` int64 new tokens (`N <= max_new_tokens`), `pad_token_id` after a row's eos.
+    pub tokens: Tensor,
+    /// `[B, N]` f32 log-probs of the chosen tokens (0 after a row finished).
+    pub logprobs: Tensor,
+    /// Tokens generated per row, the eos included.
+    pub lengths: Vec<i64>,
+}
+
+impl Generation {
+    /// Each row's tokens, cut at its length (eos kept).
+    pub fn rows(&self) -> Result<Vec<Vec<i64>>> {
+        let t = self.tokens.to_device(Device::Cpu);
+        let n = t.size()[1] as usize;
+        let flat = Vec::<i64>::try_from(t.contiguous().view([-1]))?;
+        Ok(self.lengths.iter().enumerate().map(|(i, &l)| flat[i * n..i * n + l as usize].to_vec()).collect())
+    }
+    /// Each row's log-probs, cut at its length.
+    pub fn logprob_rows(&self) -> Result<Vec<Vec<f32>>> {
+        let t = self.logprobs.to_device(Device::Cpu);
+        let n = t.size()[1] as usize;
+        let flat = Vec::<f32>::try_from(t.contiguous().view([-1]))?;
+        Ok(self.lengths.iter().enumerate().map(|(i, &l)| flat[i * n..i * n + l as usize].to_vec()).collect())
+    }
+}
+
+/// SplitMix64: a tiny, well-mixed, seedable stream for the per-step uniforms.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in (0, 1].
+    fn next_unit(&mut self) -> f32 {
+        (((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64) as f32
+    }
+}
+
+/// Left-pads token lists into `(input_ids, attention_mask)` `[B, P]` on `device`.
+pub fn left_pad(prompts: &[Vec<i64>], pad_token_id: i64, device: Device) -> Result<(Tensor, Tensor)> {
+    let p = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if prompts.is_empty() || p == 0 {
+        return Err(Error::invalid("generation needs at least one non-empty prompt"));
+    }
+    let b = prompts.len();
+    let mut ids = vec![pad_token_id; b * p];
+    let mut mask = vec![0i64; b * p];
+    for (i, row) in prompts.iter().enumerate() {
+        if row.is_empty() {
+            return Err(Error::invalid(format!("prompt {i} is empty")));
+        }
+        let off = p - row.len();
+        ids[i * p + off..(i + 1) * p].copy_from_slice(row);
+        mask[i * p + off..(i + 1) * p].iter_mut().for_each(|m| *m = 1);
+    }
+    let shape = [b as i64, p as i64];
+    Ok((Tensor::from_slice(&ids).view(shape).to_device(device), Tensor::from_slice(&mask).view(shape).to_device(device)))
+}
+
+/// Generates from token-list prompts (left-padded here).
+pub fn generate_from_tokens(model: &CausalLm, prompts: &[Vec<i64>], cfg: &GenerationConfig) -> Result<Generation> {
+    let (ids, mask) = left_pad(prompts, cfg.pad_token_id, model.device())?;
+    generate(model, &ids, Some(&mask), cfg)
+}
+
+/// Applies transformers' top-k then top-p filters to `scores [B, V]` (f32), setting removed
+/// entries to -inf.
+fn filter_top_k_top_p(scores: Tensor, top_k: i64, top_p: f64) -> Tensor {
+    let v = scores.size()[1];
+    let mut scores = scores;
+    if top_k > 0 && top_k < v {
+        let (vals, _) = scores.topk(top_k, -1, true, true);
+        let kth = vals.narrow(1, top_k - 1, 1);
+        scores = scores.masked_fill(&scores.lt_tensor(&kth), f64::NEG_INFINITY);
+    }
+    if top_p < 1.0 {
+        let (sorted, idx) = scores.sort(-1, false);
+        let cum = sorted.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
+        let remove = cum.le(1.0 - top_p);
+        let _ = remove.narrow(1, v - 1, 1).fill_(0);
+        let remove = remove.scatter(1, &idx, &remove);
+        scores = scores.masked_fill(&remove, f64::NEG_INFINITY);
+    }
+    scores
+}
+
+/// Generates up to `cfg.max_new_tokens` tokens after left-padded `input_ids [B, P]`
+/// (`attention_mask` 1 on real tokens; `None` = no padding).
+pub fn generate(
+    model: &CausalLm,
+    input_ids: &Tensor,
+    attention_mask: Option<&Tensor>,
+    cfg: &GenerationConfig,
+) -> Result<Generation> {
+    let s = input_ids.size();
+    if s.len() != 2 || s[1] == 0 || s[0] == 0 {
+        return Err(Error::invalid(format!("input_ids must be [batch>0, seq>0], got {s:?}")));
+    }
+    if cfg.max_new_tokens < 0 {
+        return Err(Error::invalid("max_new_tokens must be >= 0"));
+    }
+    if cfg.do_sample && !(cfg.temperature > 0.0) {
+        return Err(Error::invalid(format!("temperature must be > 0, got {}", cfg.temperature)));
+    }
+    if !(cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
+        return Err(Error::invalid(format!("top_p must be in (0, 1], got {}", cfg.top_p)));
+    }
+    let (b, p, n) = (s[0], s[1], cfg.max_new_tokens);
+    if let ArchConfig::Gpt2(c) = &model.config().arch {
+        if p + n > c.n_positions {
+            return Err(Error::invalid(format!(
+                "prompt ({p}) + max_new_tokens ({n}) exceeds GPT-2's n_positions = {}",
+                c.n_positions
+            )));
+        }
+    }
+    if let Some(m) = attention_mask {
+        if m.size() != s {
+            return Err(Error::invalid(format!("attention_mask {:?} must match input_ids {s:?}", m.size())));
+        }
+    }
+    let _span = tracing::debug_span!("generate", batch = b, prompt = p, max_new = n).entered();
+    tch::no_grad(|| generate_inner(model, input_ids, attention_mask, cfg, b, p, n))
+}
+
+fn generate_inner(
+    model: &CausalLm,
+    input_ids: &Tensor,
+    attention_mask: Option<&Tensor>,
+    cfg: &GenerationConfig,
+    b: i64,
+    p: i64,
+    n: i64,
+) -> Result<Generation> {
+    let device = model.device();
+    let ids = input_ids.to_device(device);
+    if n == 0 {
+        let empty = Tensor::zeros([b, 0], (Kind::Int64, device));
+        return Ok(Generation { logprobs: empty.to_kind(Kind::Float), tokens: empty, lengths: vec![0; b as usize] });
+    }
+    // Padding mask over prompt + new tokens; `None` when nothing is padded (checked once).
+    let prompt_mask = attention_mask.map(|m| m.to_device(device).to_kind(Kind::Int64));
+    let padded = match &prompt_mask {
+        Some(m) => m.f_all()?.f_int64_value(&[])? == 0,
+        None => false,
+    };
+    let full_mask = match (&prompt_mask, padded) {
+        (Some(m), true) => Some(Tensor::cat(&[m.shallow_clone(), Tensor::ones([b, n], (Kind::Int64, device))], 1)),
+        _ => None,
+    };
+    let full_pos = match &full_mask {
+        Some(m) => position_ids_from_mask(m),
+        None => Tensor::arange(p + n, (Kind::Int64, device)).unsqueeze(0).expand([b, p + n], false),
+    };
+    let mask_upto = |len: i64| full_mask.as_ref().map(|m| m.narrow(1, 0, len));
+
+    let uniforms = if cfg.do_sample {
+        let mut rng = SplitMix64(cfg.seed);
+        let u: Vec<f32> = (0..n * b).map(|_| rng.next_unit()).collect();
+        Some(Tensor::from_slice(&u).view([n, b]).to_device(device))
+    } else {
+        None
+    };
+    let eos = cfg.eos_token_ids.clone();
+    let mut cache = cfg.use_cache.then(|| model.new_cache(b, p + n));
+    let mut finished = Tensor::zeros([b], (Kind::Bool, device));
+    let mut lengths = Tensor::zeros([b], (Kind::Int64, device));
+    let (mut tokens, mut logprobs) = (Vec::with_capacity(n as usize), Vec::with_capacity(n as usize));
+    let mut seq = ids.shallow_clone();
+    // Host syncs (all rows finished?) are cheap on the CPU; on accelerators check less often.
+    let check_every = if device == Device::Cpu { 1 } else { 8 };
+
+    let mut logits =
+        model.step_logits(&ids, mask_upto(p).as_ref(), &full_pos.narrow(1, 0, p), cache.as_mut(), true);
+    for i in 0..n {
+        let logits32 = logits.to_kind(Kind::Float);
+        let (next, lp) = match &uniforms {
+            None => {
+                let next = logits32.argmax(-1, false);
+                let lp = gather_logprobs(&logits32, &next);
+                (next, lp)
+            }
+            Some(u) => {
+                let scaled = if cfg.temperature != 1.0 { logits32 / cfg.temperature } else { logits32 };
+                let filtered = filter_top_k_top_p(scaled.shallow_clone(), cfg.top_k, cfg.top_p);
+                let cdf = filtered.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
+                let v = cdf.size()[1];
+                let target = u.get(i).unsqueeze(1) * cdf.narrow(1, v - 1, 1);
+                let next = target.searchsorted::<Tensor>(&cdf, false, false, "left", None).squeeze_dim(1).clamp_max(v - 1);
+                let lp = gather_logprobs(&scaled, &next);
+                (next, lp)
+            }
+        };
+        let alive = finished.logical_not();
+        let next = next.where_self(&alive, &Tensor::full([b], cfg.pad_token_id, (Kind::Int64, device)));
+        let lp = lp.where_self(&alive, &Tensor::zeros([b], (Kind::Float, device)));
+        lengths += alive.to_kind(Kind::Int64);
+        for &e in &eos {
+            finished = finished.logical_or(&next.eq(e));
+        }
+        tokens.push(next.shallow_clone());
+        logprobs.push(lp);
+        if i + 1 == n {
+            break;
+        }
+        if !eos.is_empty() && (i + 1) % check_every == 0 && finished.all().int64_value(&[]) != 0 {
+            break;
+        }
+        let len = p + i + 1;
+        let step_in = next.unsqueeze(1);
+        logits = if let Some(c) = cache.as_mut() {
+            model.step_logits(&step_in, mask_upto(len).as_ref(), &full_pos.narrow(1, len - 1, 1), Some(c), true)
+        } else {
+            seq = Tensor::cat(&[&seq, &step_in], 1);
+            model.step_logits(&seq, mask_upto(len).as_ref(), &full_pos.narrow(1, 0, len), None, true)
+        };
+    }
+    let lengths = Vec::<i64>::try_from(lengths.to_device(Device::Cpu))?;
+    Ok(Generation { tokens: Tensor::stack(&tokens, 1), logprobs: Tensor::stack(&logprobs, 1), lengths })
+}
