@@ -1,1 +1,31 @@
-pub fn f(){}
+//! Record types, Parquet contracts and dataset import for rlhf-rs. No libtorch.
+//!
+//! Stages meet only through files. Each table is one [`Record`] kind ([`Prompt`],
+//! [`Demonstration`], [`Comparison`], [`Ranking`], [`Rollout`], [`Metric`]) with a versioned
+//! Arrow schema, stored as zstd Parquet written atomically ([`write_records`], [`RecordWriter`])
+//! and read back with its schema checked ([`read_records`], [`RecordReader`], [`read_table`]).
+//! Extra columns survive: readers hand back the original batches, and [`append_column`] adds one.
+//!
+//! [`import()`] turns JSON Lines or Parquet in the common Hugging Face layouts into these tables;
+//! [`expand_ranking`] turns a ranking of K responses into K·(K−1)/2 comparisons.
+//! Every failure is an [`Error`] whose message names the file and the line, row or column.
+
+mod arrays;
+mod error;
+mod import;
+mod layouts;
+mod parquet_io;
+mod ranking;
+mod records;
+mod schema;
+
+pub use error::{Error, Location, Result};
+pub use import::{import, ImportOptions, ImportSummary};
+pub use layouts::Format;
+pub use parquet_io::{
+    append_column, read_records, read_table, validate_table, write_records, RecordChunk,
+    RecordReader, RecordWriter, Table, TableReader, TableWriter, BATCH_ROWS,
+};
+pub use ranking::{expand_ranking, expand_rankings};
+pub use records::{Comparison, Demonstration, Kind, Metric, Prompt, Ranking, Record, Rollout};
+pub use schema::{render_schema, schema_tag, type_name, SCHEMA_KEY};

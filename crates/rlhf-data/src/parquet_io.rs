@@ -1,0 +1,476 @@
+//! Parquet tables on disk. Writing is zstd-compressed, streamed in record batches and atomic: rows
+//! go to a temporary file next to the destination, which is renamed into place only when complete
+//! and removed on any error, so a destination either holds a whole table or is untouched.
+//! Reading streams batches and checks each against the record's schema; columns the record does
+//! not know are kept in the batches handed back, never dropped.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::BufWriter;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{Error, Location, Result};
+use crate::records::{Kind, Record};
+use crate::schema::{check_batch, check_columns, schema_tag, type_name};
+
+/// Rows per record batch, written and read.
+pub const BATCH_ROWS: usize = 8192;
+
+/// zstd level for every table: fast to write, still several times smaller than the text.
+const ZSTD_LEVEL: i32 = 1;
+
+/// A row group is flushed once its encoded size reaches this, bounding the writer's memory.
+const ROW_GROUP_BYTES: usize = 64 << 20;
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(ZSTD_LEVEL).expect("a valid zstd level"),
+        ))
+        .set_dictionary_enabled(false)
+        .set_max_row_group_size(1 << 20)
+        .build()
+}
+
+/// Opens `path` for reading, with errors that say a directory or missing file is the problem.
+pub(crate) fn open_file(path: &Path) -> Result<File> {
+    let metadata = fs::metadata(path).map_err(|error| Error::io(path, "open", error))?;
+    if metadata.is_dir() {
+        return Err(Error::IsDirectory {
+            path: path.to_path_buf(),
+        });
+    }
+    File::open(path).map_err(|error| Error::io(path, "open", error))
+}
+
+/// A temporary file that is deleted when dropped, unless it was renamed into place.
+struct PendingFile {
+    temp: PathBuf,
+    renamed: bool,
+}
+
+impl PendingFile {
+    fn create(destination: &Path) -> Result<(Self, File)> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let directory = match destination.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        fs::create_dir_all(directory)
+            .map_err(|error| Error::io(destination, "create its directory", error))?;
+        let name = destination
+            .file_name()
+            .map(|name| name.to_string_lossy())
+            .unwrap_or_default();
+        let temp = directory.join(format!(
+            ".{name}.{}.{}.tmp",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|error| Error::io(destination, "create a temporary file", error))?;
+        Ok((
+            PendingFile {
+                temp,
+                renamed: false,
+            },
+            file,
+        ))
+    }
+
+    fn rename_to(mut self, destination: &Path) -> Result<()> {
+        fs::rename(&self.temp, destination)
+            .map_err(|error| Error::io(destination, "move the finished file into place", error))?;
+        self.renamed = true;
+        Ok(())
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// `(name: Type, …)`, for messages.
+fn column_list(schema: &Schema) -> String {
+    let columns: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|field| format!("{}: {}", field.name(), type_name(field.data_type())))
+        .collect();
+    format!("({})", columns.join(", "))
+}
+
+/// Writes record batches of one schema to a Parquet file, atomically (see the module docs).
+/// Dropping it without [`TableWriter::finish`] leaves nothing behind.
+pub struct TableWriter {
+    path: PathBuf,
+    pending: PendingFile,
+    schema: SchemaRef,
+    writer: ArrowWriter<BufWriter<File>>,
+    rows: u64,
+}
+
+impl TableWriter {
+    pub fn create(path: impl AsRef<Path>, schema: SchemaRef) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            return Err(Error::IsDirectory {
+                path: path.to_path_buf(),
+            });
+        }
+        let (pending, file) = PendingFile::create(path)?;
+        let writer = ArrowWriter::try_new(
+            BufWriter::with_capacity(1 << 20, file),
+            schema.clone(),
+            Some(writer_properties()),
+        )
+        .map_err(|error| Error::write_parquet(path, error))?;
+        Ok(TableWriter {
+            path: path.to_path_buf(),
+            pending,
+            schema,
+            writer,
+            rows: 0,
+        })
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Appends a batch, which must have exactly the writer's schema.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.schema().fields() != self.schema.fields() {
+            return Err(Error::write_parquet(
+                &self.path,
+                format!(
+                    "a batch has columns {}, expected {}",
+                    column_list(&batch.schema()),
+                    column_list(&self.schema)
+                ),
+            ));
+        }
+        self.writer
+            .write(batch)
+            .map_err(|error| Error::write_parquet(&self.path, error))?;
+        self.rows += batch.num_rows() as u64;
+        if self.writer.in_progress_size() >= ROW_GROUP_BYTES {
+            self.writer
+                .flush()
+                .map_err(|error| Error::write_parquet(&self.path, error))?;
+        }
+        Ok(())
+    }
+
+    /// Completes the file, syncs it and renames it into place; returns the rows written.
+    pub fn finish(self) -> Result<u64> {
+        let TableWriter {
+            path,
+            pending,
+            writer,
+            rows,
+            ..
+        } = self;
+        let file = writer
+            .into_inner()
+            .map_err(|error| Error::write_parquet(&path, error))?
+            .into_inner()
+            .map_err(|error| Error::io(&path, "write", error.into_error()))?;
+        file.sync_all()
+            .map_err(|error| Error::io(&path, "write", error))?;
+        pending.rename_to(&path)?;
+        tracing::debug!(path = %path.display(), rows, "wrote table");
+        Ok(rows)
+    }
+}
+
+/// Writes records of one kind, atomically, in batches of [`BATCH_ROWS`].
+pub struct RecordWriter<R> {
+    table: TableWriter,
+    record: PhantomData<fn(&R)>,
+}
+
+impl<R: Record> RecordWriter<R> {
+    pub fn create(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(RecordWriter {
+            table: TableWriter::create(path, R::schema())?,
+            record: PhantomData,
+        })
+    }
+
+    pub fn write(&mut self, records: &[R]) -> Result<()> {
+        for chunk in records.chunks(BATCH_ROWS) {
+            self.table.write(&R::to_batch(chunk)?)?;
+        }
+        Ok(())
+    }
+
+    /// See [`TableWriter::finish`].
+    pub fn finish(self) -> Result<u64> {
+        self.table.finish()
+    }
+}
+
+/// Writes `records` to `path` as one table; returns the rows written.
+pub fn write_records<R: Record>(path: impl AsRef<Path>, records: &[R]) -> Result<u64> {
+    let mut writer = RecordWriter::create(path)?;
+    writer.write(records)?;
+    writer.finish()
+}
+
+/// Reads any Parquet table as record batches, without checking its columns.
+pub struct TableReader {
+    path: PathBuf,
+    schema: SchemaRef,
+    rows: u64,
+    batches: ParquetRecordBatchReader,
+}
+
+impl TableReader {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let builder = ParquetRecordBatchReaderBuilder::try_new(open_file(path)?)
+            .map_err(|error| Error::parquet(path, error))?
+            .with_batch_size(BATCH_ROWS);
+        let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+        let schema = builder.schema().clone();
+        let batches = builder
+            .build()
+            .map_err(|error| Error::parquet(path, error))?;
+        Ok(TableReader {
+            path: path.to_path_buf(),
+            schema,
+            rows,
+            batches,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's schema, with every column it has.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// The row count recorded in the file's footer.
+    pub fn num_rows(&self) -> u64 {
+        self.rows
+    }
+}
+
+impl Iterator for TableReader {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let batch = self.batches.next()?;
+        Some(batch.map_err(|error| Error::parquet(&self.path, error)))
+    }
+}
+
+/// One batch of a table read as records of type `R`.
+#[derive(Debug, Clone)]
+pub struct RecordChunk<R> {
+    /// The row of the file this chunk starts at.
+    pub first_row: u64,
+    pub records: Vec<R>,
+    /// The same rows with every column of the file, extra columns included.
+    pub batch: RecordBatch,
+}
+
+/// Reads a table as records of type `R`, checking the schema and each batch's nulls.
+pub struct RecordReader<R> {
+    table: TableReader,
+    next_row: u64,
+    record: PhantomData<fn() -> R>,
+}
+
+/// Errors if `schema` is tagged as `kind` at another version, or lacks a required column of
+/// `kind`, or has one of the wrong type.
+fn check_schema(path: &Path, schema: &Schema, kind: Kind) -> Result<()> {
+    if let Some(tag) = schema_tag(schema) {
+        if Kind::from_tag(tag) == Some(kind) && tag != kind.schema_tag() {
+            return Err(Error::SchemaVersion {
+                path: path.to_path_buf(),
+                found: tag.to_string(),
+                expected: kind.schema_tag().to_string(),
+            });
+        }
+    }
+    check_columns(path, schema, &kind.schema())
+}
+
+impl<R: Record> RecordReader<R> {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let table = TableReader::open(path)?;
+        check_schema(table.path(), table.schema(), R::KIND)?;
+        Ok(RecordReader {
+            table,
+            next_row: 0,
+            record: PhantomData,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.table.path()
+    }
+
+    /// The file's schema, with every column it has.
+    pub fn schema(&self) -> &SchemaRef {
+        self.table.schema()
+    }
+
+    pub fn num_rows(&self) -> u64 {
+        self.table.num_rows()
+    }
+
+    fn chunk(&self, batch: RecordBatch) -> Result<RecordChunk<R>> {
+        check_batch(self.path(), &batch, &R::schema(), self.next_row)?;
+        Ok(RecordChunk {
+            first_row: self.next_row,
+            records: R::from_batch(&batch)?,
+            batch,
+        })
+    }
+}
+
+impl<R: Record> Iterator for RecordReader<R> {
+    type Item = Result<RecordChunk<R>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let chunk = self.table.next()?.and_then(|batch| self.chunk(batch));
+        if let Ok(chunk) = &chunk {
+            self.next_row += chunk.batch.num_rows() as u64;
+        }
+        Some(chunk)
+    }
+}
+
+/// A whole table in memory: typed records plus the original batches with every column.
+#[derive(Debug, Clone)]
+pub struct Table<R> {
+    /// The file's schema, extra columns included.
+    pub schema: SchemaRef,
+    pub records: Vec<R>,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl<R: Record> Table<R> {
+    /// The file's columns that `R` does not have.
+    pub fn extra_columns(&self) -> Vec<FieldRef> {
+        let known = R::schema();
+        self.schema
+            .fields()
+            .iter()
+            .filter(|field| known.field_with_name(field.name()).is_err())
+            .cloned()
+            .collect()
+    }
+}
+
+/// Reads a whole table: records and the batches they came from.
+pub fn read_table<R: Record>(path: impl AsRef<Path>) -> Result<Table<R>> {
+    let reader = RecordReader::<R>::open(path)?;
+    let schema = reader.schema().clone();
+    let (mut records, mut batches) = (Vec::new(), Vec::new());
+    for chunk in reader {
+        let chunk = chunk?;
+        records.extend(chunk.records);
+        batches.push(chunk.batch);
+    }
+    Ok(Table {
+        schema,
+        records,
+        batches,
+    })
+}
+
+/// Reads all records of a table.
+pub fn read_records<R: Record>(path: impl AsRef<Path>) -> Result<Vec<R>> {
+    Ok(read_table(path)?.records)
+}
+
+/// Reads a table and runs [`Record::validate`] on every row; returns the row count.
+pub fn validate_table<R: Record>(path: impl AsRef<Path>) -> Result<u64> {
+    let reader = RecordReader::<R>::open(path)?;
+    let path = reader.path().to_path_buf();
+    let mut rows = 0;
+    for chunk in reader {
+        let chunk = chunk?;
+        for (offset, record) in chunk.records.iter().enumerate() {
+            record.validate(|| Location::Row {
+                path: path.clone(),
+                row: chunk.first_row + offset as u64,
+            })?;
+        }
+        rows += chunk.records.len() as u64;
+    }
+    Ok(rows)
+}
+
+/// Writes `output` as every column and row of `input` plus one new column `field` holding
+/// `values` (one per row, in order). The schema metadata of `input` is kept. `output` may be
+/// `input`: it is replaced only once the new table is complete.
+pub fn append_column(
+    input: impl AsRef<Path>,
+    output: impl AsRef<Path>,
+    field: Field,
+    values: ArrayRef,
+) -> Result<u64> {
+    let (input, output) = (input.as_ref(), output.as_ref());
+    let reader = TableReader::open(input)?;
+    if reader.schema().field_with_name(field.name()).is_ok() {
+        return Err(Error::ColumnExists {
+            path: input.to_path_buf(),
+            column: field.name().clone(),
+        });
+    }
+    if values.len() as u64 != reader.num_rows() {
+        return Err(Error::ColumnLength {
+            path: input.to_path_buf(),
+            column: field.name().clone(),
+            rows: reader.num_rows(),
+            values: values.len() as u64,
+        });
+    }
+    if values.data_type() != field.data_type() {
+        return Err(Error::ColumnType {
+            path: output.to_path_buf(),
+            column: field.name().clone(),
+            found: type_name(values.data_type()),
+            expected: type_name(field.data_type()),
+        });
+    }
+    let mut fields: Vec<FieldRef> = reader.schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(field));
+    let schema = Arc::new(Schema::new(fields).with_metadata(reader.schema().metadata().clone()));
+    let mut writer = TableWriter::create(output, schema.clone())?;
+    let mut offset = 0;
+    for batch in reader {
+        let batch = batch?;
+        let mut columns = batch.columns().to_vec();
+        columns.push(values.slice(offset, batch.num_rows()));
+        offset += batch.num_rows();
+        let batch = RecordBatch::try_new(schema.clone(), columns)
+            .map_err(|error| Error::write_parquet(output, error))?;
+        writer.write(&batch)?;
+    }
+    writer.finish()
+}

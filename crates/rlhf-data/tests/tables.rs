@@ -1,0 +1,379 @@
+//! Parquet tables: round-trips of every record kind, schema snapshots, schema checks on read,
+//! atomic writes, and extra columns kept.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use rlhf_data::{
+    append_column, read_records, read_table, render_schema, validate_table, write_records,
+    Comparison, Demonstration, Kind, Metric, Prompt, Ranking, Record, RecordReader, Rollout,
+    TableWriter, SCHEMA_KEY,
+};
+use tempfile::TempDir;
+
+/// The names in `dir`, sorted: what a failed write must not leave behind.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn round_trip<R: Record + PartialEq + std::fmt::Debug>(records: Vec<R>) {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("nested/table.parquet");
+    assert_eq!(write_records(&path, &records).unwrap(), records.len() as u64);
+    assert_eq!(read_records::<R>(&path).unwrap(), records);
+    assert_eq!(validate_table::<R>(&path).unwrap(), records.len() as u64);
+    assert_eq!(entries(&dir.path().join("nested")), ["table.parquet"]);
+}
+
+fn comparison(index: usize) -> Comparison {
+    Comparison {
+        id: format!("c-{index}"),
+        prompt: format!("prompt {index} \u{e9}\u{4e2d}\n"),
+        chosen: format!("chosen {index}"),
+        rejected: format!("rejected {index}"),
+        margin: (index % 2 == 0).then_some(index as f32 / 4.0),
+        annotator: (index % 3 == 0).then(|| format!("annotator-{}", index % 5)),
+        source: (index % 4 == 0).then(|| "hh".to_string()),
+    }
+}
+
+#[test]
+fn every_kind_round_trips() {
+    round_trip((0..20_000).map(comparison).collect());
+    round_trip(
+        (0..3)
+            .map(|i| Prompt {
+                id: format!("p{i}"),
+                prompt: format!("prompt {i}"),
+            })
+            .collect(),
+    );
+    round_trip(vec![Demonstration {
+        id: "d".into(),
+        prompt: "Say hi.".into(),
+        response: " Hi!".into(),
+    }]);
+    round_trip(vec![
+        Ranking {
+            id: "r0".into(),
+            prompt: "p".into(),
+            responses: vec!["a".into(), "b".into(), "c".into()],
+            ranking: vec![2, 0, 1],
+        },
+        Ranking {
+            id: "r1".into(),
+            prompt: "q".into(),
+            responses: vec!["only".into()],
+            ranking: vec![0],
+        },
+    ]);
+    round_trip(vec![
+        Rollout {
+            id: "o".into(),
+            prompt: "p".into(),
+            response: "r".into(),
+            prompt_tokens: vec![1, 2, 3],
+            response_tokens: vec![4, 5],
+            logprobs: vec![-0.5, -1.25],
+            ref_logprobs: vec![-0.75, -1.0],
+            values: vec![0.1, 0.2],
+            reward: 1.5,
+            kl: 0.01,
+            step: 7,
+        },
+        Rollout::default(),
+    ]);
+    round_trip(vec![Metric {
+        stage: "ppo".into(),
+        step: 3,
+        name: "reward/mean".into(),
+        value: 0.25,
+        wall_time: 1_700_000_000.5,
+    }]);
+}
+
+#[test]
+fn schemas() {
+    for kind in Kind::ALL {
+        insta::assert_snapshot!(kind.name(), render_schema(&kind.schema()));
+    }
+}
+
+/// Writes one batch of the given columns, with no schema metadata.
+fn write_columns(path: &Path, columns: Vec<(&str, ArrayRef, bool)>) {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(name, array, nullable)| Field::new(*name, array.data_type().clone(), *nullable))
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let arrays = columns.into_iter().map(|(_, array, _)| array).collect();
+    let mut writer = TableWriter::create(path, schema.clone()).unwrap();
+    writer
+        .write(&RecordBatch::try_new(schema, arrays).unwrap())
+        .unwrap();
+    writer.finish().unwrap();
+}
+
+fn strings(values: &[Option<&str>]) -> ArrayRef {
+    Arc::new(StringArray::from(values.to_vec()))
+}
+
+fn text(value: &str) -> ArrayRef {
+    strings(&[Some(value), Some(value)])
+}
+
+#[test]
+fn reading_checks_the_schema() {
+    let dir = TempDir::new().unwrap();
+    let cases: Vec<(&str, Vec<(&str, ArrayRef, bool)>, &str)> = vec![
+        (
+            "missing.parquet",
+            vec![("id", text("a"), false), ("prompt", text("p"), false), ("chosen", text("c"), false)],
+            "missing column \"rejected\", expected Utf8",
+        ),
+        (
+            "wrong_type.parquet",
+            vec![
+                ("id", text("a"), false),
+                ("prompt", text("p"), false),
+                ("chosen", Arc::new(Int64Array::from(vec![1, 2])), false),
+                ("rejected", text("r"), false),
+            ],
+            "column \"chosen\" has type Int64, expected Utf8",
+        ),
+        (
+            "optional_wrong_type.parquet",
+            vec![
+                ("id", text("a"), false),
+                ("prompt", text("p"), false),
+                ("chosen", text("c"), false),
+                ("rejected", text("r"), false),
+                ("margin", text("big"), true),
+            ],
+            "column \"margin\" has type Utf8, expected Float32",
+        ),
+        (
+            "null.parquet",
+            vec![
+                ("id", text("a"), false),
+                ("prompt", strings(&[Some("p"), None]), true),
+                ("chosen", text("c"), false),
+                ("rejected", text("r"), false),
+            ],
+            "column \"prompt\" has a null at row 1, expected a non-null Utf8",
+        ),
+    ];
+    for (name, columns, message) in cases {
+        let path = dir.path().join(name);
+        write_columns(&path, columns);
+        let error = read_records::<Comparison>(&path).unwrap_err();
+        assert_eq!(error.to_string(), format!("{}: {message}", path.display()), "{name}");
+    }
+}
+
+#[test]
+fn nullable_columns_without_nulls_and_absent_optional_columns_are_accepted() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("external.parquet");
+    write_columns(
+        &path,
+        vec![
+            ("id", text("a"), true),
+            ("prompt", text("p"), true),
+            ("chosen", text("c"), true),
+            ("rejected", text("r"), true),
+        ],
+    );
+    let records = read_records::<Comparison>(&path).unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!((records[0].margin, &records[0].annotator), (None, &None));
+}
+
+#[test]
+fn unreadable_files_are_named() {
+    let dir = TempDir::new().unwrap();
+    let good = dir.path().join("good.parquet");
+    write_records(&good, &(0..100).map(comparison).collect::<Vec<_>>()).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let truncated = dir.path().join("truncated.parquet");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let text = dir.path().join("text.parquet");
+    std::fs::write(&text, "{\"prompt\": \"not parquet\"}\n").unwrap();
+    let missing = dir.path().join("missing.parquet");
+    let cases: [(&PathBuf, &str); 4] = [
+        (&truncated, "not a readable Parquet file: "),
+        (&text, "not a readable Parquet file: "),
+        (&missing, "cannot open: No such file or directory"),
+        (&dir.path().to_path_buf(), "is a directory, expected a file"),
+    ];
+    for (path, message) in cases {
+        let error = read_records::<Comparison>(path).unwrap_err().to_string();
+        let prefix = format!("{}: {message}", path.display());
+        assert!(error.starts_with(&prefix), "{error:?} should start with {prefix:?}");
+        assert_eq!(error.lines().count(), 1);
+    }
+}
+
+#[test]
+fn a_newer_schema_version_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("v2.parquet");
+    let schema = Prompt::schema();
+    let metadata = [(SCHEMA_KEY.to_string(), "prompts/v2".to_string())].into();
+    let schema = Arc::new(schema.as_ref().clone().with_metadata(metadata));
+    let mut writer = TableWriter::create(&path, schema.clone()).unwrap();
+    writer
+        .write(&RecordBatch::try_new(schema, vec![text("id"), text("p")]).unwrap())
+        .unwrap();
+    writer.finish().unwrap();
+    let error = read_records::<Prompt>(&path).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("{}: schema is \"prompts/v2\", expected \"prompts/v1\"", path.display())
+    );
+}
+
+#[test]
+fn validation_names_the_row() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("c.parquet");
+    let mut records: Vec<Comparison> = (0..10_000).map(comparison).collect();
+    records[9_000].rejected = " \n".into();
+    write_records(&path, &records).unwrap();
+    let error = validate_table::<Comparison>(&path).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("{} row 9000: \"rejected\" is empty", path.display())
+    );
+}
+
+#[test]
+fn failed_writes_leave_nothing_behind() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("out.parquet");
+
+    let mut writer = TableWriter::create(&path, Prompt::schema()).unwrap();
+    writer
+        .write(&Prompt::to_batch(&[Prompt::default()]).unwrap())
+        .unwrap();
+    let wrong = Demonstration::to_batch(&[Demonstration::default()]).unwrap();
+    assert!(writer.write(&wrong).is_err());
+    drop(writer);
+    assert!(entries(dir.path()).is_empty());
+
+    std::fs::create_dir(&path).unwrap();
+    let error = write_records(&path, &[Prompt::default()]).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("{}: is a directory, expected a file", path.display())
+    );
+    assert_eq!(entries(dir.path()), ["out.parquet"]);
+}
+
+#[test]
+fn extra_columns_are_kept() {
+    let dir = TempDir::new().unwrap();
+    let input = dir.path().join("in.parquet");
+    write_columns(
+        &input,
+        vec![
+            ("id", text("a"), false),
+            ("score", Arc::new(Int64Array::from(vec![3, 4])), false),
+            ("prompt", text("p"), false),
+        ],
+    );
+    let table = read_table::<Prompt>(&input).unwrap();
+    let extra: Vec<String> = table.extra_columns().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(extra, ["score"]);
+    assert_eq!(table.batches[0].num_columns(), 3);
+
+    let reader = RecordReader::<Prompt>::open(&input).unwrap();
+    assert_eq!(reader.num_rows(), 2);
+
+    let output = dir.path().join("out.parquet");
+    let reward = Field::new("reward", DataType::Float32, false);
+    let values: ArrayRef = Arc::new(Float32Array::from(vec![0.5, -0.5]));
+    assert_eq!(append_column(&input, &output, reward, values).unwrap(), 2);
+    let table = read_table::<Prompt>(&output).unwrap();
+    insta::assert_snapshot!(render_schema(&table.schema), @r"
+    id: Utf8 required
+    score: Int64 required
+    prompt: Utf8 required
+    reward: Float32 required
+    ");
+    let rewards = table.batches[0].column_by_name("reward").unwrap();
+    assert_eq!(rewards.as_ref(), &Float32Array::from(vec![0.5, -0.5]));
+}
+
+#[test]
+fn append_column_keeps_the_schema_tag_and_can_replace_its_input() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("c.parquet");
+    let records: Vec<Comparison> = (0..20_000).map(comparison).collect();
+    write_records(&path, &records).unwrap();
+    let rewards: Vec<f32> = (0..20_000).map(|i| i as f32).collect();
+    let values: ArrayRef = Arc::new(Float32Array::from(rewards.clone()));
+    let field = Field::new("reward", DataType::Float32, false);
+    append_column(&path, &path, field, values).unwrap();
+    let table = read_table::<Comparison>(&path).unwrap();
+    assert_eq!(table.records, records);
+    assert_eq!(
+        table.schema.metadata().get(SCHEMA_KEY).map(String::as_str),
+        Some("comparisons/v1")
+    );
+    let read: Vec<f32> = table
+        .batches
+        .iter()
+        .flat_map(|batch| {
+            let column = batch.column_by_name("reward").unwrap();
+            let column = column.as_any().downcast_ref::<Float32Array>().unwrap();
+            column.values().to_vec()
+        })
+        .collect();
+    assert_eq!(read, rewards);
+    assert_eq!(entries(dir.path()), ["c.parquet"]);
+}
+
+#[test]
+fn append_column_refuses_bad_columns() {
+    let dir = TempDir::new().unwrap();
+    let input = dir.path().join("p.parquet");
+    write_records(&input, &[Prompt::default(), Prompt::default()]).unwrap();
+    let output = dir.path().join("out.parquet");
+    let floats = |n: usize| -> ArrayRef { Arc::new(Float32Array::from(vec![0.0; n])) };
+    let cases = [
+        (
+            Field::new("prompt", DataType::Float32, false),
+            floats(2),
+            format!("{}: already has a column \"prompt\"", input.display()),
+        ),
+        (
+            Field::new("reward", DataType::Float32, false),
+            floats(3),
+            format!(
+                "{}: has 2 rows but the new column \"reward\" has 3 values",
+                input.display()
+            ),
+        ),
+        (
+            Field::new("reward", DataType::Float64, false),
+            floats(2),
+            format!(
+                "{}: column \"reward\" has type Float32, expected Float64",
+                output.display()
+            ),
+        ),
+    ];
+    for (field, values, message) in cases {
+        let error = append_column(&input, &output, field, values).unwrap_err();
+        assert_eq!(error.to_string(), message);
+    }
+    assert_eq!(entries(dir.path()), ["p.parquet"]);
+}
