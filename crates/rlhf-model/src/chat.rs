@@ -212,10 +212,8 @@ impl PythonJson {
         match value.kind() {
             ValueKind::Undefined | ValueKind::None => out.push_str("null"),
             ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
-            ValueKind::Number => match value.as_i64() {
-                Some(integer) => out.push_str(&integer.to_string()),
-                None => out.push_str(&python_float_repr(f64::try_from(value.clone())?)),
-            },
+            ValueKind::Number if value.is_integer() => out.push_str(&value.to_string()),
+            ValueKind::Number => out.push_str(&python_float_repr(f64::try_from(value.clone())?)),
             ValueKind::String => self.write_string(out, value.as_str().unwrap_or_default()),
             ValueKind::Seq | ValueKind::Iterable => {
                 let items: Vec<Value> = value.try_iter()?.collect();

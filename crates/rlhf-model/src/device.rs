@@ -129,12 +129,85 @@ fn parse_vm_hwm(status: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_vm_hwm;
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        device: DeviceArgs,
+    }
+
+    fn parse(args: &[&str]) -> DeviceArgs {
+        Cli::parse_from([&["stage"], args].concat()).device
+    }
 
     #[test]
-    fn parses_vm_hwm_in_kilobytes() {
+    fn defaults_to_auto_and_f32() {
+        assert_eq!(
+            parse(&[]),
+            DeviceArgs {
+                device: DeviceChoice::Auto,
+                dtype: DType::F32
+            }
+        );
+        let expected_device = if tch::Cuda::is_available() {
+            tch::Device::Cuda(0)
+        } else {
+            tch::Device::Cpu
+        };
+        let placement = parse(&[]).resolve().unwrap();
+        assert_eq!(
+            placement,
+            Placement {
+                device: expected_device,
+                kind: tch::Kind::Float
+            }
+        );
+    }
+
+    #[test]
+    fn parses_every_dtype() {
+        for (name, kind) in [
+            ("f32", tch::Kind::Float),
+            ("bf16", tch::Kind::BFloat16),
+            ("f16", tch::Kind::Half),
+        ] {
+            let placement = parse(&["--device", "cpu", "--dtype", name])
+                .resolve()
+                .unwrap();
+            assert_eq!(
+                placement,
+                Placement {
+                    device: tch::Device::Cpu,
+                    kind
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn cuda_without_a_gpu_is_one_clear_error() {
+        let resolved = parse(&["--device", "cuda"]).resolve();
+        if tch::Cuda::is_available() {
+            assert_eq!(resolved.unwrap().device, tch::Device::Cuda(0));
+        } else {
+            let message = resolved.unwrap_err().to_string();
+            assert!(
+                message.starts_with("--device cuda was requested but"),
+                "{message}"
+            );
+            assert_eq!(message.lines().count(), 1);
+        }
+    }
+
+    #[test]
+    fn reads_peak_memory_on_the_cpu() {
         let status = "Name:\tcat\nVmPeak:\t  9000 kB\nVmHWM:\t    1536 kB\nVmRSS:\t 1000 kB\n";
         assert_eq!(parse_vm_hwm(status), Some(1536 * 1024));
         assert_eq!(parse_vm_hwm("Name:\tcat\n"), None);
+        if cfg!(target_os = "linux") {
+            assert!(peak_memory_bytes(tch::Device::Cpu).is_some_and(|bytes| bytes > 0));
+        }
     }
 }

@@ -130,6 +130,7 @@ impl Tokenizer {
         vocab_size: usize,
         special: &SpecialTokens,
     ) -> Result<Self> {
+        let _span = tracing::info_span!("train_bpe", texts = texts.len(), vocab_size).entered();
         let special_names: Vec<&str> = [
             Some(special.eos.as_str()),
             special.pad.as_deref(),
