@@ -142,7 +142,7 @@ pub enum Error {
         keys: Vec<String>,
         expected: String,
     },
-    #[error("format {format} is not a {kind} layout, expected one of {expected}")]
+    #[error("format {format} is not a {kind} layout, expected {expected}")]
     FormatKind {
         format: String,
         kind: Kind,

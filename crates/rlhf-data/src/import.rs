@@ -165,7 +165,7 @@ fn parse_line(input: &InputFile, line: u64, bytes: &[u8]) -> Result<Map<String, 
             column: error.valid_up_to() as u64 + 1,
         },
     })?;
-    match serde_json::from_str(text.trim_ascii()) {
+    match serde_json::from_str(text.strip_suffix('\r').unwrap_or(text)) {
         Ok(Value::Object(fields)) => Ok(fields),
         Ok(other) => Err(Error::NotAnObject {
             location: Location::Line { path: path(), line },
