@@ -11,6 +11,7 @@
 //! Every failure is an [`Error`] whose message names the file and the line, row or column.
 
 mod arrays;
+pub mod config;
 mod error;
 mod import;
 mod layouts;
@@ -18,6 +19,7 @@ mod parquet_io;
 mod ranking;
 mod records;
 mod schema;
+pub mod task;
 
 pub use error::{Error, Location, Result};
 pub use import::{import, ImportOptions, ImportSummary};
