@@ -305,6 +305,9 @@ pub struct ModelConfig {
     pub reward_normalization: Option<RewardNormalization>,
     /// Every other key of `config.json`, preserved on save.
     pub extra: Map<String, Value>,
+    /// Modeled keys the source file did not have, with the default they got: left out on save
+    /// while unchanged, so a load/save round trip writes back the same keys.
+    defaulted: Map<String, Value>,
 }
 
 const COMMON_KEYS: &[&str] =
@@ -333,6 +336,7 @@ impl ModelConfig {
             pad_token_id: None,
             reward_normalization: None,
             extra: Map::new(),
+            defaulted: Map::new(),
         }
     }
 
@@ -377,8 +381,10 @@ impl ModelConfig {
             pad_token_id,
             reward_normalization,
             extra: Map::new(),
+            defaulted: Map::new(),
         };
         let modeled = cfg.arch_value();
+        cfg.defaulted = modeled.iter().filter(|(k, _)| !map.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         cfg.extra = map
             .into_iter()
             .filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str()) && !modeled.contains_key(k))
@@ -413,7 +419,7 @@ impl ModelConfig {
     /// The full `config.json` value (extra keys, then modeled ones), keys sorted like HF writes them.
     pub fn to_value(&self) -> Value {
         let mut out: std::collections::BTreeMap<String, Value> = self.extra.clone().into_iter().collect();
-        out.extend(self.arch_value());
+        out.extend(self.arch_value().into_iter().filter(|(k, v)| self.defaulted.get(k) != Some(v)));
         out.insert("model_type".into(), Value::String(self.model_type.clone()));
         if let Some(a) = &self.architectures {
             out.insert("architectures".into(), serde_json::json!(a));

@@ -144,25 +144,40 @@ pub fn generate_from_tokens(model: &CausalLm, prompts: &[Vec<i64>], cfg: &Genera
     generate(model, &ids, Some(&mask), cfg)
 }
 
-/// Applies transformers' top-k then top-p filters to `scores [B, V]` (f32), setting removed
-/// entries to -inf.
-fn filter_top_k_top_p(scores: Tensor, top_k: i64, top_p: f64) -> Tensor {
-    let v = scores.size()[1];
-    let mut scores = scores;
-    if top_k > 0 && top_k < v {
-        let (vals, _) = scores.topk(top_k, -1, true, true);
-        let kth = vals.narrow(1, top_k - 1, 1);
-        scores = scores.masked_fill(&scores.lt_tensor(&kth), f64::NEG_INFINITY);
-    }
-    if top_p < 1.0 {
-        let (sorted, idx) = scores.sort(-1, false);
-        let cum = sorted.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
+/// Picks one token per row of `scaled [B, V]` (f32 logits after temperature) with transformers'
+/// top-k then top-p rules, by inverse-CDF search with the row's uniform `u [B]` in (0, 1].
+///
+/// With top-k the candidates are the `k` best logits only (everything else has probability 0
+/// after the filter), so sorting and the softmax run over `k` entries instead of the vocabulary.
+fn sample(scaled: &Tensor, u: &Tensor, top_k: i64, top_p: f64) -> Tensor {
+    let v = scaled.size()[1];
+    // Candidates in ascending logit order (transformers' top-p convention), with their vocab ids.
+    let (cand, ids) = if top_k > 0 && top_k < v {
+        let (vals, idx) = scaled.topk(top_k, -1, true, true);
+        (vals.flip([-1]), Some(idx.flip([-1])))
+    } else if top_p < 1.0 {
+        let (vals, idx) = scaled.sort(-1, false);
+        (vals, Some(idx))
+    } else {
+        (scaled.shallow_clone(), None)
+    };
+    let cand = if top_p < 1.0 {
+        let n = cand.size()[1];
+        let cum = cand.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
         let remove = cum.le(1.0 - top_p);
-        let _ = remove.narrow(1, v - 1, 1).fill_(0);
-        let remove = remove.scatter(1, &idx, &remove);
-        scores = scores.masked_fill(&remove, f64::NEG_INFINITY);
+        let _ = remove.narrow(1, n - 1, 1).fill_(0);
+        cand.masked_fill(&remove, f64::NEG_INFINITY)
+    } else {
+        cand
+    };
+    let cdf = cand.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
+    let n = cdf.size()[1];
+    let target = u.unsqueeze(1) * cdf.narrow(1, n - 1, 1);
+    let pos = target.searchsorted::<Tensor>(&cdf, false, false, "left", None).clamp_max(n - 1);
+    match ids {
+        Some(ids) => ids.gather(1, &pos, false).squeeze_dim(1),
+        None => pos.squeeze_dim(1),
     }
-    scores
 }
 
 /// Generates up to `cfg.max_new_tokens` tokens after left-padded `input_ids [B, P]`
@@ -250,6 +265,8 @@ fn generate_inner(
     let mut seq = ids.shallow_clone();
     // Host syncs (all rows finished?) are cheap on the CPU; on accelerators check less often.
     let check_every = if device == Device::Cpu { 1 } else { 8 };
+    let pad_fill = Tensor::full([b], cfg.pad_token_id, (Kind::Int64, device));
+    let zero_lp = Tensor::zeros([b], (Kind::Float, device));
 
     let mut logits =
         model.step_logits(&ids, mask_upto(p).as_ref(), &full_pos.narrow(1, 0, p), cache.as_mut(), true);
@@ -263,18 +280,14 @@ fn generate_inner(
             }
             Some(u) => {
                 let scaled = if cfg.temperature != 1.0 { logits32 / cfg.temperature } else { logits32 };
-                let filtered = filter_top_k_top_p(scaled.shallow_clone(), cfg.top_k, cfg.top_p);
-                let cdf = filtered.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
-                let v = cdf.size()[1];
-                let target = u.get(i).unsqueeze(1) * cdf.narrow(1, v - 1, 1);
-                let next = target.searchsorted::<Tensor>(&cdf, false, false, "left", None).squeeze_dim(1).clamp_max(v - 1);
+                let next = sample(&scaled, &u.get(i), cfg.top_k, cfg.top_p);
                 let lp = gather_logprobs(&scaled, &next);
                 (next, lp)
             }
         };
         let alive = finished.logical_not();
-        let next = next.where_self(&alive, &Tensor::full([b], cfg.pad_token_id, (Kind::Int64, device)));
-        let lp = lp.where_self(&alive, &Tensor::zeros([b], (Kind::Float, device)));
+        let next = next.where_self(&alive, &pad_fill);
+        let lp = lp.where_self(&alive, &zero_lp);
         lengths += alive.to_kind(Kind::Int64);
         for &e in &eos {
             finished = finished.logical_or(&next.eq(e));
@@ -298,4 +311,69 @@ fn generate_inner(
     }
     let lengths = Vec::<i64>::try_from(lengths.to_device(Device::Cpu))?;
     Ok(Generation { tokens: Tensor::stack(&tokens, 1), logprobs: Tensor::stack(&logprobs, 1), lengths })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// transformers' filtered distribution, computed the slow way (full vocabulary).
+    fn reference_probs(logits: &[f32], top_k: usize, top_p: f64) -> Vec<f64> {
+        let mut s: Vec<f64> = logits.iter().map(|&x| x as f64).collect();
+        if top_k > 0 && top_k < s.len() {
+            let mut sorted = s.clone();
+            sorted.sort_by(|a, b| b.partial_cmp(a).unwrap());
+            let kth = sorted[top_k - 1];
+            s.iter_mut().filter(|x| **x < kth).for_each(|x| *x = f64::NEG_INFINITY);
+        }
+        let softmax = |s: &[f64]| {
+            let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            e.into_iter().map(|x| x / z).collect::<Vec<f64>>()
+        };
+        if top_p < 1.0 {
+            let p = softmax(&s);
+            let mut order: Vec<usize> = (0..s.len()).collect();
+            order.sort_by(|&a, &b| s[a].partial_cmp(&s[b]).unwrap());
+            let mut cum = 0.0;
+            let last = *order.last().unwrap();
+            for &i in &order {
+                cum += p[i];
+                if cum <= 1.0 - top_p && i != last {
+                    s[i] = f64::NEG_INFINITY;
+                }
+            }
+        }
+        softmax(&s)
+    }
+
+    #[test]
+    fn sampler_follows_transformers_filtered_distribution() {
+        let logits = [1.0f32, 2.5, 0.3, 2.0, -1.0, 1.7, 0.9, 2.2];
+        let n = 40_000;
+        for (top_k, top_p) in [(0, 1.0), (3, 1.0), (0, 0.8), (5, 0.7), (1, 1.0)] {
+            let want = reference_probs(&logits, top_k, top_p);
+            let scaled = Tensor::from_slice(&logits).unsqueeze(0).expand([n, 8], false).contiguous();
+            let mut rng = SplitMix64(42);
+            let u: Vec<f32> = (0..n).map(|_| rng.next_unit()).collect();
+            let picks = Vec::<i64>::try_from(sample(&scaled, &Tensor::from_slice(&u), top_k as i64, top_p)).unwrap();
+            for (tok, &p) in want.iter().enumerate() {
+                let freq = picks.iter().filter(|&&t| t == tok as i64).count() as f64 / n as f64;
+                assert!((freq - p).abs() < 0.01, "k={top_k} p={top_p} token {tok}: {freq} vs {p}");
+                if p == 0.0 {
+                    assert_eq!(freq, 0.0, "filtered token {tok} was sampled");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn splitmix_uniforms_are_in_unit_interval() {
+        let mut rng = SplitMix64(0);
+        let u: Vec<f32> = (0..10_000).map(|_| rng.next_unit()).collect();
+        assert!(u.iter().all(|&x| x > 0.0 && x <= 1.0));
+        let mean = u.iter().map(|&x| x as f64).sum::<f64>() / u.len() as f64;
+        assert!((mean - 0.5).abs() < 0.01);
+    }
 }

@@ -212,7 +212,20 @@ impl AttnMask {
 /// Scaled-dot-product attention over `q [B,H,T,D]`, `k`/`v [B,Hkv,S,D]` (grouped-query when
 /// `Hkv < H`), returning `[B,H,T,D]`.
 pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttnMask, scale: f64, dropout_p: f64) -> Tensor {
-    let (h, hkv) = (q.size()[1], k.size()[1]);
+    let qs = q.size();
+    let (b, h, t, d) = (qs[0], qs[1], qs[2], qs[3]);
+    let hkv = k.size()[1];
+    if h != hkv && t == 1 && !matches!(mask, AttnMask::Causal) {
+        // Decode step: fold each query group into the "time" axis of its kv head, so the cache is
+        // attended in place instead of being copied `h / hkv` times. The single query sees the
+        // same keys for all heads of the group, so the result is identical.
+        let qg = q.reshape([b, hkv, h / hkv, d]);
+        let out = match mask {
+            AttnMask::Mask(m) => Tensor::scaled_dot_product_attention(&qg, k, v, Some(m), dropout_p, false, scale, false),
+            _ => Tensor::scaled_dot_product_attention::<Tensor>(&qg, k, v, None, dropout_p, false, scale, false),
+        };
+        return out.reshape([b, h, 1, d]);
+    }
     let (k, v) = if h != hkv { (repeat_kv(k, h / hkv), repeat_kv(v, h / hkv)) } else { (k.shallow_clone(), v.shallow_clone()) };
     match mask {
         AttnMask::None => Tensor::scaled_dot_product_attention::<Tensor>(q, &k, &v, None, dropout_p, false, scale, false),

@@ -1,0 +1,124 @@
+//! Generation throughput: a ~10M-parameter Llama-style model (random weights), batch 1 and 32,
+//! 128 new tokens, sampling (temperature 1, top-k 50, top-p 0.9), with and without the KV cache.
+//!
+//! `cargo bench -p rlhf-model --bench generate` writes `$RLHF_BENCH_DIR/generate.json` (default
+//! `<workspace>/target/bench/generate.json`) with tokens/s per case, the cache speed-up, wall time,
+//! peak RSS and the thread count. `RLHF_BENCH_THREADS` sets libtorch's intra-op threads.
+//! The same workload in transformers: `benches/peers/generate_transformers.py`.
+
+use rlhf_model::{generate, CausalLm, GenerationConfig, LlamaConfig, ModelConfig};
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+const PROMPT_LEN: i64 = 16;
+const NEW_TOKENS: i64 = 128;
+
+/// The benchmark model: shared with the transformers peer script (keep in sync).
+fn bench_config() -> ModelConfig {
+    let mut l = LlamaConfig::new(8192, 256, 768, 8, 8, 4);
+    l.max_position_embeddings = 1024;
+    ModelConfig::llama(l)
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn bench_dir() -> PathBuf {
+    match std::env::var_os("RLHF_BENCH_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench"),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; ignore arguments.
+    if let Some(t) = std::env::var("RLHF_BENCH_THREADS").ok().and_then(|t| t.parse().ok()) {
+        tch::set_num_threads(t);
+    }
+    let threads = tch::get_num_threads();
+    let started = Instant::now();
+    tch::manual_seed(0);
+    let model = CausalLm::new(bench_config(), Device::Cpu, Kind::Float)?;
+    let params: i64 = model.var_store().variables().values().map(|t| t.numel() as i64).sum();
+    println!("generate bench: {:.1}M parameters, {threads} threads, prompt {PROMPT_LEN}, {NEW_TOKENS} new tokens", params as f64 / 1e6);
+
+    let mut cases = Vec::new();
+    let mut speedups = serde_json::Map::new();
+    for batch in [1i64, 32] {
+        let prompt = Tensor::randint_low(3, 8192, [batch, PROMPT_LEN], (Kind::Int64, Device::Cpu));
+        let mut per_mode = Vec::new();
+        for use_cache in [true, false] {
+            let cfg = GenerationConfig {
+                max_new_tokens: NEW_TOKENS,
+                do_sample: true,
+                temperature: 1.0,
+                top_k: 50,
+                top_p: 0.9,
+                eos_token_ids: vec![],
+                pad_token_id: 0,
+                seed: 1,
+                use_cache,
+            };
+            // Warm-up (allocator, kernels) on a short run.
+            generate(&model, &prompt, None, &GenerationConfig { max_new_tokens: 8, ..cfg.clone() })?;
+            // Slow configurations run once, fast ones a few times (best run reported).
+            let runs = if use_cache { 3 } else { 1 };
+            let mut best = f64::INFINITY;
+            let mut total = 0.0;
+            for _ in 0..runs {
+                let t0 = Instant::now();
+                let out = generate(&model, &prompt, None, &cfg)?;
+                let dt = t0.elapsed().as_secs_f64();
+                assert_eq!(out.tokens.size(), [batch, NEW_TOKENS]);
+                best = best.min(dt);
+                total += dt;
+            }
+            let tps = (batch * NEW_TOKENS) as f64 / best;
+            println!("  batch {batch:>2} cache {use_cache:<5}: {tps:>9.1} tokens/s ({best:.3} s best of {runs})");
+            per_mode.push(tps);
+            cases.push(serde_json::json!({
+                "batch": batch,
+                "use_cache": use_cache,
+                "new_tokens": NEW_TOKENS,
+                "tokens_per_s": tps,
+                "best_s": best,
+                "mean_s": total / runs as f64,
+                "runs": runs,
+            }));
+        }
+        let speedup = per_mode[0] / per_mode[1];
+        println!("  batch {batch:>2} KV-cache speed-up: {speedup:.2}x");
+        speedups.insert(format!("batch_{batch}"), speedup.into());
+    }
+    let report = serde_json::json!({
+        "bench": "generate",
+        "engine": "rlhf-model (tch)",
+        "device": "cpu",
+        "threads": threads,
+        "model": {
+            "family": "llama",
+            "parameters": params,
+            "vocab_size": 8192, "hidden_size": 256, "intermediate_size": 768,
+            "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 4,
+            "dtype": "float32",
+        },
+        "prompt_len": PROMPT_LEN,
+        "new_tokens": NEW_TOKENS,
+        "sampling": {"do_sample": true, "temperature": 1.0, "top_k": 50, "top_p": 0.9},
+        "cases": cases,
+        "cache_speedup": speedups,
+        "wall_time_s": started.elapsed().as_secs_f64(),
+        "peak_rss_mb": peak_rss_mb(),
+    });
+    let dir = bench_dir();
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("generate.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
