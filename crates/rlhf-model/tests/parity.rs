@@ -172,3 +172,77 @@ fn llama_reward_model_matches_transformers() -> Result<()> {
 fn qwen2_reward_model_matches_transformers() -> Result<()> {
     seqcls_parity("qwen2_seqcls")
 }
+
+/// A LoRA-adapted model saved with the adapters merged is a plain HF checkpoint: reloading it
+/// reproduces the adapted outputs. With `RLHF_PARITY_EXPORT` the merged checkpoint is exported
+/// with rlhf-model's own outputs as `expected.safetensors`, so `make_fixtures.py --check` verifies
+/// transformers computes the same (this covers GPT-2's transposed Conv1D merge).
+fn lora_merged(name: &str, targets: &[&str]) -> Result<()> {
+    let fx = load(name)?;
+    let mut model = CausalLm::from_pretrained(&fx.dir, Device::Cpu, Kind::Float)?;
+    let lc = rlhf_model::LoraConfig { r: 4, alpha: 8.0, dropout: 0.0, target_modules: targets.iter().map(|s| s.to_string()).collect() };
+    model.add_lora(&lc)?;
+    tch::manual_seed(5);
+    tch::no_grad(|| {
+        for (n, v) in model.trainable_variables() {
+            if n.contains("lora_B") {
+                v.shallow_clone().copy_(&(Tensor::randn(v.size(), (Kind::Float, Device::Cpu)) * 0.2));
+            }
+        }
+    });
+    let mut expected: BTreeMap<String, Tensor> = BTreeMap::new();
+    let pad = fx.inputs["pad_token_id"].as_i64().unwrap();
+    let eos = fx.inputs["eos_token_id"].as_i64().unwrap();
+    let pairs: Vec<(Vec<i64>, Vec<i64>)> =
+        fx.inputs["pairs"].as_array().unwrap().iter().map(|p| (tokens(&p[0]), tokens(&p[1]))).collect();
+    for side in ["left", "right"] {
+        for k in ["input_ids", "attention_mask", "position_ids"] {
+            let key = format!("{side}.{k}");
+            expected.insert(key.clone(), fx.expected[&key].shallow_clone());
+        }
+        let ids = &fx.expected[&format!("{side}.input_ids")];
+        let mask = &fx.expected[&format!("{side}.attention_mask")];
+        let logits = tch::no_grad(|| model.forward(ids, Some(mask)))?;
+        let base = &fx.expected[&format!("{side}.logits")];
+        assert!(masked_logit_diff(&logits, base, mask) > 1e-3, "adapters must change the outputs");
+        expected.insert(format!("{side}.logits"), logits);
+        let side_enum = if side == "left" { PaddingSide::Left } else { PaddingSide::Right };
+        let batch = build_batch(&pairs, Some(eos), pad, side_enum, Device::Cpu)?;
+        let lp = tch::no_grad(|| sequence_logprobs(&model, &batch, LogprobOptions::default()))?;
+        expected.insert(format!("{side}.logprob_sum"), lp.sum);
+    }
+    let prompts: Vec<Vec<i64>> = fx.inputs["prompts"].as_array().unwrap().iter().map(tokens).collect();
+    let gcfg = GenerationConfig {
+        max_new_tokens: fx.inputs["max_new_tokens"].as_i64().unwrap(),
+        do_sample: false,
+        pad_token_id: pad,
+        ..Default::default()
+    };
+    expected.insert("greedy.tokens".into(), generate_from_tokens(&model, &prompts, &gcfg)?.tokens);
+
+    let tmp = tempfile::tempdir()?;
+    let label = format!("{name}_lora_merged");
+    let out = export_dir(&label).unwrap_or_else(|| tmp.path().join(&label));
+    model.save_pretrained(&out)?;
+    checkpoint::write_safetensors(&out.join("expected.safetensors"), &expected)?;
+    let mut inputs = fx.inputs.clone();
+    inputs["generation_eos_token_id"] = serde_json::Value::Null;
+    std::fs::write(out.join("inputs.json"), serde_json::to_string_pretty(&inputs)?)?;
+
+    let merged = CausalLm::from_pretrained(&out, Device::Cpu, Kind::Float)?;
+    assert!(merged.lora().is_none());
+    let fx_merged = Fixture { dir: out.clone(), expected, inputs };
+    let worst = check_causal_lm(&merged, &fx_merged, &label)?;
+    println!("{label}: merged checkpoint reproduces the adapted model, max|diff| {worst:.2e}");
+    Ok(())
+}
+
+#[test]
+fn gpt2_lora_merged_save_is_a_plain_checkpoint() -> Result<()> {
+    lora_merged("gpt2", &["c_attn", "c_fc", "mlp.c_proj"])
+}
+
+#[test]
+fn llama_lora_merged_save_is_a_plain_checkpoint() -> Result<()> {
+    lora_merged("llama", &["q_proj", "v_proj", "gate_proj", "down_proj"])
+}
