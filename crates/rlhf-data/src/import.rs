@@ -1,27 +1,27 @@
 //! Import of JSON Lines and Parquet datasets into record tables (layouts: [`crate::layouts`]).
 //!
 //! The input type is recognised from the content: Parquet by its `PAR1` magic, anything else is
-//! read as JSON Lines. The input is cut into blocks (about 8 MiB of lines, or one Parquet batch);
-//! rounds of blocks are converted to record batches in parallel with rayon while a writer thread
-//! streams the finished batches, in order, to the output. Memory stays bounded whatever the
+//! read as JSON Lines. The input is cut into blocks (about 4 MiB of lines, or one Parquet batch);
+//! each round of blocks (two per thread) is parsed, validated, converted and compressed into one
+//! row group per block in parallel with rayon, while the previous round's row groups are appended
+//! in order and the next round is read. Memory stays bounded (three rounds at most) whatever the
 //! input size, and the output is written atomically: on any error nothing is left behind.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
-use std::sync::mpsc;
-use std::thread;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{can_cast_types, cast};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, UInt64Type};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
+use memchr::{memchr_iter, memrchr};
 use rayon::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Location, Result};
 use crate::layouts::{resolve_format, Format, FromRow, InputFile, Position, Row};
-use crate::parquet_io::{open_file, TableReader, TableWriter};
+use crate::parquet_io::{open_file, EncodedRowGroup, TableReader, TableWriter};
 use crate::records::{Comparison, Demonstration, Kind, Prompt, Ranking};
 
 /// What to import.
@@ -57,8 +57,8 @@ pub fn import(
     }
 }
 
-/// Bytes of JSON Lines per block (a block always ends at a line end).
-const BLOCK_BYTES: usize = 8 << 20;
+/// Bytes of JSON Lines per block (a block always ends at a line end); one row group each.
+const BLOCK_BYTES: usize = 4 << 20;
 
 /// A piece of the input, converted to one record batch.
 enum Block {
@@ -128,19 +128,19 @@ impl Source {
                         .read_to_end(&mut data)
                         .map_err(|error| Error::io(path, "read", error))?;
                     *done = (read as u64) < wanted;
-                    if data.len() >= BLOCK_BYTES && data.contains(&b'\n') {
+                    if data.len() >= BLOCK_BYTES && memrchr(b'\n', &data).is_some() {
                         break;
                     }
                 }
                 if !*done {
-                    let end = data.iter().rposition(|&byte| byte == b'\n').expect("checked above");
+                    let end = memrchr(b'\n', &data).expect("checked above");
                     *carry = data.split_off(end + 1);
                 }
                 if data.is_empty() {
                     return Ok(None);
                 }
                 let first_line = *next_line;
-                *next_line += data.iter().filter(|&&byte| byte == b'\n').count() as u64;
+                *next_line += memchr_iter(b'\n', &data).count() as u64;
                 Ok(Some(Block::Lines { data, first_line }))
             }
         }
@@ -149,9 +149,16 @@ impl Source {
 
 /// The non-blank lines of a block with their line numbers.
 fn lines(data: &[u8], first_line: u64) -> impl Iterator<Item = (u64, &[u8])> {
-    data.split(|&byte| byte == b'\n')
+    let unterminated = (data.last() != Some(&b'\n')).then_some(data.len());
+    let mut start = 0;
+    memchr_iter(b'\n', data)
+        .chain(unterminated)
         .zip(first_line..)
-        .map(|(line, number)| (number, line))
+        .map(move |(end, number)| {
+            let line = &data[start..end];
+            start = end + 1;
+            (number, line)
+        })
         .filter(|(_, line)| !line.trim_ascii().is_empty())
 }
 
@@ -352,47 +359,47 @@ fn import_as<R: FromRow>(input: &Path, output: &Path, requested: Format) -> Resu
     let format = resolve_format::<R>(requested, &keys, &file)?;
     let _span = tracing::info_span!("import", input = %input.display(), kind = %R::KIND, %format)
         .entered();
-    let writer = TableWriter::create(output, R::schema())?;
+    let mut writer = TableWriter::create(output, R::schema())?;
+    let encoder = writer.encoder();
     let round = 2 * rayon::current_num_threads();
-    let rows = thread::scope(|scope| {
-        let (sender, receiver) = mpsc::sync_channel::<RecordBatch>(round);
-        let writing = scope.spawn(move || -> Result<TableWriter> {
-            let mut writer = writer;
-            for batch in receiver {
-                writer.write(&batch)?;
+    let fill = |source: &mut Source, blocks: &mut Vec<Block>| -> Result<()> {
+        while blocks.len() < round {
+            match source.next_block(input)? {
+                Some(block) => blocks.push(block),
+                None => break,
             }
-            Ok(writer)
-        });
-        let converting = (|| -> Result<()> {
-            loop {
-                while pending.len() < round {
-                    match source.next_block(input)? {
-                        Some(block) => pending.push(block),
-                        None => break,
-                    }
-                }
-                if pending.is_empty() {
-                    return Ok(());
-                }
-                let batches: Vec<Result<RecordBatch>> = std::mem::take(&mut pending)
+        }
+        Ok(())
+    };
+    fill(&mut source, &mut pending)?;
+    let mut converted: Vec<EncodedRowGroup> = Vec::new();
+    // Each round converts its blocks in parallel while one thread appends the previous round's
+    // row groups and reads the next round's blocks.
+    while !pending.is_empty() {
+        let blocks = std::mem::take(&mut pending);
+        let ((written, read), groups) = rayon::join(
+            || {
+                let written = converted
+                    .drain(..)
+                    .try_for_each(|group| writer.write_row_group(group));
+                (written, fill(&mut source, &mut pending))
+            },
+            || {
+                let groups: Vec<Result<EncodedRowGroup>> = blocks
                     .into_par_iter()
-                    .map(|block| convert::<R>(&file, format, block))
+                    .map(|block| encoder.encode(&[convert::<R>(&file, format, block)?]))
                     .collect();
-                for batch in batches {
-                    if sender.send(batch?).is_err() {
-                        return Ok(()); // the writer stopped; its error is reported below
-                    }
-                }
-            }
-        })();
-        drop(sender);
-        let writer = match writing.join() {
-            Ok(writer) => writer,
-            Err(panic) => std::panic::resume_unwind(panic),
-        };
-        converting?;
-        writer?.finish()
-    })?;
+                groups.into_iter().collect::<Result<Vec<_>>>()
+            },
+        );
+        written?;
+        converted = groups?;
+        read?;
+    }
+    for group in converted {
+        writer.write_row_group(group)?;
+    }
+    let rows = writer.finish()?;
     tracing::info!(rows, "imported");
     Ok(ImportSummary { rows, format })
 }

@@ -25,8 +25,9 @@ pub use error::{Error, Location, Result};
 pub use import::{import, ImportOptions, ImportSummary};
 pub use layouts::Format;
 pub use parquet_io::{
-    append_column, read_records, read_table, validate_table, write_records, RecordChunk,
-    RecordReader, RecordWriter, Table, TableReader, TableWriter, BATCH_ROWS,
+    append_column, read_records, read_table, validate_table, write_records, EncodedRowGroup,
+    RecordChunk, RecordReader, RecordWriter, RowGroupEncoder, Table, TableReader, TableWriter,
+    BATCH_ROWS,
 };
 pub use ranking::{expand_ranking, expand_rankings};
 pub use records::{Comparison, Demonstration, Kind, Metric, Prompt, Ranking, Record, Rollout};

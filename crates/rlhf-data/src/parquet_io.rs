@@ -14,9 +14,15 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_writer::{
+    compute_leaves, ArrowColumnChunk, ArrowLeafColumn, ArrowRowGroupWriterFactory,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use rayon::prelude::*;
 
 use crate::error::{Error, Location, Result};
 use crate::records::{Kind, Record};
@@ -28,8 +34,9 @@ pub const BATCH_ROWS: usize = 8192;
 /// zstd level for every table: fast to write, still several times smaller than the text.
 const ZSTD_LEVEL: i32 = 1;
 
-/// A row group is flushed once its encoded size reaches this, bounding the writer's memory.
-const ROW_GROUP_BYTES: usize = 64 << 20;
+/// Batches written one by one are gathered into row groups of about this many bytes (in memory,
+/// before encoding), which bounds the writer's memory.
+const ROW_GROUP_BYTES: usize = 32 << 20;
 
 fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
@@ -37,7 +44,6 @@ fn writer_properties() -> WriterProperties {
             ZstdLevel::try_new(ZSTD_LEVEL).expect("a valid zstd level"),
         ))
         .set_dictionary_enabled(false)
-        .set_max_row_group_size(1 << 20)
         .build()
 }
 
@@ -116,13 +122,76 @@ fn column_list(schema: &Schema) -> String {
     format!("({})", columns.join(", "))
 }
 
+/// Encodes and compresses batches into row groups for one [`TableWriter`]. It is cheap to clone
+/// and usable from any thread, so row groups can be encoded in parallel and then appended in
+/// order with [`TableWriter::write_row_group`].
+#[derive(Clone)]
+pub struct RowGroupEncoder {
+    path: Arc<Path>,
+    schema: SchemaRef,
+    factory: Arc<ArrowRowGroupWriterFactory>,
+}
+
+/// A compressed row group, ready to append (see [`RowGroupEncoder`]).
+pub struct EncodedRowGroup {
+    chunks: Vec<ArrowColumnChunk>,
+    rows: u64,
+}
+
+impl RowGroupEncoder {
+    fn check(&self, batch: &RecordBatch) -> Result<()> {
+        if batch.schema().fields() != self.schema.fields() {
+            return Err(Error::write_parquet(
+                &self.path,
+                format!(
+                    "a batch has columns {}, expected {}",
+                    column_list(&batch.schema()),
+                    column_list(&self.schema)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Encodes `batches` (each with exactly the table's schema) as one row group, compressing
+    /// its columns in parallel.
+    pub fn encode(&self, batches: &[RecordBatch]) -> Result<EncodedRowGroup> {
+        let failed = |error: ParquetError| Error::write_parquet(&self.path, error);
+        let writers = self.factory.create_column_writers(0).map_err(failed)?;
+        let mut leaves: Vec<Vec<ArrowLeafColumn>> = writers.iter().map(|_| Vec::new()).collect();
+        for batch in batches {
+            self.check(batch)?;
+            let mut slots = leaves.iter_mut();
+            for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
+                for leaf in compute_leaves(field, column).map_err(failed)? {
+                    slots.next().expect("one writer per leaf column").push(leaf);
+                }
+            }
+        }
+        let chunks = writers
+            .into_par_iter()
+            .zip(leaves)
+            .map(|(mut writer, leaves)| {
+                leaves.iter().try_for_each(|leaf| writer.write(leaf))?;
+                writer.close()
+            })
+            .collect::<Result<Vec<_>, ParquetError>>()
+            .map_err(failed)?;
+        let rows = batches.iter().map(|batch| batch.num_rows() as u64).sum();
+        Ok(EncodedRowGroup { chunks, rows })
+    }
+}
+
 /// Writes record batches of one schema to a Parquet file, atomically (see the module docs).
-/// Dropping it without [`TableWriter::finish`] leaves nothing behind.
+/// Batches are gathered into row groups of about 32 MiB (in memory, before encoding). Dropping
+/// the writer without [`TableWriter::finish`] leaves nothing behind.
 pub struct TableWriter {
     path: PathBuf,
     pending: PendingFile,
-    schema: SchemaRef,
-    writer: ArrowWriter<BufWriter<File>>,
+    encoder: RowGroupEncoder,
+    file: SerializedFileWriter<BufWriter<File>>,
+    buffered: Vec<RecordBatch>,
+    buffered_bytes: usize,
     rows: u64,
 }
 
@@ -134,60 +203,82 @@ impl TableWriter {
                 path: path.to_path_buf(),
             });
         }
+        let failed = |error: ParquetError| Error::write_parquet(path, error);
         let (pending, file) = PendingFile::create(path)?;
-        let writer = ArrowWriter::try_new(
-            BufWriter::with_capacity(1 << 20, file),
-            schema.clone(),
-            Some(writer_properties()),
-        )
-        .map_err(|error| Error::write_parquet(path, error))?;
+        let buffer = BufWriter::with_capacity(1 << 20, file);
+        let (file, factory) =
+            ArrowWriter::try_new(buffer, schema.clone(), Some(writer_properties()))
+                .and_then(ArrowWriter::into_serialized_writer)
+                .map_err(failed)?;
         Ok(TableWriter {
             path: path.to_path_buf(),
             pending,
-            schema,
-            writer,
+            encoder: RowGroupEncoder {
+                path: path.into(),
+                schema,
+                factory: Arc::new(factory),
+            },
+            file,
+            buffered: Vec::new(),
+            buffered_bytes: 0,
             rows: 0,
         })
     }
 
     pub fn schema(&self) -> &SchemaRef {
-        &self.schema
+        &self.encoder.schema
+    }
+
+    /// An encoder for row groups of this table, to run on other threads.
+    pub fn encoder(&self) -> RowGroupEncoder {
+        self.encoder.clone()
     }
 
     /// Appends a batch, which must have exactly the writer's schema.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        if batch.schema().fields() != self.schema.fields() {
-            return Err(Error::write_parquet(
-                &self.path,
-                format!(
-                    "a batch has columns {}, expected {}",
-                    column_list(&batch.schema()),
-                    column_list(&self.schema)
-                ),
-            ));
-        }
-        self.writer
-            .write(batch)
-            .map_err(|error| Error::write_parquet(&self.path, error))?;
-        self.rows += batch.num_rows() as u64;
-        if self.writer.in_progress_size() >= ROW_GROUP_BYTES {
-            self.writer
-                .flush()
-                .map_err(|error| Error::write_parquet(&self.path, error))?;
+        self.encoder.check(batch)?;
+        self.buffered_bytes += batch.get_array_memory_size();
+        self.buffered.push(batch.clone());
+        if self.buffered_bytes >= ROW_GROUP_BYTES {
+            self.flush()?;
         }
         Ok(())
     }
 
+    /// Appends a row group made by [`TableWriter::encoder`], after any batches written before.
+    pub fn write_row_group(&mut self, group: EncodedRowGroup) -> Result<()> {
+        self.flush()?;
+        let failed = |error: ParquetError| Error::write_parquet(&self.path, error);
+        let mut row_group = self.file.next_row_group().map_err(failed)?;
+        for chunk in group.chunks {
+            chunk.append_to_row_group(&mut row_group).map_err(failed)?;
+        }
+        row_group.close().map_err(failed)?;
+        self.rows += group.rows;
+        Ok(())
+    }
+
+    /// Encodes the buffered batches as one row group.
+    fn flush(&mut self) -> Result<()> {
+        if self.buffered.is_empty() {
+            return Ok(());
+        }
+        let group = self.encoder.encode(&std::mem::take(&mut self.buffered))?;
+        self.buffered_bytes = 0;
+        self.write_row_group(group)
+    }
+
     /// Completes the file, syncs it and renames it into place; returns the rows written.
-    pub fn finish(self) -> Result<u64> {
+    pub fn finish(mut self) -> Result<u64> {
+        self.flush()?;
         let TableWriter {
             path,
             pending,
-            writer,
+            file,
             rows,
             ..
         } = self;
-        let file = writer
+        let file = file
             .into_inner()
             .map_err(|error| Error::write_parquet(&path, error))?
             .into_inner()
