@@ -1,1 +1,135 @@
-fn main(){}
+//! The `rlhf-sft` binary: supervised fine-tuning (`train`, the default) and the embedded task's base
+//! model (`pretrain`). It parses the command line, loads the TOML config with `--set` overrides,
+//! picks device and dtype, installs the log subscriber, and prints one `error: ...` line on failure.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use rlhf_data::config::load_config;
+use rlhf_sft::{BaseConfig, Outcome, RunOptions, SftConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "rlhf-sft",
+    version,
+    about = "Stage 1: supervised fine-tuning on demonstrations (loss on response tokens only)",
+    long_about = "Stage 1: supervised fine-tuning on demonstrations (loss on response tokens only).\n\n\
+        `rlhf-sft [train]` fine-tunes a base checkpoint into <run-dir>/sft/final/; `rlhf-sft pretrain` \
+        builds the embedded task's base model. Both resume from their newest checkpoint when \
+        interrupted and skip when their final model exists.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fine-tune a base checkpoint on demonstrations (the default).
+    Train(TrainArgs),
+    /// Train a BPE tokenizer and pretrain a small transformer on the embedded task's corpus.
+    Pretrain(PretrainArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// The SFT config (e.g. configs/sft.toml); built-in defaults when absent.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config field, e.g. --set train.lr=1e-4 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Run directory: writes <run-dir>/sft/ (config.toml, metrics.parquet, checkpoints/, final/) and,
+    /// for the embedded task, <run-dir>/data/.
+    #[arg(long, value_name = "DIR", default_value = "runs/default")]
+    run_dir: PathBuf,
+    #[command(flatten)]
+    device: rlhf_model::DeviceArgs,
+}
+
+#[derive(Args)]
+struct PretrainArgs {
+    /// The base-model config (e.g. configs/base.toml); built-in defaults when absent.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config field, e.g. --set train.max_steps=100 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Stage directory: the model is saved to <out>/final/ (a Hugging Face checkpoint), next to
+    /// tokenizer/, config.toml, metrics.parquet and checkpoints/.
+    #[arg(long, value_name = "DIR", default_value = "runs/default/base")]
+    out: PathBuf,
+    #[command(flatten)]
+    device: rlhf_model::DeviceArgs,
+}
+
+fn options(device: &rlhf_model::DeviceArgs) -> anyhow::Result<RunOptions> {
+    Ok(RunOptions { placement: device.resolve()?, progress: std::io::stderr().is_terminal() })
+}
+
+fn report(stage: &str, outcome: Outcome) {
+    match outcome {
+        Outcome::AlreadyDone(dir) => tracing::info!("{stage}: {} already exists; nothing to do", dir.display()),
+        Outcome::Trained { dir, summary } => {
+            let ppl = |e: Option<rlhf_sft::Evaluation>| e.map_or("-".to_string(), |e| format!("{:.3}", e.ppl));
+            tracing::info!(
+                steps = summary.steps,
+                loss = summary.last_loss,
+                tokens_per_s = summary.tokens_per_s,
+                "{stage}: saved {} (held-out perplexity {} -> {})",
+                dir.display(),
+                ppl(summary.eval_before),
+                ppl(summary.eval_after),
+            );
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Train(cli.train)) {
+        Command::Train(args) => {
+            let config: SftConfig = load_config(args.config.as_deref(), &args.overrides)?;
+            let outcome = rlhf_sft::sft::run(&config, &args.run_dir, &options(&args.device)?)?;
+            report("sft", outcome);
+        }
+        Command::Pretrain(args) => {
+            let config: BaseConfig = load_config(args.config.as_deref(), &args.overrides)?;
+            let outcome = rlhf_sft::pretrain::pretrain(&config, &args.out, &options(&args.device)?)?;
+            report("pretrain", outcome);
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn help() {
+        let mut cli = super::Cli::command();
+        cli.build();
+        insta::assert_snapshot!("help", cli.render_long_help().to_string());
+        let pretrain = cli.find_subcommand_mut("pretrain").expect("a pretrain subcommand");
+        insta::assert_snapshot!("help_pretrain", pretrain.render_long_help().to_string());
+    }
+}

@@ -1,0 +1,93 @@
+//! The embedded task's base model: a byte-level BPE tokenizer trained on the task's web-text corpus
+//! and a small Llama-style transformer pretrained on it with the causal LM loss on every token.
+//!
+//! The stage directory gets `tokenizer/` (kept for resume), `config.toml`, `metrics.parquet`,
+//! `checkpoints/` and `final/`: the base model as a Hugging Face checkpoint directory.
+
+use std::path::Path;
+
+use rlhf_data::task;
+use rlhf_model::checkpoint::save_dir_atomically;
+use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
+use rlhf_model::device::seed_everything;
+use rlhf_model::{train_state, CausalLm, Placement, SpecialTokens, Tokenizer};
+
+use crate::config::{BaseConfig, BaseModelConfig};
+use crate::data::pack_documents;
+use crate::error::{Error, Result};
+use crate::trainer::{self, TrainJob};
+use crate::{Outcome, RunOptions};
+
+/// The trained tokenizer inside the stage directory.
+const TOKENIZER_DIR: &str = "tokenizer";
+
+/// The HF config of the base model for a tokenizer.
+pub fn model_config(sizes: &BaseModelConfig, tokenizer: &Tokenizer) -> ModelConfig {
+    let mut arch = LlamaConfig::new(
+        tokenizer.vocab_size() as i64,
+        sizes.hidden_size,
+        sizes.intermediate_size,
+        sizes.num_layers,
+        sizes.num_heads,
+        sizes.num_kv_heads,
+    );
+    arch.max_position_embeddings = sizes.max_position_embeddings;
+    arch.tie_word_embeddings = sizes.tie_word_embeddings;
+    let mut config = ModelConfig::llama(arch);
+    config.eos_token_id = Some(TokenIds::One(tokenizer.eos_id()));
+    config.pad_token_id = Some(tokenizer.pad_id());
+    config
+}
+
+/// Pretrains the base model into the stage directory `dir` (the model lands in `dir/final/`).
+pub fn pretrain(config: &BaseConfig, dir: &Path, options: &RunOptions) -> Result<Outcome> {
+    if trainer::is_finished(dir) {
+        return Ok(Outcome::AlreadyDone(dir.join(trainer::FINAL_DIR)));
+    }
+    let corpus = &config.corpus;
+    if corpus.heldout_documents >= corpus.documents || corpus.seq_len < 2 {
+        return Err(Error::Invalid(
+            "corpus.documents must exceed corpus.heldout_documents, and corpus.seq_len must be at least 2".into(),
+        ));
+    }
+    let config_hash = train_state::config_hash(config)?;
+    let documents = task::corpus(corpus.seed, corpus.documents);
+    let tokenizer_dir = dir.join(TOKENIZER_DIR);
+    let tokenizer = if tokenizer_dir.is_dir() {
+        Tokenizer::from_dir(&tokenizer_dir)?
+    } else {
+        let _span = tracing::info_span!("train_bpe", vocab_size = config.tokenizer.vocab_size).entered();
+        let tokenizer = Tokenizer::train_bpe(&documents, config.tokenizer.vocab_size, &SpecialTokens::default())?;
+        save_dir_atomically(&tokenizer_dir, |tmp| tokenizer.save(tmp))?;
+        tokenizer
+    };
+    rlhf_data::config::write_config(config, &dir.join("config.toml"))?;
+
+    let ids = tokenizer.encode_batch(&documents)?;
+    let (train_docs, heldout_docs) = ids.split_at(corpus.documents - corpus.heldout_documents);
+    let train = pack_documents(train_docs, tokenizer.eos_id(), corpus.seq_len);
+    let eval = pack_documents(heldout_docs, tokenizer.eos_id(), corpus.seq_len);
+    tracing::info!(rows = train.len(), tokens = train.len() * corpus.seq_len, vocab = tokenizer.vocab_size(), "corpus");
+
+    let Placement { device, kind } = options.placement;
+    seed_everything(config.seed);
+    let mut model = CausalLm::new(model_config(&config.model, &tokenizer), device, kind)?;
+    model.set_source_dir(Some(tokenizer_dir));
+    let params: i64 = model.trainable_variables().iter().map(|(_, t)| t.numel() as i64).sum();
+    tracing::info!(params, "base model");
+    let summary = trainer::train(
+        &model,
+        &TrainJob {
+            stage: "base",
+            dir,
+            config: &config.train,
+            seed: config.seed,
+            config_hash,
+            train: &train,
+            eval: &eval,
+            pad_id: tokenizer.pad_id(),
+            progress: options.progress,
+        },
+    )?;
+    Ok(Outcome::Trained { dir: dir.join(trainer::FINAL_DIR), summary })
+}

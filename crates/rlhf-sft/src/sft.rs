@@ -1,0 +1,118 @@
+//! Stage 1: supervised fine-tuning of a base checkpoint on demonstrations, loss on response tokens.
+//!
+//! Everything is checked before anything is written: the base checkpoint and its tokenizer (which
+//! must fit the embedding), the demonstrations (a `demonstrations` Parquet table, or the embedded
+//! task's, generated when missing). Then the task's tables are written into `<run-dir>/data/`,
+//! `<run-dir>/sft/` gets the resolved `config.toml`, and the training loop ([`crate::trainer`]) its
+//! checkpoints, metrics and `final/`.
+
+use std::path::{Path, PathBuf};
+
+use rlhf_data::task;
+use rlhf_data::{read_records, write_records, Demonstration};
+use rlhf_model::device::seed_everything;
+use rlhf_model::{train_state, CausalLm, Tokenizer};
+
+use crate::config::{SftConfig, TASK};
+use crate::data::{tokenize_demonstrations, Example};
+use crate::error::{Error, Result};
+use crate::trainer::{self, TrainJob};
+use crate::{Outcome, RunOptions};
+
+/// The stage directory inside a run directory.
+pub const STAGE_DIR: &str = "sft";
+/// The embedded task's training demonstrations inside a run directory.
+pub const TASK_DEMONSTRATIONS: &str = "data/demonstrations.parquet";
+/// The embedded task's held-out demonstrations inside a run directory.
+pub const TASK_HELDOUT: &str = "data/heldout_demonstrations.parquet";
+
+/// Reads the demonstrations `value` names: a Parquet file, or ("task") the embedded task's table in
+/// `run_dir/task_file`, generated when missing and queued in `pending` to be written once all
+/// input has been checked.
+fn read_demonstrations(
+    value: &str,
+    task_file: &str,
+    config: &SftConfig,
+    run_dir: &Path,
+    pending: &mut Vec<(PathBuf, Vec<Demonstration>)>,
+) -> Result<Vec<Demonstration>> {
+    let path = if value == TASK { run_dir.join(task_file) } else { PathBuf::from(value) };
+    let rows = if value == TASK && !path.exists() {
+        let data = task::generate(&config.task);
+        let rows = if task_file == TASK_DEMONSTRATIONS { data.demonstrations } else { data.heldout_demonstrations };
+        pending.push((path.clone(), rows.clone()));
+        rows
+    } else {
+        read_records(&path)?
+    };
+    if rows.is_empty() {
+        return Err(Error::Invalid(format!("{}: has no demonstrations", path.display())));
+    }
+    Ok(rows)
+}
+
+fn tokenize(rows: &[Demonstration], tokenizer: &Tokenizer, max_len: usize, what: &str) -> Result<Vec<Example>> {
+    let (examples, cut) = tokenize_demonstrations(tokenizer, rows, max_len)?;
+    if cut > 0 {
+        tracing::warn!(cut, max_len, "{what} demonstrations longer than data.max_seq_len were cut");
+    }
+    Ok(examples)
+}
+
+/// Fine-tunes `config.model.base` on the demonstrations into `<run_dir>/sft/`.
+pub fn run(config: &SftConfig, run_dir: &Path, options: &RunOptions) -> Result<Outcome> {
+    let dir = run_dir.join(STAGE_DIR);
+    if trainer::is_finished(&dir) {
+        return Ok(Outcome::AlreadyDone(dir.join(trainer::FINAL_DIR)));
+    }
+    let config_hash = train_state::config_hash(config)?;
+    let base = &config.model.base;
+    if !base.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{}: base checkpoint directory not found (set model.base, or run `rlhf-sft pretrain` first)",
+            base.display()
+        )));
+    }
+    let tokenizer = Tokenizer::from_dir(base)?;
+    let placement = options.placement;
+    let mut model = CausalLm::from_pretrained(base, placement.device, placement.kind)?;
+    tokenizer.check_fits_embedding(model.config().vocab_size())?;
+    seed_everything(config.seed);
+    if let Some(lora) = config.lora.to_lora() {
+        model.add_lora(&lora)?;
+    }
+
+    let mut pending = Vec::new();
+    let max_len = config.data.max_seq_len.min(model.config().max_positions() as usize);
+    let rows = read_demonstrations(&config.data.demonstrations, TASK_DEMONSTRATIONS, config, run_dir, &mut pending)?;
+    let train = tokenize(&rows, &tokenizer, max_len, "training")?;
+    let eval = match config.data.heldout.as_str() {
+        "" => Vec::new(),
+        value => {
+            let rows = read_demonstrations(value, TASK_HELDOUT, config, run_dir, &mut pending)?;
+            tokenize(&rows, &tokenizer, max_len, "held-out")?
+        }
+    };
+    tracing::info!(train = train.len(), heldout = eval.len(), lora = config.lora.enabled, "demonstrations");
+
+    for (path, rows) in pending {
+        write_records(&path, &rows)?;
+        tracing::info!(path = %path.display(), rows = rows.len(), "wrote the embedded task's demonstrations");
+    }
+    rlhf_data::config::write_config(config, &dir.join("config.toml"))?;
+    let summary = trainer::train(
+        &model,
+        &TrainJob {
+            stage: STAGE_DIR,
+            dir: &dir,
+            config: &config.train,
+            seed: config.seed,
+            config_hash,
+            train: &train,
+            eval: &eval,
+            pad_id: tokenizer.pad_id(),
+            progress: options.progress,
+        },
+    )?;
+    Ok(Outcome::Trained { dir: dir.join(trainer::FINAL_DIR), summary })
+}

@@ -1,0 +1,150 @@
+//! The `rlhf-sft` binary: a run killed with SIGKILL mid-training resumes to bit-identical weights,
+//! bad input fails with one `error:` line and writes nothing, and the shipped configs are the defaults.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use rlhf_data::config::write_config;
+use rlhf_model::checkpoint::read_safetensors;
+use rlhf_sft::{BaseConfig, SftConfig};
+
+fn sft(config: &Path, run_dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlhf-sft"));
+    cmd.arg("--config").arg(config).arg("--run-dir").arg(run_dir).args(["--device", "cpu"]).args(extra);
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+fn run_ok(cmd: &mut Command) -> Result<Output> {
+    let out = cmd.output()?;
+    ensure!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(out)
+}
+
+fn first_checkpoint(run_dir: &Path) -> bool {
+    std::fs::read_dir(run_dir.join("sft/checkpoints"))
+        .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("step-")))
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_weights() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let base = common::tiny_base(&tmp.path().join("base"));
+    let mut config = common::sft_config(&base, "task", "task", 150);
+    config.train.checkpoint_every = 10;
+    config.train.eval_every = 50;
+    let config_path = tmp.path().join("sft.toml");
+    write_config(&config, &config_path)?;
+
+    let whole = tmp.path().join("whole");
+    run_ok(&mut sft(&config_path, &whole, &[]))?;
+
+    let killed = tmp.path().join("killed");
+    let mut child = sft(&config_path, &killed, &[]).stderr(Stdio::null()).spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !first_checkpoint(&killed) {
+        ensure!(child.try_wait()?.is_none(), "the run ended before its first checkpoint");
+        ensure!(Instant::now() < deadline, "no checkpoint after two minutes");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill()?; // SIGKILL
+    child.wait()?;
+    ensure!(!killed.join("sft/final").exists(), "the run finished before it was killed");
+
+    let out = run_ok(sft(&config_path, &killed, &[]).env("RUST_LOG", "info"))?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    ensure!(log.contains("resuming"), "did not resume:\n{log}");
+
+    let a = read_safetensors(&whole.join("sft/final/model.safetensors"))?;
+    let b = read_safetensors(&killed.join("sft/final/model.safetensors"))?;
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, tensor) in &a {
+        assert!(tensor.equal(&b[name]), "tensor {name} differs");
+    }
+    let rows = |dir: &PathBuf| -> Result<Vec<(u64, String)>> {
+        let metrics: Vec<rlhf_data::Metric> = rlhf_data::read_records(dir.join("sft/metrics.parquet"))?;
+        Ok(metrics.into_iter().filter(|m| m.name != "tokens_per_s" && m.name != "peak_memory_bytes").map(|m| (m.step, m.name)).collect())
+    };
+    assert_eq!(rows(&whole)?, rows(&killed)?, "metrics rows after resume");
+    Ok(())
+}
+
+/// Runs the binary expecting failure: one `error:` line naming `needle`, and no `sft/` written.
+fn fails(mut cmd: Command, run_dir: &Path, needle: &str) -> Result<()> {
+    let out = cmd.output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "succeeded: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    ensure!(lines.len() == 1 && lines[0].starts_with("error: "), "not one error line: {stderr}");
+    ensure!(lines[0].contains(needle), "{:?} does not mention {needle:?}", lines[0]);
+    ensure!(!run_dir.join("sft").exists(), "sft/ was written");
+    Ok(())
+}
+
+#[test]
+fn bad_input_is_one_error_line_and_writes_nothing() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let base = common::tiny_base(&tmp.path().join("base"));
+    let run = tmp.path().join("run");
+    let config_path = tmp.path().join("sft.toml");
+    write_config(&common::sft_config(&base, "task", "task", 5), &config_path)?;
+
+    fails(sft(&config_path, &run, &["--set", "model.base=/no/such/base"]), &run, "/no/such/base")?;
+    fails(sft(&config_path, &run, &["--set", "train.lrr=1"]), &run, "unknown field `lrr`")?;
+    fails(sft(&tmp.path().join("missing.toml"), &run, &[]), &run, "missing.toml")?;
+
+    // A demonstrations file that is another kind of table, and one that does not exist.
+    let comparisons = tmp.path().join("comparisons.parquet");
+    let row = rlhf_data::Comparison { id: "1".into(), prompt: "p".into(), chosen: "a".into(), rejected: "b".into(), ..Default::default() };
+    rlhf_data::write_records(&comparisons, &[row])?;
+    let set = format!("data.demonstrations={}", comparisons.display());
+    fails(sft(&config_path, &run, &["--set", &set]), &run, "comparisons.parquet")?;
+    fails(sft(&config_path, &run, &["--set", "data.demonstrations=/no/demos.parquet"]), &run, "/no/demos.parquet")?;
+
+    // A checkpoint whose weights do not fit its config.json.
+    let broken = tmp.path().join("broken");
+    std::fs::create_dir(&broken)?;
+    for file in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(base.join(file), broken.join(file))?;
+    }
+    let mut tensors = read_safetensors(&base.join("model.safetensors"))?;
+    let norm = tensors.get_mut("model.norm.weight").context("model.norm.weight")?;
+    *norm = norm.narrow(0, 0, 4);
+    rlhf_model::checkpoint::write_safetensors(&broken.join("model.safetensors"), &tensors)?;
+    let set = format!("model.base={}", broken.display());
+    fails(sft(&config_path, &run, &["--set", &set]), &run, "model.norm.weight")?;
+
+    // A tokenizer with more tokens than the model's embedding has rows.
+    let small = tmp.path().join("small-vocab");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(base.join("config.json"))?)?;
+    config["vocab_size"] = 100.into();
+    std::fs::create_dir(&small)?;
+    std::fs::write(small.join("config.json"), config.to_string())?;
+    for file in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(base.join(file), small.join(file))?;
+    }
+    let mut tensors = read_safetensors(&base.join("model.safetensors"))?;
+    let embed = tensors.get_mut("model.embed_tokens.weight").context("embed_tokens")?;
+    *embed = embed.narrow(0, 0, 100);
+    rlhf_model::checkpoint::write_safetensors(&small.join("model.safetensors"), &tensors)?;
+    let set = format!("model.base={}", small.display());
+    fails(sft(&config_path, &run, &["--set", &set]), &run, "tokenizer mismatch")?;
+    Ok(())
+}
+
+#[test]
+fn the_shipped_configs_are_the_defaults() -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let sft: SftConfig = rlhf_data::config::load_config(Some(&root.join("sft.toml")), &[])?;
+    assert_eq!(sft, SftConfig::default());
+    let base: BaseConfig = rlhf_data::config::load_config(Some(&root.join("base.toml")), &[])?;
+    assert_eq!(base, BaseConfig::default());
+    insta::assert_snapshot!("default_sft_config", toml::to_string_pretty(&sft)?);
+    insta::assert_snapshot!("default_base_config", toml::to_string_pretty(&base)?);
+    Ok(())
+}
