@@ -45,8 +45,15 @@ fn list(item: DataType, lengths: impl Iterator<Item = usize>, values: ArrayRef) 
 
 pub(crate) fn string_lists<'a>(lists: impl Iterator<Item = &'a [String]> + Clone) -> ArrayRef {
     let mut values = StringBuilder::new();
-    lists.clone().flatten().for_each(|value| values.append_value(value));
-    list(DataType::Utf8, lists.map(<[String]>::len), Arc::new(values.finish()))
+    lists
+        .clone()
+        .flatten()
+        .for_each(|value| values.append_value(value));
+    list(
+        DataType::Utf8,
+        lists.map(<[String]>::len),
+        Arc::new(values.finish()),
+    )
 }
 
 pub(crate) fn primitive_lists<'a, T: ArrowPrimitiveType>(
@@ -80,7 +87,9 @@ impl<'a> Columns<'a> {
     }
 
     pub(crate) fn optional_strings(&self, name: &str) -> Option<&'a StringArray> {
-        self.batch.column_by_name(name).map(|column| column.as_string())
+        self.batch
+            .column_by_name(name)
+            .map(|column| column.as_string())
     }
 
     pub(crate) fn primitives<T: ArrowPrimitiveType>(&self, name: &str) -> &'a PrimitiveArray<T> {
@@ -113,7 +122,10 @@ pub(crate) fn string_list(list: &ListArray, row: usize) -> Vec<String> {
         .collect()
 }
 
-pub(crate) fn primitive_list<T: ArrowPrimitiveType>(list: &ListArray, row: usize) -> Vec<T::Native> {
+pub(crate) fn primitive_list<T: ArrowPrimitiveType>(
+    list: &ListArray,
+    row: usize,
+) -> Vec<T::Native> {
     list.values().as_primitive::<T>().values()[list_range(list, row)].to_vec()
 }
 

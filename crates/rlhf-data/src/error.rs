@@ -18,7 +18,11 @@ pub enum Location {
     /// A 1-based line of a JSON Lines file.
     Line { path: PathBuf, line: u64 },
     /// A 1-based line and column of a JSON Lines file.
-    LineColumn { path: PathBuf, line: u64, column: u64 },
+    LineColumn {
+        path: PathBuf,
+        line: u64,
+        column: u64,
+    },
     /// A 0-based row of a table.
     Row { path: PathBuf, row: u64 },
     /// A record in memory, known by its id.
@@ -122,13 +126,17 @@ pub enum Error {
     },
     #[error("{location}: chosen and rejected have different prompts (everything before their last assistant turn must be equal)")]
     PromptMismatch { location: Location },
-    #[error("{location}: ranking {ranking:?} is not a permutation of the {responses} response indices")]
+    #[error(
+        "{location}: ranking {ranking:?} is not a permutation of the {responses} response indices"
+    )]
     InvalidRanking {
         location: Location,
         ranking: Vec<u32>,
         responses: usize,
     },
-    #[error("{location}: {field:?} has {found} values, expected {expected} (one per response token)")]
+    #[error(
+        "{location}: {field:?} has {found} values, expected {expected} (one per response token)"
+    )]
     LengthMismatch {
         location: Location,
         field: &'static str,
@@ -148,7 +156,9 @@ pub enum Error {
         kind: Kind,
         expected: String,
     },
-    #[error("{kind} cannot be imported, only prompts, demonstrations, comparisons and rankings can")]
+    #[error(
+        "{kind} cannot be imported, only prompts, demonstrations, comparisons and rankings can"
+    )]
     NotImportable { kind: Kind },
     #[error("cannot build a {kind} record batch: {source}")]
     Arrow {

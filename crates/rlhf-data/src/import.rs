@@ -95,7 +95,10 @@ impl Source {
                 next_row: 0,
             });
         }
-        let carry = magic.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&magic).to_vec();
+        let carry = magic
+            .strip_prefix(b"\xEF\xBB\xBF")
+            .unwrap_or(&magic)
+            .to_vec();
         Ok(Source::Lines {
             file,
             carry,
@@ -216,9 +219,7 @@ fn json_friendly(data_type: &DataType) -> DataType {
         Struct(fields) => Struct(
             fields
                 .iter()
-                .map(|field| {
-                    Field::new(field.name(), json_friendly(field.data_type()), true)
-                })
+                .map(|field| Field::new(field.name(), json_friendly(field.data_type()), true))
                 .collect(),
         ),
         other => other.clone(),
@@ -299,10 +300,12 @@ fn first_keys(input: &InputFile, block: &Block) -> Result<Option<Vec<String>>> {
             }
             parse_line(input, line, bytes)?
         }
-        Block::Table { batch, .. } => match table_rows(&batch.slice(0, batch.num_rows().min(1))).pop() {
-            Some(fields) => fields,
-            None => return Ok(None),
-        },
+        Block::Table { batch, .. } => {
+            match table_rows(&batch.slice(0, batch.num_rows().min(1))).pop() {
+                Some(fields) => fields,
+                None => return Ok(None),
+            }
+        }
     };
     Ok(Some(
         fields
@@ -357,8 +360,8 @@ fn import_as<R: FromRow>(input: &Path, output: &Path, requested: Format) -> Resu
         }
     };
     let format = resolve_format::<R>(requested, &keys, &file)?;
-    let _span = tracing::info_span!("import", input = %input.display(), kind = %R::KIND, %format)
-        .entered();
+    let _span =
+        tracing::info_span!("import", input = %input.display(), kind = %R::KIND, %format).entered();
     let mut writer = TableWriter::create(output, R::schema())?;
     let encoder = writer.encoder();
     let round = 2 * rayon::current_num_threads();

@@ -40,14 +40,21 @@ use crate::records::{Comparison, Demonstration, Prompt, Ranking, Record};
 /// An input layout; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Format {
-    /// Detect from the first record's keys.
+    /// Detect from the first record's keys
     Auto,
+    /// Comparisons: prompt, chosen, rejected (strings or conversations)
     PromptChosenRejected,
+    /// Comparisons: chosen, rejected holding the prompt (HH-RLHF text or conversations)
     ChosenRejected,
+    /// Demonstrations: prompt, completion
     PromptCompletion,
+    /// Demonstrations: prompt, response
     PromptResponse,
+    /// Demonstrations: messages, a conversation ending with the assistant's turn
     Messages,
+    /// Prompts: prompt
     Prompt,
+    /// Rankings: prompt, responses, ranking (indices into responses, best first)
     PromptResponsesRanking,
 }
 
@@ -156,7 +163,11 @@ fn render(turns: &[Turn]) -> String {
 const HH_ASSISTANT: &str = "\n\nAssistant:";
 
 impl<'a> Row<'a> {
-    pub(crate) fn new(fields: Map<String, Value>, input: &'a InputFile, position: Position) -> Self {
+    pub(crate) fn new(
+        fields: Map<String, Value>,
+        input: &'a InputFile,
+        position: Position,
+    ) -> Self {
         Row {
             fields,
             input,
@@ -305,7 +316,12 @@ impl<'a> Row<'a> {
                 (Text::Turns(chosen), Text::Turns(rejected)) => {
                     let (chosen_prompt, chosen) = self.split_response("chosen", chosen)?;
                     let (rejected_prompt, rejected) = self.split_response("rejected", rejected)?;
-                    (render(&chosen_prompt), chosen, render(&rejected_prompt), rejected)
+                    (
+                        render(&chosen_prompt),
+                        chosen,
+                        render(&rejected_prompt),
+                        rejected,
+                    )
                 }
                 (chosen, _) => {
                     let (expected, found) = match chosen {
@@ -476,7 +492,12 @@ pub(crate) fn resolve_format<R: FromRow>(
     R::FORMATS
         .iter()
         .copied()
-        .find(|format| format.keys().iter().all(|key| keys.iter().any(|k| k == key)))
+        .find(|format| {
+            format
+                .keys()
+                .iter()
+                .all(|key| keys.iter().any(|k| k == key))
+        })
         .ok_or_else(|| Error::UnknownLayout {
             path: input.path.clone(),
             kind: R::KIND,

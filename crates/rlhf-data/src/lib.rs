@@ -7,13 +7,15 @@
 //! Extra columns survive: readers hand back the original batches, and [`append_column`] adds one.
 //!
 //! [`import()`] turns JSON Lines or Parquet in the common Hugging Face layouts into these tables;
-//! [`expand_ranking`] turns a ranking of K responses into K·(K−1)/2 comparisons.
+//! [`expand_ranking`] turns a ranking of K responses into K·(K−1)/2 comparisons;
+//! [`inspect`] and [`validate_table`] back the `rlhf-data inspect` and `validate` commands.
 //! Every failure is an [`Error`] whose message names the file and the line, row or column.
 
 mod arrays;
 pub mod config;
 mod error;
 mod import;
+mod inspect;
 mod layouts;
 mod parquet_io;
 mod ranking;
@@ -23,6 +25,7 @@ pub mod task;
 
 pub use error::{Error, Location, Result};
 pub use import::{import, ImportOptions, ImportSummary};
+pub use inspect::{inspect, TableSummary};
 pub use layouts::Format;
 pub use parquet_io::{
     append_column, read_records, read_table, validate_table, write_records, EncodedRowGroup,

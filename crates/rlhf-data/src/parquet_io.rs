@@ -25,7 +25,7 @@ use parquet::file::writer::SerializedFileWriter;
 use rayon::prelude::*;
 
 use crate::error::{Error, Location, Result};
-use crate::records::{Kind, Record};
+use crate::records::{Comparison, Demonstration, Kind, Metric, Prompt, Ranking, Record, Rollout};
 use crate::schema::{check_batch, check_columns, schema_tag, type_name};
 
 /// Rows per record batch, written and read.
@@ -498,22 +498,34 @@ pub fn read_records<R: Record>(path: impl AsRef<Path>) -> Result<Vec<R>> {
     Ok(read_table(path)?.records)
 }
 
-/// Reads a table and runs [`Record::validate`] on every row; returns the row count.
-pub fn validate_table<R: Record>(path: impl AsRef<Path>) -> Result<u64> {
+fn validate_records<R: Record>(path: &Path) -> Result<u64> {
     let reader = RecordReader::<R>::open(path)?;
-    let path = reader.path().to_path_buf();
     let mut rows = 0;
     for chunk in reader {
         let chunk = chunk?;
         for (offset, record) in chunk.records.iter().enumerate() {
             record.validate(|| Location::Row {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 row: chunk.first_row + offset as u64,
             })?;
         }
         rows += chunk.records.len() as u64;
     }
     Ok(rows)
+}
+
+/// Reads `path` as a `kind` table, checking its schema and running [`Record::validate`] on
+/// every row; returns the row count.
+pub fn validate_table(path: impl AsRef<Path>, kind: Kind) -> Result<u64> {
+    let path = path.as_ref();
+    match kind {
+        Kind::Prompts => validate_records::<Prompt>(path),
+        Kind::Demonstrations => validate_records::<Demonstration>(path),
+        Kind::Comparisons => validate_records::<Comparison>(path),
+        Kind::Rankings => validate_records::<Ranking>(path),
+        Kind::Rollouts => validate_records::<Rollout>(path),
+        Kind::Metrics => validate_records::<Metric>(path),
+    }
 }
 
 /// Writes `output` as every column and row of `input` plus one new column `field` holding

@@ -87,7 +87,10 @@ mod tests {
             ("r-1-3", "b", "d"),
         ]
         .map(|(id, chosen, rejected)| (id.to_string(), chosen.to_string(), rejected.to_string()));
-        assert_eq!(pairs(&ranking(&["a", "b", "c", "d"], &[2, 0, 1, 3])), expected);
+        assert_eq!(
+            pairs(&ranking(&["a", "b", "c", "d"], &[2, 0, 1, 3])),
+            expected
+        );
     }
 
     #[test]

@@ -468,7 +468,12 @@ impl Record for Rollout {
 
     fn validate(&self, location: impl Fn() -> Location) -> Result<()> {
         same_length("logprobs", &self.logprobs, &self.response_tokens, &location)?;
-        same_length("ref_logprobs", &self.ref_logprobs, &self.response_tokens, &location)?;
+        same_length(
+            "ref_logprobs",
+            &self.ref_logprobs,
+            &self.response_tokens,
+            &location,
+        )?;
         same_length("values", &self.values, &self.response_tokens, &location)
     }
 }

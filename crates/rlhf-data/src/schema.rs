@@ -142,7 +142,11 @@ pub(crate) fn check_batch(
     first_row: u64,
 ) -> Result<()> {
     check_columns(path, &batch.schema(), expected)?;
-    for field in expected.fields().iter().filter(|field| !field.is_nullable()) {
+    for field in expected
+        .fields()
+        .iter()
+        .filter(|field| !field.is_nullable())
+    {
         let column = batch
             .column_by_name(field.name())
             .expect("required columns were checked above");

@@ -17,7 +17,9 @@ use rlhf_data::{
 use tempfile::TempDir;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 fn options(kind: Kind) -> ImportOptions {
@@ -88,7 +90,10 @@ fn an_explicit_format_overrides_detection() {
     )
     .unwrap();
     let output = dir.path().join("out.parquet");
-    for (format, expected) in [(Format::Auto, ("p", "c")), (Format::Messages, ("user: u", "a"))] {
+    for (format, expected) in [
+        (Format::Auto, ("p", "c")),
+        (Format::Messages, ("user: u", "a")),
+    ] {
         let options = ImportOptions {
             kind: Kind::Demonstrations,
             format,
@@ -112,9 +117,18 @@ fn write_hf_parquet(path: &Path, null_rejected_at: Option<usize>) {
     };
     let append = |builder: &mut ListBuilder<StructBuilder>, row: usize, answer: &str| {
         let values = builder.values();
-        for (role, text) in [("user", format!("question {row}")), ("assistant", answer.into())] {
-            values.field_builder::<StringBuilder>(0).unwrap().append_value(text);
-            values.field_builder::<StringBuilder>(1).unwrap().append_value(role);
+        for (role, text) in [
+            ("user", format!("question {row}")),
+            ("assistant", answer.into()),
+        ] {
+            values
+                .field_builder::<StringBuilder>(0)
+                .unwrap()
+                .append_value(text);
+            values
+                .field_builder::<StringBuilder>(1)
+                .unwrap()
+                .append_value(role);
             values.append(true);
         }
         builder.append(true);
@@ -127,7 +141,11 @@ fn write_hf_parquet(path: &Path, null_rejected_at: Option<usize>) {
             false => append(&mut rejected, row, "no"),
         }
     }
-    let prompt: ArrayRef = Arc::new(LargeStringArray::from(vec!["question 0", "question 1", "question 2"]));
+    let prompt: ArrayRef = Arc::new(LargeStringArray::from(vec![
+        "question 0",
+        "question 1",
+        "question 2",
+    ]));
     let score: ArrayRef = Arc::new(Float64Array::from(vec![9.0, 8.0, 7.0]));
     let columns: Vec<(&str, ArrayRef)> = vec![
         ("prompt", prompt),
@@ -141,8 +159,11 @@ fn write_hf_parquet(path: &Path, null_rejected_at: Option<usize>) {
             .map(|(name, array)| Field::new(*name, array.data_type().clone(), true))
             .collect::<Vec<_>>(),
     ));
-    let batch = RecordBatch::try_new(schema.clone(), columns.into_iter().map(|(_, a)| a).collect())
-        .unwrap();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )
+    .unwrap();
     let mut writer = TableWriter::create(path, schema).unwrap();
     writer.write(&batch).unwrap();
     writer.finish().unwrap();
@@ -153,7 +174,8 @@ fn parquet_inputs_in_hf_layouts() {
     let dir = TempDir::new().unwrap();
     let input = dir.path().join("ultrafeedback.parquet");
     write_hf_parquet(&input, None);
-    let records = import_auto::<Comparison>(&input, Kind::Comparisons, Format::PromptChosenRejected);
+    let records =
+        import_auto::<Comparison>(&input, Kind::Comparisons, Format::PromptChosenRejected);
     insta::assert_yaml_snapshot!("ultrafeedback.parquet", records);
 }
 
@@ -165,10 +187,15 @@ fn a_large_file_keeps_line_numbers_and_ids_across_blocks() {
     let filler = "x".repeat(300);
     let rows = 40_000;
     for row in 0..rows {
-        writeln!(file, r#"{{"prompt": "prompt {row} {filler}", "completion": "answer {row}"}}"#).unwrap();
+        writeln!(
+            file,
+            r#"{{"prompt": "prompt {row} {filler}", "completion": "answer {row}"}}"#
+        )
+        .unwrap();
     }
     drop(file);
-    let records = import_auto::<Demonstration>(&input, Kind::Demonstrations, Format::PromptCompletion);
+    let records =
+        import_auto::<Demonstration>(&input, Kind::Demonstrations, Format::PromptCompletion);
     assert_eq!(records.len(), rows);
     for (row, record) in records.iter().enumerate() {
         assert_eq!(record.id, format!("big-{row}"));
@@ -344,8 +371,15 @@ fn bad_inputs_fail_with_one_clear_error_and_no_output() {
         let input = dir.path().join(case.name);
         std::fs::write(&input, case.contents).unwrap();
         let output = dir.path().join("out/table.parquet");
-        let error = import(&input, &output, &options(case.kind)).unwrap_err().to_string();
-        assert_eq!(error, format!("{}{}", input.display(), case.error), "{}", case.name);
+        let error = import(&input, &output, &options(case.kind))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            format!("{}{}", input.display(), case.error),
+            "{}",
+            case.name
+        );
         assert_eq!(error.lines().count(), 1, "{}", case.name);
         assert!(!output.exists(), "{}", case.name);
         let left: Vec<_> = std::fs::read_dir(dir.path().join("out"))

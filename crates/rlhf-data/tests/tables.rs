@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use rlhf_data::{
-    append_column, read_records, read_table, render_schema, validate_table, write_records,
+    append_column, inspect, read_records, read_table, render_schema, validate_table, write_records,
     Comparison, Demonstration, Kind, Metric, Prompt, Ranking, Record, RecordReader, Rollout,
     TableWriter, SCHEMA_KEY,
 };
@@ -26,9 +26,15 @@ fn entries(dir: &Path) -> Vec<String> {
 fn round_trip<R: Record + PartialEq + std::fmt::Debug>(records: Vec<R>) {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("nested/table.parquet");
-    assert_eq!(write_records(&path, &records).unwrap(), records.len() as u64);
+    assert_eq!(
+        write_records(&path, &records).unwrap(),
+        records.len() as u64
+    );
     assert_eq!(read_records::<R>(&path).unwrap(), records);
-    assert_eq!(validate_table::<R>(&path).unwrap(), records.len() as u64);
+    assert_eq!(
+        validate_table(&path, R::KIND).unwrap(),
+        records.len() as u64
+    );
     assert_eq!(entries(&dir.path().join("nested")), ["table.parquet"]);
 }
 
@@ -106,8 +112,11 @@ fn schemas() {
     }
 }
 
+/// Named columns and whether each is nullable.
+type Columns<'a> = Vec<(&'a str, ArrayRef, bool)>;
+
 /// Writes one batch of the given columns, with no schema metadata.
-fn write_columns(path: &Path, columns: Vec<(&str, ArrayRef, bool)>) {
+fn write_columns(path: &Path, columns: Columns) {
     let fields: Vec<Field> = columns
         .iter()
         .map(|(name, array, nullable)| Field::new(*name, array.data_type().clone(), *nullable))
@@ -132,10 +141,14 @@ fn text(value: &str) -> ArrayRef {
 #[test]
 fn reading_checks_the_schema() {
     let dir = TempDir::new().unwrap();
-    let cases: Vec<(&str, Vec<(&str, ArrayRef, bool)>, &str)> = vec![
+    let cases: Vec<(&str, Columns, &str)> = vec![
         (
             "missing.parquet",
-            vec![("id", text("a"), false), ("prompt", text("p"), false), ("chosen", text("c"), false)],
+            vec![
+                ("id", text("a"), false),
+                ("prompt", text("p"), false),
+                ("chosen", text("c"), false),
+            ],
             "missing column \"rejected\", expected Utf8",
         ),
         (
@@ -174,7 +187,11 @@ fn reading_checks_the_schema() {
         let path = dir.path().join(name);
         write_columns(&path, columns);
         let error = read_records::<Comparison>(&path).unwrap_err();
-        assert_eq!(error.to_string(), format!("{}: {message}", path.display()), "{name}");
+        assert_eq!(
+            error.to_string(),
+            format!("{}: {message}", path.display()),
+            "{name}"
+        );
     }
 }
 
@@ -216,7 +233,10 @@ fn unreadable_files_are_named() {
     for (path, message) in cases {
         let error = read_records::<Comparison>(path).unwrap_err().to_string();
         let prefix = format!("{}: {message}", path.display());
-        assert!(error.starts_with(&prefix), "{error:?} should start with {prefix:?}");
+        assert!(
+            error.starts_with(&prefix),
+            "{error:?} should start with {prefix:?}"
+        );
         assert_eq!(error.lines().count(), 1);
     }
 }
@@ -236,7 +256,10 @@ fn a_newer_schema_version_is_refused() {
     let error = read_records::<Prompt>(&path).unwrap_err();
     assert_eq!(
         error.to_string(),
-        format!("{}: schema is \"prompts/v2\", expected \"prompts/v1\"", path.display())
+        format!(
+            "{}: schema is \"prompts/v2\", expected \"prompts/v1\"",
+            path.display()
+        )
     );
 }
 
@@ -247,7 +270,7 @@ fn validation_names_the_row() {
     let mut records: Vec<Comparison> = (0..10_000).map(comparison).collect();
     records[9_000].rejected = " \n".into();
     write_records(&path, &records).unwrap();
-    let error = validate_table::<Comparison>(&path).unwrap_err();
+    let error = validate_table(&path, Kind::Comparisons).unwrap_err();
     assert_eq!(
         error.to_string(),
         format!("{} row 9000: \"rejected\" is empty", path.display())
@@ -290,7 +313,11 @@ fn extra_columns_are_kept() {
         ],
     );
     let table = read_table::<Prompt>(&input).unwrap();
-    let extra: Vec<String> = table.extra_columns().iter().map(|f| f.name().clone()).collect();
+    let extra: Vec<String> = table
+        .extra_columns()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     assert_eq!(extra, ["score"]);
     assert_eq!(table.batches[0].num_columns(), 3);
 
@@ -376,4 +403,31 @@ fn append_column_refuses_bad_columns() {
         assert_eq!(error.to_string(), message);
     }
     assert_eq!(entries(dir.path()), ["p.parquet"]);
+}
+
+#[test]
+fn inspect_recognises_untagged_tables_by_their_columns() {
+    let dir = TempDir::new().unwrap();
+    let cases: Vec<(Columns, Option<Kind>)> = vec![
+        (
+            vec![("id", text("a"), false), ("prompt", text("p"), false)],
+            Some(Kind::Prompts),
+        ),
+        (
+            vec![
+                ("prompt", text("p"), true),
+                ("response", text("r"), true),
+                ("id", text("a"), true),
+            ],
+            Some(Kind::Demonstrations),
+        ),
+        (vec![("text", text("t"), false)], None),
+    ];
+    for (columns, kind) in cases {
+        let path = dir.path().join("t.parquet");
+        write_columns(&path, columns);
+        let summary = inspect(&path, 1).unwrap();
+        assert_eq!((summary.kind, summary.rows), (kind, 2));
+        assert_eq!(summary.head.unwrap().num_rows(), 1);
+    }
 }

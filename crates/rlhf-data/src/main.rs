@@ -1,0 +1,138 @@
+//! `rlhf-data`: import datasets into rlhf-rs tables, inspect and validate tables.
+//!
+//! The only place in the crate that reads argv or the environment (`RUST_LOG`) and installs a
+//! tracing subscriber. Errors are printed as one `error: …` line on stderr, with exit code 1.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use rlhf_data::{import, inspect, validate_table, Format, ImportOptions, Kind};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rlhf-data",
+    version,
+    about = "Import, inspect and validate rlhf-rs data tables"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Import a JSON Lines or Parquet dataset in a Hugging Face layout as a Parquet table
+    Import(ImportArgs),
+    /// Show a table's kind, schema, row count and first rows
+    Inspect(InspectArgs),
+    /// Check a table against a kind's schema and rules (non-empty texts, valid rankings, ...)
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// Input: JSON Lines (one object per line) or Parquet, recognised by its content
+    input: PathBuf,
+    /// Output Parquet table, written atomically (nothing is left behind on error)
+    output: PathBuf,
+    /// The table to produce
+    #[arg(long, value_parser = importable_kinds())]
+    kind: Kind,
+    /// The input layout
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    format: Format,
+}
+
+/// The kinds `import` can produce.
+fn importable_kinds() -> impl TypedValueParser<Value = Kind> {
+    PossibleValuesParser::new(["prompts", "demonstrations", "comparisons", "rankings"])
+        .map(|name| Kind::from_str(&name, false).expect("a listed kind"))
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// A Parquet table
+    file: PathBuf,
+    /// How many rows to show
+    #[arg(long, default_value_t = 3)]
+    rows: usize,
+}
+
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    /// A Parquet table
+    file: PathBuf,
+    /// The kind of table it must be
+    #[arg(long, value_enum)]
+    kind: Kind,
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Import(args) => {
+            let options = ImportOptions {
+                kind: args.kind,
+                format: args.format,
+            };
+            let summary = import(&args.input, &args.output, &options)?;
+            println!(
+                "wrote {} {} rows to {} (format {})",
+                summary.rows,
+                args.kind,
+                args.output.display(),
+                summary.format
+            );
+        }
+        Command::Inspect(args) => print!("{}", inspect(&args.file, args.rows)?),
+        Command::Validate(args) => {
+            let rows = validate_table(&args.file, args.kind)?;
+            println!(
+                "ok: {} is a valid {} table with {rows} rows",
+                args.file.display(),
+                args.kind
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help() {
+        let mut cli = Cli::command();
+        cli.build();
+        insta::assert_snapshot!("rlhf-data", cli.render_long_help().to_string());
+        for name in ["import", "inspect", "validate"] {
+            let command = cli.find_subcommand_mut(name).expect("a subcommand");
+            insta::assert_snapshot!(name, command.render_long_help().to_string());
+        }
+    }
+}
