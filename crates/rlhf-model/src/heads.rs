@@ -69,6 +69,16 @@ impl SequenceClassifier {
         let dir = dir.as_ref();
         let _span = tracing::info_span!("load_reward_model", dir = %dir.display()).entered();
         let config = checkpoint::read_config(dir)?;
+        if !config.is_sequence_classification() {
+            return Err(Error::Config {
+                path: Some(dir.join(checkpoint::CONFIG_FILE)),
+                message: format!(
+                    "architectures {:?} is not a *ForSequenceClassification model; start a reward model from a \
+                     causal LM with SequenceClassifier::from_causal_lm",
+                    config.architectures.clone().unwrap_or_default()
+                ),
+            });
+        }
         if config.num_labels() != 1 {
             return Err(Error::Config {
                 path: Some(dir.join(checkpoint::CONFIG_FILE)),

@@ -302,6 +302,14 @@ impl CausalLm {
         let dir = dir.as_ref();
         let _span = tracing::info_span!("load_causal_lm", dir = %dir.display()).entered();
         let config = checkpoint::read_config(dir)?;
+        if config.is_sequence_classification() {
+            return Err(Error::Config {
+                path: Some(dir.join(checkpoint::CONFIG_FILE)),
+                message: "this is a sequence-classification (reward model) checkpoint; load it as a \
+                          SequenceClassifier, not a causal LM"
+                    .into(),
+            });
+        }
         let model = Self::build(config, device, kind, true)?;
         let tied = model.core.config.tie_word_embeddings();
         let ignore = |n: &str| tied && n == "lm_head.weight";

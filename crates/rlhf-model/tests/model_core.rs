@@ -234,6 +234,23 @@ fn save_and_reload_round_trips_tied_and_untied() -> Result<()> {
 }
 
 #[test]
+fn tokenizer_files_travel_with_the_model() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("src");
+    model(gpt2_cfg(), 14).save_pretrained(&src)?;
+    std::fs::write(src.join("tokenizer.json"), "{\"fake\": true}")?;
+    std::fs::write(src.join("tokenizer_config.json"), "{}")?;
+    std::fs::write(src.join("generation_config.json"), "{\"do_sample\": true}")?;
+    let m = CausalLm::from_pretrained(&src, CPU, Kind::Float)?;
+    let dst = dir.path().join("dst");
+    m.save_pretrained(&dst)?;
+    assert_eq!(std::fs::read_to_string(dst.join("tokenizer.json"))?, "{\"fake\": true}");
+    assert!(dst.join("tokenizer_config.json").is_file());
+    assert_eq!(std::fs::read_to_string(dst.join("generation_config.json"))?, "{\"do_sample\": true}");
+    Ok(())
+}
+
+#[test]
 fn sharded_checkpoints_load() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let m = model(llama_cfg(), 7);
@@ -301,6 +318,14 @@ fn bad_checkpoints_give_one_clear_error() -> Result<()> {
     assert!(max_diff(&bare.forward(&x, None)?, &m.forward(&x, None)?) == 0.0);
     let err = CausalLm::from_pretrained(dir.path().join("nope"), CPU, Kind::Float).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
+    // The wrong class for a checkpoint is named as such.
+    let e = SequenceClassifier::from_pretrained(&good, CPU, Kind::Float).unwrap_err().to_string();
+    assert!(e.contains("from_causal_lm"), "{e}");
+    let mut cfg = gpt2_cfg();
+    cfg.pad_token_id = Some(0);
+    SequenceClassifier::new(cfg, CPU, Kind::Float)?.save_pretrained(dir.path().join("rm"))?;
+    let e = CausalLm::from_pretrained(dir.path().join("rm"), CPU, Kind::Float).unwrap_err().to_string();
+    assert!(e.contains("SequenceClassifier"), "{e}");
     Ok(())
 }
 
