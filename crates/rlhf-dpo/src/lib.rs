@@ -1,1 +1,46 @@
-pub fn f(){}
+//! `rlhf-dpo`: the RLHF stage that skips the reward model and the RL loop — DPO and its family
+//! (IPO, conservative DPO, hinge, SimPO, plus an optional RPO term) on comparisons, offline or in
+//! online rounds that sample from the policy and have the pairs labelled.
+//!
+//! [`stage::run`] takes a [`DpoConfig`] (`configs/dpo.toml`) and a run directory and writes
+//! `<run>/dpo/`: `config.toml` (resolved), `checkpoints/step-N/` (resume), `metrics.parquet` (the
+//! TRL metrics as `rlhf_data::Metric` rows) and `final/` (a Hugging Face checkpoint). Reference
+//! log-probs are cached beside each comparisons file ([`reference`]). The losses live in [`loss`],
+//! the training loop in [`trainer`], online rounds in [`online`].
+
+pub mod config;
+pub mod data;
+mod error;
+pub mod loss;
+pub mod online;
+pub mod reference;
+pub mod stage;
+pub mod trainer;
+
+use std::path::PathBuf;
+
+pub use config::DpoConfig;
+pub use error::{Error, Result};
+pub use loss::{LossConfig, LossKind};
+pub use trainer::{PreferenceStats, TrainSummary};
+
+/// The stage directory inside a run directory.
+pub const STAGE_DIR: &str = "dpo";
+
+/// How to run, as chosen by the caller (not part of the config).
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// Device and dtype of the models.
+    pub placement: rlhf_model::Placement,
+    /// Draw a progress bar (the binary sets it when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// What a stage run did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The stage directory already held its final model; nothing was done.
+    AlreadyDone(PathBuf),
+    /// Trained (from scratch or from a checkpoint) and saved the final model to `dir`.
+    Trained { dir: PathBuf, summary: TrainSummary },
+}

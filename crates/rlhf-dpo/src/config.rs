@@ -1,0 +1,308 @@
+//! The stage config (`configs/dpo.toml`): every struct denies unknown fields and defaults to the
+//! shipped file's values. Relative paths are resolved against the run directory
+//! ([`DpoConfig::resolve_paths`]) before anything reads them.
+
+use std::path::{Path, PathBuf};
+
+use rlhf_data::task::TaskConfig;
+use rlhf_model::{AdamWConfig, LoraConfig, ScheduleKind};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::loss::LossConfig;
+
+/// Everything one `rlhf-dpo` run does.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpoConfig {
+    /// Seeds the data order, LoRA initialisation, sampling and labelling.
+    pub seed: u64,
+    pub model: ModelSection,
+    pub lora: LoraSection,
+    pub loss: LossConfig,
+    pub reference: ReferenceConfig,
+    pub data: DataConfig,
+    pub online: OnlineConfig,
+    /// Sizes of the embedded task, used where `online.prompts` says "task".
+    pub task: TaskConfig,
+    pub train: TrainConfig,
+}
+
+/// The policy to train and the reference it is held to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// The starting policy: a Hugging Face checkpoint directory with its tokenizer (the SFT model).
+    pub policy: PathBuf,
+    /// The reference model's checkpoint; empty = the starting policy (with LoRA: the policy with
+    /// its adapters switched off, no second copy).
+    pub reference: PathBuf,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        ModelSection { policy: PathBuf::from("sft/final"), reference: PathBuf::new() }
+    }
+}
+
+/// LoRA instead of full fine-tuning; the adapters are merged into the saved model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraSection {
+    pub enabled: bool,
+    pub r: i64,
+    pub alpha: f64,
+    pub dropout: f64,
+    /// Module names (`q_proj`, `c_attn`, ...); those absent from the model are ignored.
+    pub target_modules: Vec<String>,
+}
+
+impl Default for LoraSection {
+    fn default() -> Self {
+        LoraSection {
+            enabled: false,
+            r: 8,
+            alpha: 16.0,
+            dropout: 0.0,
+            target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "c_attn"].map(String::from).to_vec(),
+        }
+    }
+}
+
+impl LoraSection {
+    /// The adapter config, when enabled.
+    pub fn to_lora(&self) -> Option<LoraConfig> {
+        self.enabled.then(|| LoraConfig {
+            r: self.r,
+            alpha: self.alpha,
+            dropout: self.dropout,
+            target_modules: self.target_modules.clone(),
+        })
+    }
+}
+
+/// How reference log-probs are obtained.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferenceMode {
+    /// One batched no-grad pass per comparisons file, cached beside it as Parquet and reused
+    /// across epochs, rounds and restarts (a changed reference or file invalidates the cache).
+    #[default]
+    Cached,
+    /// Scored with every training batch (costs a reference forward pass per step).
+    OnTheFly,
+}
+
+/// Reference log-probs (unused by SimPO, which has no reference).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReferenceConfig {
+    pub mode: ReferenceMode,
+    /// Pairs per batch of the cached reference pass.
+    pub batch_size: usize,
+}
+
+impl Default for ReferenceConfig {
+    fn default() -> Self {
+        ReferenceConfig { mode: ReferenceMode::Cached, batch_size: 32 }
+    }
+}
+
+/// The comparisons to train and evaluate on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// A comparisons Parquet table (`id, prompt, chosen, rejected`); empty = none (online rounds only).
+    pub comparisons: PathBuf,
+    /// Held-out comparisons for evaluation; empty = split `heldout_fraction` off `comparisons`.
+    pub heldout: PathBuf,
+    /// Share of `comparisons` held out (by a hash of the id) when `heldout` is empty; 0 = no evaluation.
+    pub heldout_fraction: f64,
+    /// Prompts longer than this many tokens keep their last tokens.
+    pub max_prompt_len: usize,
+    /// Responses (with their eos) longer than this many tokens are cut at the end.
+    pub max_response_len: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            comparisons: PathBuf::from("data/comparisons.parquet"),
+            heldout: PathBuf::new(),
+            heldout_fraction: 0.05,
+            max_prompt_len: 128,
+            max_response_len: 128,
+        }
+    }
+}
+
+/// Who labels the pairs sampled in online rounds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Labeler {
+    /// The embedded task's simulated annotators (`rlhf_data::task::Panel`).
+    #[default]
+    Panel,
+    /// A reward model checkpoint (`online.reward_model`): the higher score is chosen.
+    RewardModel,
+}
+
+/// Online / iterative DPO: each round samples two responses per prompt from the current policy,
+/// labels them, and trains on the new pairs (after the offline comparisons, if any).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnlineConfig {
+    /// Rounds of sampling + labelling + training; 0 = offline DPO only.
+    pub rounds: usize,
+    /// A prompts Parquet table, or "task": the embedded task's training prompts.
+    pub prompts: String,
+    /// Prompts sampled per round (drawn without replacement, cycling through the table).
+    pub prompts_per_round: usize,
+    pub labeler: Labeler,
+    /// The reward model checkpoint when `labeler = "reward_model"`.
+    pub reward_model: PathBuf,
+    /// Prompts per generation batch.
+    pub batch_size: usize,
+    pub max_new_tokens: i64,
+    pub temperature: f64,
+    /// 0 = off.
+    pub top_k: i64,
+    /// 1.0 = off.
+    pub top_p: f64,
+}
+
+/// The value of [`OnlineConfig::prompts`] that selects the embedded task.
+pub const TASK: &str = "task";
+
+impl Default for OnlineConfig {
+    fn default() -> Self {
+        OnlineConfig {
+            rounds: 0,
+            prompts: TASK.into(),
+            prompts_per_round: 512,
+            labeler: Labeler::Panel,
+            reward_model: PathBuf::from("rm/final"),
+            batch_size: 64,
+            max_new_tokens: 64,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+        }
+    }
+}
+
+/// Optimisation and bookkeeping; step counts are per round of data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Optimizer steps per round of data; 0 = as many as `epochs` passes take.
+    pub max_steps: u64,
+    /// Passes over each round's pairs (used when `max_steps` is 0).
+    pub epochs: u64,
+    /// Pairs per micro-batch (each pair is two rows: chosen and rejected).
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    pub warmup_steps: u64,
+    /// "cosine" or "constant", restarted in every round.
+    pub schedule: ScheduleKind,
+    pub min_lr_ratio: f64,
+    /// Clip gradients to this global L2 norm (0 = no clipping; the norm is still logged).
+    pub max_grad_norm: f64,
+    pub adamw: AdamWConfig,
+    /// Log and record metrics every this many steps.
+    pub log_every: u64,
+    /// Held-out evaluation every this many steps (0 = only before the first and after the last step).
+    pub eval_every: u64,
+    /// Pairs per evaluation batch.
+    pub eval_batch_size: usize,
+    /// Save a resumable checkpoint every this many steps and at the end of every round that is not
+    /// the last (0 = never).
+    pub checkpoint_every: u64,
+    pub keep_checkpoints: usize,
+    /// libtorch intra-op threads (0 = libtorch's choice). A fixed count keeps CPU runs bit-reproducible.
+    pub threads: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            max_steps: 0,
+            epochs: 1,
+            batch_size: 16,
+            grad_accum: 1,
+            lr: 5e-5,
+            warmup_steps: 10,
+            schedule: ScheduleKind::Cosine,
+            min_lr_ratio: 0.1,
+            max_grad_norm: 1.0,
+            adamw: AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() },
+            log_every: 10,
+            eval_every: 50,
+            eval_batch_size: 32,
+            checkpoint_every: 50,
+            keep_checkpoints: 2,
+            threads: 2,
+        }
+    }
+}
+
+fn resolve(path: &mut PathBuf, run_dir: &Path) {
+    if !path.as_os_str().is_empty() && path.is_relative() {
+        *path = run_dir.join(&*path);
+    }
+}
+
+impl DpoConfig {
+    /// Resolves the relative paths of the config against `run_dir` (empty paths stay empty).
+    pub fn resolve_paths(&mut self, run_dir: &Path) {
+        for path in [
+            &mut self.model.policy,
+            &mut self.model.reference,
+            &mut self.data.comparisons,
+            &mut self.data.heldout,
+            &mut self.online.reward_model,
+        ] {
+            resolve(path, run_dir);
+        }
+        if self.online.prompts != TASK {
+            let mut prompts = PathBuf::from(&self.online.prompts);
+            resolve(&mut prompts, run_dir);
+            self.online.prompts = prompts.display().to_string();
+        }
+    }
+
+    /// Checks the settings that need no file.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |m: &str| Err(Error::Invalid(m.into()));
+        self.loss.validate()?;
+        let t = &self.train;
+        if t.batch_size == 0 || t.grad_accum == 0 || t.eval_batch_size == 0 || self.reference.batch_size == 0 {
+            return invalid("train.batch_size, train.grad_accum, train.eval_batch_size and reference.batch_size must be at least 1");
+        }
+        if t.max_steps == 0 && t.epochs == 0 {
+            return invalid("set train.max_steps or train.epochs above 0");
+        }
+        if !(t.lr > 0.0) || t.max_grad_norm < 0.0 {
+            return invalid("train.lr must be > 0 and train.max_grad_norm >= 0");
+        }
+        if !(0.0..1.0).contains(&self.data.heldout_fraction) {
+            return invalid("data.heldout_fraction must be in [0, 1)");
+        }
+        if self.data.max_prompt_len == 0 || self.data.max_response_len == 0 {
+            return invalid("data.max_prompt_len and data.max_response_len must be at least 1");
+        }
+        if self.data.comparisons.as_os_str().is_empty() && self.online.rounds == 0 {
+            return invalid("nothing to train on: set data.comparisons or online.rounds");
+        }
+        let o = &self.online;
+        if o.rounds > 0 && (o.prompts_per_round == 0 || o.batch_size == 0 || o.max_new_tokens <= 0 || !(o.temperature > 0.0)) {
+            return invalid(
+                "online.prompts_per_round, online.batch_size and online.max_new_tokens must be at least 1 and online.temperature > 0",
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,230 @@
+//! The stage: checks every input before writing anything, prepares the pairs (tokenized, with
+//! reference log-probs from their cache), then trains round after round into `<run-dir>/dpo/`.
+//!
+//! Round 0 is the offline comparisons (`data.comparisons`, minus the held-out share); rounds
+//! `1..=online.rounds` are sampled from the policy as it stands, labelled, and written to
+//! `dpo/rounds/round-NNN.parquet` (their reference cache beside them) before training on them, so
+//! a resumed run trains on the same pairs.
+
+use std::path::Path;
+
+use rlhf_data::config::write_config;
+use rlhf_data::{read_records, read_table, task, write_records, Comparison, Prompt, Table};
+use rlhf_model::device::seed_everything;
+use rlhf_model::{train_state, CausalLm, Placement, Tokenizer};
+
+use crate::config::{DpoConfig, Labeler, ReferenceMode, TASK};
+use crate::data::{is_heldout, tokenize, Limits, Pair};
+use crate::error::{Error, Result};
+use crate::online;
+use crate::reference::{cache_key, cache_path, read_cache, write_cache, Reference, ReferenceSpec};
+use crate::trainer::{self, TrainJob, Trainer};
+use crate::{Outcome, RunOptions, STAGE_DIR};
+
+/// Online rounds' comparisons inside the stage directory.
+pub const ROUNDS_DIR: &str = "rounds";
+
+fn require_dir(dir: &Path, setting: &str, hint: &str) -> Result<()> {
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(Error::File { path: dir.to_path_buf(), message: format!("{setting}: checkpoint directory not found ({hint})") })
+    }
+}
+
+fn read_comparisons(path: &Path) -> Result<Table<Comparison>> {
+    let table = read_table::<Comparison>(path)?;
+    if table.records.is_empty() {
+        return Err(Error::File { path: path.to_path_buf(), message: "has no comparisons".into() });
+    }
+    Ok(table)
+}
+
+fn read_prompts(config: &DpoConfig) -> Result<Vec<Prompt>> {
+    let prompts = if config.online.prompts == TASK {
+        task::generate(&config.task).train_prompts
+    } else {
+        read_records(&config.online.prompts)?
+    };
+    if prompts.is_empty() {
+        return Err(Error::Invalid(format!("online.prompts {:?} holds no prompts", config.online.prompts)));
+    }
+    Ok(prompts)
+}
+
+/// What pair preparation needs: the tokenizer, limits and where reference log-probs come from.
+struct Preparer<'a> {
+    config: &'a DpoConfig,
+    tokenizer: &'a Tokenizer,
+    policy: &'a CausalLm,
+    reference: &'a ReferenceSpec,
+    limits: Limits,
+    placement: Placement,
+    /// Comparisons files whose reference log-probs were computed, not read from their cache.
+    passes: usize,
+}
+
+impl Preparer<'_> {
+    /// Tokenizes the table at `path` and, when they are cached, attaches reference log-probs from
+    /// the cache beside it (computing and writing it first when it is missing or stale).
+    fn pairs(&mut self, table: &Table<Comparison>, path: &Path) -> Result<Vec<Pair>> {
+        let (mut pairs, cut) = tokenize(self.tokenizer, &table.records, self.limits)?;
+        if cut > 0 {
+            tracing::warn!(cut, path = %path.display(), "comparisons longer than data.max_prompt_len / max_response_len were cut");
+        }
+        if self.config.reference.mode != ReferenceMode::Cached || !self.config.loss.needs_reference() {
+            return Ok(pairs);
+        }
+        let key = cache_key(path, self.reference, &self.config.model.policy, self.limits, self.placement)?;
+        let cache = cache_path(path);
+        let values = match read_cache(&cache, &key, pairs.len()) {
+            Some(values) => {
+                tracing::info!(cache = %cache.display(), "reusing cached reference log-probs");
+                values
+            }
+            None => {
+                let _span = tracing::info_span!("reference_logps", path = %path.display(), pairs = pairs.len()).entered();
+                let reference = Reference::load(self.reference, self.placement)?;
+                let values =
+                    reference.score_all(self.policy, &pairs, self.config.reference.batch_size, self.tokenizer.pad_id())?;
+                write_cache(&cache, table, &key, &values)?;
+                self.passes += 1;
+                tracing::info!(cache = %cache.display(), "cached reference log-probs");
+                values
+            }
+        };
+        for (pair, value) in pairs.iter_mut().zip(values) {
+            pair.reference = Some(value);
+        }
+        Ok(pairs)
+    }
+}
+
+/// Splits round-0 pairs into (train, held-out) by the held-out share of their ids.
+fn split_heldout(pairs: Vec<Pair>, table: &Table<Comparison>, fraction: f64) -> (Vec<Pair>, Vec<Pair>) {
+    let (heldout, train): (Vec<_>, Vec<_>) =
+        pairs.into_iter().zip(&table.records).partition(|(_, record)| is_heldout(&record.id, fraction));
+    (train.into_iter().map(|(p, _)| p).collect(), heldout.into_iter().map(|(p, _)| p).collect())
+}
+
+/// Trains the policy of `config` into `<run_dir>/dpo/` (see the crate doc).
+pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<Outcome> {
+    let dir = run_dir.join(STAGE_DIR);
+    if trainer::is_finished(&dir) {
+        return Ok(Outcome::AlreadyDone(dir.join(trainer::FINAL_DIR)));
+    }
+    let mut config = config.clone();
+    config.resolve_paths(run_dir);
+    config.validate()?;
+    if config.train.threads > 0 {
+        tch::set_num_threads(config.train.threads as i32);
+    }
+    let config_hash = train_state::config_hash(&config)?;
+
+    // Every input is checked before anything is written.
+    let policy_dir = config.model.policy.clone();
+    require_dir(&policy_dir, "model.policy", "the SFT model: run `rlhf-sft` first or set model.policy")?;
+    let reference = ReferenceSpec {
+        adapters_off: config.lora.enabled && config.model.reference.as_os_str().is_empty(),
+        dir: if config.model.reference.as_os_str().is_empty() { policy_dir.clone() } else { config.model.reference.clone() },
+    };
+    require_dir(&reference.dir, "model.reference", "set it to a checkpoint, or leave it empty for the starting policy")?;
+    let online = &config.online;
+    if online.rounds > 0 && online.labeler == Labeler::RewardModel {
+        require_dir(&online.reward_model, "online.reward_model", "run `rlhf-reward` first or use labeler = \"panel\"")?;
+    }
+    let offline = match config.data.comparisons.as_os_str().is_empty() {
+        true => None,
+        false => Some(read_comparisons(&config.data.comparisons)?),
+    };
+    let heldout_table = match config.data.heldout.as_os_str().is_empty() {
+        true => None,
+        false => Some(read_comparisons(&config.data.heldout)?),
+    };
+    let prompts = if online.rounds > 0 { read_prompts(&config)? } else { Vec::new() };
+    let tokenizer = Tokenizer::from_dir(&policy_dir)?;
+    let placement = options.placement;
+    let mut policy = CausalLm::from_pretrained(&policy_dir, placement.device, placement.kind)?;
+    tokenizer.check_fits_embedding(policy.config().vocab_size())?;
+    let limits = Limits { max_prompt_len: config.data.max_prompt_len, max_response_len: config.data.max_response_len };
+    let positions = policy.config().max_positions() as usize;
+    let longest = limits.max_prompt_len + limits.max_response_len.max(online.max_new_tokens as usize);
+    if longest > positions {
+        return Err(Error::Invalid(format!(
+            "data.max_prompt_len + data.max_response_len (or online.max_new_tokens) = {longest} tokens exceeds the model's {positions} positions"
+        )));
+    }
+    seed_everything(config.seed);
+    if let Some(lora) = config.lora.to_lora() {
+        policy.add_lora(&lora)?;
+    }
+    let pad_id = tokenizer.pad_id();
+
+    write_config(&config, &dir.join("config.toml"))?;
+    let mut preparer = Preparer { config: &config, tokenizer: &tokenizer, policy: &policy, reference: &reference, limits, placement, passes: 0 };
+    let (offline_pairs, mut heldout) = match &offline {
+        Some(table) => {
+            let pairs = preparer.pairs(table, &config.data.comparisons)?;
+            match heldout_table {
+                Some(_) => (pairs, Vec::new()),
+                None => split_heldout(pairs, table, config.data.heldout_fraction),
+            }
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    if let Some(table) = &heldout_table {
+        heldout = preparer.pairs(table, &config.data.heldout)?;
+    }
+    tracing::info!(train = offline_pairs.len(), heldout = heldout.len(), rounds = online.rounds, lora = config.lora.enabled, "pairs");
+
+    let live_reference = (config.reference.mode == ReferenceMode::OnTheFly && config.loss.needs_reference())
+        .then(|| Reference::load(&reference, placement))
+        .transpose()?;
+    let job = TrainJob {
+        dir: &dir,
+        train: &config.train,
+        loss: &config.loss,
+        seed: config.seed,
+        config_hash,
+        heldout,
+        pad_id,
+        progress: options.progress,
+    };
+    let mut trainer = Trainer::new(&policy, live_reference, job)?;
+    let rounds_dir = dir.join(ROUNDS_DIR);
+    if trainer.resume_point().is_none() && rounds_dir.exists() {
+        // Left by a run that never reached a checkpoint: sampled by a policy we cannot vouch for.
+        std::fs::remove_dir_all(&rounds_dir).map_err(|e| Error::File { path: rounds_dir.clone(), message: e.to_string() })?;
+    }
+    let first = if offline.is_some() { 0 } else { 1 };
+    let start = trainer.resume_point().map_or(first, |r| r.round);
+    for round in start..=online.rounds {
+        let more_rounds = round < online.rounds;
+        if round == 0 {
+            trainer.train_round(0, &offline_pairs, more_rounds)?;
+            continue;
+        }
+        let path = rounds_dir.join(format!("round-{round:03}.parquet"));
+        if !path.is_file() {
+            let _span = tracing::info_span!("online_round", round).entered();
+            let round_seed = config.seed.wrapping_mul(1000).wrapping_add(round as u64);
+            let chosen = online::round_prompts(&prompts, online.prompts_per_round, round, config.seed);
+            let samples =
+                online::sample_pairs(&policy, &tokenizer, &chosen, online, limits.max_prompt_len, round_seed)?;
+            let (comparisons, stats) =
+                online::label(online, &samples, placement, round_seed, &format!("online-round-{round}"))?;
+            if comparisons.is_empty() {
+                return Err(Error::Invalid(format!("online round {round}: every sampled pair was dropped (identical responses)")));
+            }
+            std::fs::create_dir_all(&rounds_dir).map_err(|e| Error::File { path: rounds_dir.clone(), message: e.to_string() })?;
+            write_records(&path, &comparisons)?;
+            trainer.log_round(round, &stats)?;
+        }
+        let pairs = preparer.pairs(&read_comparisons(&path)?, &path)?;
+        trainer.train_round(round, &pairs, more_rounds)?;
+    }
+    let mut summary = trainer.finish()?;
+    summary.reference_passes = preparer.passes;
+    Ok(Outcome::Trained { dir: dir.join(trainer::FINAL_DIR), summary })
+}
+

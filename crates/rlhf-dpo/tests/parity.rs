@@ -1,0 +1,139 @@
+//! Loss parity with `tests/fixtures/expected.json` (made by `make_fixtures.py` with transformers and
+//! the papers' formulas): the summed response log-probs of a tiny policy and reference, and every
+//! loss computed end to end from rlhf-model's log-probs, within 1e-5.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use rlhf_dpo::data::{live_reference, policy_logps, Pair};
+use rlhf_dpo::loss::{PolicyLogps, ReferenceLogps};
+use rlhf_dpo::LossConfig;
+use rlhf_model::CausalLm;
+use serde::Deserialize;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Deserialize)]
+struct TokenPair {
+    prompt: Vec<i64>,
+    chosen: Vec<i64>,
+    rejected: Vec<i64>,
+}
+
+#[derive(Deserialize)]
+struct Logps {
+    chosen: Vec<f64>,
+    rejected: Vec<f64>,
+}
+
+#[derive(Deserialize)]
+struct Expected {
+    config: LossConfig,
+    per_pair: Vec<f64>,
+    chosen_rewards: Vec<f64>,
+    rejected_rewards: Vec<f64>,
+    objective: f64,
+}
+
+#[derive(Deserialize)]
+struct Fixture {
+    pairs: Vec<TokenPair>,
+    policy: Logps,
+    reference: Logps,
+    losses: std::collections::BTreeMap<String, Expected>,
+}
+
+const PAD: i64 = 0;
+const EOS: i64 = 1;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn values(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.to_kind(Kind::Double)).unwrap()
+}
+
+fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+/// Checks every loss of the fixture on the given log-probs; returns the largest difference.
+fn check_losses(fixture: &Fixture, policy: &PolicyLogps, reference: &ReferenceLogps, tolerance: f64) -> f64 {
+    let chosen_tokens: f64 = values(&policy.chosen_tokens).iter().sum();
+    let mut worst: f64 = 0.0;
+    for (name, expected) in &fixture.losses {
+        let config = &expected.config;
+        let terms = config.pair_terms(policy, Some(reference)).unwrap();
+        let objective = config.objective(&terms, policy, fixture.pairs.len() as f64, chosen_tokens).double_value(&[]);
+        let diffs = [
+            max_diff(&values(&terms.losses), &expected.per_pair),
+            max_diff(&values(&terms.chosen_rewards), &expected.chosen_rewards),
+            max_diff(&values(&terms.rejected_rewards), &expected.rejected_rewards),
+            (objective - expected.objective).abs(),
+        ];
+        let diff = diffs.into_iter().fold(0.0, f64::max);
+        assert!(diff <= tolerance, "{name}: max |diff| {diff:e} > {tolerance:e}");
+        worst = worst.max(diff);
+    }
+    worst
+}
+
+fn fixture() -> Result<Fixture> {
+    Ok(serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json"))?)?)
+}
+
+#[test]
+fn losses_match_the_papers_formulas_on_the_fixture_log_probs() -> Result<()> {
+    let fixture = fixture()?;
+    let tokens = |side: fn(&TokenPair) -> &Vec<i64>| -> Tensor {
+        Tensor::from_slice(&fixture.pairs.iter().map(|p| side(p).len() as f64 + 1.0).collect::<Vec<_>>())
+    };
+    let policy = PolicyLogps {
+        chosen: Tensor::from_slice(&fixture.policy.chosen),
+        rejected: Tensor::from_slice(&fixture.policy.rejected),
+        chosen_tokens: tokens(|p| &p.chosen),
+        rejected_tokens: tokens(|p| &p.rejected),
+    };
+    let reference = ReferenceLogps {
+        chosen: Tensor::from_slice(&fixture.reference.chosen),
+        rejected: Tensor::from_slice(&fixture.reference.rejected),
+    };
+    check_losses(&fixture, &policy, &reference, 1e-12);
+    Ok(())
+}
+
+/// In float32, the training precision: summed log-probs within 1e-5 of transformers' (in float64),
+/// and every loss, implicit reward and objective within 1e-5.
+#[test]
+fn losses_match_transformers_end_to_end() -> Result<()> {
+    let fixture = fixture()?;
+    let policy_model = CausalLm::from_pretrained(fixtures().join("policy"), Device::Cpu, Kind::Float)?;
+    let reference_dir = fixtures().join("../../../rlhf-model/tests/fixtures/gpt2");
+    let reference_model = CausalLm::from_pretrained(reference_dir, Device::Cpu, Kind::Float)?;
+    let pairs: Vec<Pair> = fixture
+        .pairs
+        .iter()
+        .map(|p| Pair {
+            prompt: p.prompt.clone(),
+            chosen: [p.chosen.as_slice(), &[EOS]].concat(),
+            rejected: [p.rejected.as_slice(), &[EOS]].concat(),
+            reference: None,
+        })
+        .collect();
+    let batch: Vec<&Pair> = pairs.iter().collect();
+    let policy = policy_logps(&policy_model, &batch, PAD)?;
+    let reference = live_reference(&reference_model, &batch, PAD)?;
+    let logp_diff = [
+        max_diff(&values(&policy.chosen), &fixture.policy.chosen),
+        max_diff(&values(&policy.rejected), &fixture.policy.rejected),
+        max_diff(&values(&reference.chosen), &fixture.reference.chosen),
+        max_diff(&values(&reference.rejected), &fixture.reference.rejected),
+    ]
+    .into_iter()
+    .fold(0.0, f64::max);
+    assert!(logp_diff <= 1e-5, "summed log-probs differ by {logp_diff:e}");
+    let loss_diff = check_losses(&fixture, &policy, &reference, 1e-5);
+    println!("parity: max |log-prob diff| {logp_diff:.2e}, max |loss diff| {loss_diff:.2e}");
+    Ok(())
+}
