@@ -13,8 +13,11 @@ use crate::error::Result;
 use crate::records::Record;
 use crate::schema::check_batch;
 
-pub(crate) fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
-    Arc::new(StringArray::from_iter_values(values))
+pub(crate) fn strings<'a>(values: impl Iterator<Item = &'a str> + Clone) -> ArrayRef {
+    let bytes = values.clone().map(str::len).sum();
+    let mut builder = StringBuilder::with_capacity(values.size_hint().0, bytes);
+    values.for_each(|value| builder.append_value(value));
+    Arc::new(builder.finish())
 }
 
 pub(crate) fn optional_strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
@@ -44,16 +47,8 @@ fn list(item: DataType, lengths: impl Iterator<Item = usize>, values: ArrayRef) 
 }
 
 pub(crate) fn string_lists<'a>(lists: impl Iterator<Item = &'a [String]> + Clone) -> ArrayRef {
-    let mut values = StringBuilder::new();
-    lists
-        .clone()
-        .flatten()
-        .for_each(|value| values.append_value(value));
-    list(
-        DataType::Utf8,
-        lists.map(<[String]>::len),
-        Arc::new(values.finish()),
-    )
+    let values = strings(lists.clone().flatten().map(String::as_str));
+    list(DataType::Utf8, lists.map(<[String]>::len), values)
 }
 
 pub(crate) fn primitive_lists<'a, T: ArrowPrimitiveType>(

@@ -1,6 +1,6 @@
 //! The crate's single error type. Every message is one sentence that starts with where the
 //! problem is: a file, a line (1-based) or line and column of a text file, a row (0-based) of a
-//! table, or a record id.
+//! table, or a record id ([`Location`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,8 +13,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Where a problem was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
-    /// A whole file.
-    File(PathBuf),
     /// A 1-based line of a JSON Lines file.
     Line { path: PathBuf, line: u64 },
     /// A 1-based line and column of a JSON Lines file.
@@ -32,7 +30,6 @@ pub enum Location {
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Location::File(path) => write!(f, "{}", path.display()),
             Location::Line { path, line } => write!(f, "{} line {line}", path.display()),
             Location::LineColumn { path, line, column } => {
                 write!(f, "{} line {line} column {column}", path.display())

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Location, Result};
-use crate::layouts::{resolve_format, Format, FromRow, InputFile, Position, Row};
+use crate::layouts::{resolve_format, unused_keys, Format, FromRow, InputFile, Position, Row};
 use crate::parquet_io::{open_file, EncodedRowGroup, TableReader, TableWriter};
 use crate::records::{Comparison, Demonstration, Kind, Prompt, Ranking};
 
@@ -123,7 +123,8 @@ impl Source {
                 next_line,
                 done,
             } => {
-                let mut data = std::mem::take(carry);
+                let mut data = Vec::with_capacity(BLOCK_BYTES + (1 << 16));
+                data.append(carry);
                 while !*done {
                     let wanted = BLOCK_BYTES.saturating_sub(data.len()).max(1 << 16) as u64;
                     let read = file
@@ -362,6 +363,13 @@ fn import_as<R: FromRow>(input: &Path, output: &Path, requested: Format) -> Resu
     let format = resolve_format::<R>(requested, &keys, &file)?;
     let _span =
         tracing::info_span!("import", input = %input.display(), kind = %R::KIND, %format).entered();
+    let unused = unused_keys::<R>(format, &keys);
+    if !unused.is_empty() {
+        tracing::warn!(
+            ?unused,
+            "the {format} layout ignores these keys of the first record"
+        );
+    }
     let mut writer = TableWriter::create(output, R::schema())?;
     let encoder = writer.encoder();
     let round = 2 * rayon::current_num_threads();

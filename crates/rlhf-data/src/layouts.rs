@@ -28,7 +28,8 @@
 //! `id` is kept when present (a string or an integer), else generated as `<file stem>-<n>`, `n`
 //! being the 0-based line (JSON Lines) or row (Parquet). Comparisons also take optional
 //! `margin` (number), `annotator` and `source` (strings). Other keys are ignored; a null value
-//! counts as absent.
+//! counts as absent. Keys of the first record that the layout does not read are named in a
+//! warning (tracing).
 
 use std::path::PathBuf;
 
@@ -386,6 +387,9 @@ pub(crate) trait FromRow: Record {
     /// The layouts of this kind, in detection order.
     const FORMATS: &'static [Format];
 
+    /// Keys read when present, besides the layout's own.
+    const OPTIONAL_KEYS: &'static [&'static str] = &["id"];
+
     fn from_row(format: Format, row: &mut Row) -> Result<Self>;
 }
 
@@ -429,6 +433,7 @@ impl FromRow for Demonstration {
 
 impl FromRow for Comparison {
     const FORMATS: &'static [Format] = &[Format::PromptChosenRejected, Format::ChosenRejected];
+    const OPTIONAL_KEYS: &'static [&'static str] = &["id", "margin", "annotator", "source"];
 
     fn from_row(format: Format, row: &mut Row) -> Result<Self> {
         let id = row.id()?;
@@ -463,6 +468,14 @@ impl FromRow for Ranking {
             ranking: row.indices("ranking")?,
         })
     }
+}
+
+/// The keys of `keys` that `format` does not read.
+pub(crate) fn unused_keys<R: FromRow>(format: Format, keys: &[String]) -> Vec<String> {
+    let used = |key: &String| {
+        format.keys().contains(&key.as_str()) || R::OPTIONAL_KEYS.contains(&key.as_str())
+    };
+    keys.iter().filter(|key| !used(key)).cloned().collect()
 }
 
 /// The format to import with: `requested` if it is a layout of `R`, else the first layout of
@@ -504,4 +517,20 @@ pub(crate) fn resolve_format<R: FromRow>(
             keys: keys.to_vec(),
             expected: layouts(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unused_keys_leave_out_layout_and_optional_keys() {
+        let keys: Vec<String> = ["id", "prompt", "chosen", "rejected", "margin", "score"]
+            .map(String::from)
+            .to_vec();
+        let unused = unused_keys::<Comparison>(Format::PromptChosenRejected, &keys);
+        assert_eq!(unused, ["score"]);
+        let unused = unused_keys::<Prompt>(Format::Prompt, &keys);
+        assert_eq!(unused, ["chosen", "rejected", "margin", "score"]);
+    }
 }

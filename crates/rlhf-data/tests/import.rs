@@ -104,6 +104,23 @@ fn an_explicit_format_overrides_detection() {
     }
 }
 
+#[test]
+fn a_byte_order_mark_and_windows_line_ends_are_accepted() {
+    let dir = TempDir::new().unwrap();
+    let input = dir.path().join("windows.jsonl");
+    std::fs::write(
+        &input,
+        "\u{feff}{\"prompt\": \"a\"}\r\n\r\n{\"prompt\": \"b\"}\r\n",
+    )
+    .unwrap();
+    let prompts = import_auto::<Prompt>(&input, Kind::Prompts, Format::Prompt);
+    let found: Vec<(&str, &str)> = prompts
+        .iter()
+        .map(|p| (p.id.as_str(), p.prompt.as_str()))
+        .collect();
+    assert_eq!(found, [("windows-0", "a"), ("windows-2", "b")]);
+}
+
 /// An HF-style Parquet file: large strings, conversations as lists of structs, extra columns.
 fn write_hf_parquet(path: &Path, null_rejected_at: Option<usize>) {
     let turn = Fields::from(vec![

@@ -278,6 +278,56 @@ fn validation_names_the_row() {
 }
 
 #[test]
+fn rollouts_need_one_logprob_ref_logprob_and_value_per_response_token() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("rollouts.parquet");
+    let good = Rollout {
+        response_tokens: vec![1, 2],
+        logprobs: vec![-1.0, -2.0],
+        ref_logprobs: vec![-1.0, -2.0],
+        values: vec![0.0, 0.0],
+        ..Rollout::default()
+    };
+    let cases = [
+        (
+            "logprobs",
+            Rollout {
+                logprobs: vec![-1.0],
+                ..good.clone()
+            },
+            1,
+        ),
+        (
+            "ref_logprobs",
+            Rollout {
+                ref_logprobs: vec![],
+                ..good.clone()
+            },
+            0,
+        ),
+        (
+            "values",
+            Rollout {
+                values: vec![0.0; 3],
+                ..good.clone()
+            },
+            3,
+        ),
+    ];
+    for (field, bad, found) in cases {
+        write_records(&path, &[good.clone(), bad]).unwrap();
+        let error = validate_table(&path, Kind::Rollouts).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{} row 1: \"{field}\" has {found} values, expected 2 (one per response token)",
+                path.display()
+            )
+        );
+    }
+}
+
+#[test]
 fn failed_writes_leave_nothing_behind() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("out.parquet");
