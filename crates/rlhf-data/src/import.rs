@@ -68,6 +68,7 @@ enum Block {
     Table { batch: RecordBatch, first_row: u64 },
 }
 
+/// Where blocks come from: a JSON Lines file read piece by piece, or a Parquet table.
 enum Source {
     Lines {
         file: File,
