@@ -1,1 +1,135 @@
-fn main(){}
+//! The `rlhf-reward` binary: reward-model training (`train`, the default) and table scoring
+//! (`score`). It parses the command line, loads the TOML config with `--set` overrides, picks
+//! device and dtype, installs the log subscriber, and prints one `error: ...` line on failure.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use rlhf_data::config::load_config;
+use rlhf_reward::{Outcome, RewardConfig, RewardModel, RunOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "rlhf-reward",
+    version,
+    about = "Stage 2: a reward model trained on comparisons with the Bradley-Terry loss",
+    long_about = "Stage 2: a reward model trained on comparisons with the Bradley-Terry loss.\n\n\
+        `rlhf-reward [train]` puts a scalar head on the policy checkpoint (<run-dir>/sft/final by \
+        default), trains it on comparisons and rankings and saves <run-dir>/rm/final/, a Hugging Face \
+        *ForSequenceClassification checkpoint (or an ensemble of them). It resumes from its newest \
+        checkpoint when interrupted and skips when its final model exists. `rlhf-reward score` adds \
+        a `reward` column to a table of prompts and responses.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train the reward model (the default).
+    Train(TrainArgs),
+    /// Score a table's `prompt` + `response` columns into a new `reward: f32` column.
+    Score(ScoreArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// The reward config (e.g. configs/reward.toml); built-in defaults when absent.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config field, e.g. --set train.lr=1e-4 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Run directory: writes <run-dir>/rm/ (config.toml, metrics.parquet, checkpoints/, final/);
+    /// relative paths in the config resolve against it.
+    #[arg(long, value_name = "DIR", default_value = "runs/default")]
+    run_dir: PathBuf,
+    #[command(flatten)]
+    device: rlhf_model::DeviceArgs,
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    /// The reward model: a checkpoint directory or an ensemble (e.g. runs/default/rm/final).
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// A Parquet table with `prompt` and `response` columns (other columns are kept).
+    #[arg(long, value_name = "IN.parquet")]
+    data: PathBuf,
+    /// Where to write the table with its new `reward` column.
+    #[arg(long, value_name = "OUT.parquet")]
+    out: PathBuf,
+    /// Rows per scoring batch (rows are sorted by length first).
+    #[arg(long, default_value_t = rlhf_reward::model::DEFAULT_BATCH_SIZE)]
+    batch_size: usize,
+    #[command(flatten)]
+    device: rlhf_model::DeviceArgs,
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Train(cli.train)) {
+        Command::Train(args) => {
+            let config: RewardConfig = load_config(args.config.as_deref(), &args.overrides)?;
+            let options = RunOptions { placement: args.device.resolve()?, progress: std::io::stderr().is_terminal() };
+            match rlhf_reward::stage::run(&config, &args.run_dir, &options)? {
+                Outcome::AlreadyDone(dir) => tracing::info!("reward: {} already exists; nothing to do", dir.display()),
+                Outcome::Trained { dir, members } => {
+                    for (i, summary) in members.iter().enumerate() {
+                        let after = summary.eval_after.unwrap_or_default();
+                        tracing::info!(
+                            member = i,
+                            steps = summary.steps,
+                            pairs_per_s = summary.pairs_per_s,
+                            heldout_accuracy = after.accuracy,
+                            gold_accuracy = after.gold_accuracy,
+                            "trained"
+                        );
+                    }
+                    tracing::info!("reward: saved {}", dir.display());
+                }
+            }
+        }
+        Command::Score(args) => {
+            let placement = args.device.resolve()?;
+            let mut model = RewardModel::load_as(&args.model, placement.device, placement.kind)?;
+            model.batch_size = args.batch_size.max(1);
+            let rows = rlhf_reward::table::score_table(&model, &args.data, &args.out)?;
+            tracing::info!(rows, out = %args.out.display(), "scored");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn help() {
+        let mut cli = super::Cli::command();
+        cli.build();
+        insta::assert_snapshot!("help", cli.render_long_help().to_string());
+        let score = cli.find_subcommand_mut("score").expect("a score subcommand");
+        insta::assert_snapshot!("help_score", score.render_long_help().to_string());
+    }
+}

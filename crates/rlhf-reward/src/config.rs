@@ -1,0 +1,184 @@
+//! The reward stage's config (`configs/reward.toml`): every struct denies unknown fields and has
+//! defaults equal to the shipped TOML file. Relative paths resolve against the run directory.
+
+use std::path::{Path, PathBuf};
+
+use rlhf_model::{AdamWConfig, ScheduleKind};
+use serde::{Deserialize, Serialize};
+
+/// Reward-model training (`rlhf-reward train`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewardConfig {
+    /// Seeds the score head, the data order and the held-out split; member `i` of an ensemble
+    /// uses `seed + i`.
+    pub seed: u64,
+    pub model: ModelSection,
+    pub data: DataSection,
+    pub loss: LossConfig,
+    pub normalize: NormalizeSection,
+    pub ensemble: EnsembleSection,
+    pub train: TrainConfig,
+}
+
+/// The policy checkpoint the reward model starts from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// A causal-LM checkpoint directory (the SFT model): its trunk and tokenizer are kept, the LM
+    /// head is replaced by a freshly initialised scalar `score` head.
+    pub policy: PathBuf,
+    /// `prompt ++ response ++ eos` rows longer than this many tokens are cut at the end.
+    pub max_seq_len: usize,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        ModelSection { policy: PathBuf::from("sft/final"), max_seq_len: 256 }
+    }
+}
+
+/// Where the preferences come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    /// A comparisons Parquet table (`id, prompt, chosen, rejected`, optional `margin`); "" for none.
+    pub comparisons: String,
+    /// A rankings Parquet table (`id, prompt, responses, ranking`); "" for none. Each ranking of K
+    /// responses is one example: one forward pass over the K responses, the loss averaged over
+    /// its K·(K−1)/2 pairs.
+    pub rankings: String,
+    /// Held-out comparisons for evaluation; "" splits `heldout_fraction` of the prompts off the
+    /// training data instead (every preference of a prompt lands on the same side).
+    pub heldout: String,
+    pub heldout_fraction: f64,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        DataSection {
+            comparisons: "data/comparisons.parquet".into(),
+            rankings: String::new(),
+            heldout: String::new(),
+            heldout_fraction: 0.1,
+        }
+    }
+}
+
+/// The Bradley–Terry loss and its variants.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossConfig {
+    /// Use the `margin` column: `-log σ(r_c − r_r − m)` (rows without a margin use 0).
+    pub use_margin: bool,
+    /// Label smoothing ε: `−(1−ε)·log σ(d) − ε·log σ(−d)`.
+    pub label_smoothing: f64,
+}
+
+/// Reward normalisation after training, stored as `reward_normalization` in the checkpoint's
+/// `config.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NormalizeSection {
+    pub enabled: bool,
+    /// Also divide by the standard deviation (otherwise only shift the mean to 0).
+    pub scale: bool,
+    /// A table with `prompt` and `response` columns, e.g. SFT samples on training prompts
+    /// (`rlhf-eval generate`); "" uses the training responses instead.
+    pub samples: String,
+}
+
+impl Default for NormalizeSection {
+    fn default() -> Self {
+        NormalizeSection { enabled: true, scale: true, samples: String::new() }
+    }
+}
+
+/// How an ensemble's member rewards become one reward.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    /// The members' mean.
+    #[default]
+    Mean,
+    /// The most pessimistic member.
+    Min,
+    /// `mean − k·std` (population std over members): uncertainty-penalised.
+    MeanMinusStd,
+}
+
+/// Several reward models trained with different seeds (score-head init and data order).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnsembleSection {
+    /// 1: `final/` is one checkpoint. N > 1: `final/member-<i>/` checkpoints plus `final/ensemble.json`.
+    pub members: usize,
+    pub combine: Combine,
+    /// `k` of `mean_minus_std`.
+    pub k: f64,
+}
+
+impl Default for EnsembleSection {
+    fn default() -> Self {
+        EnsembleSection { members: 1, combine: Combine::Mean, k: 1.0 }
+    }
+}
+
+/// Optimisation and bookkeeping of one member's training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Optimizer steps; 0 = as many as `epochs` passes over the training data take.
+    pub max_steps: u64,
+    /// Passes over the training preferences (used when `max_steps` is 0).
+    pub epochs: u64,
+    /// Preferences (comparisons or rankings) per micro-batch, bucketed by length.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step; the loss is the mean over all their preferences.
+    pub grad_accum: usize,
+    pub lr: f64,
+    pub warmup_steps: u64,
+    pub schedule: ScheduleKind,
+    pub min_lr_ratio: f64,
+    /// Clip gradients to this global L2 norm (0 = no clipping).
+    pub max_grad_norm: f64,
+    pub adamw: AdamWConfig,
+    pub log_every: u64,
+    /// Held-out metrics every this many steps (0 = only before the first and after the last step).
+    pub eval_every: u64,
+    /// Rows (responses) per scoring batch in evaluation and normalisation.
+    pub eval_batch_size: usize,
+    /// Save a resumable checkpoint every this many steps (0 = never).
+    pub checkpoint_every: u64,
+    pub keep_checkpoints: usize,
+    /// libtorch intra-op threads (0 = libtorch's choice).
+    pub threads: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            max_steps: 0,
+            epochs: 2,
+            batch_size: 16,
+            grad_accum: 1,
+            lr: 1e-4,
+            warmup_steps: 20,
+            schedule: ScheduleKind::Cosine,
+            min_lr_ratio: 0.1,
+            max_grad_norm: 1.0,
+            adamw: AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() },
+            log_every: 10,
+            eval_every: 100,
+            eval_batch_size: 64,
+            checkpoint_every: 100,
+            keep_checkpoints: 2,
+            threads: 2,
+        }
+    }
+}
+
+/// `path` as given when absolute, else under `run_dir`.
+pub fn resolve(run_dir: &Path, path: impl AsRef<Path>) -> PathBuf {
+    run_dir.join(path)
+}

@@ -1,0 +1,295 @@
+//! Preferences as the trainer sees them, read from comparisons and rankings tables.
+//!
+//! A [`Preference`] is one prompt with K ≥ 2 responses and the pairs among them that were judged
+//! (better, worse, margin): a comparison gives K = 2 and one pair, a ranking of K responses all
+//! K·(K−1)/2 pairs. Each preference is one training example: its responses share one forward pass
+//! and its loss is the mean over its pairs (InstructGPT). Pairs whose two texts are identical carry
+//! no preference: they are dropped and counted. [`TokenizedPreference`]s hold the token rows
+//! `tokens(prompt) ++ tokens(response) ++ [eos]`, and [`BatchStream`] deals them out in a seeded,
+//! length-bucketed, resumable order.
+
+use std::path::Path;
+
+use rand::seq::SliceRandom;
+use rlhf_data::{read_table, Comparison, Location, Ranking, Record};
+use rlhf_model::train_state::{restore_rng, rng_state};
+use rlhf_model::{Tokenizer, TrainRng};
+
+use crate::error::{Error, Result};
+
+/// One judged pair: indices into the responses, the better first, and the stated margin.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pair {
+    pub better: usize,
+    pub worse: usize,
+    /// From the comparison's `margin` column (0 when absent or for rankings).
+    pub margin: f32,
+}
+
+/// A prompt, its responses and the judged pairs among them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preference {
+    pub prompt: String,
+    pub responses: Vec<String>,
+    pub pairs: Vec<Pair>,
+}
+
+/// Preferences read from files, with what was dropped.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Preferences {
+    pub items: Vec<Preference>,
+    /// Pairs dropped because both responses were the same text.
+    pub identical_pairs: usize,
+}
+
+impl Preferences {
+    /// Number of judged pairs.
+    pub fn pair_count(&self) -> usize {
+        self.items.iter().map(|p| p.pairs.len()).sum()
+    }
+
+    fn push(&mut self, prompt: String, responses: Vec<String>, judged: impl IntoIterator<Item = Pair>) {
+        let mut pairs = Vec::new();
+        for pair in judged {
+            if responses[pair.better] == responses[pair.worse] {
+                self.identical_pairs += 1;
+            } else {
+                pairs.push(pair);
+            }
+        }
+        if !pairs.is_empty() {
+            self.items.push(Preference { prompt, responses, pairs });
+        }
+    }
+
+    /// Adds the rows of a comparisons table; empty texts are errors naming the file and row.
+    pub fn add_comparisons(&mut self, path: &Path) -> Result<()> {
+        for c in read_checked::<Comparison>(path, "comparisons")? {
+            let margin = c.margin.unwrap_or(0.0);
+            self.push(c.prompt, vec![c.chosen, c.rejected], [Pair { better: 0, worse: 1, margin }]);
+        }
+        Ok(())
+    }
+
+    /// Adds the rows of a rankings table (each becomes all its pairs, better-ranked first).
+    pub fn add_rankings(&mut self, path: &Path) -> Result<()> {
+        for r in read_checked::<Ranking>(path, "rankings")? {
+            let order: Vec<usize> = r.ranking.iter().map(|&i| i as usize).collect();
+            let pairs: Vec<Pair> = order
+                .iter()
+                .enumerate()
+                .flat_map(|(pos, &better)| order[pos + 1..].iter().map(move |&worse| Pair { better, worse, margin: 0.0 }))
+                .collect();
+            self.push(r.prompt, r.responses, pairs);
+        }
+        Ok(())
+    }
+
+    /// Splits off the preferences of about `fraction` of the distinct prompts (chosen by a
+    /// seeded hash of the prompt text): `(kept, held out)`.
+    pub fn split_by_prompt(self, fraction: f64, seed: u64) -> (Preferences, Preferences) {
+        let threshold = (fraction.clamp(0.0, 1.0) * u64::MAX as f64) as u64;
+        let (mut kept, mut heldout) = (Preferences::default(), Preferences::default());
+        for item in self.items {
+            let side = if prompt_hash(&item.prompt, seed) < threshold { &mut heldout } else { &mut kept };
+            side.items.push(item);
+        }
+        kept.identical_pairs = self.identical_pairs;
+        (kept, heldout)
+    }
+}
+
+/// FNV-1a of the prompt, mixed with the seed.
+fn prompt_hash(prompt: &str, seed: u64) -> u64 {
+    let hash = prompt
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    // A final avalanche so nearby prompts spread over the whole range.
+    let mut z = hash;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Reads a table of `R`, failing on a missing file with a hint and on an invalid row (empty text,
+/// bad ranking) with its file and row.
+fn read_checked<R: Record>(path: &Path, what: &str) -> Result<Vec<R>> {
+    if !path.is_file() {
+        return Err(Error::file(path, format!("{what} table not found")));
+    }
+    let records = read_table::<R>(path)?.records;
+    for (row, record) in records.iter().enumerate() {
+        record.validate(|| Location::Row { path: path.to_path_buf(), row: row as u64 })?;
+    }
+    Ok(records)
+}
+
+/// A preference as token rows: `rows[i] = tokens(prompt) ++ tokens(responses[i]) ++ [eos]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenizedPreference {
+    pub rows: Vec<Vec<i64>>,
+    pub pairs: Vec<Pair>,
+}
+
+impl TokenizedPreference {
+    /// Tokens over all rows (what a forward pass costs).
+    pub fn tokens(&self) -> usize {
+        self.rows.iter().map(Vec::len).sum()
+    }
+}
+
+/// Tokenizes preferences under the project's rule, cutting rows longer than `max_len` at the end.
+/// Returns them and how many rows were cut.
+pub fn tokenize(tokenizer: &Tokenizer, items: &[Preference], max_len: usize) -> Result<(Vec<TokenizedPreference>, usize)> {
+    let texts: Vec<(&str, &str)> =
+        items.iter().flat_map(|p| p.responses.iter().map(move |r| (p.prompt.as_str(), r.as_str()))).collect();
+    let mut rows = tokenize_rows(tokenizer, &texts, max_len)?.into_iter();
+    let mut cut = 0;
+    let tokenized = items
+        .iter()
+        .map(|p| {
+            let rows = rows.by_ref().take(p.responses.len()).map(|(row, was_cut)| {
+                cut += usize::from(was_cut);
+                row
+            });
+            TokenizedPreference { rows: rows.collect(), pairs: p.pairs.clone() }
+        })
+        .collect();
+    Ok((tokenized, cut))
+}
+
+/// `tokens(prompt) ++ tokens(response) ++ [eos]` per pair, cut to `max_len`; each row says
+/// whether it was cut.
+pub fn tokenize_rows<P, R>(tokenizer: &Tokenizer, texts: &[(P, R)], max_len: usize) -> Result<Vec<(Vec<i64>, bool)>>
+where
+    P: AsRef<str> + Sync,
+    R: AsRef<str> + Sync,
+{
+    Ok(tokenizer
+        .encode_prompt_response_batch(texts)?
+        .into_iter()
+        .map(|ids| {
+            let mut row = ids.concatenated();
+            let cut = row.len() > max_len;
+            row.truncate(max_len);
+            (row, cut)
+        })
+        .collect())
+}
+
+/// Batches per length bucket: preferences are shuffled, then sorted by length within groups of
+/// this many batches, so a batch holds similar lengths while the order stays random.
+const BUCKET_BATCHES: usize = 32;
+
+fn epoch_batches(lengths: &[usize], batch_size: usize, rng: &mut TrainRng) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.shuffle(rng);
+    let mut batches = Vec::with_capacity(lengths.len().div_ceil(batch_size));
+    for group in order.chunks_mut(batch_size * BUCKET_BATCHES) {
+        group.sort_by_key(|&i| lengths[i]);
+        batches.extend(group.chunks(batch_size).map(<[usize]>::to_vec));
+    }
+    batches.shuffle(rng);
+    batches
+}
+
+/// Where a [`BatchStream`] stands, as a checkpoint stores it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamPosition {
+    pub epoch: u64,
+    /// Batches of this epoch already dealt.
+    pub batches: u64,
+    /// The RNG state at the start of the epoch (its order is redrawn from it).
+    pub rng_state: Vec<u64>,
+}
+
+/// An endless stream of micro-batches (indices into the preferences), epoch after epoch.
+pub struct BatchStream {
+    lengths: Vec<usize>,
+    batch_size: usize,
+    rng: TrainRng,
+    position: StreamPosition,
+    batches: Vec<Vec<usize>>,
+}
+
+impl BatchStream {
+    /// A stream over preferences of the given lengths (tokens), starting at epoch 0.
+    pub fn new(lengths: Vec<usize>, batch_size: usize, rng: TrainRng) -> Self {
+        let position = StreamPosition { epoch: 0, batches: 0, rng_state: rng_state(&rng) };
+        let mut stream = BatchStream { lengths, batch_size, rng, position, batches: Vec::new() };
+        stream.batches = epoch_batches(&stream.lengths, batch_size, &mut stream.rng);
+        stream
+    }
+
+    /// The stream continued from a saved position.
+    pub fn resume(lengths: Vec<usize>, batch_size: usize, position: &StreamPosition) -> Result<Self> {
+        let mut stream = Self::new(lengths, batch_size, restore_rng(&position.rng_state)?);
+        stream.position.epoch = position.epoch;
+        stream.position.batches = position.batches.min(stream.batches.len() as u64);
+        Ok(stream)
+    }
+
+    pub fn position(&self) -> &StreamPosition {
+        &self.position
+    }
+
+    /// The next micro-batch, starting a new epoch when this one is used up.
+    pub fn next_batch(&mut self) -> &[usize] {
+        if self.position.batches as usize == self.batches.len() {
+            self.position = StreamPosition { epoch: self.position.epoch + 1, batches: 0, rng_state: rng_state(&self.rng) };
+            self.batches = epoch_batches(&self.lengths, self.batch_size, &mut self.rng);
+        }
+        self.position.batches += 1;
+        &self.batches[self.position.batches as usize - 1]
+    }
+
+    pub fn batches_per_epoch(&self) -> usize {
+        self.batches.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn a_resumed_stream_deals_the_same_batches() {
+        let lengths: Vec<usize> = (0..50).map(|i| i % 7 + 1).collect();
+        let mut a = BatchStream::new(lengths.clone(), 4, TrainRng::seed_from_u64(3));
+        assert_eq!(a.batches_per_epoch(), 13);
+        let mut saved = None;
+        let mut rest = Vec::new();
+        for i in 0..40 {
+            if i == 17 {
+                saved = Some(a.position().clone());
+            }
+            let batch = a.next_batch().to_vec();
+            if i >= 17 {
+                rest.push(batch);
+            }
+        }
+        let mut b = BatchStream::resume(lengths, 4, &saved.unwrap()).unwrap();
+        let resumed: Vec<Vec<usize>> = (17..40).map(|_| b.next_batch().to_vec()).collect();
+        assert_eq!(resumed, rest);
+    }
+
+    #[test]
+    fn split_keeps_prompts_together_and_is_seeded() {
+        let mut all = Preferences::default();
+        for i in 0..200 {
+            for j in 0..2 {
+                let responses = vec![format!("a{i}{j}"), format!("b{i}{j}")];
+                all.push(format!("prompt {i}"), responses, [Pair { better: 0, worse: 1, margin: 0.0 }]);
+            }
+        }
+        let (kept, heldout) = all.clone().split_by_prompt(0.2, 7);
+        assert!((20..=60).contains(&heldout.items.len()), "{}", heldout.items.len());
+        assert_eq!(kept.items.len() + heldout.items.len(), 400);
+        let kept_prompts: std::collections::HashSet<_> = kept.items.iter().map(|p| &p.prompt).collect();
+        assert!(heldout.items.iter().all(|p| !kept_prompts.contains(&p.prompt)));
+        assert_eq!(all.split_by_prompt(0.2, 7).1, heldout);
+    }
+}
