@@ -170,7 +170,8 @@ fn generate(path: &Path, rows: u64) -> Result<()> {
             r#"{{"id": "cmp-{row}", "prompt": "{prompt}", "chosen": "{chosen}", "rejected": "{rejected}"}}"#
         )?;
     }
-    file.flush()?;
+    // Synced so that writing it back to disk does not overlap the timed import.
+    file.into_inner()?.sync_all()?;
     Ok(())
 }
 
