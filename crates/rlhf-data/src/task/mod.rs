@@ -8,12 +8,14 @@
 //! Everything is a pure function of a seed (see [`rng`]), so the data regenerates byte-for-byte.
 
 mod annotators;
+mod files;
 mod judge;
 pub mod rng;
 mod world;
 mod writer;
 
 pub use annotators::{Annotator, LabelStats, Panel};
+pub use files::{label_file, write_task, LabelMode, TaskFiles};
 pub use judge::{judge, Verdict};
 pub use world::{prompt_for, topic_of, Topic, TOPICS};
 pub use writer::{Style, ANNOTATOR, WEB_TEXT};
