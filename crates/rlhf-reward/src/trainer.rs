@@ -96,9 +96,11 @@ impl Metrics {
         Ok(Metrics { stage: stage.into(), path, rows })
     }
 
-    /// Drops the rows named with `prefix` logged after `kept_step` (all of them for `None`).
-    pub fn rewind(&mut self, prefix: &str, kept_step: Option<u64>) {
-        self.rows.retain(|m| !m.name.starts_with(prefix) || kept_step.is_some_and(|s| m.step <= s));
+    /// Drops the rows of one namespace logged after `kept_step` (all of them for `None`). A
+    /// namespace `ns/` holds the names starting with it; the empty one the names without a `/`.
+    pub fn rewind(&mut self, namespace: &str, kept_step: Option<u64>) {
+        let inside = |name: &str| if namespace.is_empty() { !name.contains('/') } else { name.starts_with(namespace) };
+        self.rows.retain(|m| !inside(&m.name) || kept_step.is_some_and(|s| m.step <= s));
     }
 
     pub fn push(&mut self, step: u64, name: &str, value: f64) {
