@@ -195,10 +195,10 @@ pub fn generate(
     if cfg.max_new_tokens < 0 {
         return Err(Error::invalid("max_new_tokens must be >= 0"));
     }
-    if cfg.do_sample && !(cfg.temperature > 0.0) {
+    if cfg.do_sample && (cfg.temperature.is_nan() || cfg.temperature <= 0.0) {
         return Err(Error::invalid(format!("temperature must be > 0, got {}", cfg.temperature)));
     }
-    if !(cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
+    if cfg.top_p.is_nan() || cfg.top_p <= 0.0 || cfg.top_p > 1.0 {
         return Err(Error::invalid(format!("top_p must be in (0, 1], got {}", cfg.top_p)));
     }
     let (b, p, n) = (s[0], s[1], cfg.max_new_tokens);

@@ -84,6 +84,8 @@ impl Gpt2Model {
     }
 
     /// Hidden states after `ln_f`, `[B, T, n_embd]`.
+    // `x = x + ...` (not `+=`): an in-place add would clobber tensors autograd saved for backward.
+    #[allow(clippy::assign_op_pattern)]
     pub(crate) fn forward(
         &self,
         input_ids: &Tensor,

@@ -136,6 +136,8 @@ impl LlamaModel {
     }
 
     /// Hidden states after the final norm, `[B, T, hidden]`.
+    // `x = x + ...` (not `+=`): an in-place add would clobber tensors autograd saved for backward.
+    #[allow(clippy::assign_op_pattern)]
     pub(crate) fn forward(
         &self,
         input_ids: &Tensor,

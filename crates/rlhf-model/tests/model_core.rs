@@ -190,8 +190,8 @@ fn logprobs_match_log_softmax_for_both_padding_sides() -> Result<()> {
         let logp = logits.log_softmax(-1, Kind::Float);
         let mut want = 0.0;
         let mut ent = 0.0;
-        for j in p.len()..row.len() {
-            want += logp.double_value(&[0, j as i64 - 1, row[j]]);
+        for (j, &tok) in row.iter().enumerate().skip(p.len()) {
+            want += logp.double_value(&[0, j as i64 - 1, tok]);
             let pj = logp.get(0).get(j as i64 - 1);
             ent += -(pj.exp() * &pj).sum(Kind::Float).double_value(&[]);
         }
@@ -410,7 +410,7 @@ fn lora_trains_alone_switches_off_and_merges_on_save() -> Result<()> {
         tch::no_grad(|| {
             for (n, v) in m.trainable_variables() {
                 if n.contains("lora_B") {
-                    let _ = v.shallow_clone().copy_(&(Tensor::randn(v.size(), (Kind::Float, CPU)) * 0.05));
+                    v.shallow_clone().copy_(&(Tensor::randn(v.size(), (Kind::Float, CPU)) * 0.05));
                 }
             }
         });
