@@ -53,6 +53,7 @@ fn comparison(index: usize) -> Comparison {
 #[test]
 fn every_kind_round_trips() {
     round_trip((0..20_000).map(comparison).collect());
+    round_trip(Vec::<Comparison>::new());
     round_trip(
         (0..3)
             .map(|i| Prompt {
