@@ -52,17 +52,20 @@ def main():
         with torch.inference_mode():
             model.generate(prompt, max_new_tokens=8, min_new_tokens=8, **kw)
             runs = 3 if use_cache else 1
-            times = []
+            times, cpus = [], []
             for _ in range(runs):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 out = model.generate(prompt, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, **kw)
                 times.append(time.perf_counter() - t0)
+                cpus.append(time.process_time() - c0)
                 assert out.shape == (batch, PROMPT_LEN + NEW_TOKENS), out.shape
         best = min(times)
         tps = batch * NEW_TOKENS / best
-        print(f"  batch {batch:>2} cache {str(use_cache):<5}: {tps:>9.1f} tokens/s ({best:.3f} s best of {runs})")
+        print(f"  batch {batch:>2} cache {str(use_cache):<5}: {tps:>9.1f} tokens/s ({best:.3f} s best of {runs}, "
+              f"{min(cpus):.3f} s CPU)")
         cases.append(dict(batch=batch, use_cache=use_cache, new_tokens=NEW_TOKENS, tokens_per_s=tps, best_s=best,
-                          mean_s=sum(times) / runs, runs=runs))
+                          mean_s=sum(times) / runs, cpu_s=min(cpus), tokens_per_cpu_s=batch * NEW_TOKENS / min(cpus),
+                          runs=runs))
     report = dict(bench="generate", engine=f"transformers {transformers.__version__} (torch {torch.__version__})",
                   device="cpu", threads=threads, parameters=params, prompt_len=PROMPT_LEN, new_tokens=NEW_TOKENS,
                   sampling=dict(do_sample=True, temperature=1.0, top_k=50, top_p=0.9), cases=cases,
@@ -74,12 +77,18 @@ def main():
         json.dump(report, f, indent=2)
     ours_path = os.path.join(out_dir, "generate.json")
     if os.path.exists(ours_path):
-        ours = {(c["batch"], c["use_cache"]): c["tokens_per_s"] for c in json.load(open(ours_path))["cases"]}
+        ours_report = json.load(open(ours_path))
+        if ours_report.get("threads") != threads:
+            print(f"  note: generate.json was measured with {ours_report.get('threads')} threads, this with {threads}")
+        ours = {(c["batch"], c["use_cache"]): c for c in ours_report["cases"]}
         for c in cases:
             key = (c["batch"], c["use_cache"])
             if key in ours:
+                o = ours[key]
+                cpu = (f", per CPU second {o['tokens_per_cpu_s'] / c['tokens_per_cpu_s']:.2f}x"
+                       if "tokens_per_cpu_s" in o else "")
                 print(f"  ratio rlhf-model / transformers, batch {key[0]:>2} cache {str(key[1]):<5}: "
-                      f"{ours[key] / c['tokens_per_s']:.2f}x")
+                      f"{o['tokens_per_s'] / c['tokens_per_s']:.2f}x{cpu}")
 
 
 if __name__ == "__main__":
