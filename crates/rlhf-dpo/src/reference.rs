@@ -99,15 +99,7 @@ pub fn cache_key(
     hash.update_file(comparisons)?;
     hash.update_file(&tokenizer_dir.join("tokenizer.json"))?;
     hash.update_file(&reference.dir.join("config.json"))?;
-    let listing = std::fs::read_dir(&reference.dir)
-        .map_err(|e| Error::File { path: reference.dir.clone(), message: e.to_string() })?;
-    let mut weights: Vec<PathBuf> = listing
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "safetensors"))
-        .collect();
-    weights.sort();
-    for file in weights {
+    for file in rlhf_model::checkpoint::weight_files(&reference.dir)? {
         hash.update(file.file_name().unwrap_or_default().as_encoded_bytes());
         hash.update_file(&file)?;
     }

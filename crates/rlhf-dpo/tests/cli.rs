@@ -1,0 +1,125 @@
+//! The `rlhf-dpo` binary: a run killed with SIGKILL mid-training (offline round, then an online one)
+//! resumes to bit-identical weights, bad input fails with one `error:` line and writes nothing,
+//! relative paths resolve against the run directory, and the shipped config is the default.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Result};
+use rlhf_data::config::write_config;
+use rlhf_dpo::DpoConfig;
+use rlhf_model::checkpoint::read_safetensors;
+
+fn dpo(config: &Path, run_dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlhf-dpo"));
+    cmd.arg("--config").arg(config).arg("--run-dir").arg(run_dir).args(["--device", "cpu"]).args(extra);
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+fn run_ok(cmd: &mut Command) -> Result<Output> {
+    let out = cmd.output()?;
+    ensure!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(out)
+}
+
+fn has_checkpoint(run_dir: &Path) -> bool {
+    std::fs::read_dir(run_dir.join("dpo/checkpoints"))
+        .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("step-")))
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_weights() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let policy = common::tiny_policy(&tmp.path().join("policy"), 6);
+    let data = common::write_comparisons(&tmp.path().join("comparisons.parquet"), &common::comparisons(120));
+    let mut config = common::config(&policy, &data);
+    config.train.max_steps = 40;
+    config.train.checkpoint_every = 10;
+    config.train.eval_every = 20;
+    config.online.rounds = 1;
+    config.online.prompts_per_round = 16;
+    let config_path = tmp.path().join("dpo.toml");
+    write_config(&config, &config_path)?;
+
+    let whole = tmp.path().join("whole");
+    run_ok(&mut dpo(&config_path, &whole, &[]))?;
+
+    let killed = tmp.path().join("killed");
+    let mut child = dpo(&config_path, &killed, &[]).stderr(Stdio::null()).spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !has_checkpoint(&killed) {
+        ensure!(child.try_wait()?.is_none(), "the run ended before its first checkpoint");
+        ensure!(Instant::now() < deadline, "no checkpoint after two minutes");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill()?; // SIGKILL
+    child.wait()?;
+    ensure!(!killed.join("dpo/final").exists(), "the run finished before it was killed");
+
+    let out = run_ok(dpo(&config_path, &killed, &[]).env("RUST_LOG", "info"))?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    ensure!(log.contains("resuming"), "did not resume:\n{log}");
+
+    let a = read_safetensors(&whole.join("dpo/final/model.safetensors"))?;
+    let b = read_safetensors(&killed.join("dpo/final/model.safetensors"))?;
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, tensor) in &a {
+        assert!(tensor.equal(&b[name]), "tensor {name} differs");
+    }
+    let rows = |dir: &PathBuf| -> Result<Vec<(u64, String, i64)>> {
+        let metrics: Vec<rlhf_data::Metric> = rlhf_data::read_records(dir.join("dpo/metrics.parquet"))?;
+        Ok(metrics
+            .into_iter()
+            .filter(|m| !["tokens_per_s", "pairs_per_s", "peak_memory_bytes"].contains(&m.name.as_str()))
+            .map(|m| (m.step, m.name, (m.value * 1e6).round() as i64))
+            .collect())
+    };
+    assert_eq!(rows(&whole)?, rows(&killed)?, "metrics rows after resume");
+    Ok(())
+}
+
+/// Runs the binary expecting failure: one `error:` line naming `needle`, and no `dpo/` written.
+fn fails(mut cmd: Command, run_dir: &Path, needle: &str) -> Result<()> {
+    let out = cmd.output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "succeeded on bad input");
+    let lines: Vec<&str> = stderr.lines().collect();
+    ensure!(lines.len() == 1 && lines[0].starts_with("error: "), "not one error line: {stderr}");
+    ensure!(lines[0].contains(needle), "{:?} does not name {needle:?}", lines[0]);
+    ensure!(!run_dir.join("dpo").exists(), "bad input left {}", run_dir.join("dpo").display());
+    Ok(())
+}
+
+#[test]
+fn bad_input_is_one_error_line_and_writes_nothing() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let run = tmp.path().join("run");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/dpo.toml");
+    fails(dpo(&shipped, &run, &[]), &run, "sft/final")?;
+    fails(dpo(&shipped, &run, &["--set", "loss.betta=1"]), &run, "unknown field `betta`")?;
+    fails(dpo(&shipped, &run, &["--set", "loss.label_smoothing=0.7"]), &run, "label_smoothing")?;
+
+    // Relative paths resolve against the run directory: the policy is found, the comparisons are not.
+    common::tiny_policy(&run.join("sft/final"), 1);
+    fails(dpo(&shipped, &run, &[]), &run, "data/comparisons.parquet")?;
+    std::fs::create_dir_all(run.join("data"))?;
+    std::fs::write(run.join("data/comparisons.parquet"), "not parquet")?;
+    fails(dpo(&shipped, &run, &[]), &run, "comparisons.parquet")?;
+    let prompts_only = ["--set", "data.comparisons=", "--set", "online.rounds=1", "--set", "online.prompts=missing.parquet"];
+    fails(dpo(&shipped, &run, &prompts_only), &run, "missing.parquet")?;
+    Ok(())
+}
+
+#[test]
+fn the_shipped_config_is_the_default() -> Result<()> {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/dpo.toml");
+    let config: DpoConfig = rlhf_data::config::load_config(Some(&shipped), &[])?;
+    assert_eq!(config, DpoConfig::default());
+    insta::assert_snapshot!("default_config", toml::to_string_pretty(&DpoConfig::default())?);
+    Ok(())
+}

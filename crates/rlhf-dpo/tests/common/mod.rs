@@ -1,0 +1,90 @@
+//! Tiny fixtures shared by the integration tests: a ~40k-parameter Llama policy with a BPE tokenizer
+//! trained on the embedded task's corpus (random weights: DPO only needs a differentiable policy),
+//! comparisons labelled by the task's simulated annotators, and a fast config.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+
+use rlhf_data::task::{self, Panel, TaskConfig};
+use rlhf_data::{write_records, Comparison};
+use rlhf_dpo::config::{DpoConfig, TrainConfig};
+use rlhf_dpo::{Outcome, RunOptions, TrainSummary};
+use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
+use rlhf_model::{CausalLm, DType, DeviceArgs, DeviceChoice, SpecialTokens, Tokenizer};
+
+pub fn cpu() -> RunOptions {
+    let device = DeviceArgs { device: DeviceChoice::Cpu, dtype: DType::F32 };
+    RunOptions { placement: device.resolve().unwrap(), progress: false }
+}
+
+pub fn small_task() -> TaskConfig {
+    TaskConfig { seed: 1, heldout_prompts: 30, demonstrations: 240, heldout_demonstrations: 0, corpus_documents: 0 }
+}
+
+/// A random tiny Llama with a tokenizer trained on the task's corpus, saved to `dir` (seeded).
+pub fn tiny_policy(dir: &Path, seed: i64) -> PathBuf {
+    let tokenizer = Tokenizer::train_bpe(&task::corpus(2, 300), 300, &SpecialTokens::default()).unwrap();
+    let tokenizer_dir = dir.with_extension("tokenizer");
+    tokenizer.save(&tokenizer_dir).unwrap();
+    let mut arch = LlamaConfig::new(tokenizer.vocab_size() as i64, 32, 64, 2, 2, 1);
+    arch.max_position_embeddings = 256;
+    arch.tie_word_embeddings = true;
+    let mut config = ModelConfig::llama(arch);
+    config.eos_token_id = Some(TokenIds::One(tokenizer.eos_id()));
+    config.pad_token_id = Some(tokenizer.pad_id());
+    tch::manual_seed(seed);
+    let mut model = CausalLm::new(config, tch::Device::Cpu, tch::Kind::Float).unwrap();
+    model.set_source_dir(Some(tokenizer_dir));
+    model.save_pretrained(dir).unwrap();
+    dir.to_path_buf()
+}
+
+/// Comparisons on the small task: each demonstration's response against a rude answer to another
+/// prompt (an easy preference for a tiny model to pick up), labelled by the simulated annotators.
+pub fn comparisons(n: usize) -> Vec<Comparison> {
+    let demos = task::generate(&small_task()).demonstrations;
+    let pairs: Vec<(String, String, String, String)> = demos
+        .iter()
+        .zip(demos.iter().cycle().skip(1))
+        .take(n)
+        .enumerate()
+        .map(|(i, (d, other))| (format!("pair-{i:04}"), d.prompt.clone(), d.response.clone(), format!(" Whatever.{}", other.response)))
+        .collect();
+    Panel::default().label_pairs(7, &pairs).0
+}
+
+pub fn write_comparisons(path: &Path, rows: &[Comparison]) -> PathBuf {
+    write_records(path, rows).unwrap();
+    path.to_path_buf()
+}
+
+/// A fast config training `policy` on `comparisons` (absolute paths).
+pub fn config(policy: &Path, comparisons: &Path) -> DpoConfig {
+    let mut config = DpoConfig::default();
+    config.model.policy = policy.to_path_buf();
+    config.data.comparisons = comparisons.to_path_buf();
+    config.data.heldout_fraction = 0.2;
+    config.data.max_prompt_len = 64;
+    config.data.max_response_len = 64;
+    config.task = small_task();
+    config.online.max_new_tokens = 24;
+    config.train = TrainConfig {
+        epochs: 2,
+        batch_size: 8,
+        lr: 3e-3,
+        warmup_steps: 2,
+        log_every: 2,
+        eval_every: 0,
+        checkpoint_every: 0,
+        threads: 1,
+        ..TrainConfig::default()
+    };
+    config
+}
+
+pub fn trained(outcome: Outcome) -> TrainSummary {
+    match outcome {
+        Outcome::Trained { summary, .. } => summary,
+        Outcome::AlreadyDone(dir) => panic!("{} was already finished", dir.display()),
+    }
+}
