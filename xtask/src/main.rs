@@ -3,10 +3,12 @@
 //!
 //! - `setup`     fetch libtorch 2.11.0 (CPU) through PyPI into `.libtorch/` (idempotent)
 //! - `test`      run the whole test suite (nextest when installed, else `cargo test`)
-//! - `pipeline`  the end-to-end run on the embedded default task
+//! - `pipeline`  the end-to-end run on the embedded default task (or another preset)
+//! - `stage`     one step of a pipeline preset on its own
 //! - `bench`     the benchmarks; each writes `target/bench/<name>.json`
 
 mod libtorch;
+mod pipeline;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,8 +33,15 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Run the RLHF pipeline on the embedded default task.
-    Pipeline,
+    /// Run the RLHF pipeline (data -> base -> SFT -> samples + labels -> reward -> PPO and DPO).
+    Pipeline(PipelineArgs),
+    /// Run one step of a pipeline preset on its own (e.g. `cargo xtask stage sft`).
+    Stage {
+        /// The step's name in the preset (data, base, sft, sample, label, reward, ppo, dpo).
+        step: String,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
     /// Run a benchmark and write target/bench/<name>.json.
     Bench {
         /// Which benchmark; `all` runs every one.
@@ -41,11 +50,27 @@ enum Task {
     },
 }
 
+#[derive(clap::Args)]
+struct PipelineArgs {
+    /// The preset: configs/pipeline/<PRESET>.toml.
+    #[arg(long, default_value = "default")]
+    preset: String,
+    /// Run directory; defaults to the preset's.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Run another binary for a step: --swap sft=path/to/my-sft (repeatable).
+    #[arg(long, value_name = "STEP=BIN", value_parser = parse_swap)]
+    swap: Vec<(String, String)>,
+}
+
+fn parse_swap(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(step, bin)| (step.to_string(), bin.to_string()))
+        .ok_or_else(|| format!("expected STEP=BIN, got {text:?}"))
+}
+
 /// Benchmarks: (name, package that owns the `[[bench]]` target of the same name).
 const BENCHES: &[(&str, &str)] = &[("data", "rlhf-data"), ("generate", "rlhf-model")];
-
-/// The stage binaries, in pipeline order.
-const STAGES: &[&str] = &["rlhf-data", "rlhf-sft", "rlhf-reward", "rlhf-ppo", "rlhf-dpo", "rlhf-eval"];
 
 fn bench_names() -> clap::builder::PossibleValuesParser {
     let names = BENCHES.iter().map(|(name, _)| *name).chain(["all"]);
@@ -58,7 +83,8 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Setup => libtorch::ensure(&root).map(|_| ()),
         Task::Test { args } => test(&root, &args),
-        Task::Pipeline => pipeline(&root),
+        Task::Pipeline(args) => run_pipeline(&root, &args, None),
+        Task::Stage { step, pipeline } => run_pipeline(&root, &pipeline, Some(&step)),
         Task::Bench { name } => bench(&root, &name),
     }
 }
@@ -108,16 +134,26 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     run(cmd)
 }
 
-fn pipeline(root: &Path) -> Result<()> {
+fn run_pipeline(root: &Path, args: &PipelineArgs, only: Option<&str>) -> Result<()> {
+    let preset = pipeline::Preset::load(root, &args.preset)?;
     let torch = libtorch::ensure(root)?;
     let mut build = cargo(root, &torch);
     build.args(["build", "--release", "--workspace", "--bins"]);
     run(build)?;
-    println!("rlhf-rs pipeline: the stage binaries are built in target/release:");
-    for stage in STAGES {
-        println!("  {stage}");
+    let plan = pipeline::Plan {
+        root,
+        run_dir: args.run_dir.clone().unwrap_or_else(|| preset.run_dir.clone()),
+        swaps: args.swap.clone(),
+    };
+    let steps: Vec<&pipeline::Step> = match only {
+        Some(name) => vec![preset.step(name)?],
+        None => preset.steps.iter().collect(),
+    };
+    let started = std::time::Instant::now();
+    for step in steps {
+        plan.run_step(step)?;
     }
-    println!("The end-to-end run (data -> base -> SFT -> reward -> PPO/DPO -> eval) is not wired yet.");
+    println!("pipeline: finished in {:.1}s; outputs in {}", started.elapsed().as_secs_f64(), plan.run_dir.display());
     Ok(())
 }
 
