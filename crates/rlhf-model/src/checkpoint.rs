@@ -98,6 +98,14 @@ fn tensor_from_view(view: &safetensors::tensor::TensorView<'_>, file: &Path, nam
     Ok(Tensor::f_from_data_size(view.data(), &shape, kind)?)
 }
 
+/// Memory-maps a weights file (no second copy of multi-GB shards in memory).
+fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the map is read-only and lives only while this checkpoint is being loaded; like
+    // transformers and candle we assume nobody truncates the file meanwhile.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
+}
+
 /// Loads every weight file of `dir` into `vs` under `rules`. Errors name the tensor, the shapes
 /// and the file.
 pub(crate) fn load_var_store(vs: &VarStore, dir: &Path, rules: &LoadRules<'_>) -> Result<()> {
@@ -106,7 +114,7 @@ pub(crate) fn load_var_store(vs: &VarStore, dir: &Path, rules: &LoadRules<'_>) -
     let files = weight_files(dir)?;
     for file in &files {
         let _span = tracing::debug_span!("load_safetensors", file = %file.display()).entered();
-        let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+        let bytes = map_file(file)?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| Error::Safetensors { path: file.clone(), message: e.to_string() })?;
         let mut names = st.names();
@@ -201,7 +209,7 @@ pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Res
 
 /// Reads every tensor of a safetensors file (CPU).
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = map_file(path)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::Safetensors { path: path.into(), message: e.to_string() })?;
     st.tensors().iter().map(|(n, v)| Ok((n.clone(), tensor_from_view(v, path, n)?))).collect()

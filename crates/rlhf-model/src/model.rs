@@ -199,7 +199,7 @@ impl Core {
         let pos = match (position_ids, attention_mask, &key_mask) {
             // An all-ones mask with a cache still needs positions offset by `past`.
             (None, Some(m), None) => Some(position_ids_from_mask(m).narrow(1, past, input_ids.size()[1])),
-            (p, _, _) => p.map(|p| p.shallow_clone()),
+            (p, _, _) => p.map(|p| p.to_device(self.device())),
         };
         let ids = input_ids.to_device(self.device());
         Ok(self.transformer.forward(&ids, key_mask.as_ref(), pos.as_ref(), cache, self.ctx()))
