@@ -286,7 +286,7 @@ mod tests {
             }
         }
         let (kept, heldout) = all.clone().split_by_prompt(0.2, 7);
-        assert!((20..=60).contains(&heldout.items.len()), "{}", heldout.items.len());
+        assert!((50..=110).contains(&heldout.items.len()), "{}", heldout.items.len());
         assert_eq!(kept.items.len() + heldout.items.len(), 400);
         let kept_prompts: std::collections::HashSet<_> = kept.items.iter().map(|p| &p.prompt).collect();
         assert!(heldout.items.iter().all(|p| !kept_prompts.contains(&p.prompt)));
