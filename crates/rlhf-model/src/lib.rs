@@ -19,6 +19,7 @@ pub mod logprobs;
 pub mod lora;
 pub mod model;
 pub mod optim;
+pub mod reward;
 pub mod tokenizer;
 pub mod train_state;
 
@@ -34,5 +35,6 @@ pub use logprobs::{build_batch, sequence_logprobs, LogprobOptions, PaddingSide, 
 pub use lora::{Lora, LoraConfig};
 pub use model::{CausalLm, ModelOutput, Transformer};
 pub use optim::{AdamW, AdamWConfig, LrSchedule, ScheduleKind};
+pub use reward::{Combine, RewardEnsemble};
 pub use tokenizer::{PromptResponseIds, SpecialTokens, Tokenizer};
 pub use train_state::{TrainRng, TrainState};

@@ -1,1 +1,46 @@
-pub fn f(){}
+//! `rlhf-ppo`: stage 3 of the RLHF pipeline, reinforcement learning against reward models with a
+//! per-token KL penalty to the frozen SFT policy: `maximize E[R(x, y)] − β·KL(π ‖ π_ref)`.
+//!
+//! PPO with a critic and GAE (Huang et al., "The N Implementation Details of RLHF with PPO";
+//! InstructGPT), or the critic-free GRPO and RLOO baselines. [`stage::run`] takes a [`PpoConfig`]
+//! (`configs/ppo.toml`) and a run directory and writes `<run>/ppo/`: `config.toml` (resolved),
+//! `rollouts.parquet` and `metrics.parquet` (appended every iteration), `checkpoints/step-N/`
+//! (resume) and `final/` (a Hugging Face checkpoint). The math lives in [`advantage`], [`loss`] and
+//! [`kl`]; rewards in [`reward`]; sampling and scoring in [`rollout`]; the loop in [`trainer`].
+
+pub mod advantage;
+pub mod config;
+mod error;
+pub mod kl;
+pub mod loss;
+pub mod reward;
+pub mod rollout;
+pub mod stage;
+pub mod trainer;
+
+use std::path::PathBuf;
+
+pub use config::PpoConfig;
+pub use error::{Error, Result};
+pub use trainer::TrainSummary;
+
+/// The stage directory inside a run directory.
+pub const STAGE_DIR: &str = "ppo";
+
+/// How to run, as chosen by the caller (not part of the config).
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// Device and dtype of the models.
+    pub placement: rlhf_model::Placement,
+    /// Draw a progress bar (the binary sets it when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// What a stage run did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The stage directory already held its final policy; nothing was done.
+    AlreadyDone(PathBuf),
+    /// Trained (from scratch or from a checkpoint) and saved the final policy to `dir`.
+    Trained { dir: PathBuf, summary: TrainSummary },
+}

@@ -1,1 +1,95 @@
-fn main(){}
+//! The `rlhf-ppo` binary: parses the command line, loads the TOML config with `--set` overrides,
+//! picks device and dtype, installs the log subscriber, and prints one `error: ...` line on failure.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use rlhf_data::config::load_config;
+use rlhf_ppo::{Outcome, PpoConfig, RunOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "rlhf-ppo",
+    version,
+    about = "Stage 3: PPO against a reward model with a per-token KL penalty to the SFT policy (also GRPO, RLOO)",
+    long_about = "Stage 3: PPO against a reward model with a per-token KL penalty to the SFT policy (also GRPO, RLOO).\n\n\
+        `rlhf-ppo [train]` trains <run-dir>/sft/final against <run-dir>/rm/final (by default) into \
+        <run-dir>/ppo/final/, appending rollouts.parquet and metrics.parquet every iteration. It resumes \
+        from its newest checkpoint when interrupted and skips when its final model exists.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train the policy with PPO, GRPO or RLOO (the default).
+    Train(TrainArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// The PPO config (e.g. configs/ppo.toml); built-in defaults when absent.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config field, e.g. --set ppo.iterations=10 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Run directory: relative paths in the config resolve against it; writes <run-dir>/ppo/
+    /// (config.toml, rollouts.parquet, metrics.parquet, checkpoints/, final/).
+    #[arg(long, value_name = "DIR", default_value = "runs/default")]
+    run_dir: PathBuf,
+    #[command(flatten)]
+    device: rlhf_model::DeviceArgs,
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let Command::Train(args) = cli.command.unwrap_or(Command::Train(cli.train));
+    let config: PpoConfig = load_config(args.config.as_deref(), &args.overrides)?;
+    let options = RunOptions { placement: args.device.resolve()?, progress: std::io::stderr().is_terminal() };
+    match rlhf_ppo::stage::run(&config, &args.run_dir, &options)? {
+        Outcome::AlreadyDone(dir) => tracing::info!("ppo: {} already exists; nothing to do", dir.display()),
+        Outcome::Trained { dir, summary } => tracing::info!(
+            iterations = summary.iterations,
+            score = summary.score,
+            kl = summary.kl,
+            beta = summary.beta,
+            skipped = summary.skipped,
+            "ppo: saved {}",
+            dir.display()
+        ),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn help() {
+        let mut cli = super::Cli::command();
+        cli.build();
+        insta::assert_snapshot!("help", cli.render_long_help().to_string());
+    }
+}

@@ -1,0 +1,134 @@
+//! Loading a trained reward-model directory for scoring (PPO, evaluation): one
+//! `*ForSequenceClassification` checkpoint, or an ensemble — `ensemble.json` naming member
+//! checkpoint directories inside it and how their rewards combine (the layout `rlhf-reward` writes).
+//!
+//! Each member's `reward_normalization` is applied before combining. Scoring is batched, rows sorted
+//! by length to limit padding, under `no_grad`.
+
+use crate::build_batch;
+use crate::error::{Error, Result};
+use crate::heads::SequenceClassifier;
+use crate::logprobs::PaddingSide;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind};
+
+/// The file that makes a directory an ensemble.
+pub const ENSEMBLE_FILE: &str = "ensemble.json";
+
+/// How several rewards of one item become one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    /// The mean.
+    #[default]
+    Mean,
+    /// The most pessimistic one.
+    Min,
+    /// `mean − k·std` (population std): uncertainty-penalised.
+    MeanMinusStd,
+}
+
+/// `ensemble.json`: member directories (relative to the ensemble directory) and the combination.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleManifest {
+    pub members: Vec<String>,
+    pub combine: Combine,
+    /// `k` of `mean_minus_std`.
+    pub k: f64,
+}
+
+/// `mean`, `min` or `mean − k·std` of one item's rewards.
+pub fn combine(rewards: &[f32], how: Combine, k: f64) -> f32 {
+    let n = rewards.len().max(1) as f64;
+    let mean = rewards.iter().map(|&r| r as f64).sum::<f64>() / n;
+    match how {
+        Combine::Mean => mean as f32,
+        Combine::Min => rewards.iter().copied().fold(f32::INFINITY, f32::min),
+        Combine::MeanMinusStd => {
+            let var = rewards.iter().map(|&r| (r as f64 - mean).powi(2)).sum::<f64>() / n;
+            (mean - k * var.sqrt()) as f32
+        }
+    }
+}
+
+/// The member checkpoint directories of a reward-model directory and how they combine (a single
+/// checkpoint is a one-member mean).
+pub fn reward_members(dir: &Path) -> Result<(Vec<PathBuf>, Combine, f64)> {
+    let path = dir.join(ENSEMBLE_FILE);
+    if !path.is_file() {
+        if !dir.join(crate::checkpoint::CONFIG_FILE).is_file() {
+            return Err(Error::Config {
+                path: Some(dir.to_path_buf()),
+                message: format!("not a reward model: no config.json or {ENSEMBLE_FILE}"),
+            });
+        }
+        return Ok((vec![dir.to_path_buf()], Combine::Mean, 0.0));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let manifest: EnsembleManifest =
+        serde_json::from_str(&text).map_err(|e| Error::Json { path: path.clone(), source: e })?;
+    if manifest.members.is_empty() {
+        return Err(Error::Config { path: Some(path), message: "lists no members".into() });
+    }
+    Ok((manifest.members.iter().map(|m| dir.join(m)).collect(), manifest.combine, manifest.k))
+}
+
+/// A loaded reward-model directory: its members and their combination.
+#[derive(Debug)]
+pub struct RewardEnsemble {
+    pub members: Vec<SequenceClassifier>,
+    pub combine: Combine,
+    pub k: f64,
+}
+
+impl RewardEnsemble {
+    /// Loads every member of the reward-model directory `dir` (see the module doc).
+    pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
+        let (dirs, combine, k) = reward_members(dir)?;
+        let members = dirs.iter().map(|d| SequenceClassifier::from_pretrained(d, device, kind)).collect::<Result<_>>()?;
+        Ok(RewardEnsemble { members, combine, k })
+    }
+
+    /// Normalised, combined rewards of token rows (`tokens(prompt) ++ tokens(response) ++ [eos]`).
+    pub fn score_rows(&self, rows: &[Vec<i64>], batch_size: usize) -> Result<Vec<f32>> {
+        let per_member = self
+            .members
+            .iter()
+            .map(|m| {
+                let raw = score_rows(m, rows, batch_size)?;
+                Ok(match m.config().reward_normalization {
+                    Some(n) => raw.into_iter().map(|r| n.apply(r as f64) as f32).collect(),
+                    None => raw,
+                })
+            })
+            .collect::<Result<Vec<Vec<f32>>>>()?;
+        Ok((0..rows.len())
+            .map(|i| combine(&per_member.iter().map(|m| m[i]).collect::<Vec<_>>(), self.combine, self.k))
+            .collect())
+    }
+}
+
+/// Raw scores of token rows (one per row, in input order), in batches of `batch_size` rows sorted
+/// by length, without gradients. A model without `pad_token_id` scores rows one at a time.
+pub fn score_rows(model: &SequenceClassifier, rows: &[Vec<i64>], batch_size: usize) -> Result<Vec<f32>> {
+    let pad = model.config().pad_token_id;
+    let batch_size = if pad.is_some() { batch_size.max(1) } else { 1 };
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(rows[i].len()));
+    let mut scores = vec![0f32; rows.len()];
+    tch::no_grad(|| -> Result<()> {
+        for chunk in order.chunks(batch_size) {
+            let batch: Vec<(&[i64], &[i64])> = chunk.iter().map(|&i| (rows[i].as_slice(), &[][..])).collect();
+            let tokens = build_batch(&batch, None, pad.unwrap_or(0), PaddingSide::Right, model.device())?;
+            let raw = model.forward(&tokens.input_ids, Some(&tokens.attention_mask))?;
+            let raw = Vec::<f32>::try_from(raw.to_kind(Kind::Float).to_device(Device::Cpu))?;
+            for (&i, r) in chunk.iter().zip(raw) {
+                scores[i] = r;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(scores)
+}

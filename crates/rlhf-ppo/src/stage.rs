@@ -1,0 +1,157 @@
+//! Stage 3 end to end: `<run-dir>/ppo/` from the SFT policy, the reward model(s) and prompts.
+//!
+//! Everything is read and checked before anything is written: the config, the policy and reference
+//! checkpoints and their tokenizer, the reward models, the critic's starting point and the prompts.
+//! Then `ppo/config.toml` is written and the loop ([`crate::trainer`]) runs, resuming from the newest
+//! checkpoint when there is one. A stage whose `final/` exists is skipped.
+
+use std::path::Path;
+
+use rlhf_data::{read_records, task, Prompt};
+use rlhf_model::device::seed_everything;
+use rlhf_model::{train_state, CausalLm, SequenceClassifier, Tokenizer, ValueHead};
+
+use crate::config::{resolve, AdvantageKind, CriticKind, PpoConfig, TASK};
+use crate::error::{Error, Result};
+use crate::reward::RewardModels;
+use crate::rollout::Critic;
+use crate::trainer::{self, Models, Prompts, TrainJob};
+use crate::{Outcome, RunOptions, STAGE_DIR};
+
+fn check_config(config: &PpoConfig) -> Result<()> {
+    let invalid = |m: &str| Err(Error::Invalid(m.into()));
+    let ppo = &config.ppo;
+    if ppo.iterations == 0 || ppo.prompts_per_iteration == 0 || ppo.group_size == 0 || ppo.epochs == 0 {
+        return invalid("ppo.iterations, ppo.prompts_per_iteration, ppo.group_size and ppo.epochs must be at least 1");
+    }
+    if ppo.minibatch_size == 0 || ppo.micro_batch_size == 0 || ppo.rollout_batch_size == 0 {
+        return invalid("ppo.minibatch_size, ppo.micro_batch_size and ppo.rollout_batch_size must be at least 1");
+    }
+    if config.advantage != AdvantageKind::Gae && ppo.group_size < 2 {
+        return invalid("advantage = \"grpo\" and \"rloo\" need ppo.group_size >= 2 samples per prompt");
+    }
+    if !(ppo.clip_ratio > 0.0) || !(ppo.clip_value > 0.0) || !(0.0..=1.0).contains(&ppo.gamma) || !(0.0..=1.0).contains(&ppo.lambda) {
+        return invalid("ppo.clip_ratio and ppo.clip_value must be > 0, ppo.gamma and ppo.lambda in [0, 1]");
+    }
+    if config.generation.max_new_tokens < 1 || !(config.generation.temperature > 0.0) {
+        return invalid("generation.max_new_tokens must be at least 1 and generation.temperature > 0");
+    }
+    if !(config.kl.beta >= 0.0) || (config.kl.adaptive && !(config.kl.target > 0.0 && config.kl.horizon > 0.0)) {
+        return invalid("kl.beta must be >= 0; an adaptive controller needs kl.target > 0 and kl.horizon > 0");
+    }
+    if !(config.train.lr > 0.0) || config.train.max_grad_norm < 0.0 {
+        return invalid("train.lr must be > 0 and train.max_grad_norm >= 0");
+    }
+    if config.data.max_prompt_len == 0 {
+        return invalid("data.max_prompt_len must be at least 1");
+    }
+    Ok(())
+}
+
+fn require_dir(dir: &Path, setting: &str, hint: &str) -> Result<()> {
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(Error::File { path: dir.to_path_buf(), message: format!("{setting}: checkpoint directory not found ({hint})") })
+    }
+}
+
+/// The prompts, tokenized and cut to their last `max_len` tokens.
+fn read_prompts(config: &PpoConfig, run_dir: &Path, tokenizer: &Tokenizer, max_len: usize) -> Result<Prompts> {
+    let records: Vec<Prompt> = if config.data.prompts == TASK {
+        task::generate(&config.task).train_prompts
+    } else {
+        let path = resolve(run_dir, &config.data.prompts);
+        if !path.is_file() {
+            return Err(Error::File {
+                path,
+                message: "data.prompts: prompts table not found (`rlhf-data task generate` writes one, or set data.prompts = \"task\")".into(),
+            });
+        }
+        read_records(&path)?
+    };
+    if records.is_empty() {
+        return Err(Error::Invalid(format!("data.prompts {:?} holds no prompts", config.data.prompts)));
+    }
+    let texts: Vec<&str> = records.iter().map(|p| p.prompt.as_str()).collect();
+    let mut tokens = tokenizer.encode_batch(&texts)?;
+    for (row, record) in tokens.iter_mut().zip(&records) {
+        if row.is_empty() {
+            return Err(Error::Invalid(format!("prompt {:?} has no tokens", record.id)));
+        }
+        if row.len() > max_len {
+            row.drain(..row.len() - max_len);
+        }
+    }
+    Ok(Prompts { records, tokens })
+}
+
+/// Trains `<run_dir>/ppo/` (see the module doc).
+pub fn run(config: &PpoConfig, run_dir: &Path, options: &RunOptions) -> Result<Outcome> {
+    let dir = run_dir.join(STAGE_DIR);
+    if trainer::is_finished(&dir) {
+        return Ok(Outcome::AlreadyDone(dir.join(trainer::FINAL_DIR)));
+    }
+    check_config(config)?;
+    if config.train.threads > 0 {
+        tch::set_num_threads(config.train.threads as i32);
+    }
+    let config_hash = train_state::config_hash(config)?;
+    let placement = options.placement;
+
+    let policy_dir = resolve(run_dir, &config.model.policy);
+    require_dir(&policy_dir, "model.policy", "run `rlhf-sft` first")?;
+    let tokenizer = Tokenizer::from_dir(&policy_dir)?;
+    let mut policy = CausalLm::from_pretrained(&policy_dir, placement.device, placement.kind)?;
+    tokenizer.check_fits_embedding(policy.config().vocab_size())?;
+    seed_everything(config.seed);
+    let reference_dir = resolve(run_dir, &config.model.reference);
+    let reference = match config.lora.to_lora() {
+        Some(lora) if reference_dir == policy_dir => {
+            policy.add_lora(&lora)?;
+            None
+        }
+        lora => {
+            if let Some(lora) = lora {
+                policy.add_lora(&lora)?;
+            }
+            require_dir(&reference_dir, "model.reference", "the SFT model")?;
+            let mut reference = CausalLm::from_pretrained(&reference_dir, placement.device, placement.kind)?;
+            reference.freeze();
+            if reference.config().vocab_size() != policy.config().vocab_size() {
+                return Err(Error::Invalid(format!(
+                    "model.reference has a vocabulary of {} tokens, the policy {}: they must share a tokenizer",
+                    reference.config().vocab_size(),
+                    policy.config().vocab_size()
+                )));
+            }
+            Some(reference)
+        }
+    };
+    let rewards = RewardModels::load(&config.reward, run_dir, placement)?;
+    let critic = match (config.advantage, config.critic) {
+        (AdvantageKind::Gae, CriticKind::Separate) => {
+            let critic_dir = if config.model.critic.as_os_str().is_empty() {
+                let first = resolve(run_dir, &config.reward.models[0].path);
+                rlhf_model::reward::reward_members(&first)?.0.remove(0)
+            } else {
+                resolve(run_dir, &config.model.critic)
+            };
+            require_dir(&critic_dir, "model.critic", "a reward-model checkpoint")?;
+            Critic::Separate(SequenceClassifier::from_pretrained(&critic_dir, placement.device, placement.kind)?)
+        }
+        (AdvantageKind::Gae, CriticKind::Shared) => {
+            Critic::Shared(ValueHead::new(policy.config().hidden_size(), placement.device, placement.kind))
+        }
+        _ => Critic::None,
+    };
+    let room = (policy.config().max_positions() - config.generation.max_new_tokens).max(1) as usize;
+    let prompts = read_prompts(config, run_dir, &tokenizer, config.data.max_prompt_len.min(room))?;
+    tracing::info!(prompts = prompts.records.len(), advantage = ?config.advantage, lora = config.lora.enabled, "ppo inputs");
+
+    rlhf_data::config::write_config(config, &dir.join("config.toml"))?;
+    let models = Models { policy, reference, critic, rewards, tokenizer };
+    let summary =
+        trainer::train(&models, &TrainJob { config, dir: &dir, config_hash, prompts: &prompts, progress: options.progress })?;
+    Ok(Outcome::Trained { dir: dir.join(trainer::FINAL_DIR), summary })
+}
