@@ -20,7 +20,9 @@ use rayon::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Location, Result};
-use crate::layouts::{resolve_format, unused_keys, Format, FromRow, InputFile, Position, Row};
+use crate::layouts::{
+    json_type, resolve_format, unused_keys, Format, FromRow, InputFile, Position, Row,
+};
 use crate::parquet_io::{open_file, EncodedRowGroup, TableReader, TableWriter};
 use crate::records::{Comparison, Demonstration, Kind, Prompt, Ranking};
 
@@ -181,13 +183,7 @@ fn parse_line(input: &InputFile, line: u64, bytes: &[u8]) -> Result<Map<String, 
         Ok(Value::Object(fields)) => Ok(fields),
         Ok(other) => Err(Error::NotAnObject {
             location: Location::Line { path: path(), line },
-            found: match other {
-                Value::Array(_) => "a list",
-                Value::String(_) => "a string",
-                Value::Number(_) => "a number",
-                Value::Bool(_) => "a boolean",
-                _ => "null",
-            },
+            found: json_type(&other),
         }),
         Err(error) => {
             let message = error.to_string();

@@ -127,7 +127,6 @@ pub(crate) struct Row<'a> {
 }
 
 /// A role and its words.
-#[derive(Debug, PartialEq)]
 struct Turn {
     role: String,
     content: String,
@@ -141,7 +140,8 @@ enum Text {
 
 const TEXT: &str = "a string or a list of {role, content} turns";
 
-fn json_type(value: &Value) -> &'static str {
+/// "a string", "a list", …: what a JSON value is, for messages.
+pub(crate) fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
