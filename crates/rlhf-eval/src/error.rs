@@ -1,0 +1,18 @@
+//! The crate's error type: what went wrong, naming the file or setting at fault.
+
+/// Errors raised by `rlhf-eval`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// From the engine: model, checkpoint, tokenizer, libtorch.
+    #[error(transparent)]
+    Model(#[from] rlhf_model::Error),
+    /// From the data layer: Parquet tables.
+    #[error(transparent)]
+    Data(#[from] rlhf_data::Error),
+    /// A setting or an input that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Shorthand for `std::result::Result<T, rlhf_eval::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

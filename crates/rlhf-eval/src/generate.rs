@@ -1,0 +1,147 @@
+//! Sampling K responses per prompt from a policy checkpoint with rlhf-model's batched KV-cache
+//! generation, into a table `id, prompt, response, sample: u32` (the `demonstrations` schema plus
+//! the sample index; `id` is the prompt's id, shared by its K rows).
+//!
+//! Rows are generated prompt-major in batches of `batch_size`; batch `b` samples with seed
+//! `seed + b`, so a run is reproducible for a given batch size. Responses are decoded without
+//! special tokens; empty ones (eos straight away) are dropped and counted.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, UInt32Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use rlhf_data::{read_records, Demonstration, Prompt, Record, TableWriter};
+use rlhf_model::{generate_from_tokens, CausalLm, GenerationConfig, Placement, Tokenizer};
+
+use crate::error::{Error, Result};
+
+/// How to sample.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleConfig {
+    pub samples_per_prompt: u32,
+    pub temperature: f64,
+    /// Nucleus mass (1.0 = off).
+    pub top_p: f64,
+    pub max_new_tokens: i64,
+    pub seed: u64,
+    /// Rows (prompt × sample) per generation batch.
+    pub batch_size: usize,
+}
+
+impl Default for SampleConfig {
+    fn default() -> Self {
+        SampleConfig { samples_per_prompt: 4, temperature: 1.0, top_p: 1.0, max_new_tokens: 96, seed: 0, batch_size: 64 }
+    }
+}
+
+/// One sampled response.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// The prompt's id.
+    pub id: String,
+    pub prompt: String,
+    pub response: String,
+    /// Index of this sample among the prompt's.
+    pub sample: u32,
+}
+
+/// Samples from `model` for every prompt; returns the samples and how many empty responses were
+/// dropped.
+pub fn sample_responses(
+    model: &CausalLm,
+    tokenizer: &Tokenizer,
+    prompts: &[Prompt],
+    config: &SampleConfig,
+) -> Result<(Vec<Sample>, usize)> {
+    if config.samples_per_prompt == 0 || config.batch_size == 0 || config.max_new_tokens <= 0 {
+        return Err(Error::Invalid("samples per prompt, batch size and max new tokens must be at least 1".into()));
+    }
+    let _span = tracing::info_span!("generate", prompts = prompts.len(), k = config.samples_per_prompt).entered();
+    let encoded = tokenizer.encode_batch(&prompts.iter().map(|p| p.prompt.as_str()).collect::<Vec<_>>())?;
+    let rows: Vec<(usize, u32)> =
+        (0..prompts.len()).flat_map(|i| (0..config.samples_per_prompt).map(move |k| (i, k))).collect();
+    let mut eos_token_ids = model.config().eos_token_ids();
+    if !eos_token_ids.contains(&tokenizer.eos_id()) {
+        eos_token_ids.push(tokenizer.eos_id());
+    }
+    let (mut samples, mut empty) = (Vec::with_capacity(rows.len()), 0);
+    for (b, chunk) in rows.chunks(config.batch_size).enumerate() {
+        let generation_config = GenerationConfig {
+            max_new_tokens: config.max_new_tokens,
+            do_sample: true,
+            temperature: config.temperature,
+            top_p: config.top_p,
+            eos_token_ids: eos_token_ids.clone(),
+            pad_token_id: tokenizer.pad_id(),
+            seed: config.seed + b as u64,
+            ..GenerationConfig::default()
+        };
+        let ids: Vec<Vec<i64>> = chunk.iter().map(|&(i, _)| encoded[i].clone()).collect();
+        let generation = tch::no_grad(|| generate_from_tokens(model, &ids, &generation_config))?;
+        for (&(i, k), tokens) in chunk.iter().zip(generation.rows()?) {
+            let response = tokenizer.decode(&tokens, true)?;
+            if response.trim().is_empty() {
+                empty += 1;
+                continue;
+            }
+            let prompt = &prompts[i];
+            samples.push(Sample { id: prompt.id.clone(), prompt: prompt.prompt.clone(), response, sample: k });
+        }
+        tracing::debug!(batch = b, rows = samples.len(), "generated");
+    }
+    Ok((samples, empty))
+}
+
+/// Writes samples as `id, prompt, response` (the demonstrations schema) plus `sample: u32`.
+pub fn write_samples(path: &Path, samples: &[Sample]) -> Result<u64> {
+    let base = Demonstration::schema();
+    let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("sample", DataType::UInt32, false));
+    let schema = Arc::new(Schema::new(fields).with_metadata(base.metadata().clone()));
+    let mut writer = TableWriter::create(path, schema.clone())?;
+    for chunk in samples.chunks(rlhf_data::BATCH_ROWS) {
+        let rows: Vec<Demonstration> = chunk
+            .iter()
+            .map(|s| Demonstration { id: s.id.clone(), prompt: s.prompt.clone(), response: s.response.clone() })
+            .collect();
+        let mut columns = Demonstration::to_batch(&rows)?.columns().to_vec();
+        columns.push(Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|s| s.sample))));
+        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Invalid(e.to_string()))?;
+        writer.write(&batch)?;
+    }
+    Ok(writer.finish()?)
+}
+
+/// What [`generate_file`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenerateSummary {
+    pub prompts: usize,
+    pub rows: u64,
+    /// Empty responses dropped.
+    pub empty: usize,
+}
+
+/// Loads the policy in `model_dir`, samples for every prompt of the `prompts` table and writes
+/// `out` (atomically).
+pub fn generate_file(
+    model_dir: &Path,
+    prompts: &Path,
+    out: &Path,
+    config: &SampleConfig,
+    placement: Placement,
+) -> Result<GenerateSummary> {
+    let prompt_rows: Vec<Prompt> = read_records(prompts)?;
+    if prompt_rows.is_empty() {
+        return Err(Error::Invalid(format!("{}: has no prompts", prompts.display())));
+    }
+    let tokenizer = Tokenizer::from_dir(model_dir)?;
+    let model = CausalLm::from_pretrained(model_dir, placement.device, placement.kind)?;
+    tokenizer.check_fits_embedding(model.config().vocab_size())?;
+    let (samples, empty) = sample_responses(&model, &tokenizer, &prompt_rows, config)?;
+    if empty > 0 {
+        tracing::warn!(empty, "dropped empty responses");
+    }
+    let rows = write_samples(out, &samples)?;
+    Ok(GenerateSummary { prompts: prompt_rows.len(), rows, empty })
+}
