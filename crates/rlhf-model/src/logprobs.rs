@@ -179,6 +179,9 @@ pub fn entropy_from_logits(logits: &Tensor) -> Tensor {
     lse.squeeze_dim(-1) - (p * logits).sum_dim_intlist([-1i64].as_slice(), false, Kind::Float)
 }
 
+/// Logit elements materialized at once when scoring without autograd (2^27 f32 = 512 MiB).
+const LOGITS_BUDGET: i64 = 1 << 27;
+
 /// Runs the model on `batch` and scores the response tokens (see the module doc).
 pub fn sequence_logprobs(model: &CausalLm, batch: &TokenBatch, opts: LogprobOptions) -> Result<SequenceLogprobs> {
     let hidden = model.hidden_states(
@@ -198,6 +201,16 @@ pub fn logprobs_from_hidden(
     batch: &TokenBatch,
     opts: LogprobOptions,
 ) -> Result<SequenceLogprobs> {
+    logprobs_chunked(model, hidden, batch, opts, LOGITS_BUDGET)
+}
+
+fn logprobs_chunked(
+    model: &CausalLm,
+    hidden: &Tensor,
+    batch: &TokenBatch,
+    opts: LogprobOptions,
+    budget: i64,
+) -> Result<SequenceLogprobs> {
     if opts.temperature <= 0.0 {
         return Err(Error::invalid(format!("temperature must be > 0, got {}", opts.temperature)));
     }
@@ -211,12 +224,26 @@ pub fn logprobs_from_hidden(
     let (lp, ent) = if n == 0 {
         (zeros(t), opts.entropy.then(|| zeros(t)))
     } else {
-        let logits = model.logits_from_hidden(&hidden.narrow(1, s - 1, n));
-        let logits = if opts.temperature != 1.0 { logits.to_kind(Kind::Float) / opts.temperature } else { logits };
         let targets = batch.input_ids.to_device(device).narrow(1, s, n);
         let m = mask.narrow(1, s, n);
-        let lp = Tensor::cat(&[zeros(s), gather_logprobs(&logits, &targets) * &m], 1);
-        let ent = opts.entropy.then(|| Tensor::cat(&[zeros(s), entropy_from_logits(&logits) * &m], 1));
+        // Without autograd (reference scoring, eval) the logits are built a few rows at a time, so
+        // the peak is one chunk of `[rows, n, V]` instead of the whole batch.
+        let vocab = model.config().vocab_size().max(1);
+        let rows = if hidden.requires_grad() { b } else { (budget / (n * vocab)).clamp(1, b) };
+        let (mut lps, mut ents) = (Vec::new(), Vec::new());
+        for r0 in (0..b).step_by(rows as usize) {
+            let r = rows.min(b - r0);
+            let logits = model.logits_from_hidden(&hidden.narrow(0, r0, r).narrow(1, s - 1, n));
+            let logits =
+                if opts.temperature != 1.0 { logits.to_kind(Kind::Float) / opts.temperature } else { logits };
+            let mr = m.narrow(0, r0, r);
+            lps.push(gather_logprobs(&logits, &targets.narrow(0, r0, r)) * &mr);
+            if opts.entropy {
+                ents.push(entropy_from_logits(&logits) * &mr);
+            }
+        }
+        let lp = Tensor::cat(&[zeros(s), Tensor::cat(&lps, 0)], 1);
+        let ent = opts.entropy.then(|| Tensor::cat(&[zeros(s), Tensor::cat(&ents, 0)], 1));
         (lp, ent)
     };
     Ok(SequenceLogprobs {
@@ -225,4 +252,27 @@ pub fn logprobs_from_hidden(
         token_logprobs: lp,
         entropy: ent,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LlamaConfig, ModelConfig};
+
+    #[test]
+    fn chunked_scoring_without_grad_equals_one_pass() {
+        tch::manual_seed(3);
+        let m = CausalLm::new(ModelConfig::llama(LlamaConfig::new(64, 16, 32, 1, 2, 1)), Device::Cpu, Kind::Float)
+            .unwrap();
+        let pairs = vec![(vec![5i64, 6], vec![7i64, 8, 9]), (vec![10, 11, 12], vec![13]), (vec![14], vec![15, 16])];
+        let batch = build_batch(&pairs, Some(2), 0, PaddingSide::Right, Device::Cpu).unwrap();
+        let opts = LogprobOptions { temperature: 0.9, entropy: true };
+        let hidden = m.hidden_states(&batch.input_ids, Some(&batch.attention_mask), None, None).unwrap();
+        let full = logprobs_chunked(&m, &hidden, &batch, opts, i64::MAX).unwrap();
+        let chunked = tch::no_grad(|| logprobs_chunked(&m, &hidden.detach(), &batch, opts, 1)).unwrap();
+        assert!((&full.token_logprobs - &chunked.token_logprobs).abs().max().double_value(&[]) < 1e-6);
+        let (e1, e2) = (full.entropy.unwrap(), chunked.entropy.unwrap());
+        assert!((e1 - e2).abs().max().double_value(&[]) < 1e-6);
+        assert_eq!(Vec::<f32>::try_from(&chunked.count).unwrap(), vec![4.0, 2.0, 3.0]);
+    }
 }
