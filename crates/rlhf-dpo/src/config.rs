@@ -154,7 +154,8 @@ pub enum Labeler {
 pub struct OnlineConfig {
     /// Rounds of sampling + labelling + training; 0 = offline DPO only.
     pub rounds: usize,
-    /// A prompts Parquet table, or "task": the embedded task's training prompts.
+    /// A prompts Parquet table (`id, prompt`), or "task": the embedded task's training prompts
+    /// generated from `[task]`.
     pub prompts: String,
     /// Prompts sampled per round (drawn without replacement, cycling through the table).
     pub prompts_per_round: usize,
@@ -178,7 +179,7 @@ impl Default for OnlineConfig {
     fn default() -> Self {
         OnlineConfig {
             rounds: 0,
-            prompts: TASK.into(),
+            prompts: "data/prompts.parquet".into(),
             prompts_per_round: 512,
             labeler: Labeler::Panel,
             reward_model: PathBuf::from("rm/final"),

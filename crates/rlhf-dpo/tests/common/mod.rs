@@ -66,6 +66,7 @@ pub fn config(policy: &Path, comparisons: &Path) -> DpoConfig {
     config.data.heldout_fraction = 0.2;
     config.data.max_prompt_len = 64;
     config.data.max_response_len = 64;
+    config.online.prompts = "task".into();
     config.task = small_task();
     config.online.max_new_tokens = 24;
     config.train = TrainConfig {
