@@ -103,6 +103,11 @@ impl Metrics {
         self.rows.retain(|m| !inside(&m.name) || kept_step.is_some_and(|s| m.step <= s));
     }
 
+    /// The rows so far.
+    pub fn rows(&self) -> &[Metric] {
+        &self.rows
+    }
+
     pub fn push(&mut self, step: u64, name: &str, value: f64) {
         let wall_time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         self.rows.push(Metric { stage: self.stage.clone(), step, name: name.into(), value, wall_time });
