@@ -160,7 +160,6 @@ pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
     }
     let pad_id = tokenizer.pad_id();
 
-    write_config(&config, &dir.join("config.toml"))?;
     let mut preparer = Preparer { config: &config, tokenizer: &tokenizer, policy: &policy, reference: &reference, limits, placement, passes: 0 };
     let (offline_pairs, mut heldout) = match &offline {
         Some(table) => {
@@ -190,7 +189,9 @@ pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
         pad_id,
         progress: options.progress,
     };
+    // After the checkpoint check, so a refused resume keeps the config it was written under.
     let mut trainer = Trainer::new(&policy, live_reference, job)?;
+    write_config(&config, &dir.join("config.toml"))?;
     let rounds_dir = dir.join(ROUNDS_DIR);
     if trainer.resume_point().is_none() && rounds_dir.exists() {
         // Left by a run that never reached a checkpoint: sampled by a policy we cannot vouch for.

@@ -171,3 +171,28 @@ fn online_rounds_sample_label_and_train_on_new_pairs() -> Result<()> {
     assert_eq!(metric(&rows, "loss").len(), 4, "two logged steps per round");
     Ok(())
 }
+
+#[test]
+fn a_checkpoint_resumes_under_its_own_config_only() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let policy = common::tiny_policy(&tmp.path().join("policy"), 6);
+    let data = common::write_comparisons(&tmp.path().join("comparisons.parquet"), &common::comparisons(48));
+    let mut config = common::config(&policy, &data);
+    config.train.max_steps = 6;
+    config.train.checkpoint_every = 4;
+    let run = tmp.path().join("run");
+    common::trained(stage::run(&config, &run, &common::cpu())?);
+    // As if it had been killed after its checkpoint at step 4.
+    std::fs::remove_dir_all(run.join("dpo/final"))?;
+    let written = std::fs::read_to_string(run.join("dpo/config.toml"))?;
+
+    let mut changed = config.clone();
+    changed.loss.beta = 0.5;
+    let err = stage::run(&changed, &run, &common::cpu()).unwrap_err().to_string();
+    assert!(err.contains("step-4") && err.contains("different config"), "{err}");
+    assert_eq!(std::fs::read_to_string(run.join("dpo/config.toml"))?, written, "the refused run kept the config");
+
+    let resumed = common::trained(stage::run(&config, &run, &common::cpu())?);
+    assert_eq!((resumed.resumed_from, resumed.steps), (Some(4), 6));
+    Ok(())
+}
