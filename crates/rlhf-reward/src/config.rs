@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub use rlhf_model::Combine;
 use rlhf_model::{AdamWConfig, ScheduleKind};
 use serde::{Deserialize, Serialize};
 
@@ -92,19 +93,6 @@ impl Default for NormalizeSection {
     fn default() -> Self {
         NormalizeSection { enabled: true, scale: true, samples: String::new() }
     }
-}
-
-/// How an ensemble's member rewards become one reward.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Combine {
-    /// The members' mean.
-    #[default]
-    Mean,
-    /// The most pessimistic member.
-    Min,
-    /// `mean − k·std` (population std over members): uncertainty-penalised.
-    MeanMinusStd,
 }
 
 /// Several reward models trained with different seeds (score-head init and data order).

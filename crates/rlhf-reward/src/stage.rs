@@ -19,12 +19,13 @@ use std::path::Path;
 use rlhf_data::task;
 use rlhf_model::checkpoint::{read_config, save_dir_atomically, CONFIG_FILE};
 use rlhf_model::device::seed_everything;
+use rlhf_model::reward::{score_rows, EnsembleManifest, ENSEMBLE_FILE};
 use rlhf_model::{train_state, RewardNormalization, SequenceClassifier, Tokenizer};
 
 use crate::config::{resolve, RewardConfig};
 use crate::data::{tokenize, tokenize_rows, Preference, Preferences};
 use crate::error::{Error, Result};
-use crate::model::{score_rows, write_manifest, EnsembleManifest, ENSEMBLE_FILE};
+use crate::model::write_manifest;
 use crate::table::read_prompt_responses;
 use crate::trainer::{self, HeldOut, Metrics, TrainJob};
 use crate::{Outcome, RunOptions};

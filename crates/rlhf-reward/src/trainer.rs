@@ -15,6 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rlhf_data::Metric;
 use rlhf_model::device::{peak_memory_bytes, seed_everything};
+use rlhf_model::reward::score_rows;
 use rlhf_model::{train_state, AdamW, LrSchedule, SequenceClassifier, TrainRng, TrainState};
 use tch::{Device, Tensor};
 
@@ -22,7 +23,6 @@ use crate::config::{LossConfig, TrainConfig};
 use crate::data::{BatchStream, StreamPosition, TokenizedPreference};
 use crate::error::{Error, Result};
 use crate::loss::{accuracy_and_margin, preference_loss, PairIndex, PreferenceBatch};
-use crate::model::score_rows;
 
 /// Name of the weights' file in a training checkpoint.
 const CHECKPOINT_MODEL: &str = "model";

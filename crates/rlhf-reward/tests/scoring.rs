@@ -8,9 +8,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use rlhf_model::checkpoint::read_safetensors;
+use rlhf_model::reward::{score_rows, EnsembleManifest, ENSEMBLE_FILE};
 use rlhf_model::SequenceClassifier;
 use rlhf_reward::data::tokenize_rows;
-use rlhf_reward::model::{score_rows, write_manifest, EnsembleManifest, ENSEMBLE_FILE};
+use rlhf_reward::model::write_manifest;
 use rlhf_reward::{Combine, RewardModel};
 use serde::Deserialize;
 use tch::{Device, Kind};

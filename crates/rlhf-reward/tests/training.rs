@@ -10,7 +10,8 @@ use std::path::Path;
 use anyhow::{ensure, Context, Result};
 use rlhf_data::{read_records, write_records, Comparison, Metric, Ranking};
 use rlhf_model::checkpoint::read_config;
-use rlhf_reward::data::Preferences;
+use rlhf_model::reward::score_rows;
+use rlhf_reward::data::{tokenize_rows, Preferences};
 use rlhf_reward::stage::{self, run};
 use rlhf_reward::{Combine, Outcome, RewardConfig, RewardModel, TrainSummary};
 use tch::Device;
@@ -140,11 +141,19 @@ fn an_ensemble_trains_each_member_with_its_own_seed() -> Result<()> {
     assert!(!run_dir.join("rm").join(stage::MEMBERS_DIR).exists(), "staged members are cleaned up");
     let model = RewardModel::load(&final_dir, Device::Cpu)?;
     let texts: Vec<(&str, &str)> = rows.iter().map(|c| (c.prompt.as_str(), c.chosen.as_str())).collect();
-    let per_member = model.member_scores(&texts)?;
+    let rows: Vec<Vec<i64>> = tokenize_rows(model.tokenizer(), &texts, usize::MAX)?.into_iter().map(|(r, _)| r).collect();
+    let per_member: Vec<Vec<f32>> = model
+        .members()
+        .iter()
+        .map(|m| {
+            let n = m.config().reward_normalization.expect("normalised");
+            score_rows(m, &rows, 8).map(|raw| raw.iter().map(|&r| n.apply(r as f64) as f32).collect())
+        })
+        .collect::<Result<_, _>>()?;
     assert_ne!(per_member[0], per_member[1], "members share weights");
     let combined = model.score(&texts)?;
     for (i, c) in combined.iter().enumerate() {
-        assert_eq!(*c, per_member[0][i].min(per_member[1][i]));
+        assert!((c - per_member[0][i].min(per_member[1][i])).abs() < 1e-5);
     }
     let metrics = metrics(&run_dir)?;
     assert!(metric(&metrics, "member-1/loss").is_some() && metric(&metrics, "member-0/norm_scale").is_some());
