@@ -107,6 +107,75 @@ fn split_heldout(pairs: Vec<Pair>, table: &Table<Comparison>, fraction: f64) -> 
     (train.into_iter().map(|(p, _)| p).collect(), heldout.into_iter().map(|(p, _)| p).collect())
 }
 
+/// The optional comparisons table at `path` (an empty path means none).
+fn optional_comparisons(path: &Path) -> Result<Option<Table<Comparison>>> {
+    if path.as_os_str().is_empty() {
+        Ok(None)
+    } else {
+        read_comparisons(path).map(Some)
+    }
+}
+
+/// Everything a run reads, checked before anything is written.
+struct Inputs {
+    reference: ReferenceSpec,
+    offline: Option<Table<Comparison>>,
+    heldout: Option<Table<Comparison>>,
+    prompts: Vec<Prompt>,
+    tokenizer: Tokenizer,
+    policy: CausalLm,
+    limits: Limits,
+}
+
+impl Inputs {
+    fn load(config: &DpoConfig, placement: Placement) -> Result<Self> {
+        let policy_dir = &config.model.policy;
+        require_dir(policy_dir, "model.policy", "the SFT model: run `rlhf-sft` first or set model.policy")?;
+        let separate_reference = !config.model.reference.as_os_str().is_empty();
+        let reference = ReferenceSpec {
+            adapters_off: config.lora.enabled && !separate_reference,
+            dir: if separate_reference { config.model.reference.clone() } else { policy_dir.clone() },
+        };
+        require_dir(&reference.dir, "model.reference", "set it to a checkpoint, or leave it empty for the starting policy")?;
+        let online = &config.online;
+        if online.rounds > 0 && online.labeler == Labeler::RewardModel {
+            require_dir(&online.reward_model, "online.reward_model", "run `rlhf-reward` first or use labeler = \"panel\"")?;
+        }
+        let offline = optional_comparisons(&config.data.comparisons)?;
+        let heldout = optional_comparisons(&config.data.heldout)?;
+        let prompts = if online.rounds > 0 { read_prompts(config)? } else { Vec::new() };
+        let tokenizer = Tokenizer::from_dir(policy_dir)?;
+        let policy = CausalLm::from_pretrained(policy_dir, placement.device, placement.kind)?;
+        tokenizer.check_fits_embedding(policy.config().vocab_size())?;
+        let limits = Limits { max_prompt_len: config.data.max_prompt_len, max_response_len: config.data.max_response_len };
+        let positions = policy.config().max_positions() as usize;
+        let longest = limits.max_prompt_len + limits.max_response_len.max(online.max_new_tokens as usize);
+        if longest > positions {
+            return Err(Error::Invalid(format!(
+                "data.max_prompt_len + data.max_response_len (or online.max_new_tokens) = {longest} tokens exceeds the model's {positions} positions"
+            )));
+        }
+        Ok(Inputs { reference, offline, heldout, prompts, tokenizer, policy, limits })
+    }
+}
+
+/// Samples and labels online round `round` with the policy as it stands, into `path`.
+fn sample_round(config: &DpoConfig, inputs: &Inputs, placement: Placement, trainer: &mut Trainer<'_>, round: usize, path: &Path) -> Result<()> {
+    let _span = tracing::info_span!("online_round", round).entered();
+    let online = &config.online;
+    let seed = config.seed.wrapping_mul(1000).wrapping_add(round as u64);
+    let prompts = online::round_prompts(&inputs.prompts, online.prompts_per_round, round, config.seed);
+    let samples = online::sample_pairs(&inputs.policy, &inputs.tokenizer, &prompts, online, inputs.limits.max_prompt_len, seed)?;
+    let (comparisons, stats) = online::label(online, &samples, placement, seed, &format!("online-round-{round}"))?;
+    if comparisons.is_empty() {
+        return Err(Error::Invalid(format!("online round {round}: every sampled pair was dropped (identical responses)")));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::File { path: dir.to_path_buf(), message: e.to_string() })?;
+    write_records(path, &comparisons)?;
+    trainer.log_round(round, &stats)
+}
+
 /// Trains the policy of `config` into `<run_dir>/dpo/` (see the crate doc).
 pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<Outcome> {
     let dir = run_dir.join(STAGE_DIR);
@@ -120,64 +189,39 @@ pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
         tch::set_num_threads(config.train.threads as i32);
     }
     let config_hash = train_state::config_hash(&config)?;
-
-    // Every input is checked before anything is written.
-    let policy_dir = config.model.policy.clone();
-    require_dir(&policy_dir, "model.policy", "the SFT model: run `rlhf-sft` first or set model.policy")?;
-    let reference = ReferenceSpec {
-        adapters_off: config.lora.enabled && config.model.reference.as_os_str().is_empty(),
-        dir: if config.model.reference.as_os_str().is_empty() { policy_dir.clone() } else { config.model.reference.clone() },
-    };
-    require_dir(&reference.dir, "model.reference", "set it to a checkpoint, or leave it empty for the starting policy")?;
-    let online = &config.online;
-    if online.rounds > 0 && online.labeler == Labeler::RewardModel {
-        require_dir(&online.reward_model, "online.reward_model", "run `rlhf-reward` first or use labeler = \"panel\"")?;
-    }
-    let offline = match config.data.comparisons.as_os_str().is_empty() {
-        true => None,
-        false => Some(read_comparisons(&config.data.comparisons)?),
-    };
-    let heldout_table = match config.data.heldout.as_os_str().is_empty() {
-        true => None,
-        false => Some(read_comparisons(&config.data.heldout)?),
-    };
-    let prompts = if online.rounds > 0 { read_prompts(&config)? } else { Vec::new() };
-    let tokenizer = Tokenizer::from_dir(&policy_dir)?;
     let placement = options.placement;
-    let mut policy = CausalLm::from_pretrained(&policy_dir, placement.device, placement.kind)?;
-    tokenizer.check_fits_embedding(policy.config().vocab_size())?;
-    let limits = Limits { max_prompt_len: config.data.max_prompt_len, max_response_len: config.data.max_response_len };
-    let positions = policy.config().max_positions() as usize;
-    let longest = limits.max_prompt_len + limits.max_response_len.max(online.max_new_tokens as usize);
-    if longest > positions {
-        return Err(Error::Invalid(format!(
-            "data.max_prompt_len + data.max_response_len (or online.max_new_tokens) = {longest} tokens exceeds the model's {positions} positions"
-        )));
-    }
+    let mut inputs = Inputs::load(&config, placement)?;
     seed_everything(config.seed);
     if let Some(lora) = config.lora.to_lora() {
-        policy.add_lora(&lora)?;
+        inputs.policy.add_lora(&lora)?;
     }
-    let pad_id = tokenizer.pad_id();
+    let inputs = inputs;
 
-    let mut preparer = Preparer { config: &config, tokenizer: &tokenizer, policy: &policy, reference: &reference, limits, placement, passes: 0 };
-    let (offline_pairs, mut heldout) = match &offline {
+    let mut preparer = Preparer {
+        config: &config,
+        tokenizer: &inputs.tokenizer,
+        policy: &inputs.policy,
+        reference: &inputs.reference,
+        limits: inputs.limits,
+        placement,
+        passes: 0,
+    };
+    let (offline_pairs, split_off) = match &inputs.offline {
         Some(table) => {
             let pairs = preparer.pairs(table, &config.data.comparisons)?;
-            match heldout_table {
-                Some(_) => (pairs, Vec::new()),
-                None => split_heldout(pairs, table, config.data.heldout_fraction),
-            }
+            let fraction = if inputs.heldout.is_some() { 0.0 } else { config.data.heldout_fraction };
+            split_heldout(pairs, table, fraction)
         }
         None => (Vec::new(), Vec::new()),
     };
-    if let Some(table) = &heldout_table {
-        heldout = preparer.pairs(table, &config.data.heldout)?;
-    }
-    tracing::info!(train = offline_pairs.len(), heldout = heldout.len(), rounds = online.rounds, lora = config.lora.enabled, "pairs");
+    let heldout = match &inputs.heldout {
+        Some(table) => preparer.pairs(table, &config.data.heldout)?,
+        None => split_off,
+    };
+    tracing::info!(train = offline_pairs.len(), heldout = heldout.len(), rounds = config.online.rounds, lora = config.lora.enabled, "pairs");
 
     let live_reference = (config.reference.mode == ReferenceMode::OnTheFly && config.loss.needs_reference())
-        .then(|| Reference::load(&reference, placement))
+        .then(|| Reference::load(&inputs.reference, placement))
         .transpose()?;
     let job = TrainJob {
         dir: &dir,
@@ -186,40 +230,28 @@ pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
         seed: config.seed,
         config_hash,
         heldout,
-        pad_id,
+        pad_id: inputs.tokenizer.pad_id(),
         progress: options.progress,
     };
     // After the checkpoint check, so a refused resume keeps the config it was written under.
-    let mut trainer = Trainer::new(&policy, live_reference, job)?;
+    let mut trainer = Trainer::new(&inputs.policy, live_reference, job)?;
     write_config(&config, &dir.join("config.toml"))?;
     let rounds_dir = dir.join(ROUNDS_DIR);
     if trainer.resume_point().is_none() && rounds_dir.exists() {
         // Left by a run that never reached a checkpoint: sampled by a policy we cannot vouch for.
         std::fs::remove_dir_all(&rounds_dir).map_err(|e| Error::File { path: rounds_dir.clone(), message: e.to_string() })?;
     }
-    let first = if offline.is_some() { 0 } else { 1 };
-    let start = trainer.resume_point().map_or(first, |r| r.round);
-    for round in start..=online.rounds {
-        let more_rounds = round < online.rounds;
+    let first = if inputs.offline.is_some() { 0 } else { 1 };
+    let rounds = config.online.rounds;
+    for round in trainer.resume_point().map_or(first, |r| r.round)..=rounds {
+        let more_rounds = round < rounds;
         if round == 0 {
             trainer.train_round(0, &offline_pairs, more_rounds)?;
             continue;
         }
         let path = rounds_dir.join(format!("round-{round:03}.parquet"));
         if !path.is_file() {
-            let _span = tracing::info_span!("online_round", round).entered();
-            let round_seed = config.seed.wrapping_mul(1000).wrapping_add(round as u64);
-            let chosen = online::round_prompts(&prompts, online.prompts_per_round, round, config.seed);
-            let samples =
-                online::sample_pairs(&policy, &tokenizer, &chosen, online, limits.max_prompt_len, round_seed)?;
-            let (comparisons, stats) =
-                online::label(online, &samples, placement, round_seed, &format!("online-round-{round}"))?;
-            if comparisons.is_empty() {
-                return Err(Error::Invalid(format!("online round {round}: every sampled pair was dropped (identical responses)")));
-            }
-            std::fs::create_dir_all(&rounds_dir).map_err(|e| Error::File { path: rounds_dir.clone(), message: e.to_string() })?;
-            write_records(&path, &comparisons)?;
-            trainer.log_round(round, &stats)?;
+            sample_round(&config, &inputs, placement, &mut trainer, round, &path)?;
         }
         let pairs = preparer.pairs(&read_comparisons(&path)?, &path)?;
         trainer.train_round(round, &pairs, more_rounds)?;
@@ -228,4 +260,3 @@ pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
     summary.reference_passes = preparer.passes;
     Ok(Outcome::Trained { dir: dir.join(trainer::FINAL_DIR), summary })
 }
-
