@@ -46,14 +46,30 @@ pub struct Sample {
     pub sample: u32,
 }
 
-/// Samples from `model` for every prompt; returns the samples and how many empty responses were
-/// dropped.
-pub fn sample_responses(
+/// One sampled row in token ids.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenSample {
+    /// Index of the prompt in the input slice.
+    pub prompt_index: usize,
+    /// Index of this sample among the prompt's.
+    pub sample: u32,
+    /// The prompt's tokens as fed to the model.
+    pub prompt_tokens: Vec<i64>,
+    /// The generated tokens, the eos included when the row stopped on one.
+    pub tokens: Vec<i64>,
+    /// Whether the row stopped on an eos (rather than at `max_new_tokens`).
+    pub eos: bool,
+    /// The response text, decoded without special tokens.
+    pub text: String,
+}
+
+/// Samples `samples_per_prompt` rows for every prompt, empty ones included, prompt-major.
+pub fn sample_tokens(
     model: &CausalLm,
     tokenizer: &Tokenizer,
     prompts: &[Prompt],
     config: &SampleConfig,
-) -> Result<(Vec<Sample>, usize)> {
+) -> Result<Vec<TokenSample>> {
     if config.samples_per_prompt == 0 || config.batch_size == 0 || config.max_new_tokens <= 0 {
         return Err(Error::Invalid("samples per prompt, batch size and max new tokens must be at least 1".into()));
     }
@@ -65,7 +81,7 @@ pub fn sample_responses(
     if !eos_token_ids.contains(&tokenizer.eos_id()) {
         eos_token_ids.push(tokenizer.eos_id());
     }
-    let (mut samples, mut empty) = (Vec::with_capacity(rows.len()), 0);
+    let mut samples = Vec::with_capacity(rows.len());
     for (b, chunk) in rows.chunks(config.batch_size).enumerate() {
         let generation_config = GenerationConfig {
             max_new_tokens: config.max_new_tokens,
@@ -80,16 +96,34 @@ pub fn sample_responses(
         let ids: Vec<Vec<i64>> = chunk.iter().map(|&(i, _)| encoded[i].clone()).collect();
         let generation = tch::no_grad(|| generate_from_tokens(model, &ids, &generation_config))?;
         for (&(i, k), tokens) in chunk.iter().zip(generation.rows()?) {
-            let response = tokenizer.decode(&tokens, true)?;
-            if response.trim().is_empty() {
-                empty += 1;
-                continue;
-            }
-            let prompt = &prompts[i];
-            samples.push(Sample { id: prompt.id.clone(), prompt: prompt.prompt.clone(), response, sample: k });
+            let eos = tokens.last().is_some_and(|t| eos_token_ids.contains(t));
+            let text = tokenizer.decode(&tokens, true)?;
+            samples.push(TokenSample { prompt_index: i, sample: k, prompt_tokens: encoded[i].clone(), tokens, eos, text });
         }
         tracing::debug!(batch = b, rows = samples.len(), "generated");
     }
+    Ok(samples)
+}
+
+/// Samples from `model` for every prompt; returns the samples and how many empty responses were
+/// dropped.
+pub fn sample_responses(
+    model: &CausalLm,
+    tokenizer: &Tokenizer,
+    prompts: &[Prompt],
+    config: &SampleConfig,
+) -> Result<(Vec<Sample>, usize)> {
+    let rows = sample_tokens(model, tokenizer, prompts, config)?;
+    let total = rows.len();
+    let samples: Vec<Sample> = rows
+        .into_iter()
+        .filter(|row| !row.text.trim().is_empty())
+        .map(|row| {
+            let prompt = &prompts[row.prompt_index];
+            Sample { id: prompt.id.clone(), prompt: prompt.prompt.clone(), response: row.text, sample: row.sample }
+        })
+        .collect();
+    let empty = total - samples.len();
     Ok((samples, empty))
 }
 

@@ -1,9 +1,18 @@
 //! `rlhf-eval`: evaluation of the pipeline's models, and sampling responses from a policy
 //! ([`generate`]), e.g. SFT samples for labelling into comparisons.
 //!
-//! The library takes config structs and writes files; the binary only parses the command line.
+//! [`report`] evaluates every policy of a run directory on held-out prompts and [`render`] writes
+//! `<run>/eval/` (report.md, report.html, headline.md, metrics.parquet, PNG [`plots`]); [`score`]
+//! backs the `logprobs` and `compare` tools. The library takes config structs and writes files; the
+//! binary only parses the command line.
 
+pub mod config;
 mod error;
 pub mod generate;
+pub mod plots;
+pub mod render;
+pub mod report;
+pub mod score;
+pub mod stats;
 
 pub use error::{Error, Result};

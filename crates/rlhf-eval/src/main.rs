@@ -1,21 +1,37 @@
-//! The `rlhf-eval` binary: `generate` samples responses from a policy. It parses the command line,
-//! picks device and dtype, installs the log subscriber, and prints one `error: ...` line on failure.
+//! The `rlhf-eval` binary: `report` (also the default: `rlhf-eval --config FILE --run-dir DIR`)
+//! evaluates a run directory's policies; `generate` samples responses from a policy; `logprobs` and
+//! `compare` score tables. It parses the command line, picks device and dtype, installs the log
+//! subscriber, and prints one `error: ...` line on failure.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use rlhf_eval::config::EvalConfig;
 use rlhf_eval::generate::{generate_file, SampleConfig};
+use rlhf_eval::render::write_report;
+use rlhf_eval::report::evaluate;
+use rlhf_eval::score::{compare_files, logprobs_file};
 
 #[derive(Parser)]
 #[command(name = "rlhf-eval", version, about = "Evaluation: gold/proxy reward, KL, perplexity, win rates, report and plots")]
+#[command(args_conflicts_with_subcommands = true, arg_required_else_help = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Without a subcommand: `report`.
+    #[command(flatten)]
+    report: ReportArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Evaluate the policies of a run directory; write <run-dir>/eval/{report.md,report.html,metrics.parquet,*.png}.
+    Report(ReportArgs),
+    /// Summed log-prob of each row's response given its prompt (adds columns logprob, num_tokens).
+    Logprobs(LogprobsArgs),
+    /// Gold-judge win rate of A's responses over B's, rows matched by prompt.
+    Compare(CompareArgs),
     /// Sample responses to prompts from a policy checkpoint (rows id, prompt, response, sample).
     Generate(GenerateArgs),
 }
@@ -50,8 +66,77 @@ struct GenerateArgs {
     device: rlhf_model::DeviceArgs,
 }
 
+#[derive(Args)]
+struct ReportArgs {
+    /// The eval config (configs/eval.toml); built-in defaults without it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override a config field, e.g. --set data.num_prompts=32 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// The run directory (its policies, reward models and data).
+    #[arg(long, value_name = "DIR", default_value = "runs/default")]
+    run_dir: PathBuf,
+    #[command(flatten)]
+    device: rlhf_model::DeviceArgs,
+}
+
+#[derive(Args)]
+struct LogprobsArgs {
+    /// The policy: a Hugging Face causal-LM checkpoint directory with its tokenizer.
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// A table with prompt and response columns (other columns are kept).
+    #[arg(long, value_name = "IN.parquet")]
+    data: PathBuf,
+    #[arg(long, value_name = "OUT.parquet")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[command(flatten)]
+    device: rlhf_model::DeviceArgs,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// Responses (id, prompt, response).
+    a: PathBuf,
+    /// Responses to compare against.
+    b: PathBuf,
+    /// Bootstrap resamples for the 95% CI.
+    #[arg(long, default_value_t = 1000)]
+    bootstrap: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn report(args: &ReportArgs) -> anyhow::Result<()> {
+    let config: EvalConfig = rlhf_data::config::load_config(args.config.as_deref(), &args.set)?;
+    rlhf_data::config::write_config(&config, &args.run_dir.join("eval").join("config.toml"))?;
+    let evaluation = evaluate(&args.run_dir, &config, args.device.resolve()?)?;
+    let written = write_report(&evaluation, &config.flags)?;
+    println!("report: {}\n        {}\n\n{}", written.report.display(), written.html.display(), written.headline);
+    for flag in &written.flags {
+        println!("flag: {}", flag.replace("**", ""));
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else { return report(&cli.report) };
+    match command {
+        Command::Report(args) => report(&args)?,
+        Command::Logprobs(args) => {
+            let rows = logprobs_file(&args.model, &args.data, &args.out, args.batch_size, args.device.resolve()?)?;
+            tracing::info!(rows, out = %args.out.display(), "scored");
+        }
+        Command::Compare(args) => {
+            let w = compare_files(&args.a, &args.b, args.bootstrap, args.seed)?;
+            println!(
+                "win rate of {} over {}: {:.1}% (95% CI {:.1}–{:.1}%, {} prompts)",
+                args.a.display(), args.b.display(), 100.0 * w.rate, 100.0 * w.low, 100.0 * w.high, w.n
+            );
+        }
         Command::Generate(args) => {
             let config = SampleConfig {
                 samples_per_prompt: args.samples_per_prompt,
@@ -93,5 +178,9 @@ mod tests {
         insta::assert_snapshot!("help", cli.render_long_help().to_string());
         let generate = cli.find_subcommand_mut("generate").expect("a generate subcommand");
         insta::assert_snapshot!("help_generate", generate.render_long_help().to_string());
+        for name in ["report", "logprobs", "compare"] {
+            let sub = cli.find_subcommand_mut(name).expect("a subcommand");
+            insta::assert_snapshot!(format!("help_{name}"), sub.render_long_help().to_string());
+        }
     }
 }

@@ -1,0 +1,99 @@
+//! `configs/eval.toml`: what `rlhf-eval report` evaluates and how. Paths are relative to the run
+//! directory; policies and reward models that are not there are skipped.
+
+use serde::{Deserialize, Serialize};
+
+/// The report's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Seed of sampling (shared by every policy) and of the bootstrap.
+    pub seed: u64,
+    /// Policies, by stage name: `<run>/<name>/final`.
+    pub policies: Vec<String>,
+    /// The baseline for KL and win rates (one of `policies`).
+    pub reference: String,
+    /// Reward-model directories (one checkpoint or an ensemble each).
+    pub reward_models: Vec<String>,
+    pub data: DataConfig,
+    pub generation: GenerationSettings,
+    /// Bootstrap resamples for the win-rate confidence interval.
+    pub bootstrap: usize,
+    /// Rows per scoring forward pass (log-probs, rewards).
+    pub batch_size: usize,
+    pub flags: FlagConfig,
+}
+
+/// Held-out inputs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    pub prompts: String,
+    /// The first `num_prompts` prompts are used (0: all).
+    pub num_prompts: usize,
+    /// Held-out demonstrations for perplexity; "" for none.
+    pub demonstrations: String,
+    /// The first `num_demonstrations` are used (0: all).
+    pub num_demonstrations: usize,
+}
+
+/// Sampling settings, the same for every policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenerationSettings {
+    pub max_new_tokens: i64,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub batch_size: usize,
+}
+
+/// When the report flags reward hacking.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlagConfig {
+    /// Mean length above this multiple of the reference's.
+    pub length_ratio: f64,
+    /// KL to the reference above this (nats per response).
+    pub max_kl: f64,
+    /// EOS rate below this.
+    pub min_eos_rate: f64,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            seed: 0,
+            policies: ["base", "sft", "ppo", "dpo"].map(String::from).to_vec(),
+            reference: "sft".into(),
+            reward_models: vec!["rm/final".into()],
+            data: DataConfig::default(),
+            generation: GenerationSettings::default(),
+            bootstrap: 1000,
+            batch_size: 32,
+            flags: FlagConfig::default(),
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            prompts: "data/prompts_heldout.parquet".into(),
+            num_prompts: 200,
+            demonstrations: "data/demonstrations_heldout.parquet".into(),
+            num_demonstrations: 200,
+        }
+    }
+}
+
+impl Default for GenerationSettings {
+    fn default() -> Self {
+        GenerationSettings { max_new_tokens: 48, temperature: 1.0, top_p: 1.0, batch_size: 64 }
+    }
+}
+
+impl Default for FlagConfig {
+    fn default() -> Self {
+        FlagConfig { length_ratio: 2.0, max_kl: 50.0, min_eos_rate: 0.5 }
+    }
+}

@@ -1,0 +1,231 @@
+//! `rlhf-eval report`: every policy found in a run directory answers the same held-out prompts (one
+//! seeded sample each, same settings), then per policy: gold-judge score, proxy reward of each reward
+//! model, KL to the reference (mean over responses of the summed sampled-token `log π − log π_ref`),
+//! held-out perplexity, length, EOS rate, distinct-1/2 and the gold win rate over the reference with a
+//! bootstrap CI. [`write_report`] turns the result into `<run>/eval/`'s files.
+
+use std::path::{Path, PathBuf};
+
+use rlhf_data::task::judge;
+use rlhf_data::{read_records, Demonstration, Metric, Prompt};
+use rlhf_model::Placement;
+
+use crate::config::EvalConfig;
+use crate::error::{Error, Result};
+use crate::generate::{sample_tokens, write_samples, Sample, SampleConfig, TokenSample};
+use crate::score::{encode_pairs, load_policy, proxy_rewards, response_logprobs};
+use crate::stats::{distinct_n, mean, win_rate, WinRate};
+
+/// One policy's results.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyResult {
+    pub name: String,
+    pub gold: f64,
+    /// Mean proxy reward per reward model (in [`Evaluation::reward_models`] order).
+    pub proxy: Vec<f64>,
+    /// KL to the reference (nats per response); `None` without a reference.
+    pub kl: Option<f64>,
+    pub perplexity: Option<f64>,
+    /// Mean response length in tokens (eos excluded).
+    pub length: f64,
+    pub eos_rate: f64,
+    pub distinct1: f64,
+    pub distinct2: f64,
+    /// Gold win rate over the reference; `None` for the reference itself or without one.
+    pub win: Option<WinRate>,
+}
+
+/// Everything the report shows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    pub run_dir: PathBuf,
+    pub reference: Option<String>,
+    /// Reward-model directories found (relative to the run directory).
+    pub reward_models: Vec<String>,
+    pub prompts: usize,
+    pub policies: Vec<PolicyResult>,
+}
+
+impl Evaluation {
+    pub fn policy(&self, name: &str) -> Option<&PolicyResult> {
+        self.policies.iter().find(|p| p.name == name)
+    }
+
+    /// The first reward model's proxy reward of a policy.
+    pub fn proxy(&self, policy: &PolicyResult) -> Option<f64> {
+        policy.proxy.first().copied()
+    }
+
+    /// Long-format metrics (stage `eval`, step 0, `<policy>/<metric>`).
+    pub fn metrics(&self, wall_time: f64) -> Vec<Metric> {
+        let mut out = Vec::new();
+        for p in &self.policies {
+            let mut push = |name: &str, value: f64| {
+                out.push(Metric { stage: "eval".into(), step: 0, name: format!("{}/{name}", p.name), value, wall_time })
+            };
+            push("gold", p.gold);
+            for (rm, v) in self.reward_models.iter().zip(&p.proxy) {
+                push(&format!("proxy/{rm}"), *v);
+            }
+            p.kl.into_iter().for_each(|v| push("kl", v));
+            p.perplexity.into_iter().for_each(|v| push("perplexity", v));
+            push("length", p.length);
+            push("eos_rate", p.eos_rate);
+            push("distinct1", p.distinct1);
+            push("distinct2", p.distinct2);
+            if let Some(w) = p.win {
+                push("win_rate", w.rate);
+                push("win_rate_low", w.low);
+                push("win_rate_high", w.high);
+            }
+        }
+        out
+    }
+}
+
+/// A policy's samples, kept until every model has scored them.
+struct Sampled {
+    name: String,
+    dir: PathBuf,
+    rows: Vec<TokenSample>,
+    logprobs: Vec<f64>,
+    perplexity: Option<f64>,
+}
+
+fn first_n<T>(mut rows: Vec<T>, n: usize) -> Vec<T> {
+    if n > 0 {
+        rows.truncate(n);
+    }
+    rows
+}
+
+/// The checkpoint directory of a policy, when the run has one.
+pub fn policy_dir(run_dir: &Path, name: &str) -> Option<PathBuf> {
+    let dir = run_dir.join(name).join("final");
+    dir.join("config.json").is_file().then_some(dir)
+}
+
+/// Evaluates the policies of `run_dir`; also writes each policy's responses to
+/// `<run>/eval/responses_<policy>.parquet`.
+pub fn evaluate(run_dir: &Path, config: &EvalConfig, placement: Placement) -> Result<Evaluation> {
+    let prompts_path = run_dir.join(&config.data.prompts);
+    let prompts: Vec<Prompt> = first_n(read_records(&prompts_path)?, config.data.num_prompts);
+    if prompts.is_empty() {
+        return Err(Error::Invalid(format!("{}: has no prompts", prompts_path.display())));
+    }
+    let demos_path = run_dir.join(&config.data.demonstrations);
+    let demos: Vec<Demonstration> = if config.data.demonstrations.is_empty() || !demos_path.is_file() {
+        Vec::new()
+    } else {
+        first_n(read_records(&demos_path)?, config.data.num_demonstrations)
+    };
+    let found: Vec<(String, PathBuf)> =
+        config.policies.iter().filter_map(|name| policy_dir(run_dir, name).map(|d| (name.clone(), d))).collect();
+    if found.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no policy to evaluate (looked for {}/final)",
+            run_dir.display(),
+            config.policies.join("|")
+        )));
+    }
+    let sample_config = SampleConfig {
+        samples_per_prompt: 1,
+        temperature: config.generation.temperature,
+        top_p: config.generation.top_p,
+        max_new_tokens: config.generation.max_new_tokens,
+        seed: config.seed,
+        batch_size: config.generation.batch_size,
+    };
+    let eval_dir = run_dir.join("eval");
+    std::fs::create_dir_all(&eval_dir).map_err(|e| Error::Invalid(format!("{}: {e}", eval_dir.display())))?;
+    let temperature = config.generation.temperature;
+    let mut sampled = Vec::new();
+    for (name, dir) in found {
+        let _span = tracing::info_span!("policy", name = name.as_str()).entered();
+        let (model, tokenizer) = load_policy(&dir, placement)?;
+        let rows = sample_tokens(&model, &tokenizer, &prompts, &sample_config)?;
+        let pairs: Vec<(Vec<i64>, Vec<i64>)> = rows.iter().map(|r| (r.prompt_tokens.clone(), r.tokens.clone())).collect();
+        let logprobs = response_logprobs(&model, tokenizer.pad_id(), &pairs, config.batch_size, temperature)?;
+        let perplexity = if demos.is_empty() {
+            None
+        } else {
+            let texts: Vec<(&str, &str)> = demos.iter().map(|d| (d.prompt.as_str(), d.response.as_str())).collect();
+            let scored = response_logprobs(&model, tokenizer.pad_id(), &encode_pairs(&tokenizer, &texts)?, config.batch_size, 1.0)?;
+            let (nll, count) = scored.iter().fold((0.0, 0u64), |(s, c), (lp, n)| (s - lp, c + u64::from(*n)));
+            Some((nll / count.max(1) as f64).exp())
+        };
+        let samples: Vec<Sample> = rows
+            .iter()
+            .map(|r| {
+                let p = &prompts[r.prompt_index];
+                Sample { id: p.id.clone(), prompt: p.prompt.clone(), response: r.text.clone(), sample: r.sample }
+            })
+            .collect();
+        write_samples(&eval_dir.join(format!("responses_{name}.parquet")), &samples)?;
+        tracing::info!(policy = name.as_str(), rows = rows.len(), "sampled");
+        sampled.push(Sampled { name, dir, rows, logprobs: logprobs.into_iter().map(|l| l.0).collect(), perplexity });
+    }
+
+    // KL: the reference scores every other policy's samples.
+    let reference = sampled.iter().position(|s| s.name == config.reference);
+    let mut kls: Vec<Option<f64>> = vec![None; sampled.len()];
+    if let Some(r) = reference {
+        let (model, tokenizer) = load_policy(&sampled[r].dir, placement)?;
+        for (i, s) in sampled.iter().enumerate() {
+            kls[i] = Some(if i == r {
+                0.0
+            } else {
+                let pairs: Vec<(Vec<i64>, Vec<i64>)> = s.rows.iter().map(|r| (r.prompt_tokens.clone(), r.tokens.clone())).collect();
+                let ref_lp = response_logprobs(&model, tokenizer.pad_id(), &pairs, config.batch_size, temperature)?;
+                mean(s.logprobs.iter().zip(&ref_lp).map(|(lp, (rl, _))| lp - rl))
+            });
+        }
+    }
+
+    // Gold and proxy rewards.
+    let text_pairs: Vec<Vec<(&str, &str)>> = sampled
+        .iter()
+        .map(|s| s.rows.iter().map(|r| (prompts[r.prompt_index].prompt.as_str(), r.text.as_str())).collect())
+        .collect();
+    let gold: Vec<Vec<f64>> = text_pairs.iter().map(|pairs| pairs.iter().map(|(p, r)| judge(p, r).score).collect()).collect();
+    let reward_models: Vec<String> =
+        config.reward_models.iter().filter(|rm| run_dir.join(rm).is_dir()).cloned().collect();
+    let mut proxy: Vec<Vec<f64>> = vec![Vec::new(); sampled.len()];
+    for rm in &reward_models {
+        let all: Vec<(&str, &str)> = text_pairs.iter().flatten().copied().collect();
+        let scores = proxy_rewards(&run_dir.join(rm), &all, config.batch_size, placement)?;
+        let mut offset = 0;
+        for (i, pairs) in text_pairs.iter().enumerate() {
+            proxy[i].push(mean(scores[offset..offset + pairs.len()].iter().copied()));
+            offset += pairs.len();
+        }
+    }
+
+    let policies = sampled
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let texts: Vec<&str> = s.rows.iter().map(|r| r.text.as_str()).collect();
+            let win = reference.filter(|&r| r != i).and_then(|r| win_rate(&gold[i], &gold[r], config.bootstrap, config.seed));
+            PolicyResult {
+                name: s.name.clone(),
+                gold: mean(gold[i].iter().copied()),
+                proxy: proxy[i].clone(),
+                kl: kls[i],
+                perplexity: s.perplexity,
+                length: mean(s.rows.iter().map(|r| (r.tokens.len() - usize::from(r.eos)) as f64)),
+                eos_rate: mean(s.rows.iter().map(|r| f64::from(u8::from(r.eos)))),
+                distinct1: distinct_n(&texts, 1),
+                distinct2: distinct_n(&texts, 2),
+                win,
+            }
+        })
+        .collect();
+    Ok(Evaluation {
+        run_dir: run_dir.to_path_buf(),
+        reference: reference.map(|r| sampled[r].name.clone()),
+        reward_models,
+        prompts: prompts.len(),
+        policies,
+    })
+}
