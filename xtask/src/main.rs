@@ -8,7 +8,7 @@
 //! - `bench`     the benchmarks; each writes `target/bench/<name>.json`
 
 mod libtorch;
-mod pipeline;
+use xtask::pipeline;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -149,12 +149,7 @@ fn run_pipeline(root: &Path, args: &PipelineArgs, only: Option<&str>) -> Result<
         Some(name) => vec![preset.step(name)?],
         None => preset.steps.iter().collect(),
     };
-    let started = std::time::Instant::now();
-    for step in steps {
-        plan.run_step(step)?;
-    }
-    println!("pipeline: finished in {:.1}s; outputs in {}", started.elapsed().as_secs_f64(), plan.run_dir.display());
-    Ok(())
+    plan.run(&steps)
 }
 
 fn bench(root: &Path, name: &str) -> Result<()> {

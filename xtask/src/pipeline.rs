@@ -16,6 +16,20 @@ pub struct Preset {
     pub steps: Vec<Step>,
 }
 
+/// A preset file: either a full list of steps, or another preset plus extra arguments per step.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresetFile {
+    run_dir: PathBuf,
+    #[serde(default)]
+    extends: Option<String>,
+    #[serde(default)]
+    steps: Vec<Step>,
+    /// Step name -> arguments appended to that step's (with `extends`).
+    #[serde(default)]
+    extra_args: std::collections::BTreeMap<String, Vec<String>>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
@@ -31,7 +45,20 @@ impl Preset {
     pub fn load(root: &Path, name: &str) -> Result<Self> {
         let path = root.join("configs").join("pipeline").join(format!("{name}.toml"));
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading preset {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("{}: invalid preset", path.display()))
+        let file: PresetFile = toml::from_str(&text).with_context(|| format!("{}: invalid preset", path.display()))?;
+        let mut steps = match &file.extends {
+            Some(parent) => Preset::load(root, parent)?.steps,
+            None => Vec::new(),
+        };
+        steps.extend(file.steps);
+        for (name, extra) in file.extra_args {
+            let step = steps
+                .iter_mut()
+                .find(|s| s.name == name)
+                .with_context(|| format!("{}: extra_args for unknown step {name:?}", path.display()))?;
+            step.args.extend(extra);
+        }
+        Ok(Preset { run_dir: file.run_dir, steps })
     }
 
     pub fn step(&self, name: &str) -> Result<&Step> {
@@ -61,6 +88,21 @@ impl Plan<'_> {
         } else {
             self.root.join("target").join("release").join(bin)
         }
+    }
+
+    /// Runs `steps` in order (each skipped when done), then prints where the outputs are and, when
+    /// the run has an evaluation, the report's path and headline table.
+    pub fn run(&self, steps: &[&Step]) -> Result<()> {
+        let started = Instant::now();
+        for step in steps {
+            self.run_step(step)?;
+        }
+        println!("pipeline: finished in {:.1}s; outputs in {}", started.elapsed().as_secs_f64(), self.run_dir.display());
+        let eval = self.root.join(&self.run_dir).join("eval");
+        if let Ok(headline) = std::fs::read_to_string(eval.join("headline.md")) {
+            println!("pipeline: report {}\n\n{headline}", eval.join("report.md").display());
+        }
+        Ok(())
     }
 
     /// Runs one step unless its `done` marker exists; returns whether it ran.

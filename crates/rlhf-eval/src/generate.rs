@@ -156,16 +156,20 @@ pub struct GenerateSummary {
     pub empty: usize,
 }
 
-/// Loads the policy in `model_dir`, samples for every prompt of the `prompts` table and writes
-/// `out` (atomically).
+/// Loads the policy in `model_dir`, samples for every prompt of the `prompts` table (the first
+/// `max_prompts`, 0: all) and writes `out` (atomically).
 pub fn generate_file(
     model_dir: &Path,
     prompts: &Path,
     out: &Path,
     config: &SampleConfig,
+    max_prompts: usize,
     placement: Placement,
 ) -> Result<GenerateSummary> {
-    let prompt_rows: Vec<Prompt> = read_records(prompts)?;
+    let mut prompt_rows: Vec<Prompt> = read_records(prompts)?;
+    if max_prompts > 0 {
+        prompt_rows.truncate(max_prompts);
+    }
     if prompt_rows.is_empty() {
         return Err(Error::Invalid(format!("{}: has no prompts", prompts.display())));
     }

@@ -49,6 +49,9 @@ struct GenerateArgs {
     out: PathBuf,
     #[arg(long, default_value_t = SampleConfig::default().samples_per_prompt)]
     samples_per_prompt: u32,
+    /// Use only the first N prompts (0: all).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    max_prompts: usize,
     #[arg(long, default_value_t = SampleConfig::default().temperature)]
     temperature: f64,
     /// Nucleus sampling mass (1 = off).
@@ -146,7 +149,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 seed: args.seed,
                 batch_size: args.batch_size,
             };
-            let summary = generate_file(&args.model, &args.prompts, &args.out, &config, args.device.resolve()?)?;
+            let summary =
+                generate_file(&args.model, &args.prompts, &args.out, &config, args.max_prompts, args.device.resolve()?)?;
             tracing::info!(prompts = summary.prompts, rows = summary.rows, empty = summary.empty, out = %args.out.display(), "generated");
         }
     }

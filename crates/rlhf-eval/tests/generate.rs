@@ -34,8 +34,8 @@ fn samples_k_responses_per_prompt_reproducibly() -> Result<()> {
     let config = SampleConfig { samples_per_prompt: 3, max_new_tokens: 8, batch_size: 4, ..SampleConfig::default() };
     let placement = DeviceArgs { device: DeviceChoice::Cpu, dtype: DType::F32 }.resolve()?;
     let (a, b) = (tmp.path().join("a.parquet"), tmp.path().join("b.parquet"));
-    let summary = generate_file(&model, &prompts_path, &a, &config, placement)?;
-    generate_file(&model, &prompts_path, &b, &config, placement)?;
+    let summary = generate_file(&model, &prompts_path, &a, &config, 0, placement)?;
+    generate_file(&model, &prompts_path, &b, &config, 0, placement)?;
     assert_eq!(summary.prompts, 5);
     assert_eq!(summary.rows as usize + summary.empty, 15);
 
