@@ -286,7 +286,7 @@ struct Loop<'a> {
 }
 
 impl Loop<'_> {
-    /// PPO epochs over the iteration's rollouts; `Ok(None)` when the guard skipped every step.
+    /// PPO epochs over iteration `iteration`'s rollouts (steps the guard skipped are not counted).
     fn update(&mut self, exp: &Experience, targets: &Targets, iteration: u64) -> Result<UpdateStats> {
         let cfg = &self.job.config.ppo;
         let temperature = self.job.config.generation.temperature;
@@ -502,13 +502,14 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
         let mean_kl = kl_seq.mean(Kind::Float).double_value(&[]);
 
         let training_began = Instant::now();
-        let nonfinite = [("reward", &score_t), ("log-probs", &exp.logprobs), ("reference log-probs", &exp.ref_logprobs), ("values", &exp.values)]
+        let rm_t = Tensor::from_slice(&rm_scores);
+        let nonfinite = [("reward", &rm_t), ("reward", &score_t), ("log-probs", &exp.logprobs), ("reference log-probs", &exp.ref_logprobs), ("values", &exp.values)]
             .into_iter()
             .find(|(_, t)| !all_finite(t))
             .map(|(name, _)| name);
         let (stats, explained) = match nonfinite {
             Some(quantity) => {
-                guard(config.on_nonfinite, quantity, iteration)?;
+                guard(config.on_nonfinite, quantity, step)?;
                 run.state.skipped += 1;
                 (UpdateStats::default(), f64::NAN)
             }
@@ -519,7 +520,7 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
                     _ => f64::NAN,
                 };
                 run.state.kl.update(mean_kl, samples.len());
-                (run.update(&exp, &targets, iteration)?, explained)
+                (run.update(&exp, &targets, step)?, explained)
             }
         };
         let training_s = training_began.elapsed().as_secs_f64();

@@ -1,0 +1,105 @@
+//! Tiny fixtures shared by the integration tests: a BPE tokenizer trained on the embedded task's
+//! corpus, a ~40k-parameter random Llama policy, and a reward model whose score is a small fixed
+//! function of the last response token (its transformer layers add nothing to the residual stream,
+//! `pad_token_id = eos` makes it read the token before eos). With the missing-eos penalty the
+//! reward is mostly "end the response": a random policy rarely does, PPO learns to.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+
+use rlhf_data::task::{self, TaskConfig};
+use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
+use rlhf_model::{CausalLm, DType, DeviceArgs, DeviceChoice, SequenceClassifier, SpecialTokens, Tokenizer};
+use rlhf_ppo::config::RewardModelEntry;
+use rlhf_ppo::{Outcome, PpoConfig, RunOptions, TrainSummary};
+
+pub fn cpu() -> RunOptions {
+    let device = DeviceArgs { device: DeviceChoice::Cpu, dtype: DType::F32 };
+    RunOptions { placement: device.resolve().unwrap(), progress: false }
+}
+
+pub fn small_task() -> TaskConfig {
+    TaskConfig { seed: 1, heldout_prompts: 30, demonstrations: 0, heldout_demonstrations: 0, corpus_documents: 0 }
+}
+
+fn model_config(tokenizer: &Tokenizer) -> ModelConfig {
+    let mut arch = LlamaConfig::new(tokenizer.vocab_size() as i64, 32, 64, 2, 2, 1);
+    arch.max_position_embeddings = 128;
+    arch.tie_word_embeddings = true;
+    let mut config = ModelConfig::llama(arch);
+    config.eos_token_id = Some(TokenIds::One(tokenizer.eos_id()));
+    config.pad_token_id = Some(tokenizer.pad_id());
+    config
+}
+
+/// The policy and the reward model of a test, under `dir`.
+pub struct Fixture {
+    pub policy: PathBuf,
+    pub reward: PathBuf,
+}
+
+/// A random tiny policy (seeded) and the last-token reward model (its score weight NaN when asked).
+pub fn fixture(dir: &Path, nan_reward: bool) -> Fixture {
+    let tokenizer = Tokenizer::train_bpe(&task::corpus(2, 300), 300, &SpecialTokens::default()).unwrap();
+    let tokenizer_dir = dir.join("tokenizer");
+    tokenizer.save(&tokenizer_dir).unwrap();
+
+    tch::manual_seed(11);
+    let mut policy = CausalLm::new(model_config(&tokenizer), tch::Device::Cpu, tch::Kind::Float).unwrap();
+    policy.set_source_dir(Some(tokenizer_dir.clone()));
+    let policy_dir = dir.join("policy");
+    policy.save_pretrained(&policy_dir).unwrap();
+
+    let mut config = model_config(&tokenizer);
+    config.pad_token_id = Some(tokenizer.eos_id());
+    let mut reward = SequenceClassifier::new(config, tch::Device::Cpu, tch::Kind::Float).unwrap();
+    tch::no_grad(|| {
+        for (name, var) in reward.var_store().variables() {
+            let mut var = var;
+            if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") {
+                let _ = var.zero_();
+            } else if name == "score.weight" {
+                if nan_reward {
+                    let _ = var.fill_(f64::NAN);
+                } else {
+                    var.copy_(&(var.randn_like() * 0.05));
+                }
+            }
+        }
+    });
+    reward.set_source_dir(Some(tokenizer_dir));
+    let reward_dir = dir.join("reward");
+    reward.save_pretrained(&reward_dir).unwrap();
+    Fixture { policy: policy_dir, reward: reward_dir }
+}
+
+/// A fast config on the fixture (absolute paths, the small task's prompts).
+pub fn config(fixture: &Fixture) -> PpoConfig {
+    let mut config = PpoConfig::default();
+    config.model.policy = fixture.policy.clone();
+    config.model.reference = fixture.policy.clone();
+    config.reward.models = vec![RewardModelEntry { path: fixture.reward.clone(), weight: 1.0 }];
+    config.data.prompts = "task".into();
+    config.task = small_task();
+    config.generation.max_new_tokens = 24;
+    config.kl.beta = 0.01;
+    config.kl.target = 1.0;
+    config.ppo.iterations = 6;
+    config.ppo.prompts_per_iteration = 16;
+    config.ppo.rollout_batch_size = 16;
+    config.ppo.epochs = 2;
+    config.ppo.minibatch_size = 8;
+    config.ppo.micro_batch_size = 4;
+    config.train.lr = 1e-2;
+    config.train.checkpoint_every = 2;
+    config.train.keep_checkpoints = 2;
+    config.train.threads = 1;
+    config
+}
+
+pub fn trained(outcome: Outcome) -> TrainSummary {
+    match outcome {
+        Outcome::Trained { summary, .. } => summary,
+        Outcome::AlreadyDone(dir) => panic!("{} was already finished", dir.display()),
+    }
+}
