@@ -2,7 +2,7 @@
 //! and the gold judge's mean score of sampled responses to held-out prompts, next to the
 //! demonstrations' own mean score.
 //!
-//! `cargo run --release -p rlhf-sft --example quality -- RUN_DIR [BASE_DIR] [TEMPERATURE] [PROMPTS]`
+//! `cargo run --release -p rlhf-sft --example sft_quality -- RUN_DIR [BASE_DIR] [TEMPERATURE] [PROMPTS]`
 //! (defaults: `runs/default`, `runs/default/base/final`, temperature 0.7, 200 prompts). The run
 //! directory needs the task's `data/` tables (written by `rlhf-sft train`); a missing `sft/final/`
 //! is skipped, so the base model can be checked on its own.

@@ -92,8 +92,8 @@ pub struct CorpusConfig {
     /// Documents generated; the last `heldout_documents` are kept for evaluation.
     pub documents: usize,
     pub heldout_documents: usize,
-    /// Tokens per training row: the documents, each followed by eos, are concatenated and cut into rows.
-    pub seq_len: usize,
+    /// Each document, followed by eos, is one training row; longer ones are cut to this many tokens.
+    pub max_len: usize,
 }
 
 /// The byte-level BPE tokenizer trained on the corpus.
@@ -120,7 +120,7 @@ pub struct BaseModelConfig {
 
 impl Default for CorpusConfig {
     fn default() -> Self {
-        CorpusConfig { seed: 0, documents: 40_000, heldout_documents: 500, seq_len: 128 }
+        CorpusConfig { seed: 0, documents: 40_000, heldout_documents: 500, max_len: 256 }
     }
 }
 

@@ -61,11 +61,17 @@ pub fn tokenize_demonstrations(
     Ok((examples, cut))
 }
 
-/// Concatenates documents, each followed by `eos`, and cuts the stream into rows of `seq_len`
-/// tokens with an empty prompt (a shorter last row is dropped).
-pub fn pack_documents(documents: &[Vec<i64>], eos: i64, seq_len: usize) -> Vec<Example> {
-    let stream: Vec<i64> = documents.iter().flat_map(|doc| doc.iter().copied().chain([eos])).collect();
-    stream.chunks_exact(seq_len).map(|row| Example { prompt: Vec::new(), target: row.to_vec() }).collect()
+/// Pretraining rows: each document followed by `eos`, cut to `max_len` tokens, with an empty
+/// prompt. Rows hold one document each (no packing), so a document's prompt is always in view.
+pub fn document_rows(documents: Vec<Vec<i64>>, eos: i64, max_len: usize) -> Vec<Example> {
+    documents
+        .into_iter()
+        .map(|mut doc| {
+            doc.push(eos);
+            doc.truncate(max_len);
+            Example { prompt: Vec::new(), target: doc }
+        })
+        .collect()
 }
 
 /// Batches per length bucket: examples are shuffled, then sorted by length within groups of this
@@ -155,10 +161,10 @@ mod tests {
     use rand::SeedableRng;
 
     #[test]
-    fn packing_appends_eos_and_cuts_rows() {
-        let rows = pack_documents(&[vec![1, 2, 3], vec![4, 5]], 0, 3);
+    fn document_rows_end_with_eos_and_are_cut() {
+        let rows = document_rows(vec![vec![1, 2, 3], vec![4, 5]], 0, 3);
         let targets: Vec<Vec<i64>> = rows.iter().map(|r| r.target.clone()).collect();
-        assert_eq!(targets, vec![vec![1, 2, 3], vec![0, 4, 5]]);
+        assert_eq!(targets, vec![vec![1, 2, 3], vec![4, 5, 0]]);
         assert_eq!(rows[0].scored(), 2);
     }
 

@@ -5,6 +5,11 @@
 //! Both are one training loop ([`trainer::train`]) over [`data::Example`]s; pretraining is SFT with
 //! nothing masked. The library takes config structs ([`config`]) and writes a stage directory; the
 //! `rlhf-sft` binary parses the command line and chooses device and dtype.
+//!
+//! Precision: the model trains in the dtype it is built in (`--dtype f32|bf16|f16`; log-probs and
+//! the loss are always f32). There is no bf16 autocast: tch 0.24's `autocast` turns on libtorch's
+//! CUDA autocast at its default dtype, fp16, with no way to select bf16 and no gradient scaler, so
+//! mixed precision through it would be unsafe for training; use `--dtype bf16` on a GPU instead.
 
 pub mod config;
 pub mod data;

@@ -13,7 +13,7 @@ use rlhf_model::device::seed_everything;
 use rlhf_model::{train_state, CausalLm, Placement, SpecialTokens, Tokenizer};
 
 use crate::config::{BaseConfig, BaseModelConfig};
-use crate::data::pack_documents;
+use crate::data::{document_rows, Example};
 use crate::error::{Error, Result};
 use crate::trainer::{self, TrainJob};
 use crate::{Outcome, RunOptions};
@@ -21,10 +21,10 @@ use crate::{Outcome, RunOptions};
 /// The trained tokenizer inside the stage directory.
 const TOKENIZER_DIR: &str = "tokenizer";
 
-/// The HF config of the base model for a tokenizer.
-pub fn model_config(sizes: &BaseModelConfig, tokenizer: &Tokenizer) -> ModelConfig {
+/// The HF config of a base model of these sizes for a tokenizer's vocabulary and special tokens.
+pub fn model_config(sizes: &BaseModelConfig, vocab_size: i64, eos_id: i64, pad_id: i64) -> ModelConfig {
     let mut arch = LlamaConfig::new(
-        tokenizer.vocab_size() as i64,
+        vocab_size,
         sizes.hidden_size,
         sizes.intermediate_size,
         sizes.num_layers,
@@ -34,8 +34,8 @@ pub fn model_config(sizes: &BaseModelConfig, tokenizer: &Tokenizer) -> ModelConf
     arch.max_position_embeddings = sizes.max_position_embeddings;
     arch.tie_word_embeddings = sizes.tie_word_embeddings;
     let mut config = ModelConfig::llama(arch);
-    config.eos_token_id = Some(TokenIds::One(tokenizer.eos_id()));
-    config.pad_token_id = Some(tokenizer.pad_id());
+    config.eos_token_id = Some(TokenIds::One(eos_id));
+    config.pad_token_id = Some(pad_id);
     config
 }
 
@@ -45,9 +45,9 @@ pub fn pretrain(config: &BaseConfig, dir: &Path, options: &RunOptions) -> Result
         return Ok(Outcome::AlreadyDone(dir.join(trainer::FINAL_DIR)));
     }
     let corpus = &config.corpus;
-    if corpus.heldout_documents >= corpus.documents || corpus.seq_len < 2 {
+    if corpus.heldout_documents >= corpus.documents || corpus.max_len < 2 {
         return Err(Error::Invalid(
-            "corpus.documents must exceed corpus.heldout_documents, and corpus.seq_len must be at least 2".into(),
+            "corpus.documents must exceed corpus.heldout_documents, and corpus.max_len must be at least 2".into(),
         ));
     }
     let config_hash = train_state::config_hash(config)?;
@@ -63,15 +63,18 @@ pub fn pretrain(config: &BaseConfig, dir: &Path, options: &RunOptions) -> Result
     };
     rlhf_data::config::write_config(config, &dir.join("config.toml"))?;
 
-    let ids = tokenizer.encode_batch(&documents)?;
-    let (train_docs, heldout_docs) = ids.split_at(corpus.documents - corpus.heldout_documents);
-    let train = pack_documents(train_docs, tokenizer.eos_id(), corpus.seq_len);
-    let eval = pack_documents(heldout_docs, tokenizer.eos_id(), corpus.seq_len);
-    tracing::info!(rows = train.len(), tokens = train.len() * corpus.seq_len, vocab = tokenizer.vocab_size(), "corpus");
+    let mut ids = tokenizer.encode_batch(&documents)?;
+    let heldout = ids.split_off(corpus.documents - corpus.heldout_documents);
+    let train = document_rows(ids, tokenizer.eos_id(), corpus.max_len);
+    let eval = document_rows(heldout, tokenizer.eos_id(), corpus.max_len);
+    let tokens: usize = train.iter().map(Example::len).sum();
+    tracing::info!(documents = train.len(), tokens, vocab = tokenizer.vocab_size(), "corpus");
 
     let Placement { device, kind } = options.placement;
     seed_everything(config.seed);
-    let mut model = CausalLm::new(model_config(&config.model, &tokenizer), device, kind)?;
+    let model_config =
+        model_config(&config.model, tokenizer.vocab_size() as i64, tokenizer.eos_id(), tokenizer.pad_id());
+    let mut model = CausalLm::new(model_config, device, kind)?;
     model.set_source_dir(Some(tokenizer_dir));
     let params: i64 = model.trainable_variables().iter().map(|(_, t)| t.numel() as i64).sum();
     tracing::info!(params, "base model");

@@ -35,9 +35,9 @@ fn first_checkpoint(run_dir: &Path) -> bool {
 fn a_killed_run_resumes_to_the_same_weights() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let base = common::tiny_base(&tmp.path().join("base"));
-    let mut config = common::sft_config(&base, "task", "task", 150);
-    config.train.checkpoint_every = 10;
-    config.train.eval_every = 50;
+    let mut config = common::sft_config(&base, "task", "task", 60);
+    config.train.checkpoint_every = 5;
+    config.train.eval_every = 20;
     let config_path = tmp.path().join("sft.toml");
     write_config(&config, &config_path)?;
 

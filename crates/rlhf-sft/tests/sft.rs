@@ -81,6 +81,7 @@ fn lora_trains_adapters_and_saves_them_merged() -> Result<()> {
     let mut config = common::sft_config(&f.base, &f.demos, &f.heldout, 30);
     config.lora.enabled = true;
     config.lora.r = 4;
+    config.lora.target_modules = ["q_proj", "v_proj", "up_proj", "down_proj"].map(String::from).to_vec();
     config.train.lr = 1e-2;
     let run = f.tmp.path().join("run");
     let summary = trained(sft::run(&config, &run, &common::cpu())?);
@@ -91,6 +92,7 @@ fn lora_trains_adapters_and_saves_them_merged() -> Result<()> {
     let merged = rlhf_model::checkpoint::read_safetensors(&run.join("sft/final/model.safetensors"))?;
     assert_eq!(base.keys().collect::<Vec<_>>(), merged.keys().collect::<Vec<_>>(), "a plain checkpoint");
     let changed: Vec<&String> = merged.keys().filter(|k| !base[*k].equal(&merged[*k])).collect();
-    assert!(!changed.is_empty() && changed.iter().all(|k| k.contains("self_attn")), "{changed:?}");
+    let targeted = |k: &str| ["q_proj", "v_proj", "up_proj", "down_proj"].iter().any(|t| k.ends_with(&format!("{t}.weight")));
+    assert!(!changed.is_empty() && changed.iter().all(|k| targeted(k)), "{changed:?}");
     Ok(())
 }

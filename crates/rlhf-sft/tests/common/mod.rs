@@ -38,7 +38,7 @@ pub fn small_train(max_steps: u64) -> TrainConfig {
 pub fn tiny_base(dir: &Path) -> PathBuf {
     let config = BaseConfig {
         seed: 3,
-        corpus: CorpusConfig { seed: 2, documents: 400, heldout_documents: 20, seq_len: 48 },
+        corpus: CorpusConfig { seed: 2, documents: 400, heldout_documents: 20, max_len: 64 },
         tokenizer: TokenizerConfig { vocab_size: 320 },
         model: BaseModelConfig {
             hidden_size: 32,
@@ -49,7 +49,7 @@ pub fn tiny_base(dir: &Path) -> PathBuf {
             max_position_embeddings: 256,
             tie_word_embeddings: true,
         },
-        train: TrainConfig { checkpoint_every: 0, ..small_train(10) },
+        train: TrainConfig { lr: 1e-2, batch_size: 16, ..small_train(80) },
     };
     match rlhf_sft::pretrain::pretrain(&config, dir, &cpu()).unwrap() {
         Outcome::Trained { dir, .. } => dir,
