@@ -18,7 +18,9 @@ use crate::report::Evaluation;
 /// Stages whose `metrics.parquet` the report plots.
 pub const STAGES: &[&str] = &["base", "sft", "rm", "ppo", "dpo"];
 /// Training metrics plotted: names containing one of these.
-const CURVE_KEYS: &[&str] = &["reward", "kl", "beta", "loss", "len"];
+const CURVE_KEYS: &[&str] = &["reward", "score", "gold", "kl", "beta", "loss", "len"];
+/// A stage's proxy-reward series: the first of these names found (then any name containing "reward").
+const PROXY_KEYS: &[&str] = &["objective/score", "objective/rm_score", "reward"];
 const MAX_PANELS: usize = 9;
 
 /// What [`write_report`] wrote.
@@ -42,9 +44,11 @@ fn stage_series(run_dir: &Path, stage: &str) -> Result<BTreeMap<String, Vec<(f64
     Ok(series)
 }
 
-/// The first series whose name contains `key` (an exact match first).
-fn find<'a>(series: &'a BTreeMap<String, Vec<(f64, f64)>>, key: &str) -> Option<(&'a String, &'a Vec<(f64, f64)>)> {
-    series.get_key_value(key).or_else(|| series.iter().find(|(name, s)| name.contains(key) && s.len() > 1))
+/// The series named by the first of `keys` that matches: exactly, or else contained in the name.
+fn find<'a>(series: &'a BTreeMap<String, Vec<(f64, f64)>>, keys: &[&str]) -> Option<(&'a String, &'a Vec<(f64, f64)>)> {
+    keys.iter().find_map(|key| {
+        series.get_key_value(*key).or_else(|| series.iter().find(|(name, s)| name.contains(key) && s.len() > 1))
+    })
 }
 
 fn fmt(v: Option<f64>) -> String {
@@ -76,13 +80,13 @@ pub fn flags(eval: &Evaluation, ppo: &BTreeMap<String, Vec<(f64, f64)>>, limits:
             out.push(format!("**{}**: only {:.0}% of responses end with eos (rambling or cut off).", p.name, 100.0 * p.eos_rate));
         }
     }
-    let trend = |key: &str| find(ppo, key).and_then(|(name, s)| Some((name.clone(), s.first()?.1, s.last()?.1)));
-    if let (Some((rn, r0, r1)), Some((gn, g0, g1))) = (trend("reward"), trend("gold")) {
+    let trend = |keys: &[&str]| find(ppo, keys).and_then(|(name, s)| Some((name.clone(), s.first()?.1, s.last()?.1)));
+    if let (Some((rn, r0, r1)), Some((gn, g0, g1))) = (trend(PROXY_KEYS), trend(&["gold"])) {
         if r1 > r0 && g1 < g0 {
             out.push(format!("**ppo training**: `{rn}` rose ({r0:.3} → {r1:.3}) while `{gn}` fell ({g0:.3} → {g1:.3}): reward hacking."));
         }
     }
-    if let Some((name, _, k1)) = trend("kl").filter(|(_, _, k1)| *k1 > limits.max_kl) {
+    if let Some((name, _, k1)) = trend(&["objective/kl", "kl"]).filter(|(_, _, k1)| *k1 > limits.max_kl) {
         out.push(format!("**ppo training**: `{name}` ended at {k1:.2}, above {}.", limits.max_kl));
     }
     out
@@ -148,7 +152,7 @@ fn draw_plots(eval: &Evaluation, stages: &BTreeMap<&str, BTreeMap<String, Vec<(f
     let mut frontier = vec![("gold".to_string(), at_kl(&|p| Some(p.gold))), ("proxy".to_string(), at_kl(&|p| eval.proxy(p)))];
     let mut what = format!("reward against KL to the reference per policy ({}): gold (blue), proxy (red)", names.join(", "));
     if let Some(ppo) = stages.get("ppo") {
-        if let (Some((_, kl)), Some((rn, reward))) = (find(ppo, "kl"), find(ppo, "reward")) {
+        if let (Some((_, kl)), Some((rn, reward))) = (find(ppo, &["objective/kl", "kl"]), find(ppo, PROXY_KEYS)) {
             let curve: Vec<(f64, f64)> = kl.iter().zip(reward).map(|(k, r)| (k.1, r.1)).collect();
             frontier.push((format!("ppo {rn}"), curve));
             what.push_str(&format!("; green: PPO's training `{rn}` against its KL, one point per logged step"));
