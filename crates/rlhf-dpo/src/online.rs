@@ -7,10 +7,8 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rlhf_data::task::{judge, Panel};
 use rlhf_data::{Comparison, Prompt};
-use rlhf_model::{
-    build_batch, generate_from_tokens, CausalLm, GenerationConfig, PaddingSide, Placement, SequenceClassifier,
-    Tokenizer, TrainRng,
-};
+use rlhf_model::reward::reward_members;
+use rlhf_model::{generate_from_tokens, CausalLm, GenerationConfig, Placement, RewardEnsemble, Tokenizer, TrainRng};
 
 use crate::config::{Labeler, OnlineConfig};
 use crate::error::Result;
@@ -29,7 +27,8 @@ pub struct RoundStats {
     pub gold_score: f64,
     /// Share of labels that agree with the gold judge (simulated annotators only).
     pub gold_agreement: Option<f64>,
-    /// Mean reward-model score of the sampled responses (reward-model labelling only).
+    /// Mean reward-model score of the sampled responses (reward-model labelling only; an ensemble's
+    /// members normalised and combined as `rlhf-reward` wrote them).
     pub reward: Option<f64>,
 }
 
@@ -84,24 +83,6 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     sum / n.max(1) as f64
 }
 
-/// Reward-model scores of `(prompt, response)` rows, `batch_size` rows at a time.
-fn reward_scores(
-    model: &SequenceClassifier,
-    tokenizer: &Tokenizer,
-    rows: &[(&str, &str)],
-    batch_size: usize,
-) -> Result<Vec<f64>> {
-    let mut scores = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(batch_size) {
-        let ids = tokenizer.encode_prompt_response_batch(chunk)?;
-        let pairs: Vec<(&[i64], &[i64])> = ids.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
-        let batch = build_batch(&pairs, None, tokenizer.pad_id(), PaddingSide::Right, model.device())?;
-        let rewards = tch::no_grad(|| model.rewards(&batch.input_ids, Some(&batch.attention_mask)))?;
-        scores.extend(Vec::<f64>::try_from(rewards.to_kind(tch::Kind::Double).to_device(tch::Device::Cpu))?);
-    }
-    Ok(scores)
-}
-
 /// Labels sampled pairs with the configured labeller; `source` tags the comparisons.
 pub fn label(
     config: &OnlineConfig,
@@ -133,11 +114,14 @@ fn label_with_reward_model(
     placement: Placement,
     batch_size: usize,
 ) -> Result<(Vec<Comparison>, RoundStats)> {
-    let model = SequenceClassifier::from_pretrained(dir, placement.device, placement.kind)?;
-    let tokenizer = Tokenizer::from_dir(dir)?;
-    let rows: Vec<(&str, &str)> =
+    let model = RewardEnsemble::load(dir, placement.device, placement.kind)?;
+    // The members share a tokenizer (the layout `rlhf-reward` writes); the first member's is used.
+    let tokenizer = Tokenizer::from_dir(&reward_members(dir)?.0[0])?;
+    let texts: Vec<(&str, &str)> =
         samples.iter().flat_map(|(_, p, a, b)| [(p.as_str(), a.as_str()), (p.as_str(), b.as_str())]).collect();
-    let scores = reward_scores(&model, &tokenizer, &rows, 2 * batch_size)?;
+    let rows: Vec<Vec<i64>> =
+        tokenizer.encode_prompt_response_batch(&texts)?.iter().map(|ids| ids.concatenated()).collect();
+    let scores: Vec<f64> = model.score_rows(&rows, 2 * batch_size)?.into_iter().map(f64::from).collect();
     let mut comparisons = Vec::with_capacity(samples.len());
     for ((id, prompt, a, b), score) in samples.iter().zip(scores.chunks(2)) {
         if a == b || score[0] == score[1] {

@@ -120,6 +120,25 @@ impl Totals {
     }
 }
 
+/// Pairs and tokens trained on, and the seconds it took.
+#[derive(Clone, Copy, Debug, Default)]
+struct Throughput {
+    pairs: usize,
+    tokens: usize,
+    seconds: f64,
+}
+
+impl Throughput {
+    fn add(&mut self, pairs: usize, tokens: usize, seconds: f64) {
+        (self.pairs, self.tokens, self.seconds) = (self.pairs + pairs, self.tokens + tokens, self.seconds + seconds);
+    }
+    /// Pairs/s and tokens/s.
+    fn rates(&self) -> (f64, f64) {
+        let seconds = self.seconds.max(1e-9);
+        (self.pairs as f64 / seconds, self.tokens as f64 / seconds)
+    }
+}
+
 /// What a run did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TrainSummary {
@@ -212,8 +231,8 @@ pub struct Trainer<'a> {
     step: u64,
     resume: Option<ResumePoint>,
     summary: TrainSummary,
-    /// Pairs, tokens and seconds of the training steps this process ran.
-    throughput: (usize, usize, f64),
+    /// The training steps this process ran.
+    throughput: Throughput,
     /// The step of the latest held-out evaluation.
     evaluated_at: Option<u64>,
 }
@@ -274,7 +293,7 @@ impl<'a> Trainer<'a> {
             step,
             resume,
             summary,
-            throughput: (0, 0, 0.0),
+            throughput: Throughput::default(),
             evaluated_at: None,
         };
         if trainer.resume.is_none() {
@@ -378,7 +397,7 @@ impl<'a> Trainer<'a> {
             min_lr_ratio: cfg.min_lr_ratio,
         };
         let max_norm = if cfg.max_grad_norm > 0.0 { cfg.max_grad_norm } else { f64::INFINITY };
-        let mut interval = (Totals::default(), 0usize, 0usize, 0.0);
+        let (mut interval, mut interval_speed) = (Totals::default(), Throughput::default());
         for round_step in start..steps {
             let began = Instant::now();
             let micro: Vec<Vec<&Pair>> = (0..cfg.grad_accum)
@@ -389,7 +408,7 @@ impl<'a> Trainer<'a> {
             for batch in &micro {
                 let (terms, policy) = self.forward(batch)?;
                 self.job.loss.objective(&terms, &policy, step_pairs as f64, step_chosen_tokens as f64).backward();
-                interval.0.add(&terms, &policy)?;
+                interval.add(&terms, &policy)?;
             }
             let grad_norm = self.optimizer.clip_grad_norm(max_norm)?;
             let lr = schedule.lr_at(round_step);
@@ -397,15 +416,15 @@ impl<'a> Trainer<'a> {
             self.optimizer.zero_grad();
             let tokens: usize = micro.iter().flatten().map(|p| p.tokens()).sum();
             let seconds = began.elapsed().as_secs_f64();
-            interval = (interval.0, interval.1 + step_pairs, interval.2 + tokens, interval.3 + seconds);
-            self.throughput = (self.throughput.0 + step_pairs, self.throughput.1 + tokens, self.throughput.2 + seconds);
+            interval_speed.add(step_pairs, tokens, seconds);
+            self.throughput.add(step_pairs, tokens, seconds);
             self.step += 1;
             self.progress.inc(1);
             let round_done = round_step + 1 == steps;
 
             if self.step % cfg.log_every.max(1) == 0 || round_done {
-                let stats = interval.0.stats(self.job.loss);
-                let (pairs_per_s, tokens_per_s) = (interval.1 as f64 / interval.3.max(1e-9), interval.2 as f64 / interval.3.max(1e-9));
+                let stats = interval.stats(self.job.loss);
+                let (pairs_per_s, tokens_per_s) = interval_speed.rates();
                 let mut rows = stats.rows("");
                 rows.extend([
                     ("lr".to_string(), lr),
@@ -434,7 +453,7 @@ impl<'a> Trainer<'a> {
                     )
                 });
                 self.summary.last = stats;
-                interval = (Totals::default(), 0, 0, 0.0);
+                (interval, interval_speed) = (Totals::default(), Throughput::default());
             }
             if cfg.eval_every > 0 && self.step % cfg.eval_every == 0 {
                 self.summary.eval_after = self.evaluate()?;
@@ -474,10 +493,8 @@ impl<'a> Trainer<'a> {
         }
         self.metrics.flush()?;
         self.policy.save_pretrained(self.job.dir.join(FINAL_DIR))?;
-        let (pairs, tokens, seconds) = self.throughput;
         self.summary.steps = self.step;
-        self.summary.pairs_per_s = pairs as f64 / seconds.max(1e-9);
-        self.summary.tokens_per_s = tokens as f64 / seconds.max(1e-9);
+        (self.summary.pairs_per_s, self.summary.tokens_per_s) = self.throughput.rates();
         Ok(self.summary)
     }
 }

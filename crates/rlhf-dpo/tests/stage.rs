@@ -196,3 +196,26 @@ fn a_checkpoint_resumes_under_its_own_config_only() -> Result<()> {
     assert_eq!((resumed.resumed_from, resumed.steps), (Some(4), 6));
     Ok(())
 }
+
+#[test]
+fn a_reward_model_can_label_the_online_rounds() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let policy = common::tiny_policy(&tmp.path().join("policy"), 7);
+    let reward_model = tmp.path().join("rm");
+    tch::manual_seed(8);
+    rlhf_model::SequenceClassifier::from_causal_lm(&policy, tch::Device::Cpu, tch::Kind::Float)?.save_pretrained(&reward_model)?;
+    let mut config = common::config(&policy, Path::new(""));
+    config.online.rounds = 1;
+    config.online.prompts_per_round = 16;
+    config.online.labeler = Labeler::RewardModel;
+    config.online.reward_model = reward_model;
+    config.train.max_steps = 2;
+    let run = tmp.path().join("run");
+    common::trained(stage::run(&config, &run, &common::cpu())?);
+
+    let pairs: Vec<Comparison> = read_records(run.join("dpo/rounds/round-001.parquet"))?;
+    assert!(pairs.len() > 8, "{} pairs", pairs.len());
+    assert!(pairs.iter().all(|c| c.annotator.as_deref() == Some("reward-model") && c.margin.is_some_and(|m| m > 0.0)));
+    assert_eq!(metric(&metrics(&run)?, "online/reward").len(), 1);
+    Ok(())
+}
