@@ -7,7 +7,8 @@
 //! `cargo bench -p rlhf-ppo --bench ppo` writes `$RLHF_BENCH_DIR/ppo.json` (default
 //! `<workspace>/target/bench/ppo.json`): samples/s of a full iteration (generation, scoring, update),
 //! the share of the iteration spent generating, and the split of the time. The first iteration is a
-//! warm-up and not counted. `RLHF_BENCH_THREADS` sets libtorch's threads (default 2).
+//! warm-up and not counted; `samples_per_cpu_s` (all iterations over the process's CPU time) is
+//! steadier on a busy machine. `RLHF_BENCH_THREADS` sets libtorch's threads (default 2).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -21,6 +22,14 @@ use rlhf_ppo::{PpoConfig, RunOptions};
 use tch::{Device, Kind};
 
 const ITERATIONS: u64 = 3;
+
+/// CPU time (user + system) of this process in seconds: steadier than wall time on a busy machine.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    (ticks(11) + ticks(12)) / 100.0
+}
 
 fn bench_dir() -> PathBuf {
     match std::env::var_os("RLHF_BENCH_DIR") {
@@ -72,9 +81,9 @@ fn main() -> anyhow::Result<()> {
     config.train.checkpoint_every = 0;
     config.train.threads = threads;
     let options = RunOptions { placement: Placement { device: Device::Cpu, kind: Kind::Float }, progress: false };
-    let started = Instant::now();
+    let (started, cpu_started) = (Instant::now(), cpu_seconds());
     rlhf_ppo::stage::run(&config, &tmp.join("run"), &options)?;
-    let wall = started.elapsed().as_secs_f64();
+    let (wall, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu_started);
 
     let metrics: Vec<Metric> = read_records(tmp.join("run/ppo/metrics.parquet"))?;
     let measured = |name: &str| -> f64 {
@@ -101,6 +110,8 @@ fn main() -> anyhow::Result<()> {
         "peak_rss_mb": measured("perf/peak_memory_bytes") / (1024.0 * 1024.0),
         "threads": threads,
         "wall_s": wall,
+        "cpu_s": cpu,
+        "samples_per_cpu_s": samples_per_iteration * ITERATIONS as f64 / cpu,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     let dir = bench_dir();
