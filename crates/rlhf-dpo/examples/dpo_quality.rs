@@ -4,7 +4,7 @@
 //! the DPO policy's own samples (per response and per token, temperature 1 for an unbiased
 //! estimate); and the trends of the training metrics (reward margins, chosen/rejected log-probs).
 //!
-//! `cargo run --release -p rlhf-dpo --example quality -- [RUN_DIR] [PROMPTS] [TEMPERATURE]`
+//! `cargo run --release -p rlhf-dpo --example dpo_quality -- [RUN_DIR] [PROMPTS] [TEMPERATURE]`
 //! (defaults: `runs/default`, 200 prompts, temperature 1.0). Reads `RUN_DIR/dpo/config.toml` (the
 //! starting policy), `RUN_DIR/data/prompts_heldout.parquet` (else the task's held-out prompts from
 //! the config), `RUN_DIR/dpo/final/` and `RUN_DIR/dpo/metrics.parquet`.

@@ -5,7 +5,7 @@
 //! `Σ_t log π(y_t|·) − log π_ref(y_t|·)` over the trained policy's own samples (what the KL
 //! controller targets); response length and eos rate.
 //!
-//! `cargo run --release -p rlhf-ppo --example quality -- [RUN_DIR] [STAGE_DIR] [PROMPTS]`
+//! `cargo run --release -p rlhf-ppo --example ppo_quality -- [RUN_DIR] [STAGE_DIR] [PROMPTS]`
 //! (defaults: `runs/default`, `ppo`, 200). Reads `RUN_DIR/STAGE_DIR/config.toml` and `final/`,
 //! and `RUN_DIR/data/prompts_heldout.parquet` (else the task's held-out prompts).
 
