@@ -1,8 +1,8 @@
 //! PPO iteration throughput at the default config's sizes with random weights: the embedded task's
-//! base-model shape (Llama, hidden 192, 4 layers) as policy, reference and critic, a reward model of
-//! the same shape, `configs/ppo.toml`'s rollout and update sizes (32 prompts, 48 new tokens,
-//! 4 epochs of minibatches of 16). Random weights rarely sample eos, so responses run to the full 48
-//! tokens: a worst case for length.
+//! base-model shape (Llama, hidden 192, 4 layers) as policy (with the default shared value head) and
+//! reference, a reward model of the same shape, `configs/ppo.toml`'s rollout and update sizes
+//! (32 prompts, 48 new tokens, 2 epochs of minibatches of 16). Random weights rarely sample eos, so
+//! responses run to the full 48 tokens: a worst case for length.
 //!
 //! `cargo bench -p rlhf-ppo --bench ppo` writes `$RLHF_BENCH_DIR/ppo.json` (default
 //! `<workspace>/target/bench/ppo.json`): samples/s of a full iteration (generation, scoring, update),
@@ -95,7 +95,7 @@ fn main() -> anyhow::Result<()> {
     let report = serde_json::json!({
         "bench": "ppo",
         "workload": {
-            "model": "llama hidden 192, 4 layers, 4 heads (policy, reference, separate critic, reward model), random weights",
+            "model": "llama hidden 192, 4 layers, 4 heads (policy + value head, reference, reward model), random weights",
             "samples_per_iteration": samples_per_iteration,
             "max_new_tokens": config.generation.max_new_tokens,
             "epochs": config.ppo.epochs,

@@ -55,9 +55,10 @@ pub enum AdvantageKind {
 #[serde(rename_all = "lowercase")]
 pub enum CriticKind {
     /// A separate transformer with a per-token scalar head, initialised from the reward model.
-    #[default]
     Separate,
-    /// A value head on the policy's final hidden states (one trunk pass for both).
+    /// A value head on the policy's final hidden states (one trunk pass for both; half the
+    /// training compute).
+    #[default]
     Shared,
 }
 
@@ -321,11 +322,11 @@ pub struct PpoSection {
 impl Default for PpoSection {
     fn default() -> Self {
         PpoSection {
-            iterations: 30,
+            iterations: 15,
             prompts_per_iteration: 32,
             group_size: 1,
             rollout_batch_size: 64,
-            epochs: 4,
+            epochs: 2,
             minibatch_size: 16,
             micro_batch_size: 16,
             gamma: 1.0,
@@ -361,7 +362,7 @@ pub struct TrainSection {
 impl Default for TrainSection {
     fn default() -> Self {
         TrainSection {
-            lr: 1e-5,
+            lr: 2e-4,
             warmup_steps: 0,
             max_grad_norm: 1.0,
             adamw: AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() },

@@ -7,6 +7,15 @@
 //! iteration), `checkpoints/step-N/` (trainable tensors, optimizer, KL controller, reward moments,
 //! prompt position, RNG) and finally `final/`. Models stay in eval mode (no dropout), so the first
 //! minibatch's ratio is exactly 1.
+//!
+//! Metrics per iteration (`step` = iteration, 1-based): `objective/{score, rm_score,
+//! non_score_reward, rlhf_reward, kl, kl_coef, entropy, gold}` (score after shaping, raw reward-model
+//! score, `−β·ΣKL`, their sum, mean per-response KL, β used, mean per-token entropy, the embedded
+//! task's gold judge when every prompt is the task's), `policy/{approx_kl, clip_fraction}`,
+//! `loss/{policy, value}`, `value/{clip_fraction, explained_variance}`, `response/{length,
+//! eos_rate}`, `perf/{tokens_per_s, samples_per_s, peak_memory_bytes}` (prompt + response tokens
+//! and samples over the iteration's wall time), `time/{generation_s, scoring_s, training_s,
+//! generation_share}`, `train/{grad_norm, updates, skipped}`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

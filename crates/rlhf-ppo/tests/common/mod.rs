@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use rlhf_data::task::{self, TaskConfig};
 use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
 use rlhf_model::{CausalLm, DType, DeviceArgs, DeviceChoice, SequenceClassifier, SpecialTokens, Tokenizer};
-use rlhf_ppo::config::RewardModelEntry;
+use rlhf_ppo::config::{CriticKind, RewardModelEntry};
 use rlhf_ppo::{Outcome, PpoConfig, RunOptions, TrainSummary};
 
 pub fn cpu() -> RunOptions {
@@ -79,6 +79,7 @@ pub fn config(fixture: &Fixture) -> PpoConfig {
     config.model.policy = fixture.policy.clone();
     config.model.reference = fixture.policy.clone();
     config.reward.models = vec![RewardModelEntry { path: fixture.reward.clone(), weight: 1.0 }];
+    config.critic = CriticKind::Separate;
     config.data.prompts = "task".into();
     config.task = small_task();
     config.generation.max_new_tokens = 24;
