@@ -1,7 +1,8 @@
-//! The `tiny` pipeline preset end to end, with the stage binaries in `target/release` (built by
-//! `cargo xtask test` before the tests): every step's output exists and the evaluation reports a
-//! headline table; then the DPO stage is swapped for `alt-dpo` (this crate's stand-in that honours
-//! the stage contract) and the evaluation still reports.
+//! The `tiny` pipeline preset end to end with two rounds of RLHF, with the stage binaries in
+//! `target/release` (built by `cargo xtask test` before the tests): every step's output exists and
+//! the evaluation reports a headline table with the second round's policy; then the DPO stage is
+//! swapped for `alt-dpo` (this crate's stand-in that honours the stage contract) and the
+//! evaluation, which reruns after any step ran, still reports.
 
 use std::path::Path;
 
@@ -24,30 +25,34 @@ fn check_report(run: &Path) -> Result<String> {
 fn tiny_preset_runs_reports_and_takes_a_swapped_stage() -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let preset = Preset::load(root, "tiny")?;
-    for step in &preset.steps {
+    let steps = preset.plan_steps(2)?;
+    for step in &steps {
         let bin = root.join("target/release").join(&step.bin);
         ensure!(bin.is_file(), "{} is not built: run `cargo xtask test` (or cargo build --release --bins)", bin.display());
     }
     let tmp = tempfile::tempdir()?;
     let run = tmp.path().join("run");
-    let steps: Vec<_> = preset.steps.iter().collect();
-    Plan { root, run_dir: run.clone(), swaps: Vec::new() }.run(&steps)?;
-    for step in &preset.steps {
-        let done = step.done.replace("{run}", &run.display().to_string());
+    let steps: Vec<_> = steps.iter().collect();
+    let plan = Plan::new(root, run.clone());
+    plan.run(&steps)?;
+    for step in &steps {
+        let done = plan.expand(&step.done);
         ensure!(Path::new(&done).exists(), "step {} left no {done}", step.name);
     }
-    for stage in ["sft", "rm", "ppo", "dpo"] {
+    for stage in ["sft", "rm", "ppo", "dpo", "round-2/rm", "round-2/ppo"] {
         ensure!(run.join(stage).join("metrics.parquet").is_file(), "{stage} wrote no metrics");
     }
+    let merged = rlhf_data::read_records::<rlhf_data::Comparison>(run.join("round-2/data/comparisons.parquet"))?.len();
+    let first = rlhf_data::read_records::<rlhf_data::Comparison>(run.join("data/comparisons.parquet"))?.len();
+    ensure!(merged > first, "round 2 added no comparisons ({first} -> {merged})");
     let report = check_report(&run)?;
-    for policy in ["base", "sft", "ppo", "dpo"] {
+    for policy in ["base", "sft", "ppo", "round-2/ppo", "dpo"] {
         ensure!(report.contains(&format!("| {policy} |")), "no {policy} row in\n{report}");
     }
 
     std::fs::remove_dir_all(run.join("dpo"))?;
-    std::fs::remove_dir_all(run.join("eval"))?;
     let swaps = vec![("dpo".to_string(), env!("CARGO_BIN_EXE_alt-dpo").to_string())];
-    Plan { root, run_dir: run.clone(), swaps }.run(&steps)?;
+    Plan { swaps, ..Plan::new(root, run.clone()) }.run(&steps)?;
     let copied = |stage: &str| std::fs::read(run.join(stage).join("final").join("model.safetensors"));
     ensure!(copied("dpo")? == copied("sft")?, "alt-dpo did not run");
     let report = check_report(&run)?;

@@ -61,6 +61,17 @@ struct PipelineArgs {
     /// Run another binary for a step: --swap sft=path/to/my-sft (repeatable).
     #[arg(long, value_name = "STEP=BIN", value_parser = parse_swap)]
     swap: Vec<(String, String)>,
+    /// A base checkpoint (Hugging Face directory) instead of pretraining one: the base step is skipped.
+    #[arg(long, value_name = "DIR")]
+    base: Option<PathBuf>,
+    /// The task tables (prompts, prompts_heldout, demonstrations, demonstrations_heldout .parquet)
+    /// instead of generating them: the data step is skipped.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Rounds of iterative RLHF: after PPO, sample from the policy, label, retrain the reward model on
+    /// all comparisons so far and continue PPO, N - 1 more times.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
+    rounds: u64,
 }
 
 fn parse_swap(text: &str) -> Result<(String, String), String> {
@@ -141,15 +152,22 @@ fn run_pipeline(root: &Path, args: &PipelineArgs, only: Option<&str>) -> Result<
     build.args(["build", "--release", "--workspace", "--bins"]);
     run(build)?;
     let plan = pipeline::Plan {
-        root,
-        run_dir: args.run_dir.clone().unwrap_or_else(|| preset.run_dir.clone()),
         swaps: args.swap.clone(),
+        data: args.data.as_ref().map(|d| absolute(d)).transpose()?,
+        base: args.base.as_ref().map(|d| absolute(d)).transpose()?,
+        ..pipeline::Plan::new(root, args.run_dir.clone().unwrap_or_else(|| preset.run_dir.clone()))
     };
+    let steps = preset.plan_steps(args.rounds as usize)?;
     let steps: Vec<&pipeline::Step> = match only {
-        Some(name) => vec![preset.step(name)?],
-        None => preset.steps.iter().collect(),
+        Some(name) => vec![steps.iter().find(|s| s.name == name).map_or_else(|| preset.step(name), Ok)?],
+        None => steps.iter().collect(),
     };
     plan.run(&steps)
+}
+
+/// `dir` made absolute against the current directory (steps run in the workspace root); it must exist.
+fn absolute(dir: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(dir).with_context(|| format!("{}: not found", dir.display()))
 }
 
 fn bench(root: &Path, name: &str) -> Result<()> {

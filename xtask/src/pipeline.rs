@@ -1,6 +1,11 @@
 //! The pipeline runner: a preset (`configs/pipeline/<name>.toml`) lists the steps, each one process
 //! with its binary and arguments. Steps meet only through the files in the run directory, so any
 //! step's binary can be swapped for another that honours the same command line and files.
+//!
+//! Arguments may name `{run}` (the run directory), `{data}` (the task tables; default `{run}/data`)
+//! and `{base}` (the base checkpoint; default `{run}/base/final`). With `--rounds N`, the preset's
+//! `round_steps` run again for each round r = 2..N right after `ppo`, with `{r}` the round and
+//! `{prev}` the previous round's directory (`{run}` for round 1, else `{run}/round-{r-1}`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +19,8 @@ use serde::Deserialize;
 pub struct Preset {
     pub run_dir: PathBuf,
     pub steps: Vec<Step>,
+    /// The steps of one more round of iterative RLHF (`--rounds`).
+    pub round_steps: Vec<Step>,
 }
 
 /// A preset file: either a full list of steps, or another preset plus extra arguments per step.
@@ -25,7 +32,10 @@ struct PresetFile {
     extends: Option<String>,
     #[serde(default)]
     steps: Vec<Step>,
-    /// Step name -> arguments appended to that step's (with `extends`).
+    #[serde(default)]
+    round_steps: Vec<Step>,
+    /// Step name -> arguments appended to that step's and to the round step's of the same name
+    /// (with `extends`).
     #[serde(default)]
     extra_args: std::collections::BTreeMap<String, Vec<String>>,
 }
@@ -39,6 +49,9 @@ pub struct Step {
     pub args: Vec<String>,
     /// Present once the step has finished.
     pub done: String,
+    /// Run even when done if an earlier step ran in this invocation (the evaluation).
+    #[serde(default)]
+    pub rerun: bool,
 }
 
 impl Preset {
@@ -46,19 +59,49 @@ impl Preset {
         let path = root.join("configs").join("pipeline").join(format!("{name}.toml"));
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading preset {}", path.display()))?;
         let file: PresetFile = toml::from_str(&text).with_context(|| format!("{}: invalid preset", path.display()))?;
-        let mut steps = match &file.extends {
-            Some(parent) => Preset::load(root, parent)?.steps,
-            None => Vec::new(),
+        let (mut steps, mut round_steps) = match &file.extends {
+            Some(parent) => {
+                let parent = Preset::load(root, parent)?;
+                (parent.steps, parent.round_steps)
+            }
+            None => (Vec::new(), Vec::new()),
         };
         steps.extend(file.steps);
+        round_steps.extend(file.round_steps);
         for (name, extra) in file.extra_args {
-            let step = steps
-                .iter_mut()
-                .find(|s| s.name == name)
-                .with_context(|| format!("{}: extra_args for unknown step {name:?}", path.display()))?;
-            step.args.extend(extra);
+            let mut matching = steps.iter_mut().chain(round_steps.iter_mut()).filter(|s| s.name == name).peekable();
+            if matching.peek().is_none() {
+                bail!("{}: extra_args for unknown step {name:?}", path.display());
+            }
+            matching.for_each(|step| step.args.extend(extra.iter().cloned()));
         }
-        Ok(Preset { run_dir: file.run_dir, steps })
+        Ok(Preset { run_dir: file.run_dir, steps, round_steps })
+    }
+
+    /// The steps of a run with `rounds` rounds of RLHF: the round steps of rounds 2..=rounds go
+    /// right after `ppo`, named `<step>-r<round>`.
+    pub fn plan_steps(&self, rounds: usize) -> Result<Vec<Step>> {
+        if rounds > 1 && self.round_steps.is_empty() {
+            bail!("--rounds {rounds}: this preset has no round_steps");
+        }
+        let mut out = Vec::new();
+        for step in &self.steps {
+            out.push(step.clone());
+            if step.name == "ppo" {
+                for round in 2..=rounds {
+                    let prev = if round == 2 { "{run}".to_string() } else { format!("{{run}}/round-{}", round - 1) };
+                    let fill = |text: &str| text.replace("{prev}", &prev).replace("{r}", &round.to_string());
+                    out.extend(self.round_steps.iter().map(|s| Step {
+                        name: format!("{}-r{round}", s.name),
+                        bin: s.bin.clone(),
+                        args: s.args.iter().map(|a| fill(a)).collect(),
+                        done: fill(&s.done),
+                        rerun: s.rerun,
+                    }));
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub fn step(&self, name: &str) -> Result<&Step> {
@@ -69,16 +112,28 @@ impl Preset {
     }
 }
 
-/// What to run: the preset, a run directory, and replaced binaries (`step=path`).
+/// What to run: the preset, a run directory, replaced binaries (`step=path`), and where the task
+/// tables and the base checkpoint come from (`None`: made by the run, under the run directory).
 pub struct Plan<'a> {
     pub root: &'a Path,
     pub run_dir: PathBuf,
     pub swaps: Vec<(String, String)>,
+    pub data: Option<PathBuf>,
+    pub base: Option<PathBuf>,
 }
 
-impl Plan<'_> {
-    fn expand(&self, text: &str) -> String {
-        text.replace("{run}", &self.run_dir.display().to_string())
+impl<'a> Plan<'a> {
+    /// A plan that makes everything under `run_dir`.
+    pub fn new(root: &'a Path, run_dir: PathBuf) -> Self {
+        Plan { root, run_dir, swaps: Vec::new(), data: None, base: None }
+    }
+
+    /// `text` with the placeholders filled in.
+    pub fn expand(&self, text: &str) -> String {
+        let given = |dir: &Option<PathBuf>, default: &str| dir.as_ref().map_or(default.to_string(), |d| d.display().to_string());
+        text.replace("{data}", &given(&self.data, "{run}/data"))
+            .replace("{base}", &given(&self.base, "{run}/base/final"))
+            .replace("{run}", &self.run_dir.display().to_string())
     }
 
     fn binary(&self, step: &Step) -> PathBuf {
@@ -94,8 +149,9 @@ impl Plan<'_> {
     /// the run has an evaluation, the report's path and headline table.
     pub fn run(&self, steps: &[&Step]) -> Result<()> {
         let started = Instant::now();
+        let mut ran = false;
         for step in steps {
-            self.run_step(step)?;
+            ran |= self.run_step(step, ran)?;
         }
         println!("pipeline: finished in {:.1}s; outputs in {}", started.elapsed().as_secs_f64(), self.run_dir.display());
         let eval = self.root.join(&self.run_dir).join("eval");
@@ -105,10 +161,11 @@ impl Plan<'_> {
         Ok(())
     }
 
-    /// Runs one step unless its `done` marker exists; returns whether it ran.
-    pub fn run_step(&self, step: &Step) -> Result<bool> {
+    /// Runs one step unless its `done` marker exists (and it is not a `rerun` step after
+    /// `earlier_ran`); returns whether it ran.
+    pub fn run_step(&self, step: &Step, earlier_ran: bool) -> Result<bool> {
         let done = self.root.join(self.expand(&step.done));
-        if done.exists() {
+        if done.exists() && !(step.rerun && earlier_ran) {
             println!("pipeline: {:<7} already done ({})", step.name, done.display());
             return Ok(false);
         }

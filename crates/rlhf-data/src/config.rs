@@ -13,25 +13,37 @@ fn config_error(origin: impl Into<String>, message: impl std::fmt::Display) -> E
     Error::Config { origin: origin.into(), message: message.to_string().trim().replace('\n', " ") }
 }
 
-/// Reads `path` (or starts from the struct's defaults when `None`), applies each `KEY=VALUE`
-/// override in order, and deserializes. Unknown keys are errors naming the file.
+/// Starts from the struct's defaults, lays the file at `path` over them (tables merge key by key,
+/// so a partial `[train]` table keeps the stage's other defaults), applies each `KEY=VALUE` override
+/// in order, and deserializes. Unknown keys are errors naming the file.
 pub fn load_config<T: DeserializeOwned + Serialize + Default>(path: Option<&Path>, overrides: &[String]) -> Result<T> {
-    let (origin, mut table) = match path {
+    let mut table = toml::Table::try_from(T::default()).map_err(|e| config_error("default config", e))?;
+    let origin = match path {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "read the config", e))?;
-            let table: toml::Table = toml::from_str(&text).map_err(|e| config_error(path.display().to_string(), e))?;
-            (path.display().to_string(), table)
+            let file: toml::Table = toml::from_str(&text).map_err(|e| config_error(path.display().to_string(), e))?;
+            merge(&mut table, file);
+            path.display().to_string()
         }
-        None => {
-            let defaults = toml::Table::try_from(T::default()).map_err(|e| config_error("default config", e))?;
-            ("default config".to_string(), defaults)
-        }
+        None => "default config".to_string(),
     };
     for assignment in overrides {
         apply_override(&mut table, assignment)?;
     }
     let origin = if overrides.is_empty() { origin } else { format!("{origin} with --set {}", overrides.join(" --set ")) };
     T::deserialize(table).map_err(|e| config_error(origin, e))
+}
+
+/// Lays `over` onto `base`: a table merges into a table key by key, anything else replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base)), toml::Value::Table(over)) => merge(base, over),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
 }
 
 /// Sets one dotted key, e.g. `train.lr=1e-4`; the value is read as TOML (number, bool, array, string)
@@ -96,6 +108,31 @@ mod tests {
         let out = dir.path().join("run").join("config.toml");
         write_config(&config, &out).unwrap();
         assert_eq!(load_config::<Stage>(Some(&out), &[]).unwrap(), config);
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Tuned {
+        seed: u64,
+        train: Train,
+    }
+
+    impl Default for Tuned {
+        fn default() -> Self {
+            Tuned { seed: 7, train: Train { lr: 0.5, steps: 3, name: "tuned".into() } }
+        }
+    }
+
+    #[test]
+    fn a_partial_table_keeps_the_stage_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stage.toml");
+        std::fs::write(&path, "[train]\nsteps = 10\n").unwrap();
+        let config: Tuned = load_config(Some(&path), &[]).unwrap();
+        assert_eq!(config, Tuned { seed: 7, train: Train { lr: 0.5, steps: 10, name: "tuned".into() } });
+        std::fs::write(&path, "[train]\nstep = 10\n").unwrap();
+        let err = load_config::<Tuned>(Some(&path), &[]).unwrap_err().to_string();
+        assert!(err.contains("stage.toml") && err.contains("unknown field `step`"), "{err}");
     }
 
     #[test]

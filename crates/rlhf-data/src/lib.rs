@@ -12,6 +12,7 @@
 //! Every failure is an [`Error`] whose message names the file and the line, row or column.
 
 mod arrays;
+pub mod cli;
 pub mod config;
 mod error;
 mod import;
@@ -28,7 +29,7 @@ pub use import::{import, ImportOptions, ImportSummary};
 pub use inspect::{inspect, TableSummary};
 pub use layouts::Format;
 pub use parquet_io::{
-    append_column, read_records, read_table, validate_table, write_records, EncodedRowGroup,
+    append_column, concat_tables, read_records, read_table, validate_table, write_records, EncodedRowGroup,
     RecordChunk, RecordReader, RecordWriter, RowGroupEncoder, Table, TableReader, TableWriter,
     BATCH_ROWS,
 };

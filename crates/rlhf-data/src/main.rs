@@ -36,6 +36,21 @@ enum Command {
     Task(TaskCommand),
     /// Label sampled responses (rows id, prompt, response; several per prompt) with the simulated annotators
     Label(LabelArgs),
+    /// Concatenate tables of one kind into one (e.g. the comparisons of several RLHF rounds)
+    Concat(ConcatArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConcatArgs {
+    /// Input tables, in order
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Output Parquet table, written atomically
+    #[arg(long)]
+    out: PathBuf,
+    /// The kind every input must be; only its columns are kept
+    #[arg(long, value_enum)]
+    kind: Kind,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +162,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 100.0 * stats.gold_agreement
             );
         }
+        Command::Concat(args) => {
+            let rows = rlhf_data::concat_tables(args.kind, &args.inputs, &args.out)?;
+            println!("wrote {rows} {} rows to {}", args.kind, args.out.display());
+        }
         Command::Validate(args) => {
             let rows = validate_table(&args.file, args.kind)?;
             println!(
@@ -160,20 +179,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    let cli = Cli::parse();
+    rlhf_data::cli::run_main("warn", || run(cli))
 }
 
 #[cfg(test)]

@@ -498,6 +498,27 @@ pub fn read_records<R: Record>(path: impl AsRef<Path>) -> Result<Vec<R>> {
     Ok(read_table(path)?.records)
 }
 
+/// Writes the rows of `inputs`, tables of one kind, in order into `output` (atomically); returns the
+/// row count. Only the kind's own columns are kept.
+pub fn concat_tables(kind: Kind, inputs: &[impl AsRef<Path>], output: impl AsRef<Path>) -> Result<u64> {
+    fn concat<R: Record>(inputs: &[impl AsRef<Path>], output: &Path) -> Result<u64> {
+        let mut rows: Vec<R> = Vec::new();
+        for input in inputs {
+            rows.extend(read_records::<R>(input)?);
+        }
+        write_records(output, &rows)
+    }
+    let output = output.as_ref();
+    match kind {
+        Kind::Prompts => concat::<Prompt>(inputs, output),
+        Kind::Demonstrations => concat::<Demonstration>(inputs, output),
+        Kind::Comparisons => concat::<Comparison>(inputs, output),
+        Kind::Rankings => concat::<Ranking>(inputs, output),
+        Kind::Rollouts => concat::<Rollout>(inputs, output),
+        Kind::Metrics => concat::<Metric>(inputs, output),
+    }
+}
+
 fn validate_records<R: Record>(path: &Path) -> Result<u64> {
     let reader = RecordReader::<R>::open(path)?;
     let mut rows = 0;

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use rlhf_data::Metric;
-use rlhf_dpo::config::TrainConfig;
+use rlhf_dpo::config::{DpoConfig, TrainConfig};
 use rlhf_dpo::data::Pair;
 use rlhf_dpo::reference::Reference;
 use rlhf_dpo::trainer::{TrainJob, Trainer, METRICS_FILE};
@@ -110,7 +110,7 @@ fn main() -> anyhow::Result<()> {
         log_every: 1,
         checkpoint_every: 0,
         threads: threads as usize,
-        ..TrainConfig::default()
+        ..DpoConfig::default().train
     };
     let loss = LossConfig::default();
     let job = TrainJob {

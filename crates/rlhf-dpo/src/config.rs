@@ -5,14 +5,14 @@
 use std::path::{Path, PathBuf};
 
 use rlhf_data::task::TaskConfig;
-use rlhf_model::{AdamWConfig, LoraConfig, ScheduleKind};
+pub use rlhf_model::stage_config::{LoraSection, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::loss::LossConfig;
 
 /// Everything one `rlhf-dpo` run does.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DpoConfig {
     /// Seeds the data order, LoRA initialisation, sampling and labelling.
@@ -26,6 +26,30 @@ pub struct DpoConfig {
     /// Sizes of the embedded task, used where `online.prompts` says "task".
     pub task: TaskConfig,
     pub train: TrainConfig,
+}
+
+impl Default for DpoConfig {
+    fn default() -> Self {
+        DpoConfig {
+            seed: 0,
+            model: ModelSection::default(),
+            lora: LoraSection::default(),
+            loss: LossConfig::default(),
+            reference: ReferenceConfig::default(),
+            data: DataConfig::default(),
+            online: OnlineConfig::default(),
+            task: TaskConfig::default(),
+            // `max_steps`, `epochs` and `checkpoint_every` count per round of data (online DPO);
+            // a round that is not the last also ends with a checkpoint.
+            train: TrainConfig {
+                lr: 1e-4,
+                warmup_steps: 10,
+                eval_every: 50,
+                checkpoint_every: 50,
+                ..TrainConfig::default()
+            },
+        }
+    }
 }
 
 /// The policy to train and the reference it is held to.
@@ -42,42 +66,6 @@ pub struct ModelSection {
 impl Default for ModelSection {
     fn default() -> Self {
         ModelSection { policy: PathBuf::from("sft/final"), reference: PathBuf::new() }
-    }
-}
-
-/// LoRA instead of full fine-tuning; the adapters are merged into the saved model.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LoraSection {
-    pub enabled: bool,
-    pub r: i64,
-    pub alpha: f64,
-    pub dropout: f64,
-    /// Module names (`q_proj`, `c_attn`, ...); those absent from the model are ignored.
-    pub target_modules: Vec<String>,
-}
-
-impl Default for LoraSection {
-    fn default() -> Self {
-        LoraSection {
-            enabled: false,
-            r: 8,
-            alpha: 16.0,
-            dropout: 0.0,
-            target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "c_attn"].map(String::from).to_vec(),
-        }
-    }
-}
-
-impl LoraSection {
-    /// The adapter config, when enabled.
-    pub fn to_lora(&self) -> Option<LoraConfig> {
-        self.enabled.then(|| LoraConfig {
-            r: self.r,
-            alpha: self.alpha,
-            dropout: self.dropout,
-            target_modules: self.target_modules.clone(),
-        })
     }
 }
 
@@ -188,64 +176,6 @@ impl Default for OnlineConfig {
             temperature: 1.0,
             top_k: 0,
             top_p: 1.0,
-        }
-    }
-}
-
-/// Optimisation and bookkeeping; step counts are per round of data.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainConfig {
-    /// Optimizer steps per round of data; 0 = as many as `epochs` passes take.
-    pub max_steps: u64,
-    /// Passes over each round's pairs (used when `max_steps` is 0).
-    pub epochs: u64,
-    /// Pairs per micro-batch (each pair is two rows: chosen and rejected).
-    pub batch_size: usize,
-    /// Micro-batches per optimizer step.
-    pub grad_accum: usize,
-    /// Peak learning rate.
-    pub lr: f64,
-    pub warmup_steps: u64,
-    /// "cosine" or "constant", restarted in every round.
-    pub schedule: ScheduleKind,
-    pub min_lr_ratio: f64,
-    /// Clip gradients to this global L2 norm (0 = no clipping; the norm is still logged).
-    pub max_grad_norm: f64,
-    pub adamw: AdamWConfig,
-    /// Log and record metrics every this many steps.
-    pub log_every: u64,
-    /// Held-out evaluation every this many steps (0 = only before the first and after the last step).
-    pub eval_every: u64,
-    /// Pairs per evaluation batch.
-    pub eval_batch_size: usize,
-    /// Save a resumable checkpoint every this many steps and at the end of every round that is not
-    /// the last (0 = never).
-    pub checkpoint_every: u64,
-    pub keep_checkpoints: usize,
-    /// libtorch intra-op threads (0 = libtorch's choice). A fixed count keeps CPU runs bit-reproducible.
-    pub threads: usize,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            max_steps: 0,
-            epochs: 1,
-            batch_size: 16,
-            grad_accum: 1,
-            lr: 5e-5,
-            warmup_steps: 10,
-            schedule: ScheduleKind::Cosine,
-            min_lr_ratio: 0.1,
-            max_grad_norm: 1.0,
-            adamw: AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() },
-            log_every: 10,
-            eval_every: 50,
-            eval_batch_size: 32,
-            checkpoint_every: 50,
-            keep_checkpoints: 2,
-            threads: 2,
         }
     }
 }

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 pub struct EvalConfig {
     /// Seed of sampling (shared by every policy) and of the bootstrap.
     pub seed: u64,
-    /// Policies, by stage name: `<run>/<name>/final`.
+    /// Policies, by stage name: `<run>/<name>/final`; a `*` in the first component matches
+    /// directories (`round-*/ppo`: the later rounds of iterative RLHF).
     pub policies: Vec<String>,
     /// The baseline for KL and win rates (one of `policies`).
     pub reference: String,
@@ -63,7 +64,7 @@ impl Default for EvalConfig {
     fn default() -> Self {
         EvalConfig {
             seed: 0,
-            policies: ["base", "sft", "ppo", "dpo"].map(String::from).to_vec(),
+            policies: ["base", "sft", "ppo", "round-*/ppo", "dpo"].map(String::from).to_vec(),
             reference: "sft".into(),
             reward_models: vec!["rm/final".into()],
             data: DataConfig::default(),

@@ -105,6 +105,32 @@ pub fn policy_dir(run_dir: &Path, name: &str) -> Option<PathBuf> {
     dir.join("config.json").is_file().then_some(dir)
 }
 
+/// `names` with each pattern whose first path component holds one `*` (e.g. `round-*/ppo`, the
+/// rounds of iterative RLHF) replaced by the run directory's matches, in numeric order of the part
+/// the `*` stands for.
+pub fn expand_policy_names(run_dir: &Path, names: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in names {
+        let (first, rest) = name.split_once('/').map_or((name.as_str(), None), |(f, r)| (f, Some(r)));
+        let Some((prefix, suffix)) = first.split_once('*') else {
+            out.push(name.clone());
+            continue;
+        };
+        let mut matches: Vec<(String, String)> = std::fs::read_dir(run_dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter_map(|dir| {
+                let star = dir.strip_prefix(prefix)?.strip_suffix(suffix)?.to_string();
+                Some((star, dir))
+            })
+            .collect();
+        matches.sort_by_key(|(star, _)| (star.parse::<u64>().unwrap_or(u64::MAX), star.clone()));
+        out.extend(matches.into_iter().map(|(_, dir)| rest.map_or(dir.clone(), |rest| format!("{dir}/{rest}"))));
+    }
+    out
+}
+
 /// Evaluates the policies of `run_dir`; also writes each policy's responses to
 /// `<run>/eval/responses_<policy>.parquet`.
 pub fn evaluate(run_dir: &Path, config: &EvalConfig, placement: Placement) -> Result<Evaluation> {
@@ -119,8 +145,10 @@ pub fn evaluate(run_dir: &Path, config: &EvalConfig, placement: Placement) -> Re
     } else {
         first_n(read_records(&demos_path)?, config.data.num_demonstrations)
     };
-    let found: Vec<(String, PathBuf)> =
-        config.policies.iter().filter_map(|name| policy_dir(run_dir, name).map(|d| (name.clone(), d))).collect();
+    let found: Vec<(String, PathBuf)> = expand_policy_names(run_dir, &config.policies)
+        .into_iter()
+        .filter_map(|name| policy_dir(run_dir, &name).map(|d| (name, d)))
+        .collect();
     if found.is_empty() {
         return Err(Error::Invalid(format!(
             "{}: no policy to evaluate (looked for {}/final)",
@@ -161,7 +189,7 @@ pub fn evaluate(run_dir: &Path, config: &EvalConfig, placement: Placement) -> Re
                 Sample { id: p.id.clone(), prompt: p.prompt.clone(), response: r.text.clone(), sample: r.sample }
             })
             .collect();
-        write_samples(&eval_dir.join(format!("responses_{name}.parquet")), &samples)?;
+        write_samples(&eval_dir.join(format!("responses_{}.parquet", name.replace('/', "_"))), &samples)?;
         tracing::info!(policy = name.as_str(), rows = rows.len(), "sampled");
         sampled.push(Sampled { name, dir, rows, logprobs: logprobs.into_iter().map(|l| l.0).collect(), perplexity });
     }

@@ -20,6 +20,7 @@ pub mod lora;
 pub mod model;
 pub mod optim;
 pub mod reward;
+pub mod stage_config;
 pub mod tokenizer;
 pub mod train_state;
 

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use rlhf_data::task::TaskConfig;
-use rlhf_model::{AdamWConfig, Combine, LoraConfig};
+pub use rlhf_model::stage_config::LoraSection;
+use rlhf_model::{AdamWConfig, Combine};
 use serde::{Deserialize, Serialize};
 
 use crate::kl::{KlController, KlEstimator};
@@ -13,7 +14,7 @@ use crate::kl::{KlController, KlEstimator};
 pub const TASK: &str = "task";
 
 /// PPO (and the critic-free GRPO / RLOO) against reward models with a KL penalty to a reference.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PpoConfig {
     /// Seeds prompt order, sampling, minibatch order and libtorch's generator.
@@ -35,6 +36,30 @@ pub struct PpoConfig {
     pub kl: KlSection,
     pub ppo: PpoSection,
     pub train: TrainSection,
+}
+
+impl Default for PpoConfig {
+    fn default() -> Self {
+        PpoConfig {
+            seed: 0,
+            advantage: AdvantageKind::default(),
+            critic: CriticKind::default(),
+            on_nonfinite: OnNonFinite::default(),
+            model: ModelSection::default(),
+            // Adapters on the attention's query and value projections only.
+            lora: LoraSection {
+                target_modules: ["q_proj", "v_proj", "c_attn"].map(String::from).to_vec(),
+                ..LoraSection::default()
+            },
+            data: DataSection::default(),
+            task: TaskConfig::default(),
+            generation: GenerationSection::default(),
+            reward: RewardSection::default(),
+            kl: KlSection::default(),
+            ppo: PpoSection::default(),
+            train: TrainSection::default(),
+        }
+    }
 }
 
 /// Where advantages come from.
@@ -90,42 +115,6 @@ pub struct ModelSection {
 impl Default for ModelSection {
     fn default() -> Self {
         ModelSection { policy: "sft/final".into(), reference: "sft/final".into(), critic: PathBuf::new() }
-    }
-}
-
-/// LoRA on the policy instead of full fine-tuning; merged into the saved model.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LoraSection {
-    pub enabled: bool,
-    pub r: i64,
-    pub alpha: f64,
-    pub dropout: f64,
-    /// Module names (`q_proj`, `c_attn`, ...).
-    pub target_modules: Vec<String>,
-}
-
-impl Default for LoraSection {
-    fn default() -> Self {
-        LoraSection {
-            enabled: false,
-            r: 8,
-            alpha: 16.0,
-            dropout: 0.0,
-            target_modules: ["q_proj", "v_proj", "c_attn"].map(String::from).to_vec(),
-        }
-    }
-}
-
-impl LoraSection {
-    /// The adapter config, when enabled.
-    pub fn to_lora(&self) -> Option<LoraConfig> {
-        self.enabled.then(|| LoraConfig {
-            r: self.r,
-            alpha: self.alpha,
-            dropout: self.dropout,
-            target_modules: self.target_modules.clone(),
-        })
     }
 }
 
@@ -274,7 +263,7 @@ pub struct KlSection {
 
 impl Default for KlSection {
     fn default() -> Self {
-        KlSection { estimator: KlEstimator::K1, beta: 0.05, adaptive: true, target: 6.0, horizon: 10_000.0 }
+        KlSection { estimator: KlEstimator::K1, beta: 0.1, adaptive: true, target: 8.0, horizon: 300.0 }
     }
 }
 
@@ -322,7 +311,7 @@ pub struct PpoSection {
 impl Default for PpoSection {
     fn default() -> Self {
         PpoSection {
-            iterations: 15,
+            iterations: 80,
             prompts_per_iteration: 32,
             group_size: 1,
             rollout_batch_size: 64,

@@ -15,6 +15,7 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rlhf_model::{LlamaConfig, ModelConfig, SequenceClassifier, TokenIds, TrainRng};
 use rlhf_reward::config::{LossConfig, TrainConfig};
+use rlhf_reward::RewardConfig;
 use rlhf_reward::data::{Pair, TokenizedPreference};
 use rlhf_reward::trainer::{self, HeldOut, Metrics, TrainJob};
 use tch::{Device, Kind};
@@ -88,7 +89,7 @@ fn main() -> anyhow::Result<()> {
         eval_every: 0,
         checkpoint_every: 0,
         threads,
-        ..TrainConfig::default()
+        ..RewardConfig::default().train
     };
     let tmp = std::env::temp_dir().join(format!("rlhf-reward-bench-{}", std::process::id()));
     let mut metrics = Metrics::open(tmp.join("metrics.parquet"), "reward")?;

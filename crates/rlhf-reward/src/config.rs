@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 
 pub use rlhf_model::Combine;
-use rlhf_model::{AdamWConfig, ScheduleKind};
+pub use rlhf_model::stage_config::TrainConfig;
 use serde::{Deserialize, Serialize};
 
 /// Reward-model training (`rlhf-reward train`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RewardConfig {
     /// Seeds the score head, the data order and the held-out split; member `i` of an ensemble
@@ -20,6 +20,21 @@ pub struct RewardConfig {
     pub normalize: NormalizeSection,
     pub ensemble: EnsembleSection,
     pub train: TrainConfig,
+}
+
+impl Default for RewardConfig {
+    fn default() -> Self {
+        RewardConfig {
+            seed: 0,
+            model: ModelSection::default(),
+            data: DataSection::default(),
+            loss: LossConfig::default(),
+            normalize: NormalizeSection::default(),
+            ensemble: EnsembleSection::default(),
+            // Evaluation batches count responses (two per comparison).
+            train: TrainConfig { lr: 1e-4, eval_batch_size: 64, ..TrainConfig::default() },
+        }
+    }
 }
 
 /// The policy checkpoint the reward model starts from.
@@ -109,60 +124,6 @@ pub struct EnsembleSection {
 impl Default for EnsembleSection {
     fn default() -> Self {
         EnsembleSection { members: 1, combine: Combine::Mean, k: 1.0 }
-    }
-}
-
-/// Optimisation and bookkeeping of one member's training.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainConfig {
-    /// Optimizer steps; 0 = as many as `epochs` passes over the training data take.
-    pub max_steps: u64,
-    /// Passes over the training preferences (used when `max_steps` is 0).
-    pub epochs: u64,
-    /// Preferences (comparisons or rankings) per micro-batch, bucketed by length.
-    pub batch_size: usize,
-    /// Micro-batches per optimizer step; the loss is the mean over all their preferences.
-    pub grad_accum: usize,
-    pub lr: f64,
-    pub warmup_steps: u64,
-    pub schedule: ScheduleKind,
-    pub min_lr_ratio: f64,
-    /// Clip gradients to this global L2 norm (0 = no clipping).
-    pub max_grad_norm: f64,
-    pub adamw: AdamWConfig,
-    pub log_every: u64,
-    /// Held-out metrics every this many steps (0 = only before the first and after the last step).
-    pub eval_every: u64,
-    /// Rows (responses) per scoring batch in evaluation and normalisation.
-    pub eval_batch_size: usize,
-    /// Save a resumable checkpoint every this many steps (0 = never).
-    pub checkpoint_every: u64,
-    pub keep_checkpoints: usize,
-    /// libtorch intra-op threads (0 = libtorch's choice).
-    pub threads: usize,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            max_steps: 0,
-            epochs: 2,
-            batch_size: 16,
-            grad_accum: 1,
-            lr: 1e-4,
-            warmup_steps: 20,
-            schedule: ScheduleKind::Cosine,
-            min_lr_ratio: 0.1,
-            max_grad_norm: 1.0,
-            adamw: AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() },
-            log_every: 10,
-            eval_every: 100,
-            eval_batch_size: 64,
-            checkpoint_every: 100,
-            keep_checkpoints: 2,
-            threads: 2,
-        }
     }
 }
 

@@ -24,7 +24,7 @@ pub const STAGE_DIR: &str = "sft";
 /// The embedded task's training demonstrations inside a run directory.
 pub const TASK_DEMONSTRATIONS: &str = "data/demonstrations.parquet";
 /// The embedded task's held-out demonstrations inside a run directory.
-pub const TASK_HELDOUT: &str = "data/heldout_demonstrations.parquet";
+pub const TASK_HELDOUT: &str = "data/demonstrations_heldout.parquet";
 
 /// Reads the demonstrations `value` names: a Parquet file, or ("task") the embedded task's table in
 /// `run_dir/task_file`, generated when missing and queued in `pending` to be written once all

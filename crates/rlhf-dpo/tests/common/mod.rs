@@ -78,7 +78,7 @@ pub fn config(policy: &Path, comparisons: &Path) -> DpoConfig {
         eval_every: 0,
         checkpoint_every: 0,
         threads: 1,
-        ..TrainConfig::default()
+        ..DpoConfig::default().train
     };
     config
 }

@@ -81,7 +81,7 @@ pub fn fast_config(policy: &Path, comparisons: &Path, max_steps: u64) -> RewardC
         eval_every: 0,
         checkpoint_every: 0,
         threads: 1,
-        ..TrainConfig::default()
+        ..RewardConfig::default().train
     };
     config
 }

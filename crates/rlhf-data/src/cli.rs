@@ -1,0 +1,49 @@
+//! The entry point every rlhf-rs binary shares: logs to stderr (`RUST_LOG` overrides the level,
+//! colours only on a terminal), runs the command, and turns a failure into one `error: ...` line
+//! and exit status 1.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+/// Installs the log subscriber at `default_level` and runs `command`.
+pub fn run_main(default_level: &str, command: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+    match command() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes joined by `: `, leaving out a cause the text already holds.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line = format!("{line}: {cause}");
+        }
+    }
+    line.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Context;
+
+    #[test]
+    fn causes_join_on_one_line_without_repeats() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = Err::<(), _>(io).context("a.parquet: cannot open: no such file").context("loading\ninputs").unwrap_err();
+        assert_eq!(super::one_line(&err), "loading inputs: a.parquet: cannot open: no such file");
+    }
+}

@@ -1,0 +1,105 @@
+//! Config tables the stage crates share: `[train]` of the gradient-descent trainers (SFT, reward,
+//! DPO) and `[lora]`. A stage's own defaults live in its top-level config's `Default`;
+//! `rlhf_data::config::load_config` lays a file's partial table over them key by key.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{AdamWConfig, LoraConfig, ScheduleKind};
+
+/// Optimisation and bookkeeping of one training run. An "example" is what the stage trains on: a
+/// demonstration (SFT), a preference (reward model) or a chosen/rejected pair (DPO).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Optimizer steps (per round of data, for online DPO); 0 = as many as `epochs` passes take.
+    pub max_steps: u64,
+    /// Passes over the training examples (used when `max_steps` is 0).
+    pub epochs: u64,
+    /// Examples per micro-batch, bucketed by length to limit padding.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step; the loss is the mean over all of them.
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warmup steps.
+    pub warmup_steps: u64,
+    /// Learning-rate curve after warmup: "cosine" or "constant".
+    pub schedule: ScheduleKind,
+    /// Final learning rate of the cosine, as a fraction of `lr`.
+    pub min_lr_ratio: f64,
+    /// Clip gradients to this global L2 norm (0 = no clipping; the norm is still logged).
+    pub max_grad_norm: f64,
+    /// AdamW moments, epsilon and decoupled weight decay.
+    pub adamw: AdamWConfig,
+    /// Log and record metrics every this many steps.
+    pub log_every: u64,
+    /// Held-out metrics every this many steps (0 = only before the first and after the last step).
+    pub eval_every: u64,
+    /// Examples (reward model: responses) per evaluation batch.
+    pub eval_batch_size: usize,
+    /// Save a resumable checkpoint every this many steps (0 = never).
+    pub checkpoint_every: u64,
+    /// Newest checkpoints kept on disk.
+    pub keep_checkpoints: usize,
+    /// libtorch intra-op threads (0 = libtorch's choice). A fixed count keeps CPU runs bit-reproducible.
+    pub threads: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            max_steps: 0,
+            epochs: 2,
+            batch_size: 16,
+            grad_accum: 1,
+            lr: 5e-4,
+            warmup_steps: 20,
+            schedule: ScheduleKind::Cosine,
+            min_lr_ratio: 0.1,
+            max_grad_norm: 1.0,
+            adamw: AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() },
+            log_every: 10,
+            eval_every: 100,
+            eval_batch_size: 32,
+            checkpoint_every: 100,
+            keep_checkpoints: 2,
+            threads: 2,
+        }
+    }
+}
+
+/// `[lora]`: train low-rank adapters instead of every weight; they are merged into the saved model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraSection {
+    pub enabled: bool,
+    pub r: i64,
+    pub alpha: f64,
+    pub dropout: f64,
+    /// Module names (`q_proj`, `c_attn`, ...); those absent from the model are ignored.
+    pub target_modules: Vec<String>,
+}
+
+impl Default for LoraSection {
+    fn default() -> Self {
+        LoraSection {
+            enabled: false,
+            r: 8,
+            alpha: 16.0,
+            dropout: 0.0,
+            target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "c_attn"].map(String::from).to_vec(),
+        }
+    }
+}
+
+impl LoraSection {
+    /// The adapter config, when enabled.
+    pub fn to_lora(&self) -> Option<LoraConfig> {
+        self.enabled.then(|| LoraConfig {
+            r: self.r,
+            alpha: self.alpha,
+            dropout: self.dropout,
+            target_modules: self.target_modules.clone(),
+        })
+    }
+}
