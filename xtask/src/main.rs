@@ -147,6 +147,16 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
 
 fn run_pipeline(root: &Path, args: &PipelineArgs, only: Option<&str>) -> Result<()> {
     let preset = pipeline::Preset::load(root, &args.preset)?;
+    for input in &preset.requires {
+        let given = match input.as_str() {
+            "base" => args.base.is_some(),
+            "data" => args.data.is_some(),
+            other => bail!("preset {}: unknown required input {other:?}", args.preset),
+        };
+        if !given {
+            bail!("preset {} needs --{input} DIR", args.preset);
+        }
+    }
     let torch = libtorch::ensure(root)?;
     let mut build = cargo(root, &torch);
     build.args(["build", "--release", "--workspace", "--bins"]);

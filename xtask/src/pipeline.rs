@@ -21,6 +21,8 @@ pub struct Preset {
     pub steps: Vec<Step>,
     /// The steps of one more round of iterative RLHF (`--rounds`).
     pub round_steps: Vec<Step>,
+    /// Inputs the preset cannot make itself: "base" (`--base DIR`) and/or "data" (`--data DIR`).
+    pub requires: Vec<String>,
 }
 
 /// A preset file: either a full list of steps, or another preset plus extra arguments per step.
@@ -34,6 +36,8 @@ struct PresetFile {
     steps: Vec<Step>,
     #[serde(default)]
     round_steps: Vec<Step>,
+    #[serde(default)]
+    requires: Vec<String>,
     /// Step name -> arguments appended to that step's and to the round step's of the same name
     /// (with `extends`).
     #[serde(default)]
@@ -59,15 +63,16 @@ impl Preset {
         let path = root.join("configs").join("pipeline").join(format!("{name}.toml"));
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading preset {}", path.display()))?;
         let file: PresetFile = toml::from_str(&text).with_context(|| format!("{}: invalid preset", path.display()))?;
-        let (mut steps, mut round_steps) = match &file.extends {
+        let (mut steps, mut round_steps, mut requires) = match &file.extends {
             Some(parent) => {
                 let parent = Preset::load(root, parent)?;
-                (parent.steps, parent.round_steps)
+                (parent.steps, parent.round_steps, parent.requires)
             }
-            None => (Vec::new(), Vec::new()),
+            None => (Vec::new(), Vec::new(), Vec::new()),
         };
         steps.extend(file.steps);
         round_steps.extend(file.round_steps);
+        requires.extend(file.requires);
         for (name, extra) in file.extra_args {
             let mut matching = steps.iter_mut().chain(round_steps.iter_mut()).filter(|s| s.name == name).peekable();
             if matching.peek().is_none() {
@@ -75,7 +80,7 @@ impl Preset {
             }
             matching.for_each(|step| step.args.extend(extra.iter().cloned()));
         }
-        Ok(Preset { run_dir: file.run_dir, steps, round_steps })
+        Ok(Preset { run_dir: file.run_dir, steps, round_steps, requires })
     }
 
     /// The steps of a run with `rounds` rounds of RLHF: the round steps of rounds 2..=rounds go
@@ -123,9 +128,11 @@ pub struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    /// A plan that makes everything under `run_dir`.
+    /// A plan that makes everything under `run_dir` (relative to `root` unless absolute: the stages
+    /// resolve relative paths in their configs against their own run directory, so every path a
+    /// step is given is absolute).
     pub fn new(root: &'a Path, run_dir: PathBuf) -> Self {
-        Plan { root, run_dir, swaps: Vec::new(), data: None, base: None }
+        Plan { root, run_dir: root.join(run_dir), swaps: Vec::new(), data: None, base: None }
     }
 
     /// `text` with the placeholders filled in.
@@ -186,5 +193,41 @@ impl<'a> Plan<'a> {
         }
         println!("pipeline: {:<7} finished in {:.1}s", step.name, started.elapsed().as_secs_f64());
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(name: &str, done: &str) -> Step {
+        Step { name: name.into(), bin: "b".into(), args: vec![format!("{{prev}}/{name}")], done: done.into(), rerun: false }
+    }
+
+    #[test]
+    fn placeholders_expand_to_absolute_paths() {
+        let root = Path::new("/repo");
+        let plan = Plan::new(root, "runs/x".into());
+        assert_eq!(plan.expand("{data}/prompts.parquet {run}"), "/repo/runs/x/data/prompts.parquet /repo/runs/x");
+        assert_eq!(plan.expand("{base}"), "/repo/runs/x/base/final");
+        let plan = Plan { base: Some("/models/gpt2".into()), ..Plan::new(root, "/abs/run".into()) };
+        assert_eq!(plan.expand("{base} {data}"), "/models/gpt2 /abs/run/data");
+    }
+
+    #[test]
+    fn later_rounds_follow_ppo() {
+        let preset = Preset {
+            run_dir: "runs/x".into(),
+            steps: vec![step("sft", "s"), step("ppo", "p"), step("eval", "e")],
+            round_steps: vec![step("reward", "{run}/round-{r}/rm"), step("ppo", "{run}/round-{r}/ppo")],
+            requires: Vec::new(),
+        };
+        let names = |rounds| -> Vec<String> { preset.plan_steps(rounds).unwrap().into_iter().map(|s| s.name).collect() };
+        assert_eq!(names(1), ["sft", "ppo", "eval"]);
+        assert_eq!(names(3), ["sft", "ppo", "reward-r2", "ppo-r2", "reward-r3", "ppo-r3", "eval"]);
+        let steps = preset.plan_steps(3).unwrap();
+        assert_eq!(steps[2].args, ["{run}/reward"]);
+        assert_eq!(steps[4].args, ["{run}/round-2/reward"]);
+        assert_eq!(steps[5].done, "{run}/round-3/ppo");
     }
 }

@@ -99,6 +99,60 @@ pub fn points(panels: &[(String, Vec<Series>)], x_label: &str) -> Result<Vec<u8>
     draw(panels, x_label, true)
 }
 
+/// A named series of labelled points.
+pub type Labelled = (String, Vec<(f64, f64, String)>);
+
+/// One chart of `clouds` (small unjoined markers, e.g. one per training iteration) under `labelled`
+/// (large markers with their label written beside them, e.g. one per policy).
+pub fn scatter(title: &str, x_label: &str, clouds: &[Series], labelled: &[Labelled]) -> Result<Vec<u8>> {
+    let font = has_font();
+    let (w, h) = SIZE;
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let xs = clouds.iter().flat_map(|(_, s)| s.iter().map(|p| p.0)).chain(labelled.iter().flat_map(|(_, s)| s.iter().map(|p| p.0)));
+        let ys = clouds.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)).chain(labelled.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)));
+        let mut builder = ChartBuilder::on(&root);
+        builder.margin(15).x_label_area_size(if font { 35 } else { 0 }).y_label_area_size(if font { 50 } else { 0 });
+        if font {
+            builder.caption(title, (FONT, 18));
+        }
+        let mut chart = builder.build_cartesian_2d(range(xs), range(ys)).map_err(plot_err)?;
+        if font {
+            chart.configure_mesh().x_labels(6).y_labels(6).x_desc(x_label).label_style((FONT, 13)).draw().map_err(plot_err)?;
+        }
+        let legend = |drawn: &mut plotters::chart::SeriesAnno<'_, BitMapBackend<'_>>, name: &str, color: RGBColor, size: i32| {
+            if font {
+                drawn.label(name).legend(move |(x, y)| Circle::new((x + 8, y), size, color.filled()));
+            }
+        };
+        for (i, (name, pts)) in clouds.iter().enumerate() {
+            let color = COLORS[(i + 2) % COLORS.len()].mix(0.45);
+            let solid = COLORS[(i + 2) % COLORS.len()];
+            let mut drawn = chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(plot_err)?;
+            legend(&mut drawn, name, solid, 3);
+        }
+        for (i, (name, pts)) in labelled.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let mut drawn = chart.draw_series(pts.iter().map(|(x, y, _)| Circle::new((*x, *y), 6, color.filled()))).map_err(plot_err)?;
+            legend(&mut drawn, name, color, 6);
+            if font {
+                chart
+                    .draw_series(pts.iter().map(|(x, y, label)| {
+                        EmptyElement::at((*x, *y)) + Text::new(label.clone(), (9, -7), (FONT, 14).into_font().color(&color))
+                    }))
+                    .map_err(plot_err)?;
+            }
+        }
+        if font {
+            chart.configure_series_labels().label_font((FONT, 13)).background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(plot_err)?;
+        }
+        root.present().map_err(plot_err)?;
+    }
+    Ok(png(&buf, w, h))
+}
+
 /// Encodes 8-bit RGB pixels as a PNG.
 pub fn png(rgb: &[u8], width: u32, height: u32) -> Vec<u8> {
     let mut raw = Vec::with_capacity(rgb.len() + height as usize);

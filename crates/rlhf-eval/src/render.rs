@@ -146,20 +146,26 @@ fn draw_plots(eval: &Evaluation, stages: &BTreeMap<&str, BTreeMap<String, Vec<(f
     )];
     let what = format!("mean gold score (blue) and proxy reward (red) per policy, x = policy in the order {}; a widening gap is over-optimisation", names.join(", "));
     out.push(("proxy_vs_gold.png".into(), what, plots::points(&gap, "policy")?));
-    let at_kl = |f: &dyn Fn(&crate::report::PolicyResult) -> Option<f64>| -> Vec<(f64, f64)> {
-        eval.policies.iter().filter_map(|p| Some((p.kl?, f(p)?))).collect()
+    let at_kl = |f: &dyn Fn(&crate::report::PolicyResult) -> Option<f64>| -> Vec<(f64, f64, String)> {
+        eval.policies.iter().filter_map(|p| Some((p.kl?, f(p)?, p.name.clone()))).collect()
     };
-    let mut frontier = vec![("gold".to_string(), at_kl(&|p| Some(p.gold))), ("proxy".to_string(), at_kl(&|p| eval.proxy(p)))];
-    let mut what = format!("reward against KL to the reference per policy ({}): gold (blue), proxy (red)", names.join(", "));
-    if let Some(ppo) = stages.get("ppo") {
-        if let (Some((_, kl)), Some((rn, reward))) = (find(ppo, &["objective/kl", "kl"]), find(ppo, PROXY_KEYS)) {
-            let curve: Vec<(f64, f64)> = kl.iter().zip(reward).map(|(k, r)| (k.1, r.1)).collect();
-            frontier.push((format!("ppo {rn}"), curve));
-            what.push_str(&format!("; green: PPO's training `{rn}` against its KL, one point per logged step"));
+    let policies =
+        vec![("gold (policies)".to_string(), at_kl(&|p| Some(p.gold))), ("proxy (policies)".to_string(), at_kl(&|p| eval.proxy(p)))];
+    let mut what = format!("reward against KL to the reference: each policy's gold score and proxy reward (large labelled markers: {})", names.join(", "));
+    let mut clouds = Vec::new();
+    if let Some((_, kl)) = stages.get("ppo").and_then(|ppo| find(ppo, &["objective/kl", "kl"])) {
+        let ppo = &stages["ppo"];
+        for (key, label) in [("objective/gold", "gold"), ("objective/score", "proxy")] {
+            if let Some(series) = ppo.get(key) {
+                let by_step: BTreeMap<u64, f64> = series.iter().map(|&(step, v)| (step as u64, v)).collect();
+                let cloud: Vec<(f64, f64)> = kl.iter().filter_map(|&(step, k)| Some((k, *by_step.get(&(step as u64))?))).collect();
+                clouds.push((format!("PPO iterations: {label}"), cloud));
+                what.push_str(&format!("; small markers: PPO's rollouts per iteration, `{key}` against `objective/kl`"));
+            }
         }
     }
-    if frontier.iter().any(|(_, s)| !s.is_empty()) {
-        out.push(("frontier.png".into(), what, plots::points(&[("reward vs KL".into(), frontier)], "KL (nats)")?));
+    if policies.iter().any(|(_, s)| !s.is_empty()) {
+        out.push(("frontier.png".into(), what, plots::scatter("reward vs KL", "KL to the reference (nats)", &clouds, &policies)?));
     }
     Ok(out)
 }
