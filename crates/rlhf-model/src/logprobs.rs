@@ -184,12 +184,14 @@ const LOGITS_BUDGET: i64 = 1 << 27;
 
 /// Runs the model on `batch` and scores the response tokens (see the module doc).
 pub fn sequence_logprobs(model: &CausalLm, batch: &TokenBatch, opts: LogprobOptions) -> Result<SequenceLogprobs> {
-    let hidden = model.hidden_states(
-        &batch.input_ids,
-        Some(&batch.attention_mask),
-        Some(&batch.position_ids),
-        None,
-    )?;
+    // With right padding every real token precedes its row's padding, so causal attention alone
+    // never lets it see a pad (the pads' own outputs are masked out below): no key mask keeps
+    // attention on its fused causal kernel.
+    let key_mask = match batch.side {
+        PaddingSide::Right => None,
+        PaddingSide::Left => Some(&batch.attention_mask),
+    };
+    let hidden = model.hidden_states(&batch.input_ids, key_mask, Some(&batch.position_ids), None)?;
     logprobs_from_hidden(model, &hidden, batch, opts)
 }
 
