@@ -18,6 +18,7 @@ mod error;
 mod import;
 mod inspect;
 mod layouts;
+mod metrics_log;
 mod parquet_io;
 mod ranking;
 mod records;
@@ -28,6 +29,7 @@ pub use error::{Error, Location, Result};
 pub use import::{import, ImportOptions, ImportSummary};
 pub use inspect::{inspect, TableSummary};
 pub use layouts::Format;
+pub use metrics_log::MetricsLog;
 pub use parquet_io::{
     append_column, concat_tables, read_records, read_table, validate_table, write_records, EncodedRowGroup,
     RecordChunk, RecordReader, RecordWriter, RowGroupEncoder, Table, TableReader, TableWriter,

@@ -1,5 +1,5 @@
-//! Comparisons as token ids ([`Pair`]), their batches and log-probs, the held-out split and the
-//! training order ([`PairStream`]).
+//! Comparisons as token ids ([`Pair`]), their batches and log-probs, and the held-out split (the
+//! training order is `rlhf_model::batching::BatchStream`, plainly shuffled).
 //!
 //! A pair is scored as two rows, `prompt ++ chosen` and `prompt ++ rejected` (responses end with
 //! eos, the project's tokenization rule), stacked into one right-padded batch so the policy runs
@@ -7,10 +7,8 @@
 
 use std::path::Path;
 
-use rand::seq::SliceRandom;
 use rlhf_data::Comparison;
-use rlhf_model::train_state::{restore_rng, rng_state};
-use rlhf_model::{build_batch, sequence_logprobs, CausalLm, LogprobOptions, PaddingSide, Tokenizer, TrainRng};
+use rlhf_model::{build_batch, sequence_logprobs, CausalLm, LogprobOptions, PaddingSide, Tokenizer};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -139,93 +137,9 @@ pub fn is_heldout(id: &str, fraction: f64) -> bool {
     fraction > 0.0 && (Fnv::default().update(id.as_bytes()).finish() as f64) < fraction * u64::MAX as f64
 }
 
-/// Where a [`PairStream`] stands, as a checkpoint stores it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StreamPosition {
-    pub epoch: u64,
-    /// Micro-batches of this epoch already dealt.
-    pub batches: u64,
-    /// The RNG state at the start of the epoch (its order is redrawn from it).
-    pub rng_state: Vec<u64>,
-}
-
-/// An endless stream of shuffled micro-batches (indices into the pairs), epoch after epoch.
-pub struct PairStream {
-    pairs: usize,
-    batch_size: usize,
-    rng: TrainRng,
-    position: StreamPosition,
-    batches: Vec<Vec<usize>>,
-}
-
-impl PairStream {
-    /// A stream over `pairs` pairs starting at epoch 0, or continued from `position`.
-    pub fn new(pairs: usize, batch_size: usize, rng: TrainRng, position: Option<&StreamPosition>) -> Result<Self> {
-        let rng = match position {
-            Some(p) => restore_rng(&p.rng_state)?,
-            None => rng,
-        };
-        let start = StreamPosition { epoch: 0, batches: 0, rng_state: rng_state(&rng) };
-        let mut stream = PairStream { pairs, batch_size, rng, position: start, batches: Vec::new() };
-        stream.shuffle();
-        if let Some(p) = position {
-            stream.position.epoch = p.epoch;
-            stream.position.batches = p.batches;
-        }
-        Ok(stream)
-    }
-
-    fn shuffle(&mut self) {
-        let mut order: Vec<usize> = (0..self.pairs).collect();
-        order.shuffle(&mut self.rng);
-        self.batches = order.chunks(self.batch_size).map(<[usize]>::to_vec).collect();
-    }
-
-    pub fn position(&self) -> &StreamPosition {
-        &self.position
-    }
-
-    /// Micro-batches per epoch.
-    pub fn batches_per_epoch(&self) -> usize {
-        self.batches.len()
-    }
-
-    /// The next micro-batch, starting a new epoch when this one is used up.
-    pub fn next_batch(&mut self) -> &[usize] {
-        if self.position.batches as usize == self.batches.len() {
-            self.position = StreamPosition { epoch: self.position.epoch + 1, batches: 0, rng_state: rng_state(&self.rng) };
-            self.shuffle();
-        }
-        self.position.batches += 1;
-        &self.batches[self.position.batches as usize - 1]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
-
-    #[test]
-    fn a_resumed_stream_deals_the_same_batches() {
-        let mut a = PairStream::new(23, 4, TrainRng::seed_from_u64(3), None).unwrap();
-        assert_eq!(a.batches_per_epoch(), 6);
-        let mut saved = None;
-        let mut rest = Vec::new();
-        for i in 0..20 {
-            if i == 9 {
-                saved = Some(a.position().clone());
-            }
-            let batch = a.next_batch().to_vec();
-            if i >= 9 {
-                rest.push(batch);
-            }
-        }
-        let mut b = PairStream::new(23, 4, TrainRng::seed_from_u64(99), saved.as_ref()).unwrap();
-        let resumed: Vec<Vec<usize>> = (9..20).map(|_| b.next_batch().to_vec()).collect();
-        assert_eq!(resumed, rest);
-        assert_eq!(b.position().epoch, 3);
-    }
 
     #[test]
     fn the_heldout_split_is_stable_and_near_its_fraction() {

@@ -8,18 +8,20 @@
 //! off throughout (as TRL's `disable_dropout`), so policy and reference see the same network.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
-use rlhf_data::Metric;
+use rlhf_data::MetricsLog;
 use rlhf_model::device::peak_memory_bytes;
 use rlhf_model::{train_state, AdamW, CausalLm, LrSchedule, TrainRng, TrainState};
 use tch::{Kind, Tensor};
 
 use crate::config::TrainConfig;
-use crate::data::{cached_reference, policy_logps, Pair, PairStream, StreamPosition};
+use rlhf_model::batching::{BatchStream, StreamPosition};
+
+use crate::data::{cached_reference, policy_logps, Pair};
 use crate::error::{Error, Result};
 use crate::loss::{LossConfig, PairTerms, PolicyLogps, ReferenceLogps};
 use crate::online::RoundStats;
@@ -159,40 +161,6 @@ pub struct TrainSummary {
     pub tokens_per_s: f64,
 }
 
-/// The stage's metrics, rewritten atomically on every flush.
-struct Metrics {
-    path: PathBuf,
-    rows: Vec<Metric>,
-}
-
-impl Metrics {
-    /// Starts empty, or (resuming) keeps the rows of steps up to `resumed_step`.
-    fn open(dir: &Path, resumed_step: Option<u64>) -> Result<Self> {
-        let path = dir.join(METRICS_FILE);
-        let rows = match resumed_step {
-            Some(step) if path.is_file() => {
-                let mut rows: Vec<Metric> = rlhf_data::read_records(&path)?;
-                rows.retain(|m| m.step <= step);
-                rows
-            }
-            _ => Vec::new(),
-        };
-        Ok(Metrics { path, rows })
-    }
-
-    fn push(&mut self, step: u64, name: &str, value: f64) {
-        let wall_time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        self.rows.push(Metric { stage: crate::STAGE_DIR.into(), step, name: name.into(), value, wall_time });
-    }
-
-    fn flush(&self) -> Result<()> {
-        if !self.rows.is_empty() {
-            rlhf_data::write_records(&self.path, &self.rows)?;
-        }
-        Ok(())
-    }
-}
-
 /// Where a resumed run continues.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResumePoint {
@@ -226,7 +194,7 @@ pub struct Trainer<'a> {
     live_reference: Option<Reference>,
     job: TrainJob<'a>,
     optimizer: AdamW,
-    metrics: Metrics,
+    metrics: MetricsLog,
     progress: ProgressBar,
     step: u64,
     resume: Option<ResumePoint>,
@@ -286,7 +254,11 @@ impl<'a> Trainer<'a> {
         let mut trainer = Trainer {
             policy,
             live_reference,
-            metrics: Metrics::open(job.dir, summary.resumed_from)?,
+            metrics: {
+                let mut log = MetricsLog::open(job.dir.join(METRICS_FILE), crate::STAGE_DIR)?;
+                log.rewind(summary.resumed_from, |_| true);
+                log
+            },
             job,
             optimizer,
             progress,
@@ -321,7 +293,7 @@ impl<'a> Trainer<'a> {
             self.metrics.push(self.step, name, value);
         }
         tracing::info!(round, pairs = stats.pairs, dropped = stats.dropped, gold_score = stats.gold_score, "labelled an online round");
-        self.metrics.flush()
+        Ok(self.metrics.flush()?)
     }
 
     fn reference_logps(&self, batch: &[&Pair]) -> Result<Option<ReferenceLogps>> {
@@ -381,7 +353,7 @@ impl<'a> Trainer<'a> {
         }
         let resume = self.resume.take().filter(|r| r.round == round);
         let rng = TrainRng::seed_from_u64(step_seed(self.job.seed, round));
-        let mut stream = PairStream::new(pairs.len(), cfg.batch_size, rng, resume.as_ref().map(|r| &r.position))?;
+        let mut stream = BatchStream::shuffled(pairs.len(), cfg.batch_size, rng, resume.as_ref().map(|r| &r.position))?;
         let steps = if cfg.max_steps > 0 {
             cfg.max_steps
         } else {

@@ -4,6 +4,7 @@
 //! directories that load and save in `transformers`, KV-cache generation, log-probs, reward/value
 //! heads and LoRA, plus the tokenizer, chat templates and training helpers the trainers share.
 
+pub mod batching;
 pub mod cache;
 pub mod chat;
 pub mod checkpoint;

@@ -17,7 +17,8 @@ use rlhf_model::{LlamaConfig, ModelConfig, SequenceClassifier, TokenIds, TrainRn
 use rlhf_reward::config::{LossConfig, TrainConfig};
 use rlhf_reward::RewardConfig;
 use rlhf_reward::data::{Pair, TokenizedPreference};
-use rlhf_reward::trainer::{self, HeldOut, Metrics, TrainJob};
+use rlhf_data::MetricsLog;
+use rlhf_reward::trainer::{self, HeldOut, TrainJob};
 use tch::{Device, Kind};
 
 const BATCH: usize = 16;
@@ -92,7 +93,7 @@ fn main() -> anyhow::Result<()> {
         ..RewardConfig::default().train
     };
     let tmp = std::env::temp_dir().join(format!("rlhf-reward-bench-{}", std::process::id()));
-    let mut metrics = Metrics::open(tmp.join("metrics.parquet"), "reward")?;
+    let mut metrics = MetricsLog::open(tmp.join("metrics.parquet"), "reward")?;
     let heldout = HeldOut::new(&[], None);
     let job = TrainJob {
         checkpoints: &tmp.join("checkpoints"),

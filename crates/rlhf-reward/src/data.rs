@@ -5,15 +5,13 @@
 //! K·(K−1)/2 pairs. Each preference is one training example: its responses share one forward pass
 //! and its loss is the mean over its pairs (InstructGPT). Pairs whose two texts are identical carry
 //! no preference: they are dropped and counted. [`TokenizedPreference`]s hold the token rows
-//! `tokens(prompt) ++ tokens(response) ++ [eos]`, and [`BatchStream`] deals them out in a seeded,
-//! length-bucketed, resumable order.
+//! `tokens(prompt) ++ tokens(response) ++ [eos]`, dealt out by `rlhf_model::batching::BatchStream`
+//! in a seeded, length-bucketed, resumable order.
 
 use std::path::Path;
 
-use rand::seq::SliceRandom;
 use rlhf_data::{read_table, Comparison, Location, Ranking, Record};
-use rlhf_model::train_state::{restore_rng, rng_state};
-use rlhf_model::{Tokenizer, TrainRng};
+use rlhf_model::Tokenizer;
 
 use crate::error::{Error, Result};
 
@@ -179,102 +177,9 @@ where
         .collect())
 }
 
-/// Batches per length bucket: preferences are shuffled, then sorted by length within groups of
-/// this many batches, so a batch holds similar lengths while the order stays random.
-const BUCKET_BATCHES: usize = 32;
-
-fn epoch_batches(lengths: &[usize], batch_size: usize, rng: &mut TrainRng) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..lengths.len()).collect();
-    order.shuffle(rng);
-    let mut batches = Vec::with_capacity(lengths.len().div_ceil(batch_size));
-    for group in order.chunks_mut(batch_size * BUCKET_BATCHES) {
-        group.sort_by_key(|&i| lengths[i]);
-        batches.extend(group.chunks(batch_size).map(<[usize]>::to_vec));
-    }
-    batches.shuffle(rng);
-    batches
-}
-
-/// Where a [`BatchStream`] stands, as a checkpoint stores it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StreamPosition {
-    pub epoch: u64,
-    /// Batches of this epoch already dealt.
-    pub batches: u64,
-    /// The RNG state at the start of the epoch (its order is redrawn from it).
-    pub rng_state: Vec<u64>,
-}
-
-/// An endless stream of micro-batches (indices into the preferences), epoch after epoch.
-pub struct BatchStream {
-    lengths: Vec<usize>,
-    batch_size: usize,
-    rng: TrainRng,
-    position: StreamPosition,
-    batches: Vec<Vec<usize>>,
-}
-
-impl BatchStream {
-    /// A stream over preferences of the given lengths (tokens), starting at epoch 0.
-    pub fn new(lengths: Vec<usize>, batch_size: usize, rng: TrainRng) -> Self {
-        let position = StreamPosition { epoch: 0, batches: 0, rng_state: rng_state(&rng) };
-        let mut stream = BatchStream { lengths, batch_size, rng, position, batches: Vec::new() };
-        stream.batches = epoch_batches(&stream.lengths, batch_size, &mut stream.rng);
-        stream
-    }
-
-    /// The stream continued from a saved position.
-    pub fn resume(lengths: Vec<usize>, batch_size: usize, position: &StreamPosition) -> Result<Self> {
-        let mut stream = Self::new(lengths, batch_size, restore_rng(&position.rng_state)?);
-        stream.position.epoch = position.epoch;
-        stream.position.batches = position.batches.min(stream.batches.len() as u64);
-        Ok(stream)
-    }
-
-    pub fn position(&self) -> &StreamPosition {
-        &self.position
-    }
-
-    /// The next micro-batch, starting a new epoch when this one is used up.
-    pub fn next_batch(&mut self) -> &[usize] {
-        if self.position.batches as usize == self.batches.len() {
-            self.position = StreamPosition { epoch: self.position.epoch + 1, batches: 0, rng_state: rng_state(&self.rng) };
-            self.batches = epoch_batches(&self.lengths, self.batch_size, &mut self.rng);
-        }
-        self.position.batches += 1;
-        &self.batches[self.position.batches as usize - 1]
-    }
-
-    pub fn batches_per_epoch(&self) -> usize {
-        self.batches.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
-
-    #[test]
-    fn a_resumed_stream_deals_the_same_batches() {
-        let lengths: Vec<usize> = (0..50).map(|i| i % 7 + 1).collect();
-        let mut a = BatchStream::new(lengths.clone(), 4, TrainRng::seed_from_u64(3));
-        assert_eq!(a.batches_per_epoch(), 13);
-        let mut saved = None;
-        let mut rest = Vec::new();
-        for i in 0..40 {
-            if i == 17 {
-                saved = Some(a.position().clone());
-            }
-            let batch = a.next_batch().to_vec();
-            if i >= 17 {
-                rest.push(batch);
-            }
-        }
-        let mut b = BatchStream::resume(lengths, 4, &saved.unwrap()).unwrap();
-        let resumed: Vec<Vec<usize>> = (17..40).map(|_| b.next_batch().to_vec()).collect();
-        assert_eq!(resumed, rest);
-    }
 
     #[test]
     fn split_keeps_prompts_together_and_is_seeded() {

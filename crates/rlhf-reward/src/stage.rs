@@ -27,7 +27,8 @@ use crate::data::{tokenize, tokenize_rows, Preference, Preferences};
 use crate::error::{Error, Result};
 use crate::model::write_manifest;
 use crate::table::read_prompt_responses;
-use crate::trainer::{self, HeldOut, Metrics, TrainJob};
+use crate::trainer::{self, in_namespace, HeldOut, TrainJob};
+use rlhf_data::MetricsLog;
 use crate::{Outcome, RunOptions};
 
 /// The stage directory inside a run directory.
@@ -204,7 +205,7 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
     );
 
     rlhf_data::config::write_config(config, &dir.join("config.toml"))?;
-    let mut metrics = Metrics::open(dir.join(METRICS_FILE), STAGE_NAME)?;
+    let mut metrics = MetricsLog::open(dir.join(METRICS_FILE), STAGE_NAME)?;
     let data_stats = [
         ("train_preferences", train.items.len()),
         ("train_pairs", train.pair_count()),
@@ -212,7 +213,7 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
         ("identical_pairs_dropped", train.identical_pairs + heldout.identical_pairs),
         ("rows_cut", train_cut + heldout_cut),
     ];
-    metrics.rewind("data/", None);
+    metrics.rewind(None, |name| in_namespace("data/", name));
     for (name, value) in data_stats {
         metrics.push(0, &format!("data/{name}"), value as f64);
     }

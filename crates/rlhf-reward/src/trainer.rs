@@ -8,19 +8,21 @@
 //! seeded [`TrainRng`] whose state is checkpointed, and libtorch's generator (dropout) is reseeded
 //! from the seed and the step before every step.
 
-use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
-use rlhf_data::Metric;
+use rlhf_data::MetricsLog;
 use rlhf_model::device::{peak_memory_bytes, seed_everything};
 use rlhf_model::reward::score_rows;
 use rlhf_model::{train_state, AdamW, LrSchedule, SequenceClassifier, TrainRng, TrainState};
 use tch::{Device, Tensor};
 
 use crate::config::{LossConfig, TrainConfig};
-use crate::data::{BatchStream, StreamPosition, TokenizedPreference};
+use rlhf_model::batching::{BatchStream, StreamPosition};
+
+use crate::data::TokenizedPreference;
 use crate::error::{Error, Result};
 use crate::loss::{accuracy_and_margin, preference_loss, PairIndex, PreferenceBatch};
 
@@ -82,42 +84,13 @@ pub fn evaluate(model: &SequenceClassifier, heldout: &HeldOut, loss: &LossConfig
     Ok(Evaluation { loss: preference_loss(&d, &heldout.pairs, loss).double_value(&[]), accuracy, margin, gold_accuracy })
 }
 
-/// The stage's metrics table (`metrics.parquet`), rewritten atomically on every flush.
-pub struct Metrics {
-    stage: String,
-    path: PathBuf,
-    rows: Vec<Metric>,
-}
-
-impl Metrics {
-    /// Keeps the rows already in `path` (a resumed stage continues its table).
-    pub fn open(path: PathBuf, stage: &str) -> Result<Self> {
-        let rows = if path.is_file() { rlhf_data::read_records(&path)? } else { Vec::new() };
-        Ok(Metrics { stage: stage.into(), path, rows })
-    }
-
-    /// Drops the rows of one namespace logged after `kept_step` (all of them for `None`). A
-    /// namespace `ns/` holds the names starting with it; the empty one the names without a `/`.
-    pub fn rewind(&mut self, namespace: &str, kept_step: Option<u64>) {
-        let inside = |name: &str| if namespace.is_empty() { !name.contains('/') } else { name.starts_with(namespace) };
-        self.rows.retain(|m| !inside(&m.name) || kept_step.is_some_and(|s| m.step <= s));
-    }
-
-    /// The rows so far.
-    pub fn rows(&self) -> &[Metric] {
-        &self.rows
-    }
-
-    pub fn push(&mut self, step: u64, name: &str, value: f64) {
-        let wall_time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        self.rows.push(Metric { stage: self.stage.clone(), step, name: name.into(), value, wall_time });
-    }
-
-    pub fn flush(&self) -> Result<()> {
-        if !self.rows.is_empty() {
-            rlhf_data::write_records(&self.path, &self.rows)?;
-        }
-        Ok(())
+/// Whether a metric belongs to a namespace: `ns/` holds the names starting with it, the empty one
+/// the names without a `/` (an ensemble member logs under `member-<i>/`).
+pub fn in_namespace(namespace: &str, name: &str) -> bool {
+    if namespace.is_empty() {
+        !name.contains('/')
+    } else {
+        name.starts_with(namespace)
     }
 }
 
@@ -177,7 +150,7 @@ fn step_seed(seed: u64, step: u64) -> u64 {
     seed ^ step.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-fn log_eval(pb: &ProgressBar, metrics: &mut Metrics, prefix: &str, step: u64, eval: &Evaluation) {
+fn log_eval(pb: &ProgressBar, metrics: &mut MetricsLog, prefix: &str, step: u64, eval: &Evaluation) {
     let named = [("eval_loss", Some(eval.loss)), ("eval_accuracy", Some(eval.accuracy)), ("eval_margin", Some(eval.margin))];
     for (name, value) in named.into_iter().chain([("eval_gold_accuracy", eval.gold_accuracy)]) {
         if let Some(value) = value {
@@ -202,7 +175,7 @@ struct Interval {
 
 /// Trains every weight of `model` on `job.train` (continuing from the newest checkpoint in
 /// `job.checkpoints`), logging into `metrics`. Leaves the model in eval mode; saving is the caller's.
-pub fn train(model: &mut SequenceClassifier, job: &TrainJob<'_>, metrics: &mut Metrics) -> Result<TrainSummary> {
+pub fn train(model: &mut SequenceClassifier, job: &TrainJob<'_>, metrics: &mut MetricsLog) -> Result<TrainSummary> {
     let cfg = job.train_config;
     check(cfg, job.loss, job.train)?;
     let prefix = job.metric_prefix;
@@ -226,11 +199,11 @@ pub fn train(model: &mut SequenceClassifier, job: &TrainJob<'_>, metrics: &mut M
             tracing::info!(step = state.step, dir = %dir.display(), "resuming");
             summary.resumed_from = Some(state.step);
             let position = StreamPosition { epoch: state.epoch, batches: state.data_position, rng_state: state.rng_state };
-            BatchStream::resume(lengths, cfg.batch_size, &position)?
+            BatchStream::length_bucketed(lengths, cfg.batch_size, TrainRng::seed_from_u64(job.seed), Some(&position))?
         }
-        None => BatchStream::new(lengths, cfg.batch_size, TrainRng::seed_from_u64(job.seed)),
+        None => BatchStream::length_bucketed(lengths, cfg.batch_size, TrainRng::seed_from_u64(job.seed), None)?,
     };
-    metrics.rewind(prefix, summary.resumed_from);
+    metrics.rewind(summary.resumed_from, |name| in_namespace(prefix, name));
     let start = summary.resumed_from.unwrap_or(0);
     let total = if cfg.max_steps > 0 {
         cfg.max_steps
@@ -252,7 +225,7 @@ pub fn train(model: &mut SequenceClassifier, job: &TrainJob<'_>, metrics: &mut M
     );
     pb.set_prefix(format!("reward {prefix}"));
     pb.set_position(start);
-    let eval = |step: u64, metrics: &mut Metrics| -> Result<Option<Evaluation>> {
+    let eval = |step: u64, metrics: &mut MetricsLog| -> Result<Option<Evaluation>> {
         if job.heldout.is_empty() {
             return Ok(None);
         }

@@ -11,12 +11,12 @@
 //! the seed and the step before every step.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
-use rlhf_data::Metric;
+use rlhf_data::MetricsLog;
 use rlhf_model::device::{peak_memory_bytes, seed_everything};
 use rlhf_model::{
     build_batch, sequence_logprobs, train_state, AdamW, CausalLm, LogprobOptions, LrSchedule, PaddingSide,
@@ -25,7 +25,9 @@ use rlhf_model::{
 use tch::{nn::VarStore, Kind, Tensor};
 
 use crate::config::TrainConfig;
-use crate::data::{BatchStream, Example, StreamPosition};
+use rlhf_model::batching::{BatchStream, StreamPosition};
+
+use crate::data::Example;
 use crate::error::{Error, Result};
 
 /// The finished model inside a stage directory.
@@ -140,41 +142,6 @@ fn load_trainable(model: &CausalLm, file: &Path) -> Result<()> {
     }
 }
 
-/// The stage's metrics, rewritten atomically on every flush.
-struct Metrics {
-    stage: String,
-    path: PathBuf,
-    rows: Vec<Metric>,
-}
-
-impl Metrics {
-    /// Starts empty, or (resuming) keeps the rows of steps up to `resumed_step`.
-    fn open(dir: &Path, stage: &str, resumed_step: Option<u64>) -> Result<Self> {
-        let path = dir.join(METRICS_FILE);
-        let rows = match resumed_step {
-            Some(step) if path.is_file() => {
-                let mut rows: Vec<Metric> = rlhf_data::read_records(&path)?;
-                rows.retain(|m| m.step <= step);
-                rows
-            }
-            _ => Vec::new(),
-        };
-        Ok(Metrics { stage: stage.into(), path, rows })
-    }
-
-    fn push(&mut self, step: u64, name: &str, value: f64) {
-        let wall_time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        self.rows.push(Metric { stage: self.stage.clone(), step, name: name.into(), value, wall_time });
-    }
-
-    fn flush(&self) -> Result<()> {
-        if !self.rows.is_empty() {
-            rlhf_data::write_records(&self.path, &self.rows)?;
-        }
-        Ok(())
-    }
-}
-
 fn check(config: &TrainConfig, train: &[Example]) -> Result<()> {
     let invalid = |m: &str| Err(Error::Invalid(m.into()));
     if train.iter().all(|e| e.scored() == 0) {
@@ -196,7 +163,7 @@ fn step_seed(seed: u64, step: u64) -> u64 {
     seed ^ step.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-fn log_eval(pb: &ProgressBar, metrics: &mut Metrics, step: u64, eval: &Evaluation) {
+fn log_eval(pb: &ProgressBar, metrics: &mut MetricsLog, step: u64, eval: &Evaluation) {
     metrics.push(step, "eval_loss", eval.loss);
     metrics.push(step, "eval_ppl", eval.ppl);
     pb.suspend(|| tracing::info!(step, eval_loss = eval.loss, eval_ppl = eval.ppl, "held-out"));
@@ -231,10 +198,10 @@ pub fn train(model: &CausalLm, job: &TrainJob<'_>) -> Result<TrainSummary> {
             load_trainable(model, &dir.join(format!("{CHECKPOINT_MODEL}.safetensors")))?;
             tracing::info!(step = state.step, dir = %dir.display(), "resuming");
             summary.resumed_from = Some(state.step);
-            let position = StreamPosition { epoch: state.epoch, examples: state.data_position, rng_state: state.rng_state };
-            BatchStream::resume(lengths, cfg.batch_size, &position)?
+            let position = StreamPosition { epoch: state.epoch, batches: state.data_position, rng_state: state.rng_state };
+            BatchStream::length_bucketed(lengths, cfg.batch_size, TrainRng::seed_from_u64(job.seed), Some(&position))?
         }
-        None => BatchStream::new(lengths, cfg.batch_size, TrainRng::seed_from_u64(job.seed)),
+        None => BatchStream::length_bucketed(lengths, cfg.batch_size, TrainRng::seed_from_u64(job.seed), None)?,
     };
     let start = summary.resumed_from.unwrap_or(0);
     let total = if cfg.max_steps > 0 {
@@ -249,7 +216,8 @@ pub fn train(model: &CausalLm, job: &TrainJob<'_>) -> Result<TrainSummary> {
         total_steps: total,
         min_lr_ratio: cfg.min_lr_ratio,
     };
-    let mut metrics = Metrics::open(job.dir, job.stage, summary.resumed_from)?;
+    let mut metrics = MetricsLog::open(job.dir.join(METRICS_FILE), job.stage)?;
+    metrics.rewind(summary.resumed_from, |_| true);
 
     let pb = if job.progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
     pb.set_style(
@@ -258,7 +226,7 @@ pub fn train(model: &CausalLm, job: &TrainJob<'_>) -> Result<TrainSummary> {
     );
     pb.set_prefix(job.stage.to_string());
     pb.set_position(start);
-    let eval = |step: u64, metrics: &mut Metrics| -> Result<Option<Evaluation>> {
+    let eval = |step: u64, metrics: &mut MetricsLog| -> Result<Option<Evaluation>> {
         if job.eval.is_empty() {
             return Ok(None);
         }
@@ -325,7 +293,7 @@ pub fn train(model: &CausalLm, job: &TrainJob<'_>) -> Result<TrainSummary> {
             let state = TrainState {
                 step: done,
                 epoch: position.epoch,
-                data_position: position.examples,
+                data_position: position.batches,
                 rng_state: position.rng_state.clone(),
                 tch_seed: job.seed,
                 config_hash: job.config_hash.clone(),
