@@ -139,7 +139,9 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     if has_nextest() {
         cmd.args(["nextest", "run", "--release", "--workspace", "--no-fail-fast"]);
     } else {
-        cmd.args(["test", "--release", "--workspace", "--no-fail-fast"]);
+        // libtorch's RNG and thread pool are process-wide: tests that train must not share a
+        // process concurrently (nextest gives each its own), so libtest runs them one at a time.
+        cmd.args(["test", "--release", "--workspace", "--no-fail-fast"]).env("RUST_TEST_THREADS", "1");
     }
     cmd.args(extra);
     run(cmd)
