@@ -58,6 +58,8 @@ pub struct FlagConfig {
     pub max_kl: f64,
     /// EOS rate below this.
     pub min_eos_rate: f64,
+    /// Distinct-2 below this fraction of the reference's (mode collapse).
+    pub min_distinct2_ratio: f64,
 }
 
 impl Default for EvalConfig {
@@ -95,6 +97,6 @@ impl Default for GenerationSettings {
 
 impl Default for FlagConfig {
     fn default() -> Self {
-        FlagConfig { length_ratio: 2.0, max_kl: 50.0, min_eos_rate: 0.5 }
+        FlagConfig { length_ratio: 2.0, max_kl: 50.0, min_eos_rate: 0.5, min_distinct2_ratio: 0.5 }
     }
 }

@@ -69,6 +69,12 @@ pub fn flags(eval: &Evaluation, ppo: &BTreeMap<String, Vec<(f64, f64)>>, limits:
                     ));
                 }
             }
+            if p.distinct2 < limits.min_distinct2_ratio * r.distinct2 {
+                out.push(format!(
+                    "**{}**: distinct-2 {:.3} is under {}× the reference's {:.3}: the responses repeat each other (mode collapse).",
+                    p.name, p.distinct2, limits.min_distinct2_ratio, r.distinct2
+                ));
+            }
             if r.length > 0.0 && p.length > limits.length_ratio * r.length {
                 out.push(format!("**{}**: mean length {:.1} tokens is over {}× the reference's {:.1}.", p.name, p.length, limits.length_ratio, r.length));
             }
@@ -253,4 +259,40 @@ pub fn write_report(eval: &Evaluation, limits: &FlagConfig) -> Result<Written> {
     let report = dir.join("report.md");
     write_file(&report, md.as_bytes())?;
     Ok(Written { report, html: html_path, headline, flags })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::PolicyResult;
+
+    fn policy(name: &str, gold: f64, proxy: f64, distinct2: f64) -> PolicyResult {
+        PolicyResult {
+            name: name.into(),
+            gold,
+            proxy: vec![proxy],
+            kl: Some(1.0),
+            perplexity: None,
+            length: 20.0,
+            eos_rate: 1.0,
+            distinct1: 0.1,
+            distinct2,
+            win: None,
+        }
+    }
+
+    #[test]
+    fn hacking_and_collapse_are_flagged_against_the_reference() {
+        let eval = Evaluation {
+            run_dir: PathBuf::from("run"),
+            reference: Some("sft".into()),
+            reward_models: vec!["rm/final".into()],
+            prompts: 10,
+            policies: vec![policy("sft", 2.0, 0.0, 0.3), policy("ppo", 1.5, 1.0, 0.1), policy("dpo", 3.0, 0.5, 0.25)],
+        };
+        let flags = flags(&eval, &BTreeMap::new(), &FlagConfig::default());
+        assert_eq!(flags.len(), 2, "{flags:?}");
+        assert!(flags[0].starts_with("**ppo**: proxy reward rose") && flags[0].ends_with("reward hacking."));
+        assert!(flags[1].starts_with("**ppo**: distinct-2 0.100 is under 0.5× the reference's 0.300"));
+    }
 }
