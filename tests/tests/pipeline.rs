@@ -26,14 +26,16 @@ fn tiny_preset_runs_reports_and_takes_a_swapped_stage() -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let preset = Preset::load(root, "tiny")?;
     let steps = preset.plan_steps(2)?;
+    // The stage binaries sit next to this crate's own (same target directory and profile).
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_alt-dpo")).parent().unwrap().to_path_buf();
     for step in &steps {
-        let bin = root.join("target/release").join(&step.bin);
+        let bin = bin_dir.join(&step.bin);
         ensure!(bin.is_file(), "{} is not built: run `cargo xtask test` (or cargo build --release --bins)", bin.display());
     }
     let tmp = tempfile::tempdir()?;
     let run = tmp.path().join("run");
     let steps: Vec<_> = steps.iter().collect();
-    let plan = Plan::new(root, run.clone());
+    let plan = Plan { bin_dir: bin_dir.clone(), ..Plan::new(root, run.clone()) };
     plan.run(&steps)?;
     for step in &steps {
         let done = plan.expand(&step.done);
@@ -52,7 +54,7 @@ fn tiny_preset_runs_reports_and_takes_a_swapped_stage() -> Result<()> {
 
     std::fs::remove_dir_all(run.join("dpo"))?;
     let swaps = vec![("dpo".to_string(), env!("CARGO_BIN_EXE_alt-dpo").to_string())];
-    Plan { swaps, ..Plan::new(root, run.clone()) }.run(&steps)?;
+    Plan { swaps, bin_dir, ..Plan::new(root, run.clone()) }.run(&steps)?;
     let copied = |stage: &str| std::fs::read(run.join(stage).join("final").join("model.safetensors"));
     ensure!(copied("dpo")? == copied("sft")?, "alt-dpo did not run");
     let report = check_report(&run)?;

@@ -184,7 +184,7 @@ fn absolute(dir: &Path) -> Result<PathBuf> {
 
 fn bench(root: &Path, name: &str) -> Result<()> {
     let torch = libtorch::ensure(root)?;
-    let out_dir = root.join("target").join("bench");
+    let out_dir = pipeline::target_dir(root).join("bench");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     for (bench, package) in BENCHES.iter().filter(|(bench, _)| name == "all" || *bench == name) {
         let mut cmd = cargo(root, &torch);

@@ -117,11 +117,19 @@ impl Preset {
     }
 }
 
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to `root` unless absolute), else
+/// `<root>/target`.
+pub fn target_dir(root: &Path) -> PathBuf {
+    root.join(std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from))
+}
+
 /// What to run: the preset, a run directory, replaced binaries (`step=path`), and where the task
 /// tables and the base checkpoint come from (`None`: made by the run, under the run directory).
 pub struct Plan<'a> {
     pub root: &'a Path,
     pub run_dir: PathBuf,
+    /// Where a step's bare binary name is looked up.
+    pub bin_dir: PathBuf,
     pub swaps: Vec<(String, String)>,
     pub data: Option<PathBuf>,
     pub base: Option<PathBuf>,
@@ -132,7 +140,7 @@ impl<'a> Plan<'a> {
     /// resolve relative paths in their configs against their own run directory, so every path a
     /// step is given is absolute).
     pub fn new(root: &'a Path, run_dir: PathBuf) -> Self {
-        Plan { root, run_dir: root.join(run_dir), swaps: Vec::new(), data: None, base: None }
+        Plan { root, run_dir: root.join(run_dir), bin_dir: target_dir(root).join("release"), swaps: Vec::new(), data: None, base: None }
     }
 
     /// `text` with the placeholders filled in.
@@ -148,7 +156,7 @@ impl<'a> Plan<'a> {
         if bin.contains('/') {
             self.root.join(bin)
         } else {
-            self.root.join("target").join("release").join(bin)
+            self.bin_dir.join(bin)
         }
     }
 
