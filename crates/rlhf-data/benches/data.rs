@@ -6,10 +6,11 @@
 //! `RLHF_BENCH_ROWS` changes the row count.
 
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use rlhf_data::bench_support::{cpu_seconds, peak_rss_bytes, write_report};
 use rlhf_data::{import, Format, ImportOptions, Kind};
 
 const WORDS: &[&str] = &[
@@ -175,39 +176,10 @@ fn generate(path: &Path, rows: u64) -> Result<()> {
     Ok(())
 }
 
-/// Peak resident set size of this process (VmHWM), in bytes.
-fn peak_rss() -> Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmHWM:"))
-        .context("no VmHWM in /proc/self/status")?;
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .context("malformed VmHWM")?
-        .parse()?;
-    Ok(kib * 1024)
-}
-
-/// CPU time (user + system, all threads) this process has used, in seconds. `/proc` counts in
-/// USER_HZ ticks, which Linux fixes at 100 per second.
-fn cpu_seconds() -> Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let after_name = &stat[stat.rfind(')').context("malformed /proc/self/stat")? + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    Ok(ticks as f64 / 100.0)
-}
-
 fn main() -> Result<()> {
     let rows: u64 = match std::env::var("RLHF_BENCH_ROWS") {
         Ok(rows) => rows.parse().context("RLHF_BENCH_ROWS")?,
         Err(_) => 1_000_000,
-    };
-    let out_dir = match std::env::var_os("RLHF_BENCH_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench"),
     };
     let work = tempfile::tempdir()?;
     let input = work.path().join("comparisons.jsonl");
@@ -218,10 +190,10 @@ fn main() -> Result<()> {
         kind: Kind::Comparisons,
         format: Format::Auto,
     };
-    let (start, cpu_start) = (Instant::now(), cpu_seconds()?);
+    let (start, cpu_start) = (Instant::now(), cpu_seconds());
     let summary = import(&input, &output, &options)?;
     let seconds = start.elapsed().as_secs_f64();
-    let cpu_seconds = cpu_seconds()? - cpu_start;
+    let cpu_seconds = cpu_seconds() - cpu_start;
     anyhow::ensure!(
         summary.rows == rows,
         "imported {} of {rows} rows",
@@ -237,15 +209,12 @@ fn main() -> Result<()> {
         "cpu_seconds": cpu_seconds,
         "rows_per_cpu_s": rows as f64 / cpu_seconds,
         "input_mb_per_s": input_bytes as f64 / seconds / 1e6,
-        "peak_rss_bytes": peak_rss()?,
+        "peak_rss_bytes": peak_rss_bytes(),
         "input_bytes": input_bytes,
         "output_bytes": std::fs::metadata(&output)?.len(),
         "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
     });
-    std::fs::create_dir_all(&out_dir)?;
-    let path = out_dir.join("data.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
     println!("{report:#}");
-    println!("wrote {}", path.display());
+    write_report("data", &report)?;
     Ok(())
 }

@@ -9,10 +9,10 @@
 //! reference-pass pairs/s, CPU seconds, peak RSS and the thread count (`RLHF_BENCH_THREADS`, default 2).
 //! The same workload in plain PyTorch and TRL's `DPOTrainer`: `benches/peers/dpo_trl.py`.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
+use rlhf_data::bench_support::{cpu_seconds, peak_rss_bytes, write_report};
 use rlhf_data::Metric;
 use rlhf_dpo::config::{DpoConfig, TrainConfig};
 use rlhf_dpo::data::Pair;
@@ -38,23 +38,6 @@ fn bench_config() -> ModelConfig {
     ModelConfig::llama(l)
 }
 
-fn peak_rss_mb() -> Option<f64> {
-    rlhf_model::device::peak_host_memory_bytes().map(|b| b as f64 / (1024.0 * 1024.0))
-}
-
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn bench_dir() -> PathBuf {
-    match std::env::var_os("RLHF_BENCH_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench"),
-    }
-}
 
 /// Random pairs; responses end with eos (as the tokenizer rule makes them).
 fn random_pairs() -> Vec<Pair> {
@@ -166,12 +149,8 @@ fn main() -> anyhow::Result<()> {
         "measured_pairs": measured_pairs,
         "reference_pairs_per_s": reference_pairs_per_s,
         "wall_time_s": started.elapsed().as_secs_f64(),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
     });
-    let dir = bench_dir();
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("dpo.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
-    println!("wrote {}", path.display());
+    write_report("dpo", &report)?;
     Ok(())
 }

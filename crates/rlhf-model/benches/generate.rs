@@ -6,8 +6,8 @@
 //! peak RSS and the thread count. `RLHF_BENCH_THREADS` sets libtorch's intra-op threads.
 //! The same workload in transformers: `benches/peers/generate_transformers.py`.
 
+use rlhf_data::bench_support::{cpu_seconds, peak_rss_bytes, write_report};
 use rlhf_model::{generate, CausalLm, GenerationConfig, LlamaConfig, ModelConfig};
-use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -21,27 +21,6 @@ fn bench_config() -> ModelConfig {
     ModelConfig::llama(l)
 }
 
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
-/// CPU time (user + system) of this process in seconds: steadier than wall time on a busy machine.
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn bench_dir() -> PathBuf {
-    match std::env::var_os("RLHF_BENCH_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench"),
-    }
-}
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; ignore arguments.
@@ -127,12 +106,8 @@ fn main() -> anyhow::Result<()> {
         "cases": cases,
         "cache_speedup": speedups,
         "wall_time_s": started.elapsed().as_secs_f64(),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
     });
-    let dir = bench_dir();
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("generate.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
-    println!("wrote {}", path.display());
+    write_report("generate", &report)?;
     Ok(())
 }

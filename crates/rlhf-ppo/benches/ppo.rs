@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rlhf_data::task::{self, TaskConfig};
+use rlhf_data::bench_support::{cpu_seconds, write_report};
 use rlhf_data::{read_records, Metric};
 use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
 use rlhf_model::{CausalLm, Placement, SequenceClassifier, SpecialTokens, Tokenizer};
@@ -23,20 +24,6 @@ use tch::{Device, Kind};
 
 const ITERATIONS: u64 = 3;
 
-/// CPU time (user + system) of this process in seconds: steadier than wall time on a busy machine.
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn bench_dir() -> PathBuf {
-    match std::env::var_os("RLHF_BENCH_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench"),
-    }
-}
 
 /// The base model's shape (configs/base.toml) for the tokenizer's vocabulary.
 fn model_config(tokenizer: &Tokenizer) -> ModelConfig {
@@ -114,11 +101,7 @@ fn main() -> anyhow::Result<()> {
         "samples_per_cpu_s": samples_per_iteration * ITERATIONS as f64 / cpu,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
-    let dir = bench_dir();
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("ppo.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
-    println!("wrote {}", path.display());
+    write_report("ppo", &report)?;
     std::fs::remove_dir_all(&tmp)?;
     Ok(())
 }

@@ -9,15 +9,15 @@
 //! warm-up), CPU seconds, peak RSS and the thread count (`RLHF_BENCH_THREADS`, default 2).
 //! The same workload in plain PyTorch and TRL's `RewardTrainer`: `benches/peers/reward_trl.py`.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
+use rlhf_data::bench_support::{cpu_seconds, write_report};
+use rlhf_data::MetricsLog;
 use rlhf_model::{LlamaConfig, ModelConfig, SequenceClassifier, TokenIds, TrainRng};
 use rlhf_reward::config::{LossConfig, TrainConfig};
 use rlhf_reward::RewardConfig;
 use rlhf_reward::data::{Pair, TokenizedPreference};
-use rlhf_data::MetricsLog;
 use rlhf_reward::trainer::{self, HeldOut, TrainJob};
 use tch::{Device, Kind};
 
@@ -41,19 +41,6 @@ fn bench_config() -> ModelConfig {
     config
 }
 
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn bench_dir() -> PathBuf {
-    match std::env::var_os("RLHF_BENCH_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench"),
-    }
-}
 
 /// Random comparisons: rows `prompt ++ response ++ [eos]` of 64 tokens, no padding.
 fn comparisons(n: usize) -> Vec<TokenizedPreference> {
@@ -142,11 +129,7 @@ fn main() -> anyhow::Result<()> {
         "peak_rss_mb": peak_rss_mb,
         "wall_time_s": started.elapsed().as_secs_f64(),
     });
-    let dir = bench_dir();
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("reward.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
-    println!("wrote {}", path.display());
+    write_report("reward", &report)?;
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }

@@ -6,11 +6,11 @@
 //! (default `<workspace>/target/bench/sft.json`). `RLHF_BENCH_STEPS` changes the measured steps.
 //! `benches/peers/sft_trl.py` runs the same shapes through PyTorch and TRL.
 
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
+use rlhf_data::bench_support::{cpu_seconds, write_report};
 use rlhf_data::Metric;
 use rlhf_model::device::{peak_host_memory_bytes, seed_everything};
 use rlhf_model::{CausalLm, TrainRng};
@@ -24,22 +24,10 @@ const PROMPT_TOKENS: usize = 32;
 const RESPONSE_TOKENS: usize = 64;
 const WARMUP_STEPS: u64 = 3;
 
-fn cpu_seconds() -> Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let after_name = &stat[stat.rfind(')').context("malformed /proc/self/stat")? + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    Ok(ticks as f64 / 100.0)
-}
-
 fn main() -> Result<()> {
     let steps: u64 = match std::env::var("RLHF_BENCH_STEPS") {
         Ok(steps) => steps.parse().context("RLHF_BENCH_STEPS")?,
         Err(_) => 30,
-    };
-    let out_dir = match std::env::var_os("RLHF_BENCH_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench"),
     };
     let sft = SftConfig::default();
     let config = TrainConfig {
@@ -71,9 +59,9 @@ fn main() -> Result<()> {
         pad_id: 1,
         progress: false,
     };
-    let (start, cpu_start) = (Instant::now(), cpu_seconds()?);
+    let (start, cpu_start) = (Instant::now(), cpu_seconds());
     trainer::train(&model, &job)?;
-    let (seconds, cpu_seconds) = (start.elapsed().as_secs_f64(), cpu_seconds()? - cpu_start);
+    let (seconds, cpu_seconds) = (start.elapsed().as_secs_f64(), cpu_seconds() - cpu_start);
 
     // Per-step throughput after the warmup steps, from the loop's own metrics.
     let metrics: Vec<Metric> = rlhf_data::read_records(work.path().join(METRICS_FILE))?;
@@ -102,10 +90,7 @@ fn main() -> Result<()> {
         "peak_rss_bytes": peak_host_memory_bytes(),
         "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
     });
-    std::fs::create_dir_all(&out_dir)?;
-    let path = out_dir.join("sft.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
     println!("{report:#}");
-    println!("wrote {}", path.display());
+    write_report("sft", &report)?;
     Ok(())
 }
