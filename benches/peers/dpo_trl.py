@@ -18,9 +18,7 @@ from the Rust bench is there, prints the rlhf-dpo / peer throughput ratios.
     python3 benches/peers/dpo_trl.py
 """
 
-import json
 import os
-import resource
 import statistics
 import tempfile
 import time
@@ -28,13 +26,13 @@ import time
 import torch
 import torch.nn.functional as F
 import transformers
+from peer_common import peak_rss_mb, read_ours, summarize_pair_cases, word_level_tokenizer, write_report
 from transformers import LlamaConfig, LlamaForCausalLM
 
 PAIRS, BATCH, STEPS, WARMUP = 96, 8, 12, 2
 PROMPT_LEN, RESPONSE_LEN = 64, 64
 EOS, PAD, VOCAB = 1, 0, 8192
 BETA, LR = 0.1, 1e-5
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def make_model():
@@ -93,15 +91,6 @@ def bench_pytorch(pairs):
     }
 
 
-def word_level_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-    vocab = {f"t{i}": i for i in range(VOCAB)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="t2"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=f"t{EOS}", pad_token=f"t{PAD}", unk_token="t2")
-
-
 def bench_trl(pairs):
     try:
         import trl
@@ -137,7 +126,7 @@ def bench_trl(pairs):
                          save_strategy="no", use_cpu=True, dataloader_num_workers=0, seed=0,
                          disable_dropout=True, bf16=False, fp16=False)
         trainer = DPOTrainer(model=make_model(), args=args, train_dataset=data,
-                             processing_class=word_level_tokenizer(), callbacks=[timer])
+                             processing_class=word_level_tokenizer(VOCAB, EOS, PAD), callbacks=[timer])
         t0 = time.perf_counter()
         trainer.train()
         total_s = time.perf_counter() - t0
@@ -161,14 +150,7 @@ def main():
     started = time.perf_counter()
     pairs = make_pairs()
     cases = {"pytorch": bench_pytorch(pairs), "trl": bench_trl(pairs)}
-    tokens_per_pair = 2 * (PROMPT_LEN + RESPONSE_LEN)
-    for name, case in cases.items():
-        if "train_pairs_per_s" in case:
-            case["train_tokens_per_s"] = case["train_pairs_per_s"] * tokens_per_pair
-            print(f"  {name}: {case['train_pairs_per_s']:.2f} pairs/s (median step after {WARMUP} warm-up), "
-                  f"{case['train_cpu_s']:.2f} s CPU")
-        else:
-            print(f"  {name}: {case['skipped']}")
+    summarize_pair_cases(cases, WARMUP, 2 * (PROMPT_LEN + RESPONSE_LEN))
     report = {
         "bench": "dpo_peers",
         "device": "cpu",
@@ -179,17 +161,11 @@ def main():
         "steps": STEPS, "warmup_steps": WARMUP,
         "cases": cases,
         "wall_time_s": time.perf_counter() - started,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
-    out_dir = os.environ.get("RLHF_BENCH_DIR", os.path.join(ROOT, "target", "bench"))
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "dpo_peers.json"), "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    ours_path = os.path.join(out_dir, "dpo.json")
-    if os.path.exists(ours_path):
-        with open(ours_path) as f:
-            ours = json.load(f)
+    write_report("dpo_peers", report)
+    ours = read_ours("dpo")
+    if ours is not None:
         for name, case in cases.items():
             if "train_pairs_per_s" in case:
                 print(f"  rlhf-dpo / {name}: {ours['train_pairs_per_s'] / case['train_pairs_per_s']:.2f}x pairs/s, "
