@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use rlhf_data::task::TaskConfig;
-pub use rlhf_model::stage_config::{LoraSection, TrainConfig};
+pub use rlhf_model::stage::{LoraSection, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};

@@ -21,7 +21,7 @@ pub mod lora;
 pub mod model;
 pub mod optim;
 pub mod reward;
-pub mod stage_config;
+pub mod stage;
 pub mod tokenizer;
 pub mod train_state;
 

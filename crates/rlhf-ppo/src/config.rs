@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use rlhf_data::task::TaskConfig;
-pub use rlhf_model::stage_config::LoraSection;
+pub use rlhf_model::stage::LoraSection;
 use rlhf_model::{AdamWConfig, Combine};
 use serde::{Deserialize, Serialize};
 

@@ -18,29 +18,13 @@ pub mod rollout;
 pub mod stage;
 pub mod trainer;
 
-use std::path::PathBuf;
-
 pub use config::PpoConfig;
 pub use error::{Error, Result};
+pub use rlhf_model::stage::RunOptions;
 pub use trainer::TrainSummary;
 
 /// The stage directory inside a run directory.
 pub const STAGE_DIR: &str = "ppo";
 
-/// How to run, as chosen by the caller (not part of the config).
-#[derive(Clone, Copy, Debug)]
-pub struct RunOptions {
-    /// Device and dtype of the models.
-    pub placement: rlhf_model::Placement,
-    /// Draw a progress bar (the binary sets it when stderr is a terminal).
-    pub progress: bool,
-}
-
 /// What a stage run did.
-#[derive(Debug)]
-pub enum Outcome {
-    /// The stage directory already held its final policy; nothing was done.
-    AlreadyDone(PathBuf),
-    /// Trained (from scratch or from a checkpoint) and saved the final policy to `dir`.
-    Trained { dir: PathBuf, summary: TrainSummary },
-}
+pub type Outcome = rlhf_model::stage::Outcome<TrainSummary>;

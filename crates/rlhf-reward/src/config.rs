@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 pub use rlhf_model::Combine;
-pub use rlhf_model::stage_config::TrainConfig;
+pub use rlhf_model::stage::TrainConfig;
 use serde::{Deserialize, Serialize};
 
 /// Reward-model training (`rlhf-reward train`).

@@ -19,28 +19,11 @@ pub mod stage;
 pub mod table;
 pub mod trainer;
 
-use std::path::PathBuf;
-
 pub use config::{Combine, RewardConfig};
 pub use error::{Error, Result};
+pub use rlhf_model::stage::RunOptions;
 pub use model::RewardModel;
 pub use trainer::{Evaluation, TrainSummary};
 
-/// How to run, as chosen by the caller (not part of the config).
-#[derive(Clone, Copy, Debug)]
-pub struct RunOptions {
-    /// Device and dtype of the model.
-    pub placement: rlhf_model::Placement,
-    /// Draw a progress bar (the binary sets it when stderr is a terminal).
-    pub progress: bool,
-}
-
 /// What a stage run did.
-#[derive(Debug)]
-pub enum Outcome {
-    /// The stage directory already held its final reward model; nothing was done.
-    AlreadyDone(PathBuf),
-    /// Trained the members not yet finished (from scratch or from a checkpoint) and saved the
-    /// reward model to `dir`.
-    Trained { dir: PathBuf, members: Vec<TrainSummary> },
-}
+pub type Outcome = rlhf_model::stage::Outcome<Vec<TrainSummary>>;

@@ -79,7 +79,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let options = RunOptions { placement: args.device.resolve()?, progress: std::io::stderr().is_terminal() };
             match rlhf_reward::stage::run(&config, &args.run_dir, &options)? {
                 Outcome::AlreadyDone(dir) => tracing::info!("reward: {} already exists; nothing to do", dir.display()),
-                Outcome::Trained { dir, members } => {
+                Outcome::Trained { dir, summary: members } => {
                     for (i, summary) in members.iter().enumerate() {
                         let after = summary.eval_after.unwrap_or_default();
                         tracing::info!(

@@ -276,5 +276,5 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
         })?;
         std::fs::remove_dir_all(&staged).map_err(|e| Error::file(&staged, e.to_string()))?;
     }
-    Ok(Outcome::Trained { dir: final_dir, members: summaries })
+    Ok(Outcome::Trained { dir: final_dir, summary: summaries })
 }

@@ -18,7 +18,7 @@ use tch::Device;
 
 fn train(config: &RewardConfig, run_dir: &Path) -> Result<Vec<TrainSummary>> {
     match run(config, run_dir, &common::cpu())? {
-        Outcome::Trained { members, .. } => Ok(members),
+        Outcome::Trained { summary: members, .. } => Ok(members),
         Outcome::AlreadyDone(dir) => anyhow::bail!("{} was already there", dir.display()),
     }
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use rlhf_data::task::TaskConfig;
-pub use rlhf_model::stage_config::{LoraSection, TrainConfig};
+pub use rlhf_model::stage::{LoraSection, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 /// Pretraining of the embedded task's base model (`rlhf-sft pretrain`).

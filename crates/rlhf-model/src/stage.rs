@@ -1,10 +1,31 @@
-//! Config tables the stage crates share: `[train]` of the gradient-descent trainers (SFT, reward,
-//! DPO) and `[lora]`. A stage's own defaults live in its top-level config's `Default`;
+//! What the stage crates share: how a caller runs a stage ([`RunOptions`]), what a run did
+//! ([`Outcome`]), and the config tables `[train]` (the gradient-descent trainers: SFT, reward, DPO)
+//! and `[lora]`. A stage's own defaults live in its top-level config's `Default`;
 //! `rlhf_data::config::load_config` lays a file's partial table over them key by key.
+
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AdamWConfig, LoraConfig, ScheduleKind};
+use crate::{AdamWConfig, LoraConfig, Placement, ScheduleKind};
+
+/// How to run, as chosen by the caller (not part of the config).
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// Device and dtype of the models.
+    pub placement: Placement,
+    /// Draw a progress bar (the binaries set it when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// What a stage run did; `S` is the stage's training summary.
+#[derive(Debug)]
+pub enum Outcome<S> {
+    /// The stage directory already held its final model; nothing was done.
+    AlreadyDone(PathBuf),
+    /// Trained (from scratch or from a checkpoint) and saved the final model to `dir`.
+    Trained { dir: PathBuf, summary: S },
+}
 
 /// Optimisation and bookkeeping of one training run. An "example" is what the stage trains on: a
 /// demonstration (SFT), a preference (reward model) or a chosen/rejected pair (DPO).
