@@ -17,9 +17,10 @@ use rlhf_data::Metric;
 use rlhf_dpo::config::{DpoConfig, TrainConfig};
 use rlhf_dpo::data::Pair;
 use rlhf_dpo::reference::Reference;
-use rlhf_dpo::trainer::{TrainJob, Trainer, METRICS_FILE};
+use rlhf_dpo::trainer::{TrainJob, Trainer};
 use rlhf_dpo::LossConfig;
-use rlhf_model::{CausalLm, LlamaConfig, ModelConfig, TrainRng};
+use rlhf_model::{CausalLm, LlamaConfig, ModelConfig};
+use rlhf_train::{StageDir, TrainRng};
 use tch::{Device, Kind};
 
 const PAIRS: usize = 96;
@@ -96,8 +97,9 @@ fn main() -> anyhow::Result<()> {
         ..DpoConfig::default().train
     };
     let loss = LossConfig::default();
+    let dir = StageDir { root: work.path().to_path_buf() };
     let job = TrainJob {
-        dir: work.path(),
+        dir: &dir,
         train: &train,
         loss: &loss,
         seed: 0,
@@ -108,11 +110,11 @@ fn main() -> anyhow::Result<()> {
     };
     let mut trainer = Trainer::new(&policy, None, job)?;
     let (t0, c0) = (Instant::now(), cpu_seconds());
-    trainer.train_round(0, &pairs, false)?;
+    trainer.train_round(0, pairs, false)?;
     let (train_s, train_cpu_s) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
     trainer.finish()?;
 
-    let metrics: Vec<Metric> = rlhf_data::read_records(work.path().join(METRICS_FILE))?;
+    let metrics: Vec<Metric> = rlhf_data::read_records(dir.metrics())?;
     let per_step: Vec<f64> =
         metrics.iter().filter(|m| m.name == "pairs_per_s" && m.step > WARMUP_STEPS).map(|m| m.value).collect();
     let pairs_per_s = median(per_step);

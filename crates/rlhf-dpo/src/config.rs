@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use rlhf_data::task::TaskConfig;
-pub use rlhf_model::stage::{LoraSection, TrainConfig};
+pub use rlhf_train::{LoraSection, TrainConfig};
+use rlhf_train::{config::ensure, resolve};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::loss::LossConfig;
 
 /// Everything one `rlhf-dpo` run does.
@@ -180,12 +181,6 @@ impl Default for OnlineConfig {
     }
 }
 
-fn resolve(path: &mut PathBuf, run_dir: &Path) {
-    if !path.as_os_str().is_empty() && path.is_relative() {
-        *path = run_dir.join(&*path);
-    }
-}
-
 impl DpoConfig {
     /// Resolves the relative paths of the config against `run_dir` (empty paths stay empty).
     pub fn resolve_paths(&mut self, run_dir: &Path) {
@@ -196,44 +191,32 @@ impl DpoConfig {
             &mut self.data.heldout,
             &mut self.online.reward_model,
         ] {
-            resolve(path, run_dir);
+            *path = resolve(run_dir, &*path);
         }
         if self.online.prompts != TASK {
-            let mut prompts = PathBuf::from(&self.online.prompts);
-            resolve(&mut prompts, run_dir);
-            self.online.prompts = prompts.display().to_string();
+            self.online.prompts = resolve(run_dir, &self.online.prompts).display().to_string();
         }
     }
 
     /// Checks the settings that need no file.
     pub fn validate(&self) -> Result<()> {
-        let invalid = |m: &str| Err(Error::Invalid(m.into()));
         self.loss.validate()?;
-        let t = &self.train;
-        if t.batch_size == 0 || t.grad_accum == 0 || t.eval_batch_size == 0 || self.reference.batch_size == 0 {
-            return invalid("train.batch_size, train.grad_accum, train.eval_batch_size and reference.batch_size must be at least 1");
-        }
-        if t.max_steps == 0 && t.epochs == 0 {
-            return invalid("set train.max_steps or train.epochs above 0");
-        }
-        if !(t.lr > 0.0) || t.max_grad_norm < 0.0 {
-            return invalid("train.lr must be > 0 and train.max_grad_norm >= 0");
-        }
-        if !(0.0..1.0).contains(&self.data.heldout_fraction) {
-            return invalid("data.heldout_fraction must be in [0, 1)");
-        }
-        if self.data.max_prompt_len == 0 || self.data.max_response_len == 0 {
-            return invalid("data.max_prompt_len and data.max_response_len must be at least 1");
-        }
-        if self.data.comparisons.as_os_str().is_empty() && self.online.rounds == 0 {
-            return invalid("nothing to train on: set data.comparisons or online.rounds");
-        }
+        self.train.check()?;
+        ensure(self.reference.batch_size > 0, "reference.batch_size must be at least 1")?;
+        ensure((0.0..1.0).contains(&self.data.heldout_fraction), "data.heldout_fraction must be in [0, 1)")?;
+        ensure(
+            self.data.max_prompt_len > 0 && self.data.max_response_len > 0,
+            "data.max_prompt_len and data.max_response_len must be at least 1",
+        )?;
+        ensure(
+            !self.data.comparisons.as_os_str().is_empty() || self.online.rounds > 0,
+            "nothing to train on: set data.comparisons or online.rounds",
+        )?;
         let o = &self.online;
-        if o.rounds > 0 && (o.prompts_per_round == 0 || o.batch_size == 0 || o.max_new_tokens <= 0 || !(o.temperature > 0.0)) {
-            return invalid(
-                "online.prompts_per_round, online.batch_size and online.max_new_tokens must be at least 1 and online.temperature > 0",
-            );
-        }
+        ensure(
+            o.rounds == 0 || (o.prompts_per_round > 0 && o.batch_size > 0 && o.max_new_tokens > 0 && o.temperature > 0.0),
+            "online.prompts_per_round, online.batch_size and online.max_new_tokens must be at least 1 and online.temperature > 0",
+        )?;
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
 //! Comparisons as token ids ([`Pair`]), their batches and log-probs, and the held-out split (the
-//! training order is `rlhf_model::batching::BatchStream`, plainly shuffled).
+//! training order is `rlhf_train::batching::BatchStream`, plainly shuffled).
 //!
 //! A pair is scored as two rows, `prompt ++ chosen` and `prompt ++ rejected` (responses end with
 //! eos, the project's tokenization rule), stacked into one right-padded batch so the policy runs

@@ -8,6 +8,9 @@ pub enum Error {
     /// From the engine: model, checkpoint, tokenizer, libtorch.
     #[error(transparent)]
     Model(#[from] rlhf_model::Error),
+    /// From the trainer core: checkpoints, resume, the training loop's guards.
+    #[error(transparent)]
+    Train(#[from] rlhf_train::Error),
     /// From the data layer: Parquet tables, configs.
     #[error(transparent)]
     Data(#[from] rlhf_data::Error),

@@ -19,7 +19,7 @@ pub mod trainer;
 
 pub use config::DpoConfig;
 pub use error::{Error, Result};
-pub use rlhf_model::stage::RunOptions;
+pub use rlhf_train::RunOptions;
 pub use loss::{LossConfig, LossKind};
 pub use trainer::{PreferenceStats, TrainSummary};
 
@@ -27,4 +27,4 @@ pub use trainer::{PreferenceStats, TrainSummary};
 pub const STAGE_DIR: &str = "dpo";
 
 /// What a stage run did.
-pub type Outcome = rlhf_model::stage::Outcome<TrainSummary>;
+pub type Outcome = rlhf_train::Outcome<TrainSummary>;

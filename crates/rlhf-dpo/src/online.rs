@@ -7,8 +7,8 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rlhf_data::task::{judge, Panel};
 use rlhf_data::{Comparison, Prompt};
-use rlhf_model::reward::reward_members;
-use rlhf_model::{generate_from_tokens, CausalLm, GenerationConfig, Placement, RewardEnsemble, Tokenizer, TrainRng};
+use rlhf_model::{generate_from_tokens, CausalLm, GenerationConfig, Placement, RewardModel, Tokenizer};
+use rlhf_train::TrainRng;
 
 use crate::config::{Labeler, OnlineConfig};
 use crate::error::Result;
@@ -114,14 +114,11 @@ fn label_with_reward_model(
     placement: Placement,
     batch_size: usize,
 ) -> Result<(Vec<Comparison>, RoundStats)> {
-    let model = RewardEnsemble::load(dir, placement.device, placement.kind)?;
-    // The members share a tokenizer (the layout `rlhf-reward` writes); the first member's is used.
-    let tokenizer = Tokenizer::from_dir(&reward_members(dir)?.0[0])?;
+    let mut model = RewardModel::load_as(dir, placement.device, placement.kind)?;
+    model.batch_size = 2 * batch_size;
     let texts: Vec<(&str, &str)> =
         samples.iter().flat_map(|(_, p, a, b)| [(p.as_str(), a.as_str()), (p.as_str(), b.as_str())]).collect();
-    let rows: Vec<Vec<i64>> =
-        tokenizer.encode_prompt_response_batch(&texts)?.iter().map(|ids| ids.concatenated()).collect();
-    let scores: Vec<f64> = model.score_rows(&rows, 2 * batch_size)?.into_iter().map(f64::from).collect();
+    let scores: Vec<f64> = model.score(&texts)?.into_iter().map(f64::from).collect();
     let mut comparisons = Vec::with_capacity(samples.len());
     for ((id, prompt, a, b), score) in samples.iter().zip(scores.chunks(2)) {
         if a == b || score[0] == score[1] {

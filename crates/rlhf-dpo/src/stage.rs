@@ -11,14 +11,15 @@ use std::path::Path;
 use rlhf_data::config::write_config;
 use rlhf_data::{read_records, read_table, task, write_records, Comparison, Prompt, Table};
 use rlhf_model::device::seed_everything;
-use rlhf_model::{train_state, CausalLm, Placement, Tokenizer};
+use rlhf_model::{CausalLm, Placement, Tokenizer};
+use rlhf_train::{train_state, StageDir};
 
 use crate::config::{DpoConfig, Labeler, ReferenceMode, TASK};
 use crate::data::{is_heldout, tokenize, Limits, Pair};
 use crate::error::{Error, Result};
 use crate::online;
 use crate::reference::{cache_key, cache_path, read_cache, write_cache, Reference, ReferenceSpec};
-use crate::trainer::{self, TrainJob, Trainer};
+use crate::trainer::{TrainJob, Trainer};
 use crate::{Outcome, RunOptions, STAGE_DIR};
 
 /// Online rounds' comparisons inside the stage directory.
@@ -178,9 +179,9 @@ fn sample_round(config: &DpoConfig, inputs: &Inputs, placement: Placement, train
 
 /// Trains the policy of `config` into `<run_dir>/dpo/` (see the crate doc).
 pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<Outcome> {
-    let dir = run_dir.join(STAGE_DIR);
-    if trainer::is_finished(&dir) {
-        return Ok(Outcome::AlreadyDone(dir.join(trainer::FINAL_DIR)));
+    let dir = StageDir::new(run_dir, STAGE_DIR);
+    if let Some(done) = dir.already_done() {
+        return Ok(done);
     }
     let mut config = config.clone();
     config.resolve_paths(run_dir);
@@ -206,7 +207,7 @@ pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
         placement,
         passes: 0,
     };
-    let (offline_pairs, split_off) = match &inputs.offline {
+    let (mut offline_pairs, split_off) = match &inputs.offline {
         Some(table) => {
             let pairs = preparer.pairs(table, &config.data.comparisons)?;
             let fraction = if inputs.heldout.is_some() { 0.0 } else { config.data.heldout_fraction };
@@ -235,8 +236,8 @@ pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
     };
     // After the checkpoint check, so a refused resume keeps the config it was written under.
     let mut trainer = Trainer::new(&inputs.policy, live_reference, job)?;
-    write_config(&config, &dir.join("config.toml"))?;
-    let rounds_dir = dir.join(ROUNDS_DIR);
+    write_config(&config, &dir.config_file())?;
+    let rounds_dir = dir.root.join(ROUNDS_DIR);
     if trainer.resume_point().is_none() && rounds_dir.exists() {
         // Left by a run that never reached a checkpoint: sampled by a policy we cannot vouch for.
         std::fs::remove_dir_all(&rounds_dir).map_err(|e| Error::File { path: rounds_dir.clone(), message: e.to_string() })?;
@@ -246,7 +247,7 @@ pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
     for round in trainer.resume_point().map_or(first, |r| r.round)..=rounds {
         let more_rounds = round < rounds;
         if round == 0 {
-            trainer.train_round(0, &offline_pairs, more_rounds)?;
+            trainer.train_round(0, std::mem::take(&mut offline_pairs), more_rounds)?;
             continue;
         }
         let path = rounds_dir.join(format!("round-{round:03}.parquet"));
@@ -254,9 +255,9 @@ pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
             sample_round(&config, &inputs, placement, &mut trainer, round, &path)?;
         }
         let pairs = preparer.pairs(&read_comparisons(&path)?, &path)?;
-        trainer.train_round(round, &pairs, more_rounds)?;
+        trainer.train_round(round, pairs, more_rounds)?;
     }
     let mut summary = trainer.finish()?;
     summary.reference_passes = preparer.passes;
-    Ok(Outcome::Trained { dir: dir.join(trainer::FINAL_DIR), summary })
+    Ok(Outcome::Trained { dir: dir.final_dir(), summary })
 }

@@ -44,7 +44,7 @@ fn training_raises_reward_accuracy_and_margins_then_skips_once_finished() -> Res
     assert!(mean(&accuracy[n - 3..]) > mean(&accuracy[..3]) + 0.2, "training accuracy did not rise: {accuracy:?}");
     let margins = metric(&rows, "rewards/margins");
     assert!(mean(&margins[n - 3..]) > mean(&margins[..3]), "{margins:?}");
-    let (before, after) = (summary.eval_before.unwrap(), summary.eval_after.unwrap());
+    let (before, after) = (summary.train.eval_before.unwrap(), summary.train.eval_after.unwrap());
     assert!(before.margin.abs() < 1e-5, "the policy starts as its own reference: {before:?}");
     assert!(after.loss < before.loss - 0.1, "loss {} -> {}", before.loss, after.loss);
     assert!(after.accuracy > 0.8, "{after:?}");
@@ -99,7 +99,7 @@ fn live_and_cached_references_train_the_same_and_lora_keeps_one_model() -> Resul
     let cached = common::trained(stage::run(&config, &tmp.path().join("cached"), &common::cpu())?);
     config.reference.mode = ReferenceMode::OnTheFly;
     let live = common::trained(stage::run(&config, &tmp.path().join("live"), &common::cpu())?);
-    let (a, b) = (cached.eval_after.unwrap(), live.eval_after.unwrap());
+    let (a, b) = (cached.train.eval_after.unwrap(), live.train.eval_after.unwrap());
     assert!((a.loss - b.loss).abs() < 1e-4 && (a.margin - b.margin).abs() < 1e-4, "{a:?} vs {b:?}");
 
     for mode in [ReferenceMode::Cached, ReferenceMode::OnTheFly] {
@@ -108,7 +108,7 @@ fn live_and_cached_references_train_the_same_and_lora_keeps_one_model() -> Resul
         config.lora.target_modules = vec!["q_proj".into(), "v_proj".into()];
         let run = tmp.path().join(format!("lora-{mode:?}"));
         let summary = common::trained(stage::run(&config, &run, &common::cpu())?);
-        let (before, after) = (summary.eval_before.unwrap(), summary.eval_after.unwrap());
+        let (before, after) = (summary.train.eval_before.unwrap(), summary.train.eval_after.unwrap());
         assert!(before.margin.abs() < 1e-5, "fresh adapters change nothing: {before:?}");
         assert!(after.loss < before.loss, "{mode:?}: {before:?} -> {after:?}");
         CausalLm::from_pretrained(run.join("dpo/final"), tch::Device::Cpu, tch::Kind::Float)?;
@@ -136,7 +136,7 @@ fn simpo_needs_no_reference_and_every_loss_trains() -> Result<()> {
         config.loss.label_smoothing = smoothing;
         config.loss.rpo_alpha = rpo_alpha;
         let summary = common::trained(stage::run(&config, &tmp.path().join(format!("{kind:?}")), &common::cpu())?);
-        let (before, after) = (summary.eval_before.unwrap(), summary.eval_after.unwrap());
+        let (before, after) = (summary.train.eval_before.unwrap(), summary.train.eval_after.unwrap());
         assert!(after.loss < before.loss, "{kind:?}: {before:?} -> {after:?}");
         assert_eq!(cache_path(&data).exists(), kind != LossKind::Simpo, "{kind:?}");
     }
@@ -193,7 +193,7 @@ fn a_checkpoint_resumes_under_its_own_config_only() -> Result<()> {
     assert_eq!(std::fs::read_to_string(run.join("dpo/config.toml"))?, written, "the refused run kept the config");
 
     let resumed = common::trained(stage::run(&config, &run, &common::cpu())?);
-    assert_eq!((resumed.resumed_from, resumed.steps), (Some(4), 6));
+    assert_eq!((resumed.train.resumed_from, resumed.train.steps), (Some(4), 6));
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use arrow::array::{Float64Array, UInt32Array};
 use arrow::datatypes::{DataType, Field};
 use rlhf_data::task::judge;
 use rlhf_data::{append_column, read_records, Demonstration};
-use rlhf_model::{build_batch, sequence_logprobs, CausalLm, LogprobOptions, PaddingSide, Placement, RewardEnsemble, Tokenizer};
+use rlhf_model::{build_batch, sequence_logprobs, CausalLm, LogprobOptions, PaddingSide, Placement, RewardModel, Tokenizer};
 
 use crate::error::{Error, Result};
 use crate::stats::{win_rate, WinRate};
@@ -52,19 +52,11 @@ pub fn load_policy(dir: &Path, placement: Placement) -> Result<(CausalLm, Tokeni
     Ok((model, tokenizer))
 }
 
-/// Proxy rewards of (prompt, response) pairs under the reward-model directory `dir` (tokenized by
-/// its own tokenizer: the directory's, or its first member's).
+/// Proxy rewards of (prompt, response) pairs under the reward-model directory `dir`.
 pub fn proxy_rewards(dir: &Path, pairs: &[(&str, &str)], batch_size: usize, placement: Placement) -> Result<Vec<f64>> {
-    let (members, _, _) = rlhf_model::reward::reward_members(dir)?;
-    let tokenizer_dir = if dir.join("tokenizer.json").is_file() { dir } else { &members[0] };
-    let tokenizer = Tokenizer::from_dir(tokenizer_dir)?;
-    let rows: Vec<Vec<i64>> = tokenizer
-        .encode_prompt_response_batch(pairs)?
-        .into_iter()
-        .map(|ids| ids.concatenated())
-        .collect();
-    let ensemble = RewardEnsemble::load(dir, placement.device, placement.kind)?;
-    Ok(ensemble.score_rows(&rows, batch_size)?.into_iter().map(f64::from).collect())
+    let mut model = RewardModel::load_as(dir, placement.device, placement.kind)?;
+    model.batch_size = batch_size;
+    Ok(model.score(pairs)?.into_iter().map(f64::from).collect())
 }
 
 /// `rlhf-eval logprobs`: writes `input` plus `logprob: f64` (summed log-prob of the response,

@@ -92,7 +92,7 @@ impl DeviceArgs {
 
 /// Seeds libtorch's generators: the CPU one and, when CUDA is present, every GPU's.
 ///
-/// Trainers keep their own Rust RNG (see [`crate::train_state::TrainRng`]) for data order and
+/// Trainers keep their own Rust RNG (see `rlhf_train::TrainRng`) for data order and
 /// sampling decisions; this covers what libtorch draws itself (initialisation, dropout, `multinomial`).
 pub fn seed_everything(seed: u64) {
     // `at::manual_seed` seeds the CPU and all CUDA generators; tch takes the seed as i64.

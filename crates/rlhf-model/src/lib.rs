@@ -2,9 +2,8 @@
 //!
 //! Hugging Face-compatible GPT-2 and Llama-family transformers on libtorch (`tch`), checkpoint
 //! directories that load and save in `transformers`, KV-cache generation, log-probs, reward/value
-//! heads and LoRA, plus the tokenizer, chat templates and training helpers the trainers share.
+//! heads and LoRA, plus the tokenizer, chat templates, the optimizer and schedules the trainers share.
 
-pub mod batching;
 pub mod cache;
 pub mod chat;
 pub mod checkpoint;
@@ -21,9 +20,7 @@ pub mod lora;
 pub mod model;
 pub mod optim;
 pub mod reward;
-pub mod stage;
 pub mod tokenizer;
-pub mod train_state;
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use device::{DType, DeviceArgs, DeviceChoice, Placement};
@@ -37,6 +34,5 @@ pub use logprobs::{build_batch, sequence_logprobs, LogprobOptions, PaddingSide, 
 pub use lora::{Lora, LoraConfig};
 pub use model::{CausalLm, ModelOutput, Transformer};
 pub use optim::{AdamW, AdamWConfig, LrSchedule, ScheduleKind};
-pub use reward::{Combine, RewardEnsemble};
+pub use reward::{Combine, RewardEnsemble, RewardModel};
 pub use tokenizer::{PromptResponseIds, SpecialTokens, Tokenizer};
-pub use train_state::{TrainRng, TrainState};

@@ -1,14 +1,17 @@
-//! Loading a trained reward-model directory for scoring (PPO, evaluation): one
-//! `*ForSequenceClassification` checkpoint, or an ensemble — `ensemble.json` naming member
-//! checkpoint directories inside it and how their rewards combine (the layout `rlhf-reward` writes).
+//! Scoring text with a trained reward-model directory: one `*ForSequenceClassification`
+//! checkpoint, or an ensemble — `ensemble.json` naming member checkpoint directories inside it and
+//! how their rewards combine (the layout `rlhf-reward` writes).
 //!
-//! Each member's `reward_normalization` is applied before combining. Scoring is batched, rows sorted
-//! by length to limit padding, under `no_grad`.
+//! [`RewardModel`] is the one scorer every stage uses (PPO, online DPO, evaluation, `rlhf-reward
+//! score`): the members with their tokenizer, rows `tokens(prompt) ++ tokens(response) ++ [eos]`
+//! cut to the members' positions, each member's `reward_normalization` applied before combining.
+//! Scoring is batched, rows sorted by length to limit padding, under `no_grad`.
 
 use crate::build_batch;
 use crate::error::{Error, Result};
 use crate::heads::SequenceClassifier;
 use crate::logprobs::PaddingSide;
+use crate::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind};
@@ -107,6 +110,79 @@ impl RewardEnsemble {
         Ok((0..rows.len())
             .map(|i| combine(&per_member.iter().map(|m| m[i]).collect::<Vec<_>>(), self.combine, self.k))
             .collect())
+    }
+}
+
+/// Rows per scoring batch unless set otherwise.
+pub const DEFAULT_BATCH_SIZE: usize = 64;
+
+/// A reward-model directory (one checkpoint or an ensemble) with its tokenizer, ready to score
+/// `(prompt, response)` texts.
+pub struct RewardModel {
+    ensemble: RewardEnsemble,
+    tokenizer: Tokenizer,
+    max_len: usize,
+    /// Rows per scoring batch.
+    pub batch_size: usize,
+}
+
+impl RewardModel {
+    /// Loads a reward-model directory (see the module doc) in f32 on `device`.
+    pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
+        Self::load_as(dir, device, Kind::Float)
+    }
+
+    /// Loads a reward-model directory with weights of `kind`; the tokenizer is the first member's
+    /// and must fit every member's embedding.
+    pub fn load_as(dir: impl AsRef<Path>, device: Device, kind: Kind) -> Result<Self> {
+        let dir = dir.as_ref();
+        let (member_dirs, _, _) = reward_members(dir)?;
+        let tokenizer = Tokenizer::from_dir(&member_dirs[0])?;
+        let ensemble = RewardEnsemble::load(dir, device, kind)?;
+        for member in &ensemble.members {
+            tokenizer.check_fits_embedding(member.config().vocab_size())?;
+        }
+        let max_len = ensemble.members.iter().map(|m| m.config().max_positions()).min().unwrap_or(i64::MAX);
+        Ok(RewardModel { ensemble, tokenizer, max_len: max_len as usize, batch_size: DEFAULT_BATCH_SIZE })
+    }
+
+    /// The members (one for a single checkpoint).
+    pub fn members(&self) -> &[SequenceClassifier] {
+        &self.ensemble.members
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The longest row scored whole (longer rows are cut to it).
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Normalised rewards of `(prompt, response)` pairs, combined over the members; rows longer
+    /// than [`Self::max_len`] are cut.
+    pub fn score<P, R>(&self, pairs: &[(P, R)]) -> Result<Vec<f32>>
+    where
+        P: AsRef<str> + Sync,
+        R: AsRef<str> + Sync,
+    {
+        let rows: Vec<Vec<i64>> = self
+            .tokenizer
+            .encode_prompt_response_batch(pairs)?
+            .into_iter()
+            .map(|ids| {
+                let mut row = ids.concatenated();
+                row.truncate(self.max_len);
+                row
+            })
+            .collect();
+        self.score_tokens(&rows)
+    }
+
+    /// Normalised rewards of token rows `tokens(prompt) ++ tokens(response) ++ [eos]`, combined.
+    pub fn score_tokens(&self, rows: &[Vec<i64>]) -> Result<Vec<f32>> {
+        self.ensemble.score_rows(rows, self.batch_size)
     }
 }
 

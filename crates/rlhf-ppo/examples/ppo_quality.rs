@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use rlhf_data::{read_records, task, Metric, Prompt};
 use rlhf_model::{CausalLm, GenerationConfig, Tokenizer};
-use rlhf_ppo::config::resolve;
+use rlhf_train::resolve;
 use rlhf_ppo::reward::RewardModels;
 use rlhf_ppo::rollout::{policy_pass, sample, Critic, Layout, Sample};
 use rlhf_ppo::PpoConfig;

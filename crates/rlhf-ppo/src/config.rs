@@ -1,10 +1,10 @@
 //! The stage's config (`configs/ppo.toml`): every struct denies unknown fields and has defaults
 //! equal to the shipped TOML file. Relative paths resolve against the run directory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rlhf_data::task::TaskConfig;
-pub use rlhf_model::stage::LoraSection;
+pub use rlhf_train::{LoraSection, OnNonFinite};
 use rlhf_model::{AdamWConfig, Combine};
 use serde::{Deserialize, Serialize};
 
@@ -85,17 +85,6 @@ pub enum CriticKind {
     /// training compute).
     #[default]
     Shared,
-}
-
-/// The numerical guard's action.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnNonFinite {
-    /// Log which quantity, drop the batch (no update) and go on.
-    #[default]
-    Skip,
-    /// Stop the run with an error naming the quantity.
-    Abort,
 }
 
 /// The checkpoints the stage starts from.
@@ -360,9 +349,4 @@ impl Default for TrainSection {
             threads: 2,
         }
     }
-}
-
-/// `path` as given when absolute, else under `run_dir`.
-pub fn resolve(run_dir: &Path, path: impl AsRef<Path>) -> PathBuf {
-    run_dir.join(path)
 }

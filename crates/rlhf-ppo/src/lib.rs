@@ -20,11 +20,11 @@ pub mod trainer;
 
 pub use config::PpoConfig;
 pub use error::{Error, Result};
-pub use rlhf_model::stage::RunOptions;
+pub use rlhf_train::RunOptions;
 pub use trainer::TrainSummary;
 
 /// The stage directory inside a run directory.
 pub const STAGE_DIR: &str = "ppo";
 
 /// What a stage run did.
-pub type Outcome = rlhf_model::stage::Outcome<TrainSummary>;
+pub type Outcome = rlhf_train::Outcome<TrainSummary>;

@@ -1,13 +1,11 @@
 //! The `rlhf-ppo` binary: parses the command line, loads the TOML config with `--set` overrides,
 //! picks device and dtype, installs the log subscriber, and prints one `error: ...` line on failure.
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-use rlhf_data::config::load_config;
-use rlhf_ppo::{Outcome, PpoConfig, RunOptions};
+use clap::{Parser, Subcommand};
+use rlhf_train::cli::StageArgs;
+use rlhf_ppo::{Outcome, PpoConfig};
 
 #[derive(Parser)]
 #[command(
@@ -24,35 +22,19 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
-    train: TrainArgs,
+    train: StageArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Train the policy with PPO, GRPO or RLOO (the default).
-    Train(TrainArgs),
-}
-
-#[derive(Args)]
-struct TrainArgs {
-    /// The PPO config (e.g. configs/ppo.toml); built-in defaults when absent.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Override a config field, e.g. --set ppo.iterations=10 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    overrides: Vec<String>,
-    /// Run directory: relative paths in the config resolve against it; writes <run-dir>/ppo/
-    /// (config.toml, rollouts.parquet, metrics.parquet, checkpoints/, final/).
-    #[arg(long, value_name = "DIR", default_value = "runs/default")]
-    run_dir: PathBuf,
-    #[command(flatten)]
-    device: rlhf_model::DeviceArgs,
+    Train(StageArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let Command::Train(args) = cli.command.unwrap_or(Command::Train(cli.train));
-    let config: PpoConfig = load_config(args.config.as_deref(), &args.overrides)?;
-    let options = RunOptions { placement: args.device.resolve()?, progress: std::io::stderr().is_terminal() };
+    let config: PpoConfig = args.load_config()?;
+    let options = args.options()?;
     match rlhf_ppo::stage::run(&config, &args.run_dir, &options)? {
         Outcome::AlreadyDone(dir) => tracing::info!("ppo: {} already exists; nothing to do", dir.display()),
         Outcome::Trained { dir, summary } => tracing::info!(
@@ -70,7 +52,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    rlhf_data::cli::run_main("info", || run(cli))
+    rlhf_train::cli::run_main("info", || run(cli))
 }
 
 #[cfg(test)]

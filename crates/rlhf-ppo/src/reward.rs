@@ -6,23 +6,17 @@
 use std::path::Path;
 
 use rlhf_model::reward::combine;
-use rlhf_model::{Placement, RewardEnsemble, Tokenizer};
+use rlhf_model::{Placement, RewardModel};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{resolve, MissingEos, RewardSection};
+use rlhf_train::resolve;
+
+use crate::config::{MissingEos, RewardSection};
 use crate::error::{Error, Result};
 
-/// One reward-model directory, loaded.
-struct Scorer {
-    ensemble: RewardEnsemble,
-    tokenizer: Tokenizer,
-    max_len: usize,
-    weight: f64,
-}
-
-/// The reward models of a run.
+/// The reward models of a run, each with its weight.
 pub struct RewardModels {
-    scorers: Vec<Scorer>,
+    models: Vec<(RewardModel, f64)>,
     config: RewardSection,
 }
 
@@ -32,7 +26,7 @@ impl RewardModels {
         if config.models.is_empty() {
             return Err(Error::Invalid("reward.models lists no reward model".into()));
         }
-        let scorers = config
+        let models = config
             .models
             .iter()
             .map(|entry| {
@@ -43,44 +37,23 @@ impl RewardModels {
                         message: "reward model directory not found (set reward.models, or run `rlhf-reward` first)".into(),
                     });
                 }
-                let ensemble = RewardEnsemble::load(&dir, placement.device, placement.kind)?;
-                let first = rlhf_model::reward::reward_members(&dir)?.0.remove(0);
-                let tokenizer = Tokenizer::from_dir(&first)?;
-                let max_len = ensemble.members.iter().map(|m| m.config().max_positions()).min().unwrap_or(i64::MAX);
-                for member in &ensemble.members {
-                    tokenizer.check_fits_embedding(member.config().vocab_size())?;
-                }
-                Ok(Scorer { ensemble, tokenizer, max_len: max_len as usize, weight: entry.weight })
+                let mut model = RewardModel::load_as(&dir, placement.device, placement.kind)?;
+                model.batch_size = config.batch_size;
+                Ok((model, entry.weight))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(RewardModels { scorers, config: config.clone() })
+        Ok(RewardModels { models, config: config.clone() })
     }
 
     /// Combined reward-model scores of `(prompt, response)` texts (before shaping).
     pub fn score(&self, pairs: &[(&str, &str)]) -> Result<Vec<f32>> {
-        let per_model = self
-            .scorers
-            .iter()
-            .map(|s| {
-                let rows: Vec<Vec<i64>> = s
-                    .tokenizer
-                    .encode_prompt_response_batch(pairs)?
-                    .into_iter()
-                    .map(|ids| {
-                        let mut row = ids.concatenated();
-                        row.truncate(s.max_len);
-                        row
-                    })
-                    .collect();
-                Ok(s.ensemble.score_rows(&rows, self.config.batch_size)?)
-            })
-            .collect::<Result<Vec<Vec<f32>>>>()?;
+        let per_model = self.models.iter().map(|(model, _)| model.score(pairs)).collect::<rlhf_model::Result<Vec<_>>>()?;
         Ok((0..pairs.len())
             .map(|i| {
                 let rewards: Vec<f32> = per_model.iter().map(|m| m[i]).collect();
                 match self.config.combine.ensemble() {
                     Some(how) => combine(&rewards, how, self.config.k),
-                    None => rewards.iter().zip(&self.scorers).map(|(&r, s)| r as f64 * s.weight).sum::<f64>() as f32,
+                    None => rewards.iter().zip(&self.models).map(|(&r, (_, weight))| r as f64 * weight).sum::<f64>() as f32,
                 }
             })
             .collect())

@@ -9,9 +9,11 @@ use std::path::Path;
 
 use rlhf_data::{read_records, task, Prompt};
 use rlhf_model::device::seed_everything;
-use rlhf_model::{train_state, CausalLm, SequenceClassifier, Tokenizer, ValueHead};
+use rlhf_model::{CausalLm, SequenceClassifier, Tokenizer, ValueHead};
+use rlhf_train::config::ensure;
+use rlhf_train::{resolve, train_state, StageDir};
 
-use crate::config::{resolve, AdvantageKind, CriticKind, PpoConfig, TASK};
+use crate::config::{AdvantageKind, CriticKind, PpoConfig, TASK};
 use crate::error::{Error, Result};
 use crate::reward::RewardModels;
 use crate::rollout::Critic;
@@ -19,32 +21,33 @@ use crate::trainer::{self, Models, Prompts, TrainJob};
 use crate::{Outcome, RunOptions, STAGE_DIR};
 
 fn check_config(config: &PpoConfig) -> Result<()> {
-    let invalid = |m: &str| Err(Error::Invalid(m.into()));
-    let ppo = &config.ppo;
-    if ppo.iterations == 0 || ppo.prompts_per_iteration == 0 || ppo.group_size == 0 || ppo.epochs == 0 {
-        return invalid("ppo.iterations, ppo.prompts_per_iteration, ppo.group_size and ppo.epochs must be at least 1");
-    }
-    if ppo.minibatch_size == 0 || ppo.micro_batch_size == 0 || ppo.rollout_batch_size == 0 {
-        return invalid("ppo.minibatch_size, ppo.micro_batch_size and ppo.rollout_batch_size must be at least 1");
-    }
-    if config.advantage != AdvantageKind::Gae && ppo.group_size < 2 {
-        return invalid("advantage = \"grpo\" and \"rloo\" need ppo.group_size >= 2 samples per prompt");
-    }
-    if !(ppo.clip_ratio > 0.0) || !(ppo.clip_value > 0.0) || !(0.0..=1.0).contains(&ppo.gamma) || !(0.0..=1.0).contains(&ppo.lambda) {
-        return invalid("ppo.clip_ratio and ppo.clip_value must be > 0, ppo.gamma and ppo.lambda in [0, 1]");
-    }
-    if config.generation.max_new_tokens < 1 || !(config.generation.temperature > 0.0) {
-        return invalid("generation.max_new_tokens must be at least 1 and generation.temperature > 0");
-    }
-    if !(config.kl.beta >= 0.0) || (config.kl.adaptive && !(config.kl.target > 0.0 && config.kl.horizon > 0.0)) {
-        return invalid("kl.beta must be >= 0; an adaptive controller needs kl.target > 0 and kl.horizon > 0");
-    }
-    if !(config.train.lr > 0.0) || config.train.max_grad_norm < 0.0 {
-        return invalid("train.lr must be > 0 and train.max_grad_norm >= 0");
-    }
-    if config.data.max_prompt_len == 0 {
-        return invalid("data.max_prompt_len must be at least 1");
-    }
+    let (ppo, generation, kl, train) = (&config.ppo, &config.generation, &config.kl, &config.train);
+    ensure(
+        ppo.iterations > 0 && ppo.prompts_per_iteration > 0 && ppo.group_size > 0 && ppo.epochs > 0,
+        "ppo.iterations, ppo.prompts_per_iteration, ppo.group_size and ppo.epochs must be at least 1",
+    )?;
+    ensure(
+        ppo.minibatch_size > 0 && ppo.micro_batch_size > 0 && ppo.rollout_batch_size > 0,
+        "ppo.minibatch_size, ppo.micro_batch_size and ppo.rollout_batch_size must be at least 1",
+    )?;
+    ensure(
+        config.advantage == AdvantageKind::Gae || ppo.group_size >= 2,
+        "advantage = \"grpo\" and \"rloo\" need ppo.group_size >= 2 samples per prompt",
+    )?;
+    ensure(
+        ppo.clip_ratio > 0.0 && ppo.clip_value > 0.0 && (0.0..=1.0).contains(&ppo.gamma) && (0.0..=1.0).contains(&ppo.lambda),
+        "ppo.clip_ratio and ppo.clip_value must be > 0, ppo.gamma and ppo.lambda in [0, 1]",
+    )?;
+    ensure(
+        generation.max_new_tokens >= 1 && generation.temperature > 0.0,
+        "generation.max_new_tokens must be at least 1 and generation.temperature > 0",
+    )?;
+    ensure(
+        kl.beta >= 0.0 && (!kl.adaptive || (kl.target > 0.0 && kl.horizon > 0.0)),
+        "kl.beta must be >= 0; an adaptive controller needs kl.target > 0 and kl.horizon > 0",
+    )?;
+    ensure(train.lr > 0.0 && train.max_grad_norm >= 0.0, "train.lr must be > 0 and train.max_grad_norm >= 0")?;
+    ensure(config.data.max_prompt_len > 0, "data.max_prompt_len must be at least 1")?;
     Ok(())
 }
 
@@ -88,9 +91,9 @@ fn read_prompts(config: &PpoConfig, run_dir: &Path, tokenizer: &Tokenizer, max_l
 
 /// Trains `<run_dir>/ppo/` (see the module doc).
 pub fn run(config: &PpoConfig, run_dir: &Path, options: &RunOptions) -> Result<Outcome> {
-    let dir = run_dir.join(STAGE_DIR);
-    if trainer::is_finished(&dir) {
-        return Ok(Outcome::AlreadyDone(dir.join(trainer::FINAL_DIR)));
+    let dir = StageDir::new(run_dir, STAGE_DIR);
+    if let Some(done) = dir.already_done() {
+        return Ok(done);
     }
     check_config(config)?;
     if config.train.threads > 0 {
@@ -149,9 +152,9 @@ pub fn run(config: &PpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
     let prompts = read_prompts(config, run_dir, &tokenizer, config.data.max_prompt_len.min(room))?;
     tracing::info!(prompts = prompts.records.len(), advantage = ?config.advantage, lora = config.lora.enabled, "ppo inputs");
 
-    rlhf_data::config::write_config(config, &dir.join("config.toml"))?;
+    rlhf_data::config::write_config(config, &dir.config_file())?;
     let models = Models { policy, reference, critic, rewards, tokenizer };
     let summary =
         trainer::train(&models, &TrainJob { config, dir: &dir, config_hash, prompts: &prompts, progress: options.progress })?;
-    Ok(Outcome::Trained { dir: dir.join(trainer::FINAL_DIR), summary })
+    Ok(Outcome::Trained { dir: dir.final_dir(), summary })
 }

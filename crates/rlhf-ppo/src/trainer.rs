@@ -17,34 +17,26 @@
 //! and samples over the iteration's wall time), `time/{generation_s, scoring_s, training_s,
 //! generation_share}`, `train/{grad_norm, updates, skipped}`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rlhf_data::{task, Metric, Prompt, Record, Rollout};
 use rlhf_model::device::{peak_memory_bytes, seed_everything};
-use rlhf_model::{
-    train_state, AdamW, CausalLm, GenerationConfig, LrSchedule, ScheduleKind, Tokenizer, TrainRng, TrainState,
-};
+use rlhf_model::{AdamW, CausalLm, GenerationConfig, LrSchedule, ScheduleKind, Tokenizer};
+use rlhf_train::{progress_bar, seed_for, train_state, trainable_variables, OnNonFinite, StageDir, TrainRng, TrainState};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::advantage::{explained_variance, gae, grpo, masked_mean, masked_whiten, per_token, rloo};
-use crate::config::{AdvantageKind, OnNonFinite, PpoConfig};
+use crate::config::{AdvantageKind, PpoConfig};
 use crate::error::{Error, Result};
 use crate::kl::KlController;
 use crate::loss::{policy_loss, value_loss};
 use crate::reward::{shape_scores, ResponseShape, RewardModels, RunningMoments};
 use crate::rollout::{critic_values, policy_pass, sample, Critic, Layout, Sample};
 
-/// The finished policy inside the stage directory.
-pub const FINAL_DIR: &str = "final";
-/// Resumable checkpoints inside the stage directory.
-pub const CHECKPOINTS_DIR: &str = "checkpoints";
-/// The stage's metrics table.
-pub const METRICS_FILE: &str = "metrics.parquet";
 /// Every iteration's rollouts.
 pub const ROLLOUTS_FILE: &str = "rollouts.parquet";
 /// Stage name in the metrics rows.
@@ -71,7 +63,7 @@ pub struct Prompts {
 pub struct TrainJob<'a> {
     pub config: &'a PpoConfig,
     /// The stage directory.
-    pub dir: &'a Path,
+    pub dir: &'a StageDir,
     /// Fingerprint of the resolved config; checkpoints written under another are refused.
     pub config_hash: String,
     pub prompts: &'a Prompts,
@@ -99,11 +91,6 @@ struct LoopState {
     moments: RunningMoments,
     optimizer_steps: u64,
     skipped: u64,
-}
-
-/// Whether `dir` holds a finished policy (`final/` is written atomically).
-pub fn is_finished(dir: &Path) -> bool {
-    dir.join(FINAL_DIR).join("config.json").is_file()
 }
 
 /// Prompt indices epoch after epoch, each epoch a fresh permutation seeded by `(seed, epoch)`.
@@ -167,10 +154,6 @@ fn now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn iteration_seed(seed: u64, iteration: u64) -> u64 {
-    seed ^ iteration.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
 /// The numerical guard: `Ok(())` to skip the batch, or the abort error.
 fn guard(mode: OnNonFinite, quantity: &str, iteration: u64) -> Result<()> {
     match mode {
@@ -196,34 +179,6 @@ fn checkpoint_stores<'m>(models: &'m Models) -> Vec<(&'static str, &'m tch::nn::
         Critic::None => {}
     }
     stores
-}
-
-/// Copies a checkpoint file's tensors into a store's variables, checking names and shapes.
-fn load_store(store: &tch::nn::VarStore, file: &Path) -> Result<()> {
-    let bad = |message: String| Error::Resume { path: file.to_path_buf(), message };
-    let mut saved: std::collections::HashMap<String, Tensor> =
-        Tensor::read_safetensors(file).map_err(|e| bad(e.to_string()))?.into_iter().collect();
-    for (name, var) in store.variables() {
-        let src = saved.remove(&name).ok_or_else(|| bad(format!("has no tensor `{name}`")))?;
-        if src.size() != var.size() {
-            return Err(bad(format!("tensor `{name}` has shape {:?}, the model's has {:?}", src.size(), var.size())));
-        }
-        tch::no_grad(|| var.shallow_clone().f_copy_(&src))?;
-    }
-    match saved.keys().min() {
-        Some(name) => Err(bad(format!("tensor `{name}` belongs to no variable of this model"))),
-        None => Ok(()),
-    }
-}
-
-/// Every trainable tensor, named `<store>.<variable>` for one AdamW over policy and critic.
-fn trainable(models: &Models) -> Vec<(String, Tensor)> {
-    checkpoint_stores(models)
-        .into_iter()
-        .flat_map(|(store, vs)| {
-            vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).map(move |(n, t)| (format!("{store}.{n}"), t))
-        })
-        .collect()
 }
 
 /// An iteration's scored rollouts: the layout and `[B, N]` per-token tensors.
@@ -380,7 +335,7 @@ impl Loop<'_> {
     }
 
     fn save_checkpoint(&self, iteration: u64, stream: &PromptStream) -> Result<()> {
-        if !trainable(self.models).iter().all(|(_, t)| all_finite(t)) {
+        if !train_state::all_finite(&checkpoint_stores(self.models)) {
             return Err(Error::NonFinite { quantity: "parameters".into(), iteration });
         }
         let state = TrainState {
@@ -392,7 +347,7 @@ impl Loop<'_> {
             config_hash: self.job.config_hash.clone(),
             extra: serde_json::to_value(&self.state).map_err(|e| Error::Invalid(e.to_string()))?,
         };
-        let checkpoints = self.job.dir.join(CHECKPOINTS_DIR);
+        let checkpoints = self.job.dir.checkpoints();
         train_state::save(&checkpoints, &state, &checkpoint_stores(self.models), &self.optimizer)?;
         train_state::prune(&checkpoints, self.job.config.train.keep_checkpoints.max(1))?;
         Ok(())
@@ -403,8 +358,7 @@ impl Loop<'_> {
 pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
     let config = job.config;
     let _span = tracing::info_span!("ppo", advantage = ?config.advantage).entered();
-    let checkpoints = job.dir.join(CHECKPOINTS_DIR);
-    let mut optimizer = AdamW::from_named(trainable(models), config.train.adamw.clone());
+    let mut optimizer = AdamW::from_named(trainable_variables(&checkpoint_stores(models)), config.train.adamw.clone());
     let mut summary = TrainSummary::default();
     let mut state = LoopState {
         kl: config.kl.controller(),
@@ -414,30 +368,23 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
     };
     let mut rng = TrainRng::seed_from_u64(config.seed);
     let mut stream = PromptStream::new(config.seed, job.prompts.records.len(), 0, 0);
-    if let Some(dir) = train_state::latest(&checkpoints)? {
-        let saved = train_state::load(&dir, &mut [], &mut optimizer)?;
-        if saved.config_hash != job.config_hash {
-            return Err(Error::Resume {
-                path: dir,
-                message: format!(
-                    "was written under a different config; use the config in {} or start in a new directory",
-                    job.dir.join("config.toml").display()
-                ),
-            });
-        }
-        for (name, store) in checkpoint_stores(models) {
-            load_store(store, &dir.join(format!("{name}.safetensors")))?;
-        }
+    let resumed = train_state::resume(
+        &job.dir.checkpoints(),
+        &checkpoint_stores(models),
+        &mut optimizer,
+        &job.config_hash,
+        &job.dir.config_file(),
+    )?;
+    if let Some((dir, saved)) = resumed {
         state = serde_json::from_value(saved.extra).map_err(|e| Error::Resume { path: dir.clone(), message: e.to_string() })?;
         rng = train_state::restore_rng(&saved.rng_state)?;
         stream = PromptStream::new(config.seed, job.prompts.records.len(), saved.epoch, saved.data_position as usize);
-        tracing::info!(iteration = saved.step, dir = %dir.display(), "resuming");
         summary.resumed_from = Some(saved.step);
     }
     let start = summary.resumed_from.unwrap_or(0);
     let resuming = summary.resumed_from.is_some();
-    let mut metrics = Appended::<Metric>::open(job.dir.join(METRICS_FILE), resuming, |m| m.step <= start)?;
-    let mut rollouts = Appended::<Rollout>::open(job.dir.join(ROLLOUTS_FILE), resuming, |r| u64::from(r.step) <= start)?;
+    let mut metrics = Appended::<Metric>::open(job.dir.metrics(), resuming, |m| m.step <= start)?;
+    let mut rollouts = Appended::<Rollout>::open(job.dir.root.join(ROLLOUTS_FILE), resuming, |r| u64::from(r.step) <= start)?;
     let schedule = LrSchedule {
         kind: ScheduleKind::Constant,
         peak_lr: config.train.lr,
@@ -448,12 +395,8 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
     let mut run = Loop { models, job, optimizer, schedule, rng, state };
 
     let total = config.ppo.iterations;
-    let pb = if job.progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
-    pb.set_style(
-        ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} iterations  {msg}  [{elapsed_precise} < {eta_precise}]")
-            .expect("a valid progress template"),
-    );
-    pb.set_prefix(STAGE_NAME);
+    let pb = progress_bar(job.progress, STAGE_NAME, "iterations");
+    pb.set_length(total);
     pb.set_position(start);
     let eos_ids = {
         let ids = models.policy.config().eos_token_ids();
@@ -474,13 +417,13 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
     for iteration in start..total {
         let step = iteration + 1;
         let began = Instant::now();
-        seed_everything(iteration_seed(config.seed, iteration));
+        seed_everything(seed_for(config.seed, iteration));
         let prompt_ids = stream.take(config.ppo.prompts_per_iteration);
         let rows: Vec<(usize, &[i64])> = prompt_ids
             .iter()
             .flat_map(|&p| std::iter::repeat_n((p, job.prompts.tokens[p].as_slice()), config.ppo.group_size))
             .collect();
-        let gen_cfg = GenerationConfig { seed: iteration_seed(config.seed, iteration), ..generation.clone() };
+        let gen_cfg = GenerationConfig { seed: seed_for(config.seed, iteration), ..generation.clone() };
         let samples = sample(&models.policy, &rows, &gen_cfg, config.ppo.rollout_batch_size)?;
         let generation_s = began.elapsed().as_secs_f64();
 
@@ -633,10 +576,10 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
         }
     }
     pb.finish_and_clear();
-    if !trainable(models).iter().all(|(_, t)| all_finite(t)) {
+    if !train_state::all_finite(&checkpoint_stores(models)) {
         return Err(Error::NonFinite { quantity: "parameters".into(), iteration: total });
     }
-    models.policy.save_pretrained(job.dir.join(FINAL_DIR))?;
+    models.policy.save_pretrained(job.dir.final_dir())?;
     summary.iterations = total;
     summary.beta = run.state.kl.beta;
     summary.skipped = run.state.skipped;

@@ -14,7 +14,8 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rlhf_data::bench_support::{cpu_seconds, write_report};
 use rlhf_data::MetricsLog;
-use rlhf_model::{LlamaConfig, ModelConfig, SequenceClassifier, TokenIds, TrainRng};
+use rlhf_model::{LlamaConfig, ModelConfig, SequenceClassifier, TokenIds};
+use rlhf_train::TrainRng;
 use rlhf_reward::config::{LossConfig, TrainConfig};
 use rlhf_reward::RewardConfig;
 use rlhf_reward::data::{Pair, TokenizedPreference};
@@ -64,7 +65,7 @@ fn main() -> anyhow::Result<()> {
     let threads: usize = std::env::var("RLHF_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
     let started = Instant::now();
     tch::manual_seed(0);
-    let mut model = SequenceClassifier::new(bench_config(), Device::Cpu, Kind::Float)?;
+    let model = SequenceClassifier::new(bench_config(), Device::Cpu, Kind::Float)?;
     let params: i64 = model.var_store().variables().values().map(|t| t.numel() as i64).sum();
     println!("reward bench: {:.2}M parameters, {threads} threads, batch {BATCH} pairs of {} tokens", params as f64 / 1e6, PROMPT_LEN + RESPONSE_LEN);
 
@@ -80,10 +81,11 @@ fn main() -> anyhow::Result<()> {
         ..RewardConfig::default().train
     };
     let tmp = std::env::temp_dir().join(format!("rlhf-reward-bench-{}", std::process::id()));
-    let mut metrics = MetricsLog::open(tmp.join("metrics.parquet"), "reward")?;
+    let metrics = MetricsLog::open(tmp.join("metrics.parquet"), "reward")?;
     let heldout = HeldOut::new(&[], None);
     let job = TrainJob {
         checkpoints: &tmp.join("checkpoints"),
+        config_file: &tmp.join("config.toml"),
         metric_prefix: "",
         train_config: &config,
         loss: &LossConfig::default(),
@@ -95,7 +97,7 @@ fn main() -> anyhow::Result<()> {
         progress: false,
     };
     let cpu_before = cpu_seconds();
-    trainer::train(&mut model, &job, &mut metrics)?;
+    let (_, metrics) = trainer::train(&model, &job, metrics)?;
     let cpu = cpu_seconds() - cpu_before;
     let per_step: Vec<f64> = metrics
         .rows()

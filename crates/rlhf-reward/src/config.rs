@@ -1,10 +1,10 @@
 //! The reward stage's config (`configs/reward.toml`): every struct denies unknown fields and has
 //! defaults equal to the shipped TOML file. Relative paths resolve against the run directory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use rlhf_model::Combine;
-pub use rlhf_model::stage::TrainConfig;
+pub use rlhf_train::TrainConfig;
 use serde::{Deserialize, Serialize};
 
 /// Reward-model training (`rlhf-reward train`).
@@ -125,9 +125,4 @@ impl Default for EnsembleSection {
     fn default() -> Self {
         EnsembleSection { members: 1, combine: Combine::Mean, k: 1.0 }
     }
-}
-
-/// `path` as given when absolute, else under `run_dir`.
-pub fn resolve(run_dir: &Path, path: impl AsRef<Path>) -> PathBuf {
-    run_dir.join(path)
 }

@@ -5,7 +5,7 @@
 //! K·(K−1)/2 pairs. Each preference is one training example: its responses share one forward pass
 //! and its loss is the mean over its pairs (InstructGPT). Pairs whose two texts are identical carry
 //! no preference: they are dropped and counted. [`TokenizedPreference`]s hold the token rows
-//! `tokens(prompt) ++ tokens(response) ++ [eos]`, dealt out by `rlhf_model::batching::BatchStream`
+//! `tokens(prompt) ++ tokens(response) ++ [eos]`, dealt out by `rlhf_train::batching::BatchStream`
 //! in a seeded, length-bucketed, resumable order.
 
 use std::path::Path;

@@ -21,9 +21,9 @@ pub mod trainer;
 
 pub use config::{Combine, RewardConfig};
 pub use error::{Error, Result};
-pub use rlhf_model::stage::RunOptions;
+pub use rlhf_train::RunOptions;
 pub use model::RewardModel;
 pub use trainer::{Evaluation, TrainSummary};
 
 /// What a stage run did.
-pub type Outcome = rlhf_model::stage::Outcome<Vec<TrainSummary>>;
+pub type Outcome = rlhf_train::Outcome<Vec<TrainSummary>>;

@@ -2,13 +2,12 @@
 //! (`score`). It parses the command line, loads the TOML config with `--set` overrides, picks
 //! device and dtype, installs the log subscriber, and prints one `error: ...` line on failure.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use rlhf_data::config::load_config;
-use rlhf_reward::{Outcome, RewardConfig, RewardModel, RunOptions};
+use rlhf_train::cli::StageArgs;
+use rlhf_reward::{Outcome, RewardConfig, RewardModel};
 
 #[derive(Parser)]
 #[command(
@@ -27,31 +26,15 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
-    train: TrainArgs,
+    train: StageArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Train the reward model (the default).
-    Train(TrainArgs),
+    Train(StageArgs),
     /// Score a table's `prompt` + `response` columns into a new `reward: f32` column.
     Score(ScoreArgs),
-}
-
-#[derive(Args)]
-struct TrainArgs {
-    /// The reward config (e.g. configs/reward.toml); built-in defaults when absent.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Override a config field, e.g. --set train.lr=1e-4 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    overrides: Vec<String>,
-    /// Run directory: writes <run-dir>/rm/ (config.toml, metrics.parquet, checkpoints/, final/);
-    /// relative paths in the config resolve against it.
-    #[arg(long, value_name = "DIR", default_value = "runs/default")]
-    run_dir: PathBuf,
-    #[command(flatten)]
-    device: rlhf_model::DeviceArgs,
 }
 
 #[derive(Args)]
@@ -75,8 +58,8 @@ struct ScoreArgs {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Train(cli.train)) {
         Command::Train(args) => {
-            let config: RewardConfig = load_config(args.config.as_deref(), &args.overrides)?;
-            let options = RunOptions { placement: args.device.resolve()?, progress: std::io::stderr().is_terminal() };
+            let config: RewardConfig = args.load_config()?;
+            let options = args.options()?;
             match rlhf_reward::stage::run(&config, &args.run_dir, &options)? {
                 Outcome::AlreadyDone(dir) => tracing::info!("reward: {} already exists; nothing to do", dir.display()),
                 Outcome::Trained { dir, summary: members } => {
@@ -85,7 +68,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         tracing::info!(
                             member = i,
                             steps = summary.steps,
-                            pairs_per_s = summary.pairs_per_s,
+                            pairs_per_s = summary.examples_per_s,
                             heldout_accuracy = after.accuracy,
                             gold_accuracy = after.gold_accuracy,
                             "trained"
@@ -108,7 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    rlhf_data::cli::run_main("info", || run(cli))
+    rlhf_train::cli::run_main("info", || run(cli))
 }
 
 #[cfg(test)]

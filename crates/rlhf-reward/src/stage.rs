@@ -20,9 +20,11 @@ use rlhf_data::task;
 use rlhf_model::checkpoint::{read_config, save_dir_atomically, CONFIG_FILE};
 use rlhf_model::device::seed_everything;
 use rlhf_model::reward::{score_rows, EnsembleManifest, ENSEMBLE_FILE};
-use rlhf_model::{train_state, RewardNormalization, SequenceClassifier, Tokenizer};
+use rlhf_model::{RewardNormalization, SequenceClassifier, Tokenizer};
+use rlhf_train::config::ensure;
+use rlhf_train::{resolve, train_state, StageDir};
 
-use crate::config::{resolve, RewardConfig};
+use crate::config::RewardConfig;
 use crate::data::{tokenize, tokenize_rows, Preference, Preferences};
 use crate::error::{Error, Result};
 use crate::model::write_manifest;
@@ -33,21 +35,10 @@ use crate::{Outcome, RunOptions};
 
 /// The stage directory inside a run directory.
 pub const STAGE_DIR: &str = "rm";
-/// The finished reward model inside the stage directory.
-pub const FINAL_DIR: &str = "final";
-/// Resumable checkpoints inside the stage directory.
-pub const CHECKPOINTS_DIR: &str = "checkpoints";
 /// Finished ensemble members waiting for the others, inside the stage directory.
 pub const MEMBERS_DIR: &str = "members";
-/// The stage's metrics table.
-pub const METRICS_FILE: &str = "metrics.parquet";
 /// Stage name in the metrics rows.
 pub const STAGE_NAME: &str = "reward";
-
-/// Whether a reward-model directory is complete (written atomically, so it is whole).
-pub fn is_finished(dir: &Path) -> bool {
-    dir.join(CONFIG_FILE).is_file() || dir.join(ENSEMBLE_FILE).is_file()
-}
 
 /// Name of ensemble member `i`'s directory.
 pub fn member_name(i: usize) -> String {
@@ -55,22 +46,16 @@ pub fn member_name(i: usize) -> String {
 }
 
 fn check_config(config: &RewardConfig) -> Result<()> {
-    let invalid = |m: &str| Err(Error::Invalid(m.into()));
-    if config.ensemble.members == 0 {
-        return invalid("ensemble.members must be at least 1");
-    }
-    if !(config.ensemble.k >= 0.0) {
-        return invalid("ensemble.k must be >= 0");
-    }
-    if !(0.0..1.0).contains(&config.data.heldout_fraction) {
-        return invalid("data.heldout_fraction must be in [0, 1)");
-    }
-    if config.data.comparisons.is_empty() && config.data.rankings.is_empty() {
-        return invalid("no training data: set data.comparisons and/or data.rankings");
-    }
-    if config.model.max_seq_len < 2 {
-        return invalid("model.max_seq_len must be at least 2");
-    }
+    config.train.check()?;
+    ensure(config.ensemble.members > 0, "ensemble.members must be at least 1")?;
+    ensure(config.ensemble.k >= 0.0, "ensemble.k must be >= 0")?;
+    ensure((0.0..1.0).contains(&config.data.heldout_fraction), "data.heldout_fraction must be in [0, 1)")?;
+    ensure(
+        !config.data.comparisons.is_empty() || !config.data.rankings.is_empty(),
+        "no training data: set data.comparisons and/or data.rankings",
+    )?;
+    ensure(config.model.max_seq_len >= 2, "model.max_seq_len must be at least 2")?;
+    ensure((0.0..0.5).contains(&config.loss.label_smoothing), "loss.label_smoothing must be in [0, 0.5)")?;
     Ok(())
 }
 
@@ -127,11 +112,11 @@ fn copy_flat_dir(from: &Path, to: &Path) -> rlhf_model::Result<()> {
 
 /// Trains the reward model (or ensemble) of `config` into `<run_dir>/rm/`.
 pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Result<Outcome> {
-    let dir = run_dir.join(STAGE_DIR);
-    let final_dir = dir.join(FINAL_DIR);
-    if is_finished(&final_dir) {
-        return Ok(Outcome::AlreadyDone(final_dir));
+    let stage = StageDir::new(run_dir, STAGE_DIR);
+    if let Some(done) = stage.already_done() {
+        return Ok(done);
     }
+    let (dir, final_dir) = (&stage.root, stage.final_dir());
     check_config(config)?;
     let config_hash = train_state::config_hash(config)?;
 
@@ -204,8 +189,8 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
         "preferences"
     );
 
-    rlhf_data::config::write_config(config, &dir.join("config.toml"))?;
-    let mut metrics = MetricsLog::open(dir.join(METRICS_FILE), STAGE_NAME)?;
+    rlhf_data::config::write_config(config, &stage.config_file())?;
+    let mut metrics = MetricsLog::open(stage.metrics(), STAGE_NAME)?;
     let data_stats = [
         ("train_preferences", train.items.len()),
         ("train_pairs", train.pair_count()),
@@ -223,12 +208,12 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
     let mut summaries = Vec::with_capacity(members);
     for i in 0..members {
         let (member_dir, checkpoints, prefix) = if members == 1 {
-            (final_dir.clone(), dir.join(CHECKPOINTS_DIR), String::new())
+            (final_dir.clone(), stage.checkpoints(), String::new())
         } else {
             let name = member_name(i);
-            (dir.join(MEMBERS_DIR).join(&name), dir.join(CHECKPOINTS_DIR).join(&name), format!("{name}/"))
+            (dir.join(MEMBERS_DIR).join(&name), stage.checkpoints().join(&name), format!("{name}/"))
         };
-        if is_finished(&member_dir) {
+        if member_dir.is_dir() {
             tracing::info!(dir = %member_dir.display(), "ensemble member already trained");
             continue;
         }
@@ -239,8 +224,10 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
             model.config_mut().pad_token_id = Some(tokenizer.pad_id());
         }
         let pad_id = model.config().pad_token_id.unwrap_or_else(|| tokenizer.pad_id());
+        let config_file = stage.config_file();
         let job = TrainJob {
             checkpoints: &checkpoints,
+            config_file: &config_file,
             metric_prefix: &prefix,
             train_config: &config.train,
             loss: &config.loss,
@@ -251,7 +238,8 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
             pad_id,
             progress: options.progress,
         };
-        let summary = trainer::train(&mut model, &job, &mut metrics)?;
+        let (summary, log) = trainer::train(&model, &job, metrics)?;
+        metrics = log;
         if config.normalize.enabled {
             let n = normalization(&model, &normalize_rows, config.normalize.scale, config.train.eval_batch_size)?;
             metrics.push(summary.steps, &format!("{prefix}norm_shift"), n.shift);

@@ -1,27 +1,19 @@
-//! The training loop of one reward model: Bradley–Terry loss over preference batches, gradient
-//! accumulation, AdamW with warmup + cosine, gradient clipping, held-out metrics, resumable
-//! checkpoints and metrics rows.
-//!
-//! A checkpoint (`step-N/`) holds all weights, the optimizer state, the data position and the
-//! RNG state; a run continues from the newest one. On the CPU, the same seed, config and thread
-//! count give the same weights whether or not the run was interrupted: the data order comes from a
-//! seeded [`TrainRng`] whose state is checkpointed, and libtorch's generator (dropout) is reseeded
-//! from the seed and the step before every step.
+//! The training loop of one reward model: the Bradley–Terry loss over preference batches and
+//! held-out metrics, run by `rlhf_train`'s [`Trainer`] (accumulation, clipping, schedule,
+//! checkpoints, resume, metrics). On the CPU, the same seed, config and thread count give the same
+//! weights whether or not the run was interrupted.
 
 use std::path::Path;
-use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rlhf_data::MetricsLog;
-use rlhf_model::device::{peak_memory_bytes, seed_everything};
 use rlhf_model::reward::score_rows;
-use rlhf_model::{train_state, AdamW, LrSchedule, SequenceClassifier, TrainRng, TrainState};
+use rlhf_model::SequenceClassifier;
+use rlhf_train::batching::BatchStream;
+use rlhf_train::{Phase, StepWork, TrainRng, TrainSpec, TrainStep, Trainer};
 use tch::{Device, Tensor};
 
 use crate::config::{LossConfig, TrainConfig};
-use rlhf_model::batching::{BatchStream, StreamPosition};
-
 use crate::data::TokenizedPreference;
 use crate::error::{Error, Result};
 use crate::loss::{accuracy_and_margin, preference_loss, PairIndex, PreferenceBatch};
@@ -98,6 +90,8 @@ pub fn in_namespace(namespace: &str, name: &str) -> bool {
 pub struct TrainJob<'a> {
     /// Where its `step-N/` checkpoints go.
     pub checkpoints: &'a Path,
+    /// The stage's resolved config (named when a checkpoint belongs to another).
+    pub config_file: &'a Path,
     /// Prefix of its metric names (`""`, or `member-<i>/` in an ensemble).
     pub metric_prefix: &'a str,
     pub train_config: &'a TrainConfig,
@@ -112,218 +106,125 @@ pub struct TrainJob<'a> {
     pub progress: bool,
 }
 
+/// Training loss, accuracy and margin of a logging interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TrainStats {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub margin: f64,
+}
+
 /// What a training run did.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct TrainSummary {
-    pub steps: u64,
-    /// The checkpoint step it continued from.
-    pub resumed_from: Option<u64>,
-    /// Mean training loss over the last logging interval.
-    pub last_loss: f64,
-    pub eval_before: Option<Evaluation>,
-    pub eval_after: Option<Evaluation>,
-    /// Judged pairs per second of training steps in this process.
-    pub pairs_per_s: f64,
-}
+pub type TrainSummary = rlhf_train::TrainSummary<TrainStats, Evaluation>;
 
-fn check(config: &TrainConfig, loss: &LossConfig, train: &[TokenizedPreference]) -> Result<()> {
-    let invalid = |m: &str| Err(Error::Invalid(m.into()));
-    if train.is_empty() {
-        return invalid("no training preferences (every pair was dropped or held out)");
-    }
-    if config.batch_size == 0 || config.grad_accum == 0 || config.eval_batch_size == 0 {
-        return invalid("train.batch_size, train.grad_accum and train.eval_batch_size must be at least 1");
-    }
-    if config.max_steps == 0 && config.epochs == 0 {
-        return invalid("set train.max_steps or train.epochs above 0");
-    }
-    if !(config.lr > 0.0) || config.max_grad_norm < 0.0 {
-        return invalid("train.lr must be > 0 and train.max_grad_norm >= 0");
-    }
-    if !(0.0..0.5).contains(&loss.label_smoothing) {
-        return invalid("loss.label_smoothing must be in [0, 0.5)");
-    }
-    Ok(())
-}
-
-fn step_seed(seed: u64, step: u64) -> u64 {
-    seed ^ step.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-fn log_eval(pb: &ProgressBar, metrics: &mut MetricsLog, prefix: &str, step: u64, eval: &Evaluation) {
-    let named = [("eval_loss", Some(eval.loss)), ("eval_accuracy", Some(eval.accuracy)), ("eval_margin", Some(eval.margin))];
-    for (name, value) in named.into_iter().chain([("eval_gold_accuracy", eval.gold_accuracy)]) {
-        if let Some(value) = value {
-            metrics.push(step, &format!("{prefix}{name}"), value);
-        }
-    }
-    pb.suspend(|| {
-        tracing::info!(step, loss = eval.loss, accuracy = eval.accuracy, margin = eval.margin, gold_accuracy = eval.gold_accuracy, "held-out")
-    });
-}
-
-/// Training loss, accuracy and margin gathered over a logging interval.
+/// Sums over a logging interval.
 #[derive(Default)]
 struct Interval {
     loss: f64,
-    steps: u64,
     correct: f64,
     margin: f64,
     pairs: usize,
-    seconds: f64,
 }
 
-/// Trains every weight of `model` on `job.train` (continuing from the newest checkpoint in
-/// `job.checkpoints`), logging into `metrics`. Leaves the model in eval mode; saving is the caller's.
-pub fn train(model: &mut SequenceClassifier, job: &TrainJob<'_>, metrics: &mut MetricsLog) -> Result<TrainSummary> {
-    let cfg = job.train_config;
-    check(cfg, job.loss, job.train)?;
-    let prefix = job.metric_prefix;
-    let _span = tracing::info_span!("train_reward_model", member = prefix).entered();
-    if cfg.threads > 0 {
-        tch::set_num_threads(cfg.threads as i32);
-    }
-    let lengths: Vec<usize> = job.train.iter().map(TokenizedPreference::tokens).collect();
-    let mut optimizer = AdamW::from_named(model.trainable_variables(), cfg.adamw.clone());
+/// The Bradley–Terry step over a batch of preferences.
+struct RewardStep<'a> {
+    model: &'a SequenceClassifier,
+    job: &'a TrainJob<'a>,
+}
 
-    let mut summary = TrainSummary::default();
-    let mut stream = match train_state::latest(job.checkpoints)? {
-        Some(dir) => {
-            let state = train_state::load(&dir, &mut [(CHECKPOINT_MODEL, model.var_store_mut())], &mut optimizer)?;
-            if state.config_hash != job.config_hash {
-                return Err(Error::file(
-                    dir,
-                    "was written under a different config; use the run's rm/config.toml or start in a new run directory",
-                ));
-            }
-            tracing::info!(step = state.step, dir = %dir.display(), "resuming");
-            summary.resumed_from = Some(state.step);
-            let position = StreamPosition { epoch: state.epoch, batches: state.data_position, rng_state: state.rng_state };
-            BatchStream::length_bucketed(lengths, cfg.batch_size, TrainRng::seed_from_u64(job.seed), Some(&position))?
-        }
-        None => BatchStream::length_bucketed(lengths, cfg.batch_size, TrainRng::seed_from_u64(job.seed), None)?,
-    };
-    metrics.rewind(summary.resumed_from, |name| in_namespace(prefix, name));
-    let start = summary.resumed_from.unwrap_or(0);
-    let total = if cfg.max_steps > 0 {
-        cfg.max_steps
-    } else {
-        (cfg.epochs * stream.batches_per_epoch() as u64).div_ceil(cfg.grad_accum as u64)
-    };
-    let schedule = LrSchedule {
-        kind: cfg.schedule,
-        peak_lr: cfg.lr,
-        warmup_steps: cfg.warmup_steps,
-        total_steps: total,
-        min_lr_ratio: cfg.min_lr_ratio,
-    };
+impl TrainStep for RewardStep<'_> {
+    type Error = Error;
+    type Interval = Interval;
+    type Train = TrainStats;
+    type Eval = Evaluation;
+    const EXAMPLES: &'static str = "pairs";
 
-    let pb = if job.progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
-    pb.set_style(
-        ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]")
-            .expect("a valid progress template"),
-    );
-    pb.set_prefix(format!("reward {prefix}"));
-    pb.set_position(start);
-    let eval = |step: u64, metrics: &mut MetricsLog| -> Result<Option<Evaluation>> {
-        if job.heldout.is_empty() {
-            return Ok(None);
-        }
-        let result = evaluate(model, job.heldout, job.loss, cfg.eval_batch_size)?;
-        log_eval(&pb, metrics, prefix, step, &result);
-        Ok(Some(result))
-    };
-    if start == 0 {
-        summary.eval_before = eval(0, metrics)?;
-    }
-
-    let device = model.device();
-    let max_norm = if cfg.max_grad_norm > 0.0 { cfg.max_grad_norm } else { f64::INFINITY };
-    let mut interval = Interval::default();
-    let (mut all_pairs, mut all_seconds) = (0usize, 0.0);
-    let mut evaluated_at = None;
-    for step in start..total {
-        model.set_training(true);
-        let began = Instant::now();
-        seed_everything(step_seed(job.seed, step));
-        let micro: Vec<Vec<&TokenizedPreference>> = (0..cfg.grad_accum)
-            .map(|_| stream.next_batch().iter().map(|&i| &job.train[i]).collect())
-            .collect();
+    fn backward(&mut self, micro: &[&[usize]], interval: &mut Interval) -> Result<StepWork> {
+        self.model.set_training(true);
+        let micro: Vec<Vec<&TokenizedPreference>> =
+            micro.iter().map(|batch| batch.iter().map(|&i| &self.job.train[i]).collect()).collect();
         let in_step: usize = micro.iter().map(Vec::len).sum();
+        let mut loss_sum = 0.0;
         for preferences in &micro {
-            let batch = PreferenceBatch::new(preferences, in_step, job.pad_id, device)?;
-            let d = batch.pairs.differences(&batch.rewards(model)?);
-            let loss = preference_loss(&d, &batch.pairs, job.loss);
+            let batch = PreferenceBatch::new(preferences, in_step, self.job.pad_id, self.model.device())?;
+            let d = batch.pairs.differences(&batch.rewards(self.model)?);
+            let loss = preference_loss(&d, &batch.pairs, self.job.loss);
             loss.backward();
             let (accuracy, margin) = accuracy_and_margin(&d);
             let pairs = batch.pairs.better.size()[0] as usize;
-            interval.loss += loss.double_value(&[]);
+            let value = loss.double_value(&[]);
+            loss_sum += value;
+            interval.loss += value;
             interval.correct += accuracy * pairs as f64;
             interval.margin += margin * pairs as f64;
             interval.pairs += pairs;
         }
-        let grad_norm = optimizer.clip_grad_norm(max_norm)?;
-        let lr = schedule.lr_at(step);
-        optimizer.step(lr)?;
-        optimizer.zero_grad();
-        let seconds = began.elapsed().as_secs_f64();
-        interval.steps += 1;
-        interval.seconds += seconds;
-        all_seconds += seconds;
-        all_pairs += micro.iter().flatten().map(|p| p.pairs.len()).sum::<usize>();
-        let done = step + 1;
-        pb.set_position(done);
+        let examples = micro.iter().flatten().map(|p| p.pairs.len()).sum();
+        let tokens = micro.iter().flatten().map(|p| p.tokens()).sum();
+        Ok(StepWork { loss: loss_sum, examples, tokens })
+    }
 
-        if done % cfg.log_every.max(1) == 0 || done == total {
-            let loss = interval.loss / interval.steps as f64;
-            let pairs = interval.pairs.max(1) as f64;
-            let (accuracy, margin) = (interval.correct / pairs, interval.margin / pairs);
-            let pairs_per_s = interval.pairs as f64 / interval.seconds.max(1e-9);
-            let named = [
-                ("loss", loss),
-                ("accuracy", accuracy),
-                ("margin", margin),
-                ("lr", lr),
-                ("grad_norm", grad_norm),
-                ("pairs_per_s", pairs_per_s),
-            ];
-            for (name, value) in named {
-                metrics.push(done, &format!("{prefix}{name}"), value);
-            }
-            if let Some(bytes) = peak_memory_bytes(device) {
-                metrics.push(done, &format!("{prefix}peak_memory_bytes"), bytes as f64);
-            }
-            pb.set_message(format!("loss {loss:.4} acc {accuracy:.3}"));
-            pb.suspend(|| tracing::info!(step = done, loss, accuracy, margin, lr, grad_norm, pairs_per_s, "train"));
-            summary.last_loss = loss;
-            interval = Interval::default();
-        }
-        if cfg.eval_every > 0 && done % cfg.eval_every == 0 {
-            summary.eval_after = eval(done, metrics)?;
-            evaluated_at = Some(done);
-        }
-        if cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0 && done < total {
-            metrics.flush()?;
-            let position = stream.position();
-            let state = TrainState {
-                step: done,
-                epoch: position.epoch,
-                data_position: position.batches,
-                rng_state: position.rng_state.clone(),
-                tch_seed: job.seed,
-                config_hash: job.config_hash.to_string(),
-                extra: serde_json::Value::Null,
-            };
-            train_state::save(job.checkpoints, &state, &[(CHECKPOINT_MODEL, model.var_store())], &optimizer)?;
-            train_state::prune(job.checkpoints, cfg.keep_checkpoints.max(1))?;
-        }
+    fn summarize(&self, interval: &Interval, steps: u64) -> TrainStats {
+        let pairs = interval.pairs.max(1) as f64;
+        TrainStats { loss: interval.loss / steps.max(1) as f64, accuracy: interval.correct / pairs, margin: interval.margin / pairs }
     }
+
+    fn train_metrics(&self, stats: &TrainStats) -> Vec<(String, f64)> {
+        vec![("loss".into(), stats.loss), ("accuracy".into(), stats.accuracy), ("margin".into(), stats.margin)]
+    }
+
+    fn evaluate(&mut self) -> Result<Option<Evaluation>> {
+        if self.job.heldout.is_empty() {
+            return Ok(None);
+        }
+        evaluate(self.model, self.job.heldout, self.job.loss, self.job.train_config.eval_batch_size).map(Some)
+    }
+
+    fn eval_metrics(&self, eval: &Evaluation) -> Vec<(String, f64)> {
+        let named = [("eval_loss", Some(eval.loss)), ("eval_accuracy", Some(eval.accuracy)), ("eval_margin", Some(eval.margin))];
+        named
+            .into_iter()
+            .chain([("eval_gold_accuracy", eval.gold_accuracy)])
+            .filter_map(|(name, value)| value.map(|v| (name.to_string(), v)))
+            .collect()
+    }
+}
+
+/// Trains every weight of `model` on `job.train` (continuing from the newest checkpoint in
+/// `job.checkpoints`), logging into `metrics`, which it hands back. Leaves the model in eval mode;
+/// saving is the caller's.
+pub fn train(model: &SequenceClassifier, job: &TrainJob<'_>, metrics: MetricsLog) -> Result<(TrainSummary, MetricsLog)> {
+    let cfg = job.train_config;
+    if job.train.is_empty() {
+        return Err(Error::Invalid("no training preferences (every pair was dropped or held out)".into()));
+    }
+    let spec = TrainSpec {
+        name: format!("reward {}", job.metric_prefix),
+        config: cfg,
+        checkpoints: job.checkpoints.to_path_buf(),
+        config_file: job.config_file.to_path_buf(),
+        config_hash: job.config_hash.to_string(),
+        seed: job.seed,
+        metric_prefix: job.metric_prefix.to_string(),
+        owns_metric: in_namespace,
+        progress: job.progress,
+    };
+    let mut step = RewardStep { model, job };
+    let mut trainer = Trainer::open(spec, vec![(CHECKPOINT_MODEL, model.var_store())], metrics, &mut step)?;
+    let lengths: Vec<usize> = job.train.iter().map(TokenizedPreference::tokens).collect();
+    let resume = trainer.resumed().map(|r| r.position.clone());
+    let mut stream = BatchStream::length_bucketed(lengths, cfg.batch_size, TrainRng::seed_from_u64(job.seed), resume.as_ref())?;
+    let total = cfg.total_steps(stream.batches_per_epoch());
+    let phase = Phase {
+        stream: &mut stream,
+        start: trainer.step(),
+        steps: total,
+        schedule: cfg.schedule(total),
+        last: true,
+        checkpoint_at_end: false,
+        extra: &|_| serde_json::Value::Null,
+    };
+    trainer.run(&mut step, phase)?;
     model.set_training(false);
-    pb.finish_and_clear();
-    if evaluated_at != Some(total) {
-        summary.eval_after = eval(total, metrics)?;
-    }
-    summary.steps = total;
-    summary.pairs_per_s = all_pairs as f64 / all_seconds.max(1e-9);
-    Ok(summary)
+    Ok(trainer.finish(&mut step)?)
 }

@@ -13,10 +13,11 @@ use rand::{Rng, SeedableRng};
 use rlhf_data::bench_support::{cpu_seconds, write_report};
 use rlhf_data::Metric;
 use rlhf_model::device::{peak_host_memory_bytes, seed_everything};
-use rlhf_model::{CausalLm, TrainRng};
+use rlhf_model::CausalLm;
+use rlhf_train::{StageDir, TrainRng};
 use rlhf_sft::config::BaseModelConfig;
 use rlhf_sft::data::Example;
-use rlhf_sft::trainer::{self, TrainJob, METRICS_FILE};
+use rlhf_sft::trainer::{self, TrainJob};
 use rlhf_sft::{SftConfig, TrainConfig};
 
 const VOCAB: i64 = 1024;
@@ -48,9 +49,10 @@ fn main() -> Result<()> {
     let model = CausalLm::new(rlhf_sft::pretrain::model_config(&sizes, VOCAB, 0, 1), tch::Device::Cpu, tch::Kind::Float)?;
     let params: usize = model.trainable_variables().iter().map(|(_, t)| t.numel()).sum();
     let work = tempfile::tempdir()?;
+    let dir = StageDir { root: work.path().to_path_buf() };
     let job = TrainJob {
         stage: "bench",
-        dir: work.path(),
+        dir: &dir,
         config: &config,
         seed: 0,
         config_hash: String::new(),
@@ -64,7 +66,7 @@ fn main() -> Result<()> {
     let (seconds, cpu_seconds) = (start.elapsed().as_secs_f64(), cpu_seconds() - cpu_start);
 
     // Per-step throughput after the warmup steps, from the loop's own metrics.
-    let metrics: Vec<Metric> = rlhf_data::read_records(work.path().join(METRICS_FILE))?;
+    let metrics: Vec<Metric> = rlhf_data::read_records(dir.metrics())?;
     let measured: Vec<f64> = metrics
         .iter()
         .filter(|m| m.name == "tokens_per_s" && m.step > WARMUP_STEPS)

@@ -14,7 +14,7 @@ use rlhf_data::{read_records, task, Demonstration};
 use rlhf_model::{generate_from_tokens, CausalLm, GenerationConfig, Tokenizer};
 use rlhf_sft::data::tokenize_demonstrations;
 use rlhf_sft::sft::{STAGE_DIR, TASK_DEMONSTRATIONS, TASK_HELDOUT};
-use rlhf_sft::trainer::{evaluate, FINAL_DIR};
+use rlhf_sft::trainer::evaluate;
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
     let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
@@ -76,7 +76,7 @@ fn main() -> Result<()> {
     let heldout_score = mean(heldout.iter().map(|d| task::judge(&d.prompt, &d.response).score));
     println!("demonstrations: gold judge mean {demo_score:.3} (train), {heldout_score:.3} (held-out)");
     report("base", &base, &heldout, temperature, prompts)?;
-    let sft = run_dir.join(STAGE_DIR).join(FINAL_DIR);
+    let sft = rlhf_train::StageDir::new(&run_dir, STAGE_DIR).final_dir();
     if sft.is_dir() {
         report("sft", &sft, &heldout, temperature, prompts)?;
     }

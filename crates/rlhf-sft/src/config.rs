@@ -1,12 +1,12 @@
 //! The configs of the two trainings this crate runs: [`BaseConfig`] (pretraining the embedded task's
 //! base model, `configs/base.toml`) and [`SftConfig`] (`configs/sft.toml`). Both share
-//! `rlhf_model`'s [`TrainConfig`], the settings of the one language-model training loop
+//! `rlhf_train`'s [`TrainConfig`], the settings of the one language-model training loop
 //! ([`crate::trainer`]). Every struct denies unknown fields and has defaults equal to the shipped TOML files.
 
 use std::path::PathBuf;
 
 use rlhf_data::task::TaskConfig;
-pub use rlhf_model::stage::{LoraSection, TrainConfig};
+pub use rlhf_train::{LoraSection, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 /// Pretraining of the embedded task's base model (`rlhf-sft pretrain`).
@@ -120,7 +120,8 @@ pub struct SftConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SftModelConfig {
-    /// A Hugging Face checkpoint directory (config.json, model.safetensors, tokenizer.json).
+    /// A Hugging Face checkpoint directory (config.json, model.safetensors, tokenizer.json);
+    /// relative paths are under the run directory.
     pub base: PathBuf,
 }
 
@@ -143,7 +144,7 @@ pub const TASK: &str = "task";
 
 impl Default for SftModelConfig {
     fn default() -> Self {
-        SftModelConfig { base: PathBuf::from("runs/default/base/final") }
+        SftModelConfig { base: PathBuf::from("base/final") }
     }
 }
 

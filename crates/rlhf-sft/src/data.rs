@@ -3,7 +3,7 @@
 //! An [`Example`] is `prompt ++ target`: the loss covers the target tokens only. SFT examples follow
 //! the project's rule `tokens(prompt) ++ tokens(response) ++ [eos]` (the eos is a target); pretraining
 //! rows are whole documents with an empty prompt (everything is a target but the first token, which
-//! has no context). The trainer deals them out with `rlhf_model::batching::BatchStream`.
+//! has no context). The trainer deals them out with `rlhf_train::batching::BatchStream`.
 
 use rlhf_data::Demonstration;
 use rlhf_model::Tokenizer;

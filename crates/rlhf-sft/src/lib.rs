@@ -20,8 +20,8 @@ pub mod trainer;
 
 pub use config::{BaseConfig, SftConfig, TrainConfig};
 pub use error::{Error, Result};
-pub use rlhf_model::stage::RunOptions;
+pub use rlhf_train::RunOptions;
 pub use trainer::{Evaluation, TrainSummary};
 
 /// What a stage run did.
-pub type Outcome = rlhf_model::stage::Outcome<TrainSummary>;
+pub type Outcome = rlhf_train::Outcome<TrainSummary>;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use rlhf_train::cli::StageArgs;
 use rlhf_data::config::load_config;
 use rlhf_sft::{BaseConfig, Outcome, RunOptions, SftConfig};
 
@@ -25,31 +26,15 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
-    train: TrainArgs,
+    train: StageArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Fine-tune a base checkpoint on demonstrations (the default).
-    Train(TrainArgs),
+    Train(StageArgs),
     /// Train a BPE tokenizer and pretrain a small transformer on the embedded task's corpus.
     Pretrain(PretrainArgs),
-}
-
-#[derive(Args)]
-struct TrainArgs {
-    /// The SFT config (e.g. configs/sft.toml); built-in defaults when absent.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Override a config field, e.g. --set train.lr=1e-4 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    overrides: Vec<String>,
-    /// Run directory: writes <run-dir>/sft/ (config.toml, metrics.parquet, checkpoints/, final/) and,
-    /// for the embedded task, <run-dir>/data/.
-    #[arg(long, value_name = "DIR", default_value = "runs/default")]
-    run_dir: PathBuf,
-    #[command(flatten)]
-    device: rlhf_model::DeviceArgs,
 }
 
 #[derive(Args)]
@@ -79,7 +64,7 @@ fn report(stage: &str, outcome: Outcome) {
             let ppl = |e: Option<rlhf_sft::Evaluation>| e.map_or("-".to_string(), |e| format!("{:.3}", e.ppl));
             tracing::info!(
                 steps = summary.steps,
-                loss = summary.last_loss,
+                loss = summary.last,
                 tokens_per_s = summary.tokens_per_s,
                 "{stage}: saved {} (held-out perplexity {} -> {})",
                 dir.display(),
@@ -93,8 +78,8 @@ fn report(stage: &str, outcome: Outcome) {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Train(cli.train)) {
         Command::Train(args) => {
-            let config: SftConfig = load_config(args.config.as_deref(), &args.overrides)?;
-            let outcome = rlhf_sft::sft::run(&config, &args.run_dir, &options(&args.device)?)?;
+            let config: SftConfig = args.load_config()?;
+            let outcome = rlhf_sft::sft::run(&config, &args.run_dir, &args.options()?)?;
             report("sft", outcome);
         }
         Command::Pretrain(args) => {
@@ -108,7 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    rlhf_data::cli::run_main("info", || run(cli))
+    rlhf_train::cli::run_main("info", || run(cli))
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use rlhf_data::task;
 use rlhf_model::checkpoint::save_dir_atomically;
 use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
 use rlhf_model::device::seed_everything;
-use rlhf_model::{train_state, CausalLm, Placement, SpecialTokens, Tokenizer};
+use rlhf_model::{CausalLm, Placement, SpecialTokens, Tokenizer};
+use rlhf_train::{train_state, StageDir};
 
 use crate::config::{BaseConfig, BaseModelConfig};
 use crate::data::{document_rows, Example};
@@ -41,8 +42,9 @@ pub fn model_config(sizes: &BaseModelConfig, vocab_size: i64, eos_id: i64, pad_i
 
 /// Pretrains the base model into the stage directory `dir` (the model lands in `dir/final/`).
 pub fn pretrain(config: &BaseConfig, dir: &Path, options: &RunOptions) -> Result<Outcome> {
-    if trainer::is_finished(dir) {
-        return Ok(Outcome::AlreadyDone(dir.join(trainer::FINAL_DIR)));
+    let dir = &StageDir { root: dir.to_path_buf() };
+    if let Some(done) = dir.already_done() {
+        return Ok(done);
     }
     let corpus = &config.corpus;
     if corpus.heldout_documents >= corpus.documents || corpus.max_len < 2 {
@@ -50,9 +52,10 @@ pub fn pretrain(config: &BaseConfig, dir: &Path, options: &RunOptions) -> Result
             "corpus.documents must exceed corpus.heldout_documents, and corpus.max_len must be at least 2".into(),
         ));
     }
+    config.train.check()?;
     let config_hash = train_state::config_hash(config)?;
     let documents = task::corpus(corpus.seed, corpus.documents);
-    let tokenizer_dir = dir.join(TOKENIZER_DIR);
+    let tokenizer_dir = dir.root.join(TOKENIZER_DIR);
     let tokenizer = if tokenizer_dir.is_dir() {
         Tokenizer::from_dir(&tokenizer_dir)?
     } else {
@@ -61,7 +64,7 @@ pub fn pretrain(config: &BaseConfig, dir: &Path, options: &RunOptions) -> Result
         save_dir_atomically(&tokenizer_dir, |tmp| tokenizer.save(tmp))?;
         tokenizer
     };
-    rlhf_data::config::write_config(config, &dir.join("config.toml"))?;
+    rlhf_data::config::write_config(config, &dir.config_file())?;
 
     let mut ids = tokenizer.encode_batch(&documents)?;
     let heldout = ids.split_off(corpus.documents - corpus.heldout_documents);
@@ -92,5 +95,5 @@ pub fn pretrain(config: &BaseConfig, dir: &Path, options: &RunOptions) -> Result
             progress: options.progress,
         },
     )?;
-    Ok(Outcome::Trained { dir: dir.join(trainer::FINAL_DIR), summary })
+    Ok(Outcome::Trained { dir: dir.final_dir(), summary })
 }

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use rlhf_data::task;
 use rlhf_data::{read_records, write_records, Demonstration};
 use rlhf_model::device::seed_everything;
-use rlhf_model::{train_state, CausalLm, Tokenizer};
+use rlhf_model::{CausalLm, Tokenizer};
+use rlhf_train::{train_state, StageDir};
 
 use crate::config::{SftConfig, TASK};
 use crate::data::{tokenize_demonstrations, Example};
@@ -36,7 +37,7 @@ fn read_demonstrations(
     run_dir: &Path,
     pending: &mut Vec<(PathBuf, Vec<Demonstration>)>,
 ) -> Result<Vec<Demonstration>> {
-    let path = if value == TASK { run_dir.join(task_file) } else { PathBuf::from(value) };
+    let path = if value == TASK { run_dir.join(task_file) } else { rlhf_train::resolve(run_dir, value) };
     let rows = if value == TASK && !path.exists() {
         let data = task::generate(&config.task);
         let rows = if task_file == TASK_DEMONSTRATIONS { data.demonstrations } else { data.heldout_demonstrations };
@@ -61,12 +62,13 @@ fn tokenize(rows: &[Demonstration], tokenizer: &Tokenizer, max_len: usize, what:
 
 /// Fine-tunes `config.model.base` on the demonstrations into `<run_dir>/sft/`.
 pub fn run(config: &SftConfig, run_dir: &Path, options: &RunOptions) -> Result<Outcome> {
-    let dir = run_dir.join(STAGE_DIR);
-    if trainer::is_finished(&dir) {
-        return Ok(Outcome::AlreadyDone(dir.join(trainer::FINAL_DIR)));
+    let dir = StageDir::new(run_dir, STAGE_DIR);
+    if let Some(done) = dir.already_done() {
+        return Ok(done);
     }
+    config.train.check()?;
     let config_hash = train_state::config_hash(config)?;
-    let base = &config.model.base;
+    let base = &rlhf_train::resolve(run_dir, &config.model.base);
     if !base.is_dir() {
         return Err(Error::Invalid(format!(
             "{}: base checkpoint directory not found (set model.base, or run `rlhf-sft pretrain` first)",
@@ -99,7 +101,7 @@ pub fn run(config: &SftConfig, run_dir: &Path, options: &RunOptions) -> Result<O
         write_records(&path, &rows)?;
         tracing::info!(path = %path.display(), rows = rows.len(), "wrote the embedded task's demonstrations");
     }
-    rlhf_data::config::write_config(config, &dir.join("config.toml"))?;
+    rlhf_data::config::write_config(config, &dir.config_file())?;
     let summary = trainer::train(
         &model,
         &TrainJob {
@@ -114,5 +116,5 @@ pub fn run(config: &SftConfig, run_dir: &Path, options: &RunOptions) -> Result<O
             progress: options.progress,
         },
     )?;
-    Ok(Outcome::Trained { dir: dir.join(trainer::FINAL_DIR), summary })
+    Ok(Outcome::Trained { dir: dir.final_dir(), summary })
 }

@@ -4,13 +4,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use rlhf_data::config::write_config;
 use rlhf_model::checkpoint::read_safetensors;
 use rlhf_sft::{BaseConfig, SftConfig};
+use rlhf_train::testing::{assert_same_tensors, kill_after_first_checkpoint};
 
 fn sft(config: &Path, run_dir: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlhf-sft"));
@@ -23,12 +24,6 @@ fn run_ok(cmd: &mut Command) -> Result<Output> {
     let out = cmd.output()?;
     ensure!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
     Ok(out)
-}
-
-fn first_checkpoint(run_dir: &Path) -> bool {
-    std::fs::read_dir(run_dir.join("sft/checkpoints"))
-        .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("step-")))
-        .unwrap_or(false)
 }
 
 #[test]
@@ -45,27 +40,14 @@ fn a_killed_run_resumes_to_the_same_weights() -> Result<()> {
     run_ok(&mut sft(&config_path, &whole, &[]))?;
 
     let killed = tmp.path().join("killed");
-    let mut child = sft(&config_path, &killed, &[]).stderr(Stdio::null()).spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !first_checkpoint(&killed) {
-        ensure!(child.try_wait()?.is_none(), "the run ended before its first checkpoint");
-        ensure!(Instant::now() < deadline, "no checkpoint after two minutes");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill()?; // SIGKILL
-    child.wait()?;
-    ensure!(!killed.join("sft/final").exists(), "the run finished before it was killed");
+    let (checkpoints, final_dir) = (killed.join("sft/checkpoints"), killed.join("sft/final"));
+    kill_after_first_checkpoint(&mut sft(&config_path, &killed, &[]), &checkpoints, &final_dir, Duration::from_secs(120))?;
 
     let out = run_ok(sft(&config_path, &killed, &[]).env("RUST_LOG", "info"))?;
     let log = String::from_utf8_lossy(&out.stderr);
     ensure!(log.contains("resuming"), "did not resume:\n{log}");
 
-    let a = read_safetensors(&whole.join("sft/final/model.safetensors"))?;
-    let b = read_safetensors(&killed.join("sft/final/model.safetensors"))?;
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    for (name, tensor) in &a {
-        assert!(tensor.equal(&b[name]), "tensor {name} differs");
-    }
+    assert_same_tensors(&whole.join("sft/final/model.safetensors"), &final_dir.join("model.safetensors"))?;
     let rows = |dir: &PathBuf| -> Result<Vec<(u64, String)>> {
         let metrics: Vec<rlhf_data::Metric> = rlhf_data::read_records(dir.join("sft/metrics.parquet"))?;
         Ok(metrics.into_iter().filter(|m| m.name != "tokens_per_s" && m.name != "peak_memory_bytes").map(|m| (m.step, m.name)).collect())

@@ -1,30 +1,32 @@
-//! What the stage crates share: how a caller runs a stage ([`RunOptions`]), what a run did
-//! ([`Outcome`]), and the config tables `[train]` (the gradient-descent trainers: SFT, reward, DPO)
-//! and `[lora]`. A stage's own defaults live in its top-level config's `Default`;
-//! `rlhf_data::config::load_config` lays a file's partial table over them key by key.
-
-use std::path::PathBuf;
+//! The config tables the trainers share: `[train]` (the gradient-descent trainers: SFT, reward,
+//! DPO), `[lora]`, the numerical guard's setting, and one validation style ([`ensure`]). A stage's
+//! own defaults live in its top-level config's `Default`; `rlhf_data::config::load_config` lays a
+//! file's partial table over them key by key.
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AdamWConfig, LoraConfig, Placement, ScheduleKind};
+use rlhf_model::{AdamWConfig, LoraConfig, LrSchedule, ScheduleKind};
 
-/// How to run, as chosen by the caller (not part of the config).
-#[derive(Clone, Copy, Debug)]
-pub struct RunOptions {
-    /// Device and dtype of the models.
-    pub placement: Placement,
-    /// Draw a progress bar (the binaries set it when stderr is a terminal).
-    pub progress: bool,
+use crate::error::{Error, Result};
+
+/// `Err(Error::Invalid(message))` unless `condition` holds: the one way configs are checked.
+pub fn ensure(condition: bool, message: impl Into<String>) -> Result<()> {
+    if condition {
+        Ok(())
+    } else {
+        Err(Error::Invalid(message.into()))
+    }
 }
 
-/// What a stage run did; `S` is the stage's training summary.
-#[derive(Debug)]
-pub enum Outcome<S> {
-    /// The stage directory already held its final model; nothing was done.
-    AlreadyDone(PathBuf),
-    /// Trained (from scratch or from a checkpoint) and saved the final model to `dir`.
-    Trained { dir: PathBuf, summary: S },
+/// What a NaN/inf loss, reward or gradient does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNonFinite {
+    /// Log which quantity, drop the batch (no update) and go on.
+    #[default]
+    Skip,
+    /// Stop the run with an error naming the quantity.
+    Abort,
 }
 
 /// Optimisation and bookkeeping of one training run. An "example" is what the stage trains on: a
@@ -64,6 +66,8 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// libtorch intra-op threads (0 = libtorch's choice). A fixed count keeps CPU runs bit-reproducible.
     pub threads: usize,
+    /// What a NaN/inf loss or gradient norm does: skip the step (no update) or abort the run.
+    pub on_nonfinite: OnNonFinite,
 }
 
 impl Default for TrainConfig {
@@ -85,6 +89,39 @@ impl Default for TrainConfig {
             checkpoint_every: 100,
             keep_checkpoints: 2,
             threads: 2,
+            on_nonfinite: OnNonFinite::Skip,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks the settings every trainer needs.
+    pub fn check(&self) -> Result<()> {
+        ensure(
+            self.batch_size > 0 && self.grad_accum > 0 && self.eval_batch_size > 0,
+            "train.batch_size, train.grad_accum and train.eval_batch_size must be at least 1",
+        )?;
+        ensure(self.max_steps > 0 || self.epochs > 0, "set train.max_steps or train.epochs above 0")?;
+        ensure(self.lr > 0.0 && self.max_grad_norm >= 0.0, "train.lr must be > 0 and train.max_grad_norm >= 0")
+    }
+
+    /// Optimizer steps of a run over `batches_per_epoch` micro-batches.
+    pub fn total_steps(&self, batches_per_epoch: usize) -> u64 {
+        if self.max_steps > 0 {
+            self.max_steps
+        } else {
+            (self.epochs * batches_per_epoch as u64).div_ceil(self.grad_accum as u64)
+        }
+    }
+
+    /// The learning-rate schedule of a run of `total_steps`.
+    pub fn schedule(&self, total_steps: u64) -> LrSchedule {
+        LrSchedule {
+            kind: self.schedule,
+            peak_lr: self.lr,
+            warmup_steps: self.warmup_steps,
+            total_steps,
+            min_lr_ratio: self.min_lr_ratio,
         }
     }
 }

@@ -4,15 +4,20 @@
 //! (`<name>.safetensors`), the optimizer state (`optimizer.safetensors`) and `train_state.json`
 //! (step, epoch, data position, RNG state, config hash, trainer extras). It is written under a
 //! temporary name and renamed into place, so a crash mid-save never leaves a `step-N` that
-//! [`latest`] would pick. [`prune`] keeps the newest K.
+//! [`latest`] would pick. [`prune`] keeps the newest K; [`resume`] restores the newest one into a
+//! run's models and optimizer after checking it was written under the same config.
 
-use crate::error::{Error, Result};
-use crate::optim::AdamW;
-use rand_chacha::rand_core::SeedableRng;
-use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+
+use rand_chacha::rand_core::SeedableRng;
+use rlhf_model::AdamW;
+use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
+use tch::Tensor;
+
+use crate::error::{Error, Result};
 
 /// The random number generator trainers use for data order and sampling; its state is saved
 /// in checkpoints ([`rng_state`], [`restore_rng`]).
@@ -36,7 +41,7 @@ pub struct TrainState {
     pub data_position: u64,
     /// The trainer's [`TrainRng`], from [`rng_state`].
     pub rng_state: Vec<u64>,
-    /// Seed to give [`crate::device::seed_everything`] on resume (libtorch's generator state is
+    /// Seed to give [`rlhf_model::device::seed_everything`] on resume (libtorch's generator state is
     /// not reachable through tch).
     pub tch_seed: u64,
     /// [`config_hash`] of the run's resolved config.
@@ -123,28 +128,71 @@ pub fn latest(checkpoints_dir: &Path) -> Result<Option<PathBuf>> {
         .map(|(_, dir)| dir))
 }
 
-/// Loads a checkpoint written by [`save`] into the named models and the optimizer, and returns
-/// its state.
-pub fn load(
-    checkpoint_dir: &Path,
-    models: &mut [(&str, &mut VarStore)],
-    optimizer: &mut AdamW,
-) -> Result<TrainState> {
+/// Loads a checkpoint written by [`save`] into the named models (each store's variables are
+/// overwritten in place, names and shapes checked) and the optimizer, and returns its state.
+pub fn load(checkpoint_dir: &Path, models: &[(&str, &VarStore)], optimizer: &mut AdamW) -> Result<TrainState> {
     let manifest = read_manifest(checkpoint_dir)?;
-    for (name, vs) in models.iter_mut() {
+    for (name, store) in models {
         let file = model_file(name)?;
         if !manifest.files.contains(&file) {
-            return Err(Error::checkpoint(
-                checkpoint_dir,
-                format!("holds no model named `{name}` ({file})"),
-            ));
+            return Err(Error::checkpoint(checkpoint_dir, format!("holds no model named `{name}` ({file})")));
         }
-        let path = checkpoint_dir.join(&file);
-        vs.load(&path)
-            .map_err(|err| Error::checkpoint(&path, err))?;
+        restore_store(store, &checkpoint_dir.join(&file))?;
     }
     optimizer.load(checkpoint_dir.join(OPTIMIZER_FILE))?;
     Ok(manifest.state)
+}
+
+/// Continues a run: loads the newest checkpoint in `checkpoints_dir` (if any) into `models` and
+/// `optimizer` and returns it with its state; a checkpoint written under another config hash is
+/// refused, naming `config_file` (the config the run was started with).
+pub fn resume(
+    checkpoints_dir: &Path,
+    models: &[(&str, &VarStore)],
+    optimizer: &mut AdamW,
+    config_hash: &str,
+    config_file: &Path,
+) -> Result<Option<(PathBuf, TrainState)>> {
+    let Some(dir) = latest(checkpoints_dir)? else { return Ok(None) };
+    let state = read_manifest(&dir)?.state;
+    if state.config_hash != config_hash {
+        return Err(Error::checkpoint(
+            dir,
+            format!(
+                "was written under a different config; use the config in {} or start in a new directory",
+                config_file.display()
+            ),
+        ));
+    }
+    let state = load(&dir, models, optimizer)?;
+    tracing::info!(step = state.step, dir = %dir.display(), "resuming");
+    Ok(Some((dir, state)))
+}
+
+/// Copies a safetensors file's tensors into `store`'s variables, checking that both hold the same
+/// names and shapes.
+pub fn restore_store(store: &VarStore, file: &Path) -> Result<()> {
+    let mut saved: HashMap<String, Tensor> =
+        Tensor::read_safetensors(file).map_err(|e| Error::checkpoint(file, e))?.into_iter().collect();
+    for (name, var) in store.variables() {
+        let src = saved.remove(&name).ok_or_else(|| Error::checkpoint(file, format!("has no tensor `{name}` for this model")))?;
+        if src.size() != var.size() {
+            return Err(Error::checkpoint(
+                file,
+                format!("tensor `{name}` has shape {:?}, the model's has {:?}", src.size(), var.size()),
+            ));
+        }
+        tch::no_grad(|| var.shallow_clone().f_copy_(&src))?;
+    }
+    match saved.keys().min() {
+        Some(name) => Err(Error::checkpoint(file, format!("tensor `{name}` belongs to no variable of this model"))),
+        None => Ok(()),
+    }
+}
+
+/// Whether every variable of `stores` is finite (checked before a state is saved).
+pub fn all_finite(stores: &[(&str, &VarStore)]) -> bool {
+    stores.iter().all(|(_, store)| store.variables().values().all(|t| t.isfinite().all().int64_value(&[]) != 0))
 }
 
 /// Deletes all but the newest `keep_last` complete checkpoints, and leftovers of interrupted saves.
@@ -171,7 +219,7 @@ pub fn prune(checkpoints_dir: &Path, keep_last: usize) -> Result<()> {
 pub fn config_hash(config: &impl Serialize) -> Result<String> {
     let canonical = serde_json::to_value(config)
         .and_then(|value| serde_json::to_string(&value))
-        .map_err(|err| Error::invalid(format!("config cannot be serialized for hashing: {err}")))?;
+        .map_err(|err| Error::Invalid(format!("config cannot be serialized for hashing: {err}")))?;
     let hash = canonical
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
@@ -195,10 +243,7 @@ pub fn rng_state(rng: &TrainRng) -> Vec<u64> {
 /// Rebuilds a [`TrainRng`] from [`rng_state`]'s words; it continues the same random sequence.
 pub fn restore_rng(words: &[u64]) -> Result<TrainRng> {
     let &[s0, s1, s2, s3, stream, pos_low, pos_high] = words else {
-        return Err(Error::invalid(format!(
-            "an RNG state has 7 words, got {}",
-            words.len()
-        )));
+        return Err(Error::Invalid(format!("an RNG state has 7 words, got {}", words.len())));
     };
     let mut seed = [0u8; 32];
     for (chunk, word) in seed.chunks_exact_mut(8).zip([s0, s1, s2, s3]) {
@@ -216,7 +261,7 @@ fn model_file(name: &str) -> Result<String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !valid || format!("{name}.safetensors") == OPTIMIZER_FILE {
-        return Err(Error::invalid(format!(
+        return Err(Error::Invalid(format!(
             "checkpoint model name `{name}` must be non-empty ASCII letters, digits, '-' or '_', and not `optimizer`"
         )));
     }

@@ -3,8 +3,9 @@
 use anyhow::Result;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rlhf_model::device::seed_everything;
-use rlhf_model::train_state::{self, config_hash, restore_rng, rng_state};
-use rlhf_model::{AdamW, AdamWConfig, LrSchedule, ScheduleKind, TrainRng, TrainState};
+use rlhf_model::{AdamW, AdamWConfig, LrSchedule, ScheduleKind};
+use rlhf_train::train_state::{self, config_hash, restore_rng, rng_state};
+use rlhf_train::{TrainRng, TrainState};
 use std::path::{Path, PathBuf};
 use tch::nn::{self, Module, VarStore};
 use tch::{Device, Kind, Tensor};

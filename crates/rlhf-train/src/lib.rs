@@ -1,0 +1,31 @@
+//! `rlhf-train`: the trainer core between the engine (`rlhf-model`) and the stages.
+//!
+//! - [`stage`]: the stage contract in one place — the stage directory's layout ([`StageDir`]:
+//!   `final/`, `checkpoints/`, `metrics.parquet`, `config.toml`, and one meaning of "finished"),
+//!   relative paths resolved against the run directory, [`RunOptions`] and [`Outcome`];
+//! - [`config`]: the `[train]` and `[lora]` tables and the numerical guard's setting, with one
+//!   validation style ([`config::ensure`]);
+//! - [`train_state`]: resumable checkpoints (tensors, optimizer, RNG, data position, config hash);
+//! - [`batching`]: seeded, resumable micro-batch streams;
+//! - [`trainer`]: the gradient-descent loop (micro-batches, accumulation, clipping, schedule,
+//!   evaluation cadence, NaN guard, progress bar, metrics, checkpoints, resume); a stage implements
+//!   [`TrainStep`] for its own forward, loss and metrics;
+//! - [`cli`]: what every stage binary's command line shares, and the entry point;
+//! - [`testing`]: what the stages' kill-and-resume tests share.
+//!
+//! Stages depend on this crate and never on each other.
+
+pub mod batching;
+pub mod cli;
+pub mod config;
+mod error;
+pub mod stage;
+pub mod testing;
+pub mod train_state;
+pub mod trainer;
+
+pub use config::{LoraSection, OnNonFinite, TrainConfig};
+pub use error::{Error, Result};
+pub use stage::{resolve, Outcome, RunOptions, StageDir};
+pub use train_state::{TrainRng, TrainState};
+pub use trainer::{progress_bar, seed_for, trainable_variables, Phase, StepWork, TrainSpec, TrainStep, TrainSummary, Trainer};

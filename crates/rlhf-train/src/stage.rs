@@ -1,0 +1,101 @@
+//! The stage contract in one place: what a stage directory holds, when a stage counts as finished,
+//! how relative paths resolve, how a caller runs a stage ([`RunOptions`]) and what a run did
+//! ([`Outcome`]).
+//!
+//! A stage directory (`<run>/<stage>/`) holds `config.toml` (the resolved config), `final/` (the
+//! finished model: a Hugging Face checkpoint directory, or a reward-model ensemble of them),
+//! `checkpoints/step-N/` (see [`crate::train_state`]) and `metrics.parquet` (long-format metric
+//! rows). `final/` only ever appears by an atomic rename of a complete directory, so its presence
+//! is what "finished" means: a stage that finds it skips, one that finds checkpoints resumes.
+
+use std::path::{Path, PathBuf};
+
+use rlhf_model::Placement;
+
+/// How to run, as chosen by the caller (not part of the config).
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// Device and dtype of the models.
+    pub placement: Placement,
+    /// Draw a progress bar (the binaries set it when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// What a stage run did; `S` is the stage's training summary.
+#[derive(Debug)]
+pub enum Outcome<S> {
+    /// The stage directory already held its final model; nothing was done.
+    AlreadyDone(PathBuf),
+    /// Trained (from scratch or from a checkpoint) and saved the final model to `dir`.
+    Trained { dir: PathBuf, summary: S },
+}
+
+/// One stage's directory and the names inside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageDir {
+    pub root: PathBuf,
+}
+
+impl StageDir {
+    /// `<run_dir>/<stage>`.
+    pub fn new(run_dir: &Path, stage: &str) -> Self {
+        StageDir { root: run_dir.join(stage) }
+    }
+    /// The finished model.
+    pub fn final_dir(&self) -> PathBuf {
+        self.root.join("final")
+    }
+    /// Resumable checkpoints (`step-N/`).
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+    /// The stage's metrics table.
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.parquet")
+    }
+    /// The resolved config the stage ran with.
+    pub fn config_file(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    /// Whether the stage has finished: `final/` exists (it is only ever renamed into place whole).
+    pub fn is_finished(&self) -> bool {
+        self.final_dir().is_dir()
+    }
+    /// `Outcome::AlreadyDone` when finished.
+    pub fn already_done<S>(&self) -> Option<Outcome<S>> {
+        self.is_finished().then(|| Outcome::AlreadyDone(self.final_dir()))
+    }
+}
+
+/// A path from a stage config: absolute or empty as given, else under the run directory.
+pub fn resolve(run_dir: &Path, path: impl AsRef<Path>) -> PathBuf {
+    let path = path.as_ref();
+    if path.as_os_str().is_empty() || path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        run_dir.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_resolve_under_the_run_directory() {
+        let run = Path::new("/runs/a");
+        assert_eq!(resolve(run, "sft/final"), PathBuf::from("/runs/a/sft/final"));
+        assert_eq!(resolve(run, "/data/x.parquet"), PathBuf::from("/data/x.parquet"));
+        assert_eq!(resolve(run, ""), PathBuf::new());
+    }
+
+    #[test]
+    fn a_stage_is_finished_once_final_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = StageDir::new(dir.path(), "sft");
+        assert!(!stage.is_finished() && stage.already_done::<()>().is_none());
+        std::fs::create_dir_all(stage.final_dir()).unwrap();
+        assert!(stage.is_finished());
+        assert!(matches!(stage.already_done::<()>(), Some(Outcome::AlreadyDone(d)) if d == stage.final_dir()));
+    }
+}
