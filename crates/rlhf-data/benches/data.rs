@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use rlhf_data::bench_support::{cpu_seconds, peak_rss_bytes, write_report};
+use rlhf_bench::{cpu_seconds, peak_rss_bytes, write_report};
 use rlhf_data::{import, Format, ImportOptions, Kind};
 
 const WORDS: &[&str] = &[

@@ -12,7 +12,6 @@
 //! Every failure is an [`Error`] whose message names the file and the line, row or column.
 
 mod arrays;
-pub mod bench_support;
 pub mod cli;
 pub mod config;
 mod error;

@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
-use rlhf_data::bench_support::{cpu_seconds, peak_rss_bytes, write_report};
+use rlhf_bench::{cpu_seconds, peak_rss_bytes, write_report};
 use rlhf_data::Metric;
 use rlhf_dpo::config::{DpoConfig, TrainConfig};
 use rlhf_dpo::data::Pair;

@@ -6,7 +6,7 @@
 //! peak RSS and the thread count. `RLHF_BENCH_THREADS` sets libtorch's intra-op threads.
 //! The same workload in transformers: `benches/peers/generate_transformers.py`.
 
-use rlhf_data::bench_support::{cpu_seconds, peak_rss_bytes, write_report};
+use rlhf_bench::{cpu_seconds, peak_rss_bytes, write_report};
 use rlhf_model::{generate, CausalLm, GenerationConfig, LlamaConfig, ModelConfig};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};

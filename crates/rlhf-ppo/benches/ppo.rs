@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rlhf_data::task::{self, TaskConfig};
-use rlhf_data::bench_support::{cpu_seconds, write_report};
+use rlhf_bench::{cpu_seconds, write_report};
 use rlhf_data::{read_records, Metric};
 use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
 use rlhf_model::{CausalLm, Placement, SequenceClassifier, SpecialTokens, Tokenizer};

@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
-use rlhf_data::bench_support::{cpu_seconds, write_report};
+use rlhf_bench::{cpu_seconds, write_report};
 use rlhf_data::MetricsLog;
 use rlhf_model::{LlamaConfig, ModelConfig, SequenceClassifier, TokenIds};
 use rlhf_train::TrainRng;

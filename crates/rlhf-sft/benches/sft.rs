@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
-use rlhf_data::bench_support::{cpu_seconds, write_report};
+use rlhf_bench::{cpu_seconds, write_report};
 use rlhf_data::Metric;
 use rlhf_model::device::{peak_host_memory_bytes, seed_everything};
 use rlhf_model::CausalLm;
