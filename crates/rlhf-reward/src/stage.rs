@@ -198,9 +198,11 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
         ("identical_pairs_dropped", train.identical_pairs + heldout.identical_pairs),
         ("rows_cut", train_cut + heldout_cut),
     ];
-    metrics.rewind(None, |name| in_namespace("data/", name));
-    for (name, value) in data_stats {
-        metrics.push(0, &format!("data/{name}"), value as f64);
+    // Logged once: a resumed run keeps the rows of the run it continues (same config, same data).
+    if !metrics.rows().iter().any(|m| in_namespace("data/", &m.name)) {
+        for (name, value) in data_stats {
+            metrics.push(0, &format!("data/{name}"), value as f64);
+        }
     }
 
     let members = config.ensemble.members;
