@@ -24,7 +24,6 @@ mod parquet_io;
 mod ranking;
 mod records;
 mod schema;
-pub mod task;
 
 pub use error::{Error, Location, Result};
 pub use import::{import, ImportOptions, ImportSummary};

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use rlhf_data::task::TaskConfig;
 pub use rlhf_model::stage::{LoraSection, TrainConfig};
+use rlhf_task::TaskConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -128,7 +128,7 @@ impl Default for DataConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Labeler {
-    /// The embedded task's simulated annotators (`rlhf_data::task::Panel`).
+    /// The embedded task's simulated annotators (`rlhf_task::Panel`).
     #[default]
     Panel,
     /// A reward model checkpoint (`online.reward_model`): the higher score is chosen.

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use rlhf_data::task::TaskConfig;
 pub use rlhf_model::stage::LoraSection;
 use rlhf_model::{AdamWConfig, Combine};
+use rlhf_task::TaskConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::kl::{KlController, KlEstimator};

@@ -6,7 +6,6 @@
 
 use std::path::Path;
 
-use rlhf_data::task;
 use rlhf_model::checkpoint::save_dir_atomically;
 use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
 use rlhf_model::device::seed_everything;
@@ -51,7 +50,7 @@ pub fn pretrain(config: &BaseConfig, dir: &Path, options: &RunOptions) -> Result
         ));
     }
     let config_hash = train_state::config_hash(config)?;
-    let documents = task::corpus(corpus.seed, corpus.documents);
+    let documents = rlhf_task::corpus(corpus.seed, corpus.documents);
     let tokenizer_dir = dir.join(TOKENIZER_DIR);
     let tokenizer = if tokenizer_dir.is_dir() {
         Tokenizer::from_dir(&tokenizer_dir)?

@@ -3,9 +3,10 @@
 //! A panel of annotators with different τ plays a labelling team; rankings of K responses follow the
 //! matching Plackett–Luce model (Gumbel-max on g/τ), which reduces to Bradley–Terry for K = 2.
 
-use super::judge::judge;
-use super::rng::TaskRng;
-use crate::{Comparison, Ranking};
+use rlhf_data::{Comparison, Ranking};
+
+use crate::judge::judge;
+use crate::rng::TaskRng;
 
 /// One simulated person.
 #[derive(Debug, Clone, PartialEq)]
