@@ -1,70 +1,93 @@
-//! The workspace's dependency rules (ARCHITECTURE.md, "Invariants"), checked on `cargo metadata`:
-//! stage crates never depend on each other, and `rlhf-data` and `xtask` build without libtorch.
+//! The workspace's dependency rules (ARCHITECTURE.md, "Invariants"): stage crates never depend on
+//! each other and build on `rlhf-data` and `rlhf-model`; `rlhf-data`, `rlhf-task` and `xtask` build
+//! without libtorch; the crates below the stages never reach one.
+//!
+//! Checked on the manifests alone (`cargo metadata --no-deps`: no lock-file resolution, no registry,
+//! no network): the non-dev dependency edges between workspace members are walked transitively, and
+//! the third-party crates every reached member declares are collected. No third-party crate pulls in
+//! tch, so a crate that reaches no member declaring `tch` or `torch-sys` builds without libtorch.
+//! `rlhf-train` (the trainer core between `rlhf-model` and the stages) is checked when it exists.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 
 const STAGES: &[&str] = &["rlhf-sft", "rlhf-reward", "rlhf-ppo", "rlhf-dpo", "rlhf-eval"];
+const TORCH: &[&str] = &["tch", "torch-sys", "rlhf-model"];
+const NO_TORCH: &[&str] = &["rlhf-data", "rlhf-task", "xtask"];
+/// Crates the stages build on (those that exist: `rlhf-train` may not, yet); none may reach a stage.
+const BELOW_STAGES: &[&str] = &["rlhf-data", "rlhf-task", "rlhf-model", "rlhf-train"];
 
-/// Package name -> names of its normal and build dependencies (dev-dependencies excluded).
-struct Graph(HashMap<String, Vec<String>>);
+/// Each workspace member's declared non-dev dependencies (normal and build), by package name.
+struct Workspace(BTreeMap<String, Vec<Dependency>>);
 
-impl Graph {
+struct Dependency {
+    name: String,
+    /// A path dependency on another member (else a third-party crate).
+    member: bool,
+}
+
+impl Workspace {
     fn load() -> Result<Self> {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = Command::new(cargo)
-            .args(["metadata", "--format-version", "1", "--offline"])
+            .args(["metadata", "--no-deps", "--format-version", "1"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .context("running cargo metadata")?;
-        anyhow::ensure!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+        ensure!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
         let meta: Value = serde_json::from_slice(&out.stdout)?;
-        let id_to_name: HashMap<&str, &str> = meta["packages"]
-            .as_array()
-            .context("packages")?
-            .iter()
-            .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
-            .collect();
-        let mut edges = HashMap::new();
-        for node in meta["resolve"]["nodes"].as_array().context("resolve.nodes")? {
-            let name = id_to_name[node["id"].as_str().unwrap()].to_string();
-            let deps = node["deps"]
+        let packages = meta["packages"].as_array().context("cargo metadata: no packages")?;
+        let members: BTreeSet<&str> = packages.iter().filter_map(|p| p["name"].as_str()).collect();
+        let mut deps = BTreeMap::new();
+        for package in packages {
+            let name = package["name"].as_str().context("a package without a name")?;
+            let declared = package["dependencies"]
                 .as_array()
-                .unwrap()
+                .with_context(|| format!("{name}: no dependency list"))?
                 .iter()
-                .filter(|d| d["dep_kinds"].as_array().unwrap().iter().any(|k| k["kind"] != "dev"))
-                .map(|d| id_to_name[d["pkg"].as_str().unwrap()].to_string())
-                .collect();
-            edges.insert(name, deps);
+                .filter(|d| d["kind"].as_str() != Some("dev"))
+                .map(|d| {
+                    let dep = d["name"].as_str().with_context(|| format!("{name}: a dependency without a name"))?;
+                    let member = d["path"].is_string() && members.contains(dep);
+                    Ok(Dependency { name: dep.to_string(), member })
+                })
+                .collect::<Result<_>>()?;
+            deps.insert(name.to_string(), declared);
         }
-        Ok(Graph(edges))
+        Ok(Workspace(deps))
     }
 
-    /// Every package `root` pulls in, transitively, itself excluded.
-    fn closure(&self, root: &str) -> BTreeSet<String> {
+    fn has(&self, member: &str) -> bool {
+        self.0.contains_key(member)
+    }
+
+    /// The members `root` reaches through non-dev dependencies, and every crate they declare (members
+    /// and third-party), `root` itself excluded.
+    fn closure(&self, root: &str) -> Result<BTreeSet<String>> {
+        ensure!(self.has(root), "{root} is not a workspace member");
         let mut seen = BTreeSet::new();
-        let mut todo = vec![root.to_string()];
-        while let Some(pkg) = todo.pop() {
-            for dep in self.0.get(&pkg).into_iter().flatten() {
-                if seen.insert(dep.clone()) {
-                    todo.push(dep.clone());
+        let mut todo = vec![root];
+        while let Some(member) = todo.pop() {
+            for dep in &self.0[member] {
+                if seen.insert(dep.name.clone()) && dep.member {
+                    todo.push(&dep.name);
                 }
             }
         }
-        seen
+        Ok(seen)
     }
 }
 
 #[test]
-fn data_crate_and_xtask_do_not_pull_in_libtorch() -> Result<()> {
-    let graph = Graph::load()?;
-    for pkg in ["rlhf-data", "xtask"] {
-        let deps = graph.closure(pkg);
-        for torch in ["tch", "torch-sys", "rlhf-model"] {
-            assert!(!deps.contains(torch), "{pkg} depends on {torch}");
+fn data_task_and_xtask_do_not_pull_in_libtorch() -> Result<()> {
+    let workspace = Workspace::load()?;
+    for pkg in NO_TORCH {
+        let deps = workspace.closure(pkg)?;
+        for torch in TORCH {
+            ensure!(!deps.contains(*torch), "{pkg} depends on {torch}");
         }
     }
     Ok(())
@@ -72,12 +95,18 @@ fn data_crate_and_xtask_do_not_pull_in_libtorch() -> Result<()> {
 
 #[test]
 fn stage_crates_only_meet_through_files() -> Result<()> {
-    let graph = Graph::load()?;
+    let workspace = Workspace::load()?;
     for stage in STAGES {
-        let deps = graph.closure(stage);
-        assert!(deps.contains("rlhf-data") && deps.contains("rlhf-model"), "{stage} should build on rlhf-data and rlhf-model");
+        let deps = workspace.closure(stage)?;
+        ensure!(deps.contains("rlhf-data") && deps.contains("rlhf-model"), "{stage} should build on rlhf-data and rlhf-model");
         for other in STAGES.iter().filter(|other| *other != stage) {
-            assert!(!deps.contains(*other), "{stage} depends on {other}: stages may only meet through files");
+            ensure!(!deps.contains(*other), "{stage} depends on {other}: stages may only meet through files");
+        }
+    }
+    for base in BELOW_STAGES.iter().filter(|c| workspace.has(c)) {
+        let deps = workspace.closure(base)?;
+        for stage in STAGES {
+            ensure!(!deps.contains(*stage), "{base} depends on the stage {stage}: stages build on it, not the other way");
         }
     }
     Ok(())

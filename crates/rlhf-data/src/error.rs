@@ -165,6 +165,9 @@ pub enum Error {
     },
     #[error("{origin}: {message}")]
     Config { origin: String, message: String },
+    /// A [`Judge`](crate::Judge) failed; `judge` is its tag (`rm:<dir>`, `ai:<model>` ...).
+    #[error("judge {judge}: {message}")]
+    Judge { judge: String, message: String },
 }
 
 impl Error {

@@ -10,6 +10,10 @@
 //! [`expand_ranking`] turns a ranking of K responses into K·(K−1)/2 comparisons;
 //! [`inspect`] and [`validate_table`] back the `rlhf-data inspect` and `validate` commands.
 //! Every failure is an [`Error`] whose message names the file and the line, row or column.
+//!
+//! [`Judge`] is the one interface every source of feedback implements (the embedded task's gold rule
+//! and simulated annotators in `rlhf-task`, reward models, AI judges, people): it scores responses
+//! and/or prefers one of two with a confidence ([`Judgment`]).
 
 mod arrays;
 pub mod cli;
@@ -17,17 +21,18 @@ pub mod config;
 mod error;
 mod import;
 mod inspect;
+mod judge;
 mod layouts;
 mod metrics_log;
 mod parquet_io;
 mod ranking;
 mod records;
 mod schema;
-pub mod task;
 
 pub use error::{Error, Location, Result};
 pub use import::{import, ImportOptions, ImportSummary};
 pub use inspect::{inspect, TableSummary};
+pub use judge::{judgments_from_scores, Judge, Judgment, Preferred};
 pub use layouts::Format;
 pub use metrics_log::MetricsLog;
 pub use parquet_io::{

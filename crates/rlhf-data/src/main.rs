@@ -1,5 +1,4 @@
-//! `rlhf-data`: import datasets into rlhf-rs tables, inspect and validate tables, generate the
-//! embedded default task and label sampled responses with its simulated annotators.
+//! `rlhf-data`: import datasets into rlhf-rs tables, inspect, validate and concatenate tables.
 //!
 //! The only place in the crate that reads argv or the environment (`RUST_LOG`) and installs a
 //! tracing subscriber. Errors are printed as one `error: …` line on stderr, with exit code 1.
@@ -9,7 +8,6 @@ use std::process::ExitCode;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use rlhf_data::task::{label_file, write_task, LabelMode, Panel, TaskConfig};
 use rlhf_data::{import, inspect, validate_table, Format, ImportOptions, Kind};
 
 #[derive(Debug, Parser)]
@@ -31,11 +29,6 @@ enum Command {
     Inspect(InspectArgs),
     /// Check a table against a kind's schema and rules (non-empty texts, valid rankings, ...)
     Validate(ValidateArgs),
-    /// The embedded default task
-    #[command(subcommand)]
-    Task(TaskCommand),
-    /// Label sampled responses (rows id, prompt, response; several per prompt) with the simulated annotators
-    Label(LabelArgs),
     /// Concatenate tables of one kind into one (e.g. the comparisons of several RLHF rounds)
     Concat(ConcatArgs),
 }
@@ -51,42 +44,6 @@ struct ConcatArgs {
     /// The kind every input must be; only its columns are kept
     #[arg(long, value_enum)]
     kind: Kind,
-}
-
-#[derive(Debug, Subcommand)]
-enum TaskCommand {
-    /// Write the task's prompts, demonstrations and held-out splits (deterministic in the seed)
-    Generate(GenerateArgs),
-}
-
-#[derive(Debug, Args)]
-struct GenerateArgs {
-    /// Directory for prompts.parquet, prompts_heldout.parquet, demonstrations.parquet and
-    /// demonstrations_heldout.parquet
-    #[arg(long, default_value = "datasets")]
-    out: PathBuf,
-    /// Sizes and seed (a TOML file with the fields of the task config)
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Override a task config field, e.g. --set seed=3 (repeatable)
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    overrides: Vec<String>,
-}
-
-#[derive(Debug, Args)]
-struct LabelArgs {
-    /// Sampled responses: a Parquet table with id, prompt and response columns
-    #[arg(long = "in")]
-    input: PathBuf,
-    /// Comparisons table to write
-    #[arg(long)]
-    out: PathBuf,
-    /// Rank all responses to a prompt at once and expand to every pair (default: disjoint pairs)
-    #[arg(long)]
-    rankings: bool,
-    /// Seed of the annotators' noise
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -144,24 +101,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Inspect(args) => print!("{}", inspect(&args.file, args.rows)?),
-        Command::Task(TaskCommand::Generate(args)) => {
-            let config: TaskConfig = rlhf_data::config::load_config(args.config.as_deref(), &args.overrides)?;
-            let files = write_task(&config, &args.out)?;
-            for file in files.all() {
-                println!("wrote {}", file.display());
-            }
-        }
-        Command::Label(args) => {
-            let mode = if args.rankings { LabelMode::Rankings } else { LabelMode::Pairs };
-            let stats = label_file(&args.input, &args.out, &Panel::default(), mode, args.seed)?;
-            println!(
-                "wrote {} comparisons to {} ({} identical pairs dropped; annotators agree with the gold judge on {:.1}%)",
-                stats.pairs,
-                args.out.display(),
-                stats.identical,
-                100.0 * stats.gold_agreement
-            );
-        }
         Command::Concat(args) => {
             let rows = rlhf_data::concat_tables(args.kind, &args.inputs, &args.out)?;
             println!("wrote {rows} {} rows to {}", args.kind, args.out.display());
@@ -198,7 +137,7 @@ mod tests {
         let mut cli = Cli::command();
         cli.build();
         insta::assert_snapshot!("rlhf-data", cli.render_long_help().to_string());
-        for name in ["import", "inspect", "validate", "label"] {
+        for name in ["import", "inspect", "validate"] {
             let command = cli.find_subcommand_mut(name).expect("a subcommand");
             insta::assert_snapshot!(name, command.render_long_help().to_string());
         }

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use rlhf_data::{read_records, task, Metric, Prompt};
+use rlhf_data::{read_records, Metric, Prompt};
 use rlhf_dpo::data::{policy_logps, Pair};
 use rlhf_dpo::DpoConfig;
 use rlhf_model::{generate_from_tokens, CausalLm, GenerationConfig, Tokenizer};
@@ -81,7 +81,7 @@ fn main() -> Result<()> {
     let dpo = CausalLm::from_pretrained(run_dir.join("dpo/final"), Device::Cpu, Kind::Float)?;
     let heldout_file = run_dir.join("data/prompts_heldout.parquet");
     let heldout: Vec<Prompt> =
-        if heldout_file.is_file() { read_records(&heldout_file)? } else { task::generate(&config.task).heldout_prompts };
+        if heldout_file.is_file() { read_records(&heldout_file)? } else { rlhf_task::generate(&config.task).heldout_prompts };
     let prompts: Vec<String> = heldout.into_iter().take(n).map(|p| p.prompt).collect();
     let ids = prompts.iter().map(|p| tokenizer.encode(p)).collect::<rlhf_model::Result<Vec<_>>>()?;
 
@@ -89,7 +89,7 @@ fn main() -> Result<()> {
     let sft_samples = sample(&sft, &tokenizer, &ids, temperature, 1)?;
     let text = |rows: &[Vec<i64>]| rows.iter().map(|r| tokenizer.decode(r, true)).collect::<rlhf_model::Result<Vec<_>>>();
     let (dpo_text, sft_text) = (text(&dpo_samples)?, text(&sft_samples)?);
-    let gold = |texts: &[String]| -> Vec<f64> { prompts.iter().zip(texts).map(|(p, r)| task::judge(p, r).score).collect() };
+    let gold = |texts: &[String]| -> Vec<f64> { prompts.iter().zip(texts).map(|(p, r)| rlhf_task::judge(p, r).score).collect() };
     let (dpo_gold, sft_gold) = (gold(&dpo_text), gold(&sft_text));
     let wins: f64 = dpo_gold
         .iter()

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use rlhf_data::task::TaskConfig;
 pub use rlhf_train::{LoraSection, TrainConfig};
 use rlhf_train::{config::ensure, resolve};
+use rlhf_task::TaskConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -129,7 +129,7 @@ impl Default for DataConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Labeler {
-    /// The embedded task's simulated annotators (`rlhf_data::task::Panel`).
+    /// The embedded task's simulated annotators (`rlhf_task::Panel`).
     #[default]
     Panel,
     /// A reward model checkpoint (`online.reward_model`): the higher score is chosen.

@@ -5,10 +5,10 @@ use std::path::Path;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use rlhf_data::task::{judge, Panel};
 use rlhf_data::{Comparison, Prompt};
 use rlhf_model::{generate_from_tokens, CausalLm, GenerationConfig, Placement, RewardModel, Tokenizer};
 use rlhf_train::TrainRng;
+use rlhf_task::{judge, Panel};
 
 use crate::config::{Labeler, OnlineConfig};
 use crate::error::Result;

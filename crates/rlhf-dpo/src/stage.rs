@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use rlhf_data::config::write_config;
-use rlhf_data::{read_records, read_table, task, write_records, Comparison, Prompt, Table};
+use rlhf_data::{read_records, read_table, write_records, Comparison, Prompt, Table};
 use rlhf_model::device::seed_everything;
 use rlhf_model::{CausalLm, Placement, Tokenizer};
 use rlhf_train::{train_state, StageDir};
@@ -43,7 +43,7 @@ fn read_comparisons(path: &Path) -> Result<Table<Comparison>> {
 
 fn read_prompts(config: &DpoConfig) -> Result<Vec<Prompt>> {
     let prompts = if config.online.prompts == TASK {
-        task::generate(&config.task).train_prompts
+        rlhf_task::generate(&config.task).train_prompts
     } else {
         read_records(&config.online.prompts)?
     };

@@ -6,9 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use rlhf_data::task::judge;
 use rlhf_data::{read_records, Demonstration, Metric, Prompt};
 use rlhf_model::Placement;
+use rlhf_task::judge;
 
 use crate::config::EvalConfig;
 use crate::error::{Error, Result};

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use arrow::array::{Float64Array, UInt32Array};
 use arrow::datatypes::{DataType, Field};
-use rlhf_data::task::judge;
 use rlhf_data::{append_column, read_records, Demonstration};
 use rlhf_model::{build_batch, sequence_logprobs, CausalLm, LogprobOptions, PaddingSide, Placement, RewardModel, Tokenizer};
+use rlhf_task::judge;
 
 use crate::error::{Error, Result};
 use crate::stats::{win_rate, WinRate};

@@ -13,13 +13,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use rlhf_data::task::{self, TaskConfig};
+
 use rlhf_bench::{cpu_seconds, write_report};
 use rlhf_data::{read_records, Metric};
 use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
 use rlhf_model::{CausalLm, Placement, SequenceClassifier, SpecialTokens, Tokenizer};
 use rlhf_ppo::config::RewardModelEntry;
 use rlhf_ppo::{PpoConfig, RunOptions};
+use rlhf_task::TaskConfig;
 use tch::{Device, Kind};
 
 const ITERATIONS: u64 = 3;
@@ -38,7 +39,7 @@ fn model_config(tokenizer: &Tokenizer) -> ModelConfig {
 
 /// Random policy and reward model with a BPE tokenizer (vocabulary as the base model's).
 fn models(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let tokenizer = Tokenizer::train_bpe(&task::corpus(0, 2000), 1024, &SpecialTokens::default())?;
+    let tokenizer = Tokenizer::train_bpe(&rlhf_task::corpus(0, 2000), 1024, &SpecialTokens::default())?;
     let tokenizer_dir = dir.join("tokenizer");
     tokenizer.save(&tokenizer_dir)?;
     tch::manual_seed(0);

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use rlhf_data::{read_records, task, Metric, Prompt};
+use rlhf_data::{read_records, Metric, Prompt};
 use rlhf_model::{CausalLm, GenerationConfig, Tokenizer};
 use rlhf_train::resolve;
 use rlhf_ppo::reward::RewardModels;
@@ -62,7 +62,7 @@ fn main() -> Result<()> {
     let rewards = RewardModels::load(&config.reward, &run_dir, placement)?;
     let heldout_file = run_dir.join("data/prompts_heldout.parquet");
     let heldout: Vec<Prompt> =
-        if heldout_file.is_file() { read_records(&heldout_file)? } else { task::generate(&config.task).heldout_prompts };
+        if heldout_file.is_file() { read_records(&heldout_file)? } else { rlhf_task::generate(&config.task).heldout_prompts };
     let prompts: Vec<String> = heldout.into_iter().take(n).map(|p| p.prompt).collect();
     let ids = prompts.iter().map(|p| tokenizer.encode(p)).collect::<rlhf_model::Result<Vec<_>>>()?;
     let rows: Vec<(usize, &[i64])> = ids.iter().enumerate().map(|(i, p)| (i, p.as_slice())).collect();
@@ -88,7 +88,7 @@ fn main() -> Result<()> {
             })
             .collect::<rlhf_model::Result<Vec<_>>>()?;
         let pairs: Vec<(&str, &str)> = prompts.iter().map(String::as_str).zip(text.iter().map(String::as_str)).collect();
-        let gold = pairs.iter().map(|(p, r)| task::judge(p, r).score).collect();
+        let gold = pairs.iter().map(|(p, r)| rlhf_task::judge(p, r).score).collect();
         let proxy = rewards.score(&pairs)?.into_iter().map(f64::from).collect();
         Ok(Side { samples, text, gold, proxy })
     };

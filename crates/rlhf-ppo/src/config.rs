@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use rlhf_data::task::TaskConfig;
 pub use rlhf_train::{LoraSection, OnNonFinite};
 use rlhf_model::{AdamWConfig, Combine};
+use rlhf_task::TaskConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::kl::{KlController, KlEstimator};

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use rlhf_data::{read_records, task, Prompt};
+use rlhf_data::{read_records, Prompt};
 use rlhf_model::device::seed_everything;
 use rlhf_model::{CausalLm, SequenceClassifier, Tokenizer, ValueHead};
 use rlhf_train::config::ensure;
@@ -62,13 +62,13 @@ fn require_dir(dir: &Path, setting: &str, hint: &str) -> Result<()> {
 /// The prompts, tokenized and cut to their last `max_len` tokens.
 fn read_prompts(config: &PpoConfig, run_dir: &Path, tokenizer: &Tokenizer, max_len: usize) -> Result<Prompts> {
     let records: Vec<Prompt> = if config.data.prompts == TASK {
-        task::generate(&config.task).train_prompts
+        rlhf_task::generate(&config.task).train_prompts
     } else {
         let path = resolve(run_dir, &config.data.prompts);
         if !path.is_file() {
             return Err(Error::File {
                 path,
-                message: "data.prompts: prompts table not found (`rlhf-data task generate` writes one, or set data.prompts = \"task\")".into(),
+                message: "data.prompts: prompts table not found (`rlhf-task generate` writes one, or set data.prompts = \"task\")".into(),
             });
         }
         read_records(&path)?

@@ -22,7 +22,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use rlhf_data::{task, Metric, Prompt, Record, Rollout};
+use rlhf_data::{Metric, Prompt, Record, Rollout};
 use rlhf_model::device::{peak_memory_bytes, seed_everything};
 use rlhf_model::{AdamW, CausalLm, GenerationConfig, LrSchedule, ScheduleKind, Tokenizer};
 use rlhf_train::{progress_bar, seed_for, train_state, trainable_variables, OnNonFinite, StageDir, TrainRng, TrainState};
@@ -541,8 +541,8 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
             values_out.push(("value/clip_fraction", per_step(stats.value_clip_fraction)));
             values_out.push(("value/explained_variance", explained));
         }
-        if prompt_texts.iter().all(|p| task::topic_of(p).is_some()) {
-            let gold = pairs.iter().map(|(p, r)| task::judge(p, r).score).sum::<f64>() / n;
+        if prompt_texts.iter().all(|p| rlhf_task::topic_of(p).is_some()) {
+            let gold = pairs.iter().map(|(p, r)| rlhf_task::judge(p, r).score).sum::<f64>() / n;
             values_out.push(("objective/gold", gold));
         }
         if let Some(bytes) = peak_memory_bytes(device) {

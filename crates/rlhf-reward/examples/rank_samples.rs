@@ -7,8 +7,8 @@
 //! `cargo run --release -p rlhf-reward --example rank_samples -- IN.parquet OUT.parquet [SEED]`
 
 use anyhow::{Context, Result};
-use rlhf_data::task::{judge, Panel};
 use rlhf_data::{expand_rankings, read_records, write_records, Demonstration};
+use rlhf_task::{judge, Panel};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -16,7 +16,6 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use rlhf_data::task;
 use rlhf_model::checkpoint::{read_config, save_dir_atomically, CONFIG_FILE};
 use rlhf_model::device::seed_everything;
 use rlhf_model::reward::{score_rows, EnsembleManifest, ENSEMBLE_FILE};
@@ -62,14 +61,14 @@ fn check_config(config: &RewardConfig) -> Result<()> {
 /// Per held-out pair (in order): whether the gold judge prefers the labelled-better response
 /// (`None` for a gold tie); `None` overall unless every prompt is the embedded task's.
 fn gold_labels(heldout: &[Preference]) -> Option<Vec<Option<bool>>> {
-    if heldout.is_empty() || !heldout.iter().all(|p| task::topic_of(&p.prompt).is_some()) {
+    if heldout.is_empty() || !heldout.iter().all(|p| rlhf_task::topic_of(&p.prompt).is_some()) {
         return None;
     }
     let labels = heldout
         .iter()
         .flat_map(|p| {
             p.pairs.iter().map(|pair| {
-                let gold = |i: usize| task::judge(&p.prompt, &p.responses[i]).score;
+                let gold = |i: usize| rlhf_task::judge(&p.prompt, &p.responses[i]).score;
                 let (better, worse) = (gold(pair.better), gold(pair.worse));
                 (better != worse).then_some(better > worse)
             })

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use rlhf_data::{read_records, task, Demonstration};
+use rlhf_data::{read_records, Demonstration};
 use rlhf_model::{generate_from_tokens, CausalLm, GenerationConfig, Tokenizer};
 use rlhf_sft::data::tokenize_demonstrations;
 use rlhf_sft::sft::{STAGE_DIR, TASK_DEMONSTRATIONS, TASK_HELDOUT};
@@ -44,7 +44,7 @@ fn report(name: &str, dir: &Path, heldout: &[Demonstration], temperature: f64, p
         let generation = tch::no_grad(|| generate_from_tokens(&model, &ids, &cfg))?;
         for (prompt, row) in chunk.iter().zip(generation.rows()?) {
             let response = tokenizer.decode(&row, true)?;
-            scores.push(task::judge(prompt, &response).score);
+            scores.push(rlhf_task::judge(prompt, &response).score);
             samples.push((prompt.to_string(), response));
         }
     }
@@ -72,8 +72,8 @@ fn main() -> Result<()> {
 
     let demos: Vec<Demonstration> = read_records(run_dir.join(TASK_DEMONSTRATIONS))?;
     let heldout: Vec<Demonstration> = read_records(run_dir.join(TASK_HELDOUT))?;
-    let demo_score = mean(demos.iter().map(|d| task::judge(&d.prompt, &d.response).score));
-    let heldout_score = mean(heldout.iter().map(|d| task::judge(&d.prompt, &d.response).score));
+    let demo_score = mean(demos.iter().map(|d| rlhf_task::judge(&d.prompt, &d.response).score));
+    let heldout_score = mean(heldout.iter().map(|d| rlhf_task::judge(&d.prompt, &d.response).score));
     println!("demonstrations: gold judge mean {demo_score:.3} (train), {heldout_score:.3} (held-out)");
     report("base", &base, &heldout, temperature, prompts)?;
     let sft = rlhf_train::StageDir::new(&run_dir, STAGE_DIR).final_dir();

@@ -5,8 +5,8 @@
 
 use std::path::PathBuf;
 
-use rlhf_data::task::TaskConfig;
 pub use rlhf_train::{LoraSection, TrainConfig};
+use rlhf_task::TaskConfig;
 use serde::{Deserialize, Serialize};
 
 /// Pretraining of the embedded task's base model (`rlhf-sft pretrain`).
@@ -25,7 +25,7 @@ pub struct BaseConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CorpusConfig {
-    /// Seed of `rlhf_data::task::corpus`.
+    /// Seed of `rlhf_task::corpus`.
     pub seed: u64,
     /// Documents generated; the last `heldout_documents` are kept for evaluation.
     pub documents: usize,
@@ -133,7 +133,7 @@ pub struct SftDataConfig {
     /// `<run-dir>/data/demonstrations.parquet` when missing.
     pub demonstrations: String,
     /// Held-out demonstrations for the eval loss: a Parquet file, "task"
-    /// (`<run-dir>/data/demonstrations_heldout.parquet`, the name `rlhf-data task generate` writes) or "" for none.
+    /// (`<run-dir>/data/demonstrations_heldout.parquet`, the name `rlhf-task generate` writes) or "" for none.
     pub heldout: String,
     /// Longer `prompt ++ response ++ eos` sequences are cut to this many tokens.
     pub max_seq_len: usize,

@@ -6,7 +6,6 @@
 
 use std::path::Path;
 
-use rlhf_data::task;
 use rlhf_model::checkpoint::save_dir_atomically;
 use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
 use rlhf_model::device::seed_everything;
@@ -54,8 +53,8 @@ pub fn pretrain(config: &BaseConfig, dir: &Path, options: &RunOptions) -> Result
     }
     config.train.check()?;
     let config_hash = train_state::config_hash(config)?;
-    let documents = task::corpus(corpus.seed, corpus.documents);
     let tokenizer_dir = dir.root.join(TOKENIZER_DIR);
+    let documents = rlhf_task::corpus(corpus.seed, corpus.documents);
     let tokenizer = if tokenizer_dir.is_dir() {
         Tokenizer::from_dir(&tokenizer_dir)?
     } else {

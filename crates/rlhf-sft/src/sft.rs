@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 
-use rlhf_data::task;
 use rlhf_data::{read_records, write_records, Demonstration};
 use rlhf_model::device::seed_everything;
 use rlhf_model::{CausalLm, Tokenizer};
@@ -39,7 +38,7 @@ fn read_demonstrations(
 ) -> Result<Vec<Demonstration>> {
     let path = if value == TASK { run_dir.join(task_file) } else { rlhf_train::resolve(run_dir, value) };
     let rows = if value == TASK && !path.exists() {
-        let data = task::generate(&config.task);
+        let data = rlhf_task::generate(&config.task);
         let rows = if task_file == TASK_DEMONSTRATIONS { data.demonstrations } else { data.heldout_demonstrations };
         pending.push((path.clone(), rows.clone()));
         rows

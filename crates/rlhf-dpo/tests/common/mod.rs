@@ -5,12 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
-use rlhf_data::task::{self, Panel, TaskConfig};
 use rlhf_data::{write_records, Comparison};
 use rlhf_dpo::config::{DpoConfig, TrainConfig};
 use rlhf_dpo::{Outcome, RunOptions, TrainSummary};
 use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
 use rlhf_model::{CausalLm, DType, DeviceArgs, DeviceChoice, SpecialTokens, Tokenizer};
+use rlhf_task::{Panel, TaskConfig};
 
 pub fn cpu() -> RunOptions {
     let device = DeviceArgs { device: DeviceChoice::Cpu, dtype: DType::F32 };
@@ -23,7 +23,7 @@ pub fn small_task() -> TaskConfig {
 
 /// A random tiny Llama with a tokenizer trained on the task's corpus, saved to `dir` (seeded).
 pub fn tiny_policy(dir: &Path, seed: i64) -> PathBuf {
-    let tokenizer = Tokenizer::train_bpe(&task::corpus(2, 300), 300, &SpecialTokens::default()).unwrap();
+    let tokenizer = Tokenizer::train_bpe(&rlhf_task::corpus(2, 300), 300, &SpecialTokens::default()).unwrap();
     let tokenizer_dir = dir.with_extension("tokenizer");
     tokenizer.save(&tokenizer_dir).unwrap();
     let mut arch = LlamaConfig::new(tokenizer.vocab_size() as i64, 32, 64, 2, 2, 1);
@@ -42,7 +42,7 @@ pub fn tiny_policy(dir: &Path, seed: i64) -> PathBuf {
 /// Comparisons on the small task: each demonstration's response against a rude answer to another
 /// prompt (an easy preference for a tiny model to pick up), labelled by the simulated annotators.
 pub fn comparisons(n: usize) -> Vec<Comparison> {
-    let demos = task::generate(&small_task()).demonstrations;
+    let demos = rlhf_task::generate(&small_task()).demonstrations;
     let pairs: Vec<(String, String, String, String)> = demos
         .iter()
         .zip(demos.iter().cycle().skip(1))

@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use rlhf_data::task::{self, TaskConfig};
 use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
 use rlhf_model::{CausalLm, DType, DeviceArgs, DeviceChoice, SequenceClassifier, SpecialTokens, Tokenizer};
+use rlhf_task::TaskConfig;
 use rlhf_ppo::config::{CriticKind, RewardModelEntry};
 use rlhf_ppo::{Outcome, PpoConfig, RunOptions, TrainSummary};
 
@@ -40,7 +40,7 @@ pub struct Fixture {
 
 /// A random tiny policy (seeded) and the last-token reward model (its score weight NaN when asked).
 pub fn fixture(dir: &Path, nan_reward: bool) -> Fixture {
-    let tokenizer = Tokenizer::train_bpe(&task::corpus(2, 300), 300, &SpecialTokens::default()).unwrap();
+    let tokenizer = Tokenizer::train_bpe(&rlhf_task::corpus(2, 300), 300, &SpecialTokens::default()).unwrap();
     let tokenizer_dir = dir.join("tokenizer");
     tokenizer.save(&tokenizer_dir).unwrap();
 

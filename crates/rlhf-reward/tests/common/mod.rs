@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use rlhf_data::task::{self, TaskConfig};
 use rlhf_data::Comparison;
 use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
 use rlhf_model::{CausalLm, DType, DeviceArgs, DeviceChoice, SpecialTokens, Tokenizer};
+use rlhf_task::TaskConfig;
 use rlhf_reward::config::TrainConfig;
 use rlhf_reward::{RewardConfig, RunOptions};
 
@@ -24,7 +24,7 @@ pub fn fixture(name: &str) -> PathBuf {
 /// Saves a ~40k-parameter random Llama policy with a BPE tokenizer trained on the task's corpus
 /// into `dir`; `vocab_rows` overrides the embedding size (to make a mismatched checkpoint).
 pub fn tiny_policy_with(dir: &Path, vocab_rows: Option<i64>) -> PathBuf {
-    let corpus = task::corpus(0, 300);
+    let corpus = rlhf_task::corpus(0, 300);
     let tokenizer = Tokenizer::train_bpe(&corpus, 320, &SpecialTokens::default()).unwrap();
     let vocab = vocab_rows.unwrap_or(tokenizer.vocab_size() as i64);
     let mut arch = LlamaConfig::new(vocab, 32, 64, 2, 2, 1);
@@ -47,14 +47,14 @@ pub fn tiny_policy(dir: &Path) -> PathBuf {
 /// Comparisons on the task's training prompts that a tiny model learns quickly: the chosen
 /// response is polite and positive, the rejected one negative (the gold judge agrees).
 pub fn easy_comparisons(n: usize) -> Vec<Comparison> {
-    let prompts = task::generate(&TaskConfig { seed: 1, heldout_prompts: 10, demonstrations: 0, heldout_demonstrations: 0, corpus_documents: 0 })
+    let prompts = rlhf_task::generate(&TaskConfig { seed: 1, heldout_prompts: 10, demonstrations: 0, heldout_demonstrations: 0, corpus_documents: 0 })
         .train_prompts;
     let good = ["lovely", "wonderful", "bright", "gentle", "charming"];
     let bad = ["dull", "ugly", "boring", "awful", "gloomy"];
     (0..n)
         .map(|i| {
             let prompt = &prompts[(i * 7) % prompts.len()].prompt;
-            let topic = task::topic_of(prompt).expect("a task prompt").name;
+            let topic = rlhf_task::topic_of(prompt).expect("a task prompt").name;
             Comparison {
                 id: format!("c{i}"),
                 prompt: prompt.clone(),

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use rlhf_data::task::{self, TaskConfig};
 use rlhf_data::Demonstration;
 use rlhf_model::{DType, DeviceArgs, DeviceChoice};
+use rlhf_task::TaskConfig;
 use rlhf_sft::config::{BaseConfig, BaseModelConfig, CorpusConfig, TokenizerConfig};
 use rlhf_sft::{Outcome, RunOptions, SftConfig, TrainConfig};
 
@@ -79,6 +79,6 @@ pub fn write_jsonl(path: &Path, demonstrations: &[Demonstration]) {
 
 /// The small task's demonstrations (train, held-out).
 pub fn small_demonstrations() -> (Vec<Demonstration>, Vec<Demonstration>) {
-    let data = task::generate(&small_task());
+    let data = rlhf_task::generate(&small_task());
     (data.demonstrations, data.heldout_demonstrations)
 }

@@ -1,29 +1,11 @@
-//! The embedded default task: a small synthetic world in which RLHF can be seen working on a laptop.
-//!
-//! - [`corpus`]: "web text" dialogues to pretrain a tiny base model on (fluent, unaligned);
-//! - [`generate`]: train and held-out prompts, and demonstrations by a decent but imperfect annotator;
-//! - [`judge()`]: the gold judge, a readable rule standing in for human judgement;
-//! - [`Panel`]: simulated annotators labelling pairs by Bradley–Terry with noise.
-//!
-//! Everything is a pure function of a seed (see [`rng`]), so the data regenerates byte-for-byte.
+//! The task's tables: train and held-out prompts, demonstrations by the annotator writer, and the
+//! web-text corpus the base model is pretrained on. Each is a pure function of the seed.
 
-mod annotators;
-mod files;
-mod judge;
-pub mod rng;
-mod world;
-mod writer;
+use rlhf_data::{Demonstration, Prompt};
 
-pub use annotators::{Annotator, LabelStats, Panel};
-pub use files::{label_file, write_task, LabelMode, TaskFiles};
-pub use judge::{judge, Verdict};
-pub use world::{prompt_for, topic_of, Topic, TOPICS};
-pub use writer::{Style, ANNOTATOR, WEB_TEXT};
-
-use rng::TaskRng;
-use world::QUESTIONS;
-
-use crate::{Demonstration, Prompt};
+use crate::rng::TaskRng;
+use crate::world::{prompt_for, QUESTIONS, TOPICS};
+use crate::writer::{self, ANNOTATOR, WEB_TEXT};
 
 /// Sizes and seed of the generated task.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -131,6 +113,7 @@ pub fn corpus(seed: u64, documents: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{judge, topic_of};
 
     fn small() -> TaskConfig {
         TaskConfig { seed: 5, heldout_prompts: 50, demonstrations: 300, heldout_demonstrations: 40, corpus_documents: 100 }

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{generate, LabelStats, Panel, TaskConfig};
-use crate::error::{Error, Result};
-use crate::{expand_ranking, read_records, write_records, Comparison, Demonstration, Record};
+use rlhf_data::{expand_ranking, read_records, write_records, Comparison, Demonstration, Error, Record, Result};
+
+use crate::{generate, judge, LabelStats, Panel, TaskConfig};
 
 /// Where [`write_task`] puts each table, inside one directory.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +33,7 @@ impl TaskFiles {
 
 /// Generates the task and writes its four tables into `dir` (each written atomically).
 pub fn write_task(config: &TaskConfig, dir: &Path) -> Result<TaskFiles> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create the directory", e))?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), action: "create the directory", source })?;
     let data = generate(config);
     let files = TaskFiles::in_dir(dir);
     write_records(&files.train_prompts, &data.train_prompts)?;
@@ -102,7 +102,7 @@ pub fn label_file(input: &Path, output: &Path, panel: &Panel, mode: LabelMode, s
 fn gold_agreement(comparisons: &[Comparison]) -> LabelStats {
     let (mut decided, mut agreed) = (0usize, 0usize);
     for c in comparisons {
-        let (chosen, rejected) = (super::judge(&c.prompt, &c.chosen).score, super::judge(&c.prompt, &c.rejected).score);
+        let (chosen, rejected) = (judge(&c.prompt, &c.chosen).score, judge(&c.prompt, &c.rejected).score);
         if chosen != rejected {
             decided += 1;
             agreed += usize::from(chosen > rejected);

@@ -1,8 +1,8 @@
-//! The committed `datasets/` are exactly what `rlhf-data task generate` writes with the default config.
+//! The committed `datasets/` are exactly what `rlhf-task generate` writes with the default config.
 
 use std::path::Path;
 
-use rlhf_data::task::{write_task, TaskConfig, TaskFiles};
+use rlhf_task::{write_task, TaskConfig, TaskFiles};
 
 #[test]
 fn committed_datasets_regenerate_byte_for_byte() {
@@ -11,6 +11,6 @@ fn committed_datasets_regenerate_byte_for_byte() {
     let fresh = write_task(&TaskConfig::default(), dir.path()).unwrap();
     for (a, b) in committed.all().iter().zip(fresh.all()) {
         let (a_bytes, b_bytes) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
-        assert!(a_bytes == b_bytes, "{} differs from a fresh `rlhf-data task generate`; regenerate datasets/", a.display());
+        assert!(a_bytes == b_bytes, "{} differs from a fresh `rlhf-task generate`; regenerate datasets/", a.display());
     }
 }

@@ -3,9 +3,10 @@
 //! A panel of annotators with different τ plays a labelling team; rankings of K responses follow the
 //! matching Plackett–Luce model (Gumbel-max on g/τ), which reduces to Bradley–Terry for K = 2.
 
-use super::judge::judge;
-use super::rng::TaskRng;
-use crate::{Comparison, Ranking};
+use rlhf_data::{Comparison, Ranking};
+
+use crate::judge::judge;
+use crate::rng::TaskRng;
 
 /// One simulated person.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,9 +47,15 @@ fn sigmoid(x: f64) -> f64 {
 }
 
 impl Annotator {
+    /// The Bradley–Terry probability that this annotator prefers the response scored `gold_a` over
+    /// the one scored `gold_b`, before flips.
+    pub fn probability_first(&self, gold_a: f64, gold_b: f64) -> f64 {
+        sigmoid((gold_a - gold_b) / self.temperature)
+    }
+
     /// Whether this annotator prefers the response scored `gold_a` over the one scored `gold_b`.
     pub fn prefers_first(&self, rng: &mut TaskRng, gold_a: f64, gold_b: f64) -> bool {
-        let choice = rng.chance(sigmoid((gold_a - gold_b) / self.temperature));
+        let choice = rng.chance(self.probability_first(gold_a, gold_b));
         choice != rng.chance(self.flip_rate)
     }
 
@@ -61,14 +68,35 @@ impl Annotator {
     }
 }
 
+/// One member's decision on a pair of different responses.
+pub(crate) struct Decision<'a> {
+    pub annotator: &'a Annotator,
+    pub first: bool,
+    /// The gold scores of the first and the second response.
+    pub gold: (f64, f64),
+}
+
 impl Panel {
     fn member(&self, rng: &mut TaskRng) -> &Annotator {
         rng.pick(&self.annotators)
     }
 
+    /// The noise stream [`Panel::label_pairs`] draws from for `seed`.
+    pub(crate) fn label_rng(seed: u64) -> TaskRng {
+        TaskRng::derive(seed, "label")
+    }
+
+    /// Hands the pair `a`, `b` (different texts) to a member drawn from `rng`, who decides.
+    pub(crate) fn decide(&self, rng: &mut TaskRng, prompt: &str, a: &str, b: &str) -> Decision<'_> {
+        let annotator = self.member(rng);
+        let gold = (judge(prompt, a).score, judge(prompt, b).score);
+        let first = annotator.prefers_first(rng, gold.0, gold.1);
+        Decision { annotator, first, gold }
+    }
+
     /// Labels pairs of responses to the same prompt: `(id, prompt, a, b)` rows become comparisons.
     pub fn label_pairs(&self, seed: u64, pairs: &[(String, String, String, String)]) -> (Vec<Comparison>, LabelStats) {
-        let mut rng = TaskRng::derive(seed, "label");
+        let mut rng = Self::label_rng(seed);
         let mut out = Vec::with_capacity(pairs.len());
         let (mut identical, mut decided, mut agreed) = (0usize, 0usize, 0usize);
         for (id, prompt, a, b) in pairs {
@@ -76,9 +104,7 @@ impl Panel {
                 identical += 1;
                 continue;
             }
-            let annotator = self.member(&mut rng);
-            let (ga, gb) = (judge(prompt, a).score, judge(prompt, b).score);
-            let first = annotator.prefers_first(&mut rng, ga, gb);
+            let Decision { annotator, first, gold: (ga, gb) } = self.decide(&mut rng, prompt, a, b);
             if ga != gb {
                 decided += 1;
                 agreed += usize::from(first == (ga > gb));

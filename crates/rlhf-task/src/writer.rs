@@ -3,8 +3,8 @@
 //! The "annotator" writes the demonstrations: fluent and on topic, but only sometimes polite or
 //! upbeat and of uneven length, so SFT alone does not satisfy the gold judge.
 
-use super::rng::TaskRng;
-use super::world::{Topic, NEGATIVE, NEUTRAL, POLITE_CLOSERS, POLITE_OPENERS, POSITIVE, RUDE, TEMPLATES, TOPICS};
+use crate::rng::TaskRng;
+use crate::world::{Topic, NEGATIVE, NEUTRAL, POLITE_CLOSERS, POLITE_OPENERS, POSITIVE, RUDE, TEMPLATES, TOPICS};
 
 /// How a writer behaves; every field is a probability per response or per sentence.
 #[derive(Debug, Clone, Copy)]

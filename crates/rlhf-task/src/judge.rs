@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use super::world::{self, Topic, NEGATIVE, POLITE_CLOSERS, POLITE_OPENERS, POSITIVE, RUDE, TOPICS};
+use crate::world::{self, Topic, NEGATIVE, POLITE_CLOSERS, POLITE_OPENERS, POSITIVE, RUDE, TOPICS};
 
 /// The judge's score and its parts (they sum to `score`).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
