@@ -81,7 +81,7 @@ fn main() -> Result<()> {
     let dpo = CausalLm::from_pretrained(run_dir.join("dpo/final"), Device::Cpu, Kind::Float)?;
     let heldout_file = run_dir.join("data/prompts_heldout.parquet");
     let heldout: Vec<Prompt> =
-        if heldout_file.is_file() { read_records(&heldout_file)? } else { rlhf_task::generate(&config.task).heldout_prompts };
+        if heldout_file.is_file() { read_records(&heldout_file)? } else { rlhf_task::generate(&Default::default()).heldout_prompts };
     let prompts: Vec<String> = heldout.into_iter().take(n).map(|p| p.prompt).collect();
     let ids = prompts.iter().map(|p| tokenizer.encode(p)).collect::<rlhf_model::Result<Vec<_>>>()?;
 

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 pub use rlhf_train::{LoraSection, TrainConfig};
 use rlhf_train::{config::ensure, resolve};
-use rlhf_task::TaskConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -18,14 +17,15 @@ use crate::loss::LossConfig;
 pub struct DpoConfig {
     /// Seeds the data order, LoRA initialisation, sampling and labelling.
     pub seed: u64,
+    /// The judge whose scores count as gold in the online rounds' metrics (`gold`: the embedded
+    /// task's rule; `""`: none). Named, never guessed from the prompts.
+    pub gold_judge: String,
     pub model: ModelSection,
     pub lora: LoraSection,
     pub loss: LossConfig,
     pub reference: ReferenceConfig,
     pub data: DataConfig,
     pub online: OnlineConfig,
-    /// Sizes of the embedded task, used where `online.prompts` says "task".
-    pub task: TaskConfig,
     pub train: TrainConfig,
 }
 
@@ -33,13 +33,13 @@ impl Default for DpoConfig {
     fn default() -> Self {
         DpoConfig {
             seed: 0,
+            gold_judge: String::new(),
             model: ModelSection::default(),
             lora: LoraSection::default(),
             loss: LossConfig::default(),
             reference: ReferenceConfig::default(),
             data: DataConfig::default(),
             online: OnlineConfig::default(),
-            task: TaskConfig::default(),
             // `max_steps`, `epochs` and `checkpoint_every` count per round of data (online DPO);
             // a round that is not the last also ends with a checkpoint.
             train: TrainConfig {
@@ -143,9 +143,8 @@ pub enum Labeler {
 pub struct OnlineConfig {
     /// Rounds of sampling + labelling + training; 0 = offline DPO only.
     pub rounds: usize,
-    /// A prompts Parquet table (`id, prompt`), or "task": the embedded task's training prompts
-    /// generated from `[task]`.
-    pub prompts: String,
+    /// A prompts Parquet table (`id, prompt`), relative to the run directory.
+    pub prompts: PathBuf,
     /// Prompts sampled per round (drawn without replacement, cycling through the table).
     pub prompts_per_round: usize,
     pub labeler: Labeler,
@@ -160,9 +159,6 @@ pub struct OnlineConfig {
     /// 1.0 = off.
     pub top_p: f64,
 }
-
-/// The value of [`OnlineConfig::prompts`] that selects the embedded task.
-pub const TASK: &str = "task";
 
 impl Default for OnlineConfig {
     fn default() -> Self {
@@ -190,11 +186,9 @@ impl DpoConfig {
             &mut self.data.comparisons,
             &mut self.data.heldout,
             &mut self.online.reward_model,
+            &mut self.online.prompts,
         ] {
             *path = resolve(run_dir, &*path);
-        }
-        if self.online.prompts != TASK {
-            self.online.prompts = resolve(run_dir, &self.online.prompts).display().to_string();
         }
     }
 

@@ -8,7 +8,8 @@ use rand::SeedableRng;
 use rlhf_data::{Comparison, Prompt};
 use rlhf_model::{generate_from_tokens, CausalLm, GenerationConfig, Placement, RewardModel, Tokenizer};
 use rlhf_train::TrainRng;
-use rlhf_task::{judge, Panel};
+use rlhf_data::Judge;
+use rlhf_task::Panel;
 
 use crate::config::{Labeler, OnlineConfig};
 use crate::error::Result;
@@ -23,8 +24,8 @@ pub struct RoundStats {
     pub pairs: usize,
     /// Pairs dropped: both responses the same text (or, for a reward model, the same score).
     pub dropped: usize,
-    /// Mean gold-judge score of the sampled responses (meaningful on the embedded task).
-    pub gold_score: f64,
+    /// Mean score of the sampled responses under the configured `gold_judge` (none without one).
+    pub gold_score: Option<f64>,
     /// Share of labels that agree with the gold judge (simulated annotators only).
     pub gold_agreement: Option<f64>,
     /// Mean reward-model score of the sampled responses (reward-model labelling only; an ensemble's
@@ -83,15 +84,23 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     sum / n.max(1) as f64
 }
 
-/// Labels sampled pairs with the configured labeller; `source` tags the comparisons.
+/// Labels sampled pairs with the configured labeller; `source` tags the comparisons; `gold`
+/// (the configured gold judge) scores the samples for the round's metrics.
 pub fn label(
     config: &OnlineConfig,
     samples: &[SampledPair],
     placement: Placement,
     seed: u64,
     source: &str,
+    gold: Option<&dyn Judge>,
 ) -> Result<(Vec<Comparison>, RoundStats)> {
-    let gold_score = mean(samples.iter().flat_map(|(_, p, a, b)| [judge(p, a).score, judge(p, b).score]));
+    let gold_score = match gold {
+        Some(judge) => {
+            let items: Vec<(&str, &str)> = samples.iter().flat_map(|(_, p, a, b)| [(p.as_str(), a.as_str()), (p.as_str(), b.as_str())]).collect();
+            judge.score(&items)?.map(|scores| mean(scores.into_iter()))
+        }
+        None => None,
+    };
     let (mut comparisons, mut stats) = match config.labeler {
         Labeler::Panel => {
             let (comparisons, label) = Panel::default().label_pairs(seed, samples);

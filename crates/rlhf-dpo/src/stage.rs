@@ -14,7 +14,7 @@ use rlhf_model::device::seed_everything;
 use rlhf_model::{CausalLm, Placement, Tokenizer};
 use rlhf_train::{train_state, StageDir};
 
-use crate::config::{DpoConfig, Labeler, ReferenceMode, TASK};
+use crate::config::{DpoConfig, Labeler, ReferenceMode};
 use crate::data::{is_heldout, tokenize, Limits, Pair};
 use crate::error::{Error, Result};
 use crate::online;
@@ -42,11 +42,7 @@ fn read_comparisons(path: &Path) -> Result<Table<Comparison>> {
 }
 
 fn read_prompts(config: &DpoConfig) -> Result<Vec<Prompt>> {
-    let prompts = if config.online.prompts == TASK {
-        rlhf_task::generate(&config.task).train_prompts
-    } else {
-        read_records(&config.online.prompts)?
-    };
+    let prompts: Vec<Prompt> = read_records(&config.online.prompts)?;
     if prompts.is_empty() {
         return Err(Error::Invalid(format!("online.prompts {:?} holds no prompts", config.online.prompts)));
     }
@@ -126,6 +122,8 @@ struct Inputs {
     tokenizer: Tokenizer,
     policy: CausalLm,
     limits: Limits,
+    /// The configured `gold_judge`, if any.
+    gold_judge: Option<Box<dyn rlhf_data::Judge>>,
 }
 
 impl Inputs {
@@ -156,7 +154,8 @@ impl Inputs {
                 "data.max_prompt_len + data.max_response_len (or online.max_new_tokens) = {longest} tokens exceeds the model's {positions} positions"
             )));
         }
-        Ok(Inputs { reference, offline, heldout, prompts, tokenizer, policy, limits })
+        let gold_judge = rlhf_train::judges::gold_judge(&config.gold_judge, config.seed)?;
+        Ok(Inputs { reference, offline, heldout, prompts, tokenizer, policy, limits, gold_judge })
     }
 }
 
@@ -167,7 +166,8 @@ fn sample_round(config: &DpoConfig, inputs: &Inputs, placement: Placement, train
     let seed = config.seed.wrapping_mul(1000).wrapping_add(round as u64);
     let prompts = online::round_prompts(&inputs.prompts, online.prompts_per_round, round, config.seed);
     let samples = online::sample_pairs(&inputs.policy, &inputs.tokenizer, &prompts, online, inputs.limits.max_prompt_len, seed)?;
-    let (comparisons, stats) = online::label(online, &samples, placement, seed, &format!("online-round-{round}"))?;
+    let gold = inputs.gold_judge.as_deref();
+    let (comparisons, stats) = online::label(online, &samples, placement, seed, &format!("online-round-{round}"), gold)?;
     if comparisons.is_empty() {
         return Err(Error::Invalid(format!("online round {round}: every sampled pair was dropped (identical responses)")));
     }

@@ -278,14 +278,14 @@ impl<'a> Trainer<'a> {
             ("online/round", round as f64),
             ("online/pairs", stats.pairs as f64),
             ("online/dropped", stats.dropped as f64),
-            ("online/gold_score", stats.gold_score),
         ];
+        rows.extend(stats.gold_score.map(|v| ("online/gold_score", v)));
         rows.extend(stats.gold_agreement.map(|v| ("online/gold_agreement", v)));
         rows.extend(stats.reward.map(|v| ("online/reward", v)));
         for (name, value) in rows {
             self.core.log(name, value);
         }
-        tracing::info!(round, pairs = stats.pairs, dropped = stats.dropped, gold_score = stats.gold_score, "labelled an online round");
+        tracing::info!(round, pairs = stats.pairs, dropped = stats.dropped, gold_score = ?stats.gold_score, "labelled an online round");
         self.core.flush_metrics()
     }
 

@@ -63,8 +63,8 @@ fn main() -> anyhow::Result<()> {
     config.model.policy = policy.clone();
     config.model.reference = policy;
     config.reward.models = vec![RewardModelEntry { path: reward, weight: 1.0 }];
-    config.data.prompts = "task".into();
-    config.task = TaskConfig { corpus_documents: 0, demonstrations: 0, heldout_demonstrations: 0, ..TaskConfig::default() };
+    let task = TaskConfig { corpus_documents: 0, demonstrations: 0, heldout_demonstrations: 0, ..TaskConfig::default() };
+    config.data.prompts = rlhf_task::write_task(&task, &tmp.join("data"))?.train_prompts.display().to_string();
     config.ppo.iterations = ITERATIONS;
     config.train.checkpoint_every = 0;
     config.train.threads = threads;

@@ -62,7 +62,7 @@ fn main() -> Result<()> {
     let rewards = RewardModels::load(&config.reward, &run_dir, placement)?;
     let heldout_file = run_dir.join("data/prompts_heldout.parquet");
     let heldout: Vec<Prompt> =
-        if heldout_file.is_file() { read_records(&heldout_file)? } else { rlhf_task::generate(&config.task).heldout_prompts };
+        if heldout_file.is_file() { read_records(&heldout_file)? } else { rlhf_task::generate(&Default::default()).heldout_prompts };
     let prompts: Vec<String> = heldout.into_iter().take(n).map(|p| p.prompt).collect();
     let ids = prompts.iter().map(|p| tokenizer.encode(p)).collect::<rlhf_model::Result<Vec<_>>>()?;
     let rows: Vec<(usize, &[i64])> = ids.iter().enumerate().map(|(i, p)| (i, p.as_slice())).collect();

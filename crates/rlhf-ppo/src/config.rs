@@ -5,13 +5,9 @@ use std::path::PathBuf;
 
 pub use rlhf_train::{LoraSection, OnNonFinite};
 use rlhf_model::{AdamWConfig, Combine};
-use rlhf_task::TaskConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::kl::{KlController, KlEstimator};
-
-/// The value of `data.prompts` that selects the embedded task's training prompts.
-pub const TASK: &str = "task";
 
 /// PPO (and the critic-free GRPO / RLOO) against reward models with a KL penalty to a reference.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -19,6 +15,9 @@ pub const TASK: &str = "task";
 pub struct PpoConfig {
     /// Seeds prompt order, sampling, minibatch order and libtorch's generator.
     pub seed: u64,
+    /// The judge whose scores count as gold in the metrics (`gold`: the embedded task's rule;
+    /// `""`: none, the data has no gold judge). Named, never guessed from the prompts.
+    pub gold_judge: String,
     /// `gae` (PPO with a critic), `grpo` or `rloo` (group baselines, no critic loaded).
     pub advantage: AdvantageKind,
     /// The critic of `gae`: a value model initialised from the reward model, or a value head on
@@ -29,8 +28,6 @@ pub struct PpoConfig {
     pub model: ModelSection,
     pub lora: LoraSection,
     pub data: DataSection,
-    /// Sizes of the embedded task, used when `data.prompts` is "task".
-    pub task: TaskConfig,
     pub generation: GenerationSection,
     pub reward: RewardSection,
     pub kl: KlSection,
@@ -42,6 +39,7 @@ impl Default for PpoConfig {
     fn default() -> Self {
         PpoConfig {
             seed: 0,
+            gold_judge: String::new(),
             advantage: AdvantageKind::default(),
             critic: CriticKind::default(),
             on_nonfinite: OnNonFinite::default(),
@@ -52,7 +50,6 @@ impl Default for PpoConfig {
                 ..LoraSection::default()
             },
             data: DataSection::default(),
-            task: TaskConfig::default(),
             generation: GenerationSection::default(),
             reward: RewardSection::default(),
             kl: KlSection::default(),
@@ -111,7 +108,7 @@ impl Default for ModelSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
-    /// A prompts Parquet table (`id, prompt`), or "task": the embedded task's training prompts.
+    /// A prompts Parquet table (`id, prompt`), relative to the run directory.
     pub prompts: String,
     /// Longer prompts keep their last this many tokens.
     pub max_prompt_len: usize,

@@ -13,7 +13,7 @@ use rlhf_model::{CausalLm, SequenceClassifier, Tokenizer, ValueHead};
 use rlhf_train::config::ensure;
 use rlhf_train::{resolve, train_state, StageDir};
 
-use crate::config::{AdvantageKind, CriticKind, PpoConfig, TASK};
+use crate::config::{AdvantageKind, CriticKind, PpoConfig};
 use crate::error::{Error, Result};
 use crate::reward::RewardModels;
 use crate::rollout::Critic;
@@ -61,18 +61,14 @@ fn require_dir(dir: &Path, setting: &str, hint: &str) -> Result<()> {
 
 /// The prompts, tokenized and cut to their last `max_len` tokens.
 fn read_prompts(config: &PpoConfig, run_dir: &Path, tokenizer: &Tokenizer, max_len: usize) -> Result<Prompts> {
-    let records: Vec<Prompt> = if config.data.prompts == TASK {
-        rlhf_task::generate(&config.task).train_prompts
-    } else {
-        let path = resolve(run_dir, &config.data.prompts);
-        if !path.is_file() {
-            return Err(Error::File {
-                path,
-                message: "data.prompts: prompts table not found (`rlhf-task generate` writes one, or set data.prompts = \"task\")".into(),
-            });
-        }
-        read_records(&path)?
-    };
+    let path = resolve(run_dir, &config.data.prompts);
+    if !path.is_file() {
+        return Err(Error::File {
+            path,
+            message: "data.prompts: prompts table not found (for the embedded task, `rlhf-task generate` writes one)".into(),
+        });
+    }
+    let records: Vec<Prompt> = read_records(&path)?;
     if records.is_empty() {
         return Err(Error::Invalid(format!("data.prompts {:?} holds no prompts", config.data.prompts)));
     }
@@ -100,6 +96,7 @@ pub fn run(config: &PpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
         tch::set_num_threads(config.train.threads as i32);
     }
     let config_hash = train_state::config_hash(config)?;
+    let gold_judge = rlhf_train::judges::gold_judge(&config.gold_judge, config.seed)?;
     let placement = options.placement;
 
     let policy_dir = resolve(run_dir, &config.model.policy);
@@ -153,7 +150,7 @@ pub fn run(config: &PpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
     tracing::info!(prompts = prompts.records.len(), advantage = ?config.advantage, lora = config.lora.enabled, "ppo inputs");
 
     rlhf_data::config::write_config(config, &dir.config_file())?;
-    let models = Models { policy, reference, critic, rewards, tokenizer };
+    let models = Models { policy, reference, critic, rewards, tokenizer, gold_judge };
     let summary =
         trainer::train(&models, &TrainJob { config, dir: &dir, config_hash, prompts: &prompts, progress: options.progress })?;
     Ok(Outcome::Trained { dir: dir.final_dir(), summary })

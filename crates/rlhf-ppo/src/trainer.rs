@@ -10,8 +10,8 @@
 //!
 //! Metrics per iteration (`step` = iteration, 1-based): `objective/{score, rm_score,
 //! non_score_reward, rlhf_reward, kl, kl_coef, entropy, gold}` (score after shaping, raw reward-model
-//! score, `−β·ΣKL`, their sum, mean per-response KL, β used, mean per-token entropy, the embedded
-//! task's gold judge when every prompt is the task's), `policy/{approx_kl, clip_fraction}`,
+//! score, `−β·ΣKL`, their sum, mean per-response KL, β used, mean per-token entropy, the configured
+//! `gold_judge`'s mean score when there is one), `policy/{approx_kl, clip_fraction}`,
 //! `loss/{policy, value}`, `value/{clip_fraction, explained_variance}`, `response/{length,
 //! eos_rate}`, `perf/{tokens_per_s, samples_per_s, peak_memory_bytes}` (prompt + response tokens
 //! and samples over the iteration's wall time), `time/{generation_s, scoring_s, training_s,
@@ -51,6 +51,8 @@ pub struct Models {
     pub rewards: RewardModels,
     /// The policy's tokenizer.
     pub tokenizer: Tokenizer,
+    /// The judge behind `objective/gold` (`gold_judge`), if any.
+    pub gold_judge: Option<Box<dyn rlhf_data::Judge>>,
 }
 
 /// Prompts as text and (cut) tokens.
@@ -541,9 +543,9 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
             values_out.push(("value/clip_fraction", per_step(stats.value_clip_fraction)));
             values_out.push(("value/explained_variance", explained));
         }
-        if prompt_texts.iter().all(|p| rlhf_task::topic_of(p).is_some()) {
-            let gold = pairs.iter().map(|(p, r)| rlhf_task::judge(p, r).score).sum::<f64>() / n;
-            values_out.push(("objective/gold", gold));
+        if let Some(judge) = &models.gold_judge {
+            let gold = judge.score(&pairs)?.unwrap_or_default();
+            values_out.push(("objective/gold", gold.iter().sum::<f64>() / n));
         }
         if let Some(bytes) = peak_memory_bytes(device) {
             values_out.push(("perf/peak_memory_bytes", bytes as f64));

@@ -14,6 +14,9 @@ pub struct RewardConfig {
     /// Seeds the score head, the data order and the held-out split; member `i` of an ensemble
     /// uses `seed + i`.
     pub seed: u64,
+    /// The judge whose scores count as gold for the held-out metrics (`gold`: the embedded task's
+    /// rule; `""`: none, the data has no gold judge). Named, never guessed from the prompts.
+    pub gold_judge: String,
     pub model: ModelSection,
     pub data: DataSection,
     pub loss: LossConfig,
@@ -26,6 +29,7 @@ impl Default for RewardConfig {
     fn default() -> Self {
         RewardConfig {
             seed: 0,
+            gold_judge: String::new(),
             model: ModelSection::default(),
             data: DataSection::default(),
             loss: LossConfig::default(),

@@ -21,6 +21,7 @@ use rlhf_model::device::seed_everything;
 use rlhf_model::reward::{score_rows, EnsembleManifest, ENSEMBLE_FILE};
 use rlhf_model::{RewardNormalization, SequenceClassifier, Tokenizer};
 use rlhf_train::config::ensure;
+use rlhf_data::Judge;
 use rlhf_train::{resolve, train_state, StageDir};
 
 use crate::config::RewardConfig;
@@ -59,22 +60,25 @@ fn check_config(config: &RewardConfig) -> Result<()> {
 }
 
 /// Per held-out pair (in order): whether the gold judge prefers the labelled-better response
-/// (`None` for a gold tie); `None` overall unless every prompt is the embedded task's.
-fn gold_labels(heldout: &[Preference]) -> Option<Vec<Option<bool>>> {
-    if heldout.is_empty() || !heldout.iter().all(|p| rlhf_task::topic_of(&p.prompt).is_some()) {
-        return None;
+/// (`None` for a gold tie); `None` overall without a gold judge or held-out pairs.
+fn gold_labels(judge: Option<&dyn Judge>, heldout: &[Preference]) -> Result<Option<Vec<Option<bool>>>> {
+    let Some(judge) = judge.filter(|_| !heldout.is_empty()) else { return Ok(None) };
+    let items: Vec<(&str, &str)> =
+        heldout.iter().flat_map(|p| p.responses.iter().map(|r| (p.prompt.as_str(), r.as_str()))).collect();
+    let scores = judge
+        .score(&items)?
+        .ok_or_else(|| Error::Invalid(format!("gold_judge {:?} only compares; it gives no scores", judge.name())))?;
+    let mut offset = 0;
+    let mut labels = Vec::new();
+    for p in heldout {
+        let gold = &scores[offset..offset + p.responses.len()];
+        labels.extend(p.pairs.iter().map(|pair| {
+            let (better, worse) = (gold[pair.better], gold[pair.worse]);
+            (better != worse).then_some(better > worse)
+        }));
+        offset += p.responses.len();
     }
-    let labels = heldout
-        .iter()
-        .flat_map(|p| {
-            p.pairs.iter().map(|pair| {
-                let gold = |i: usize| rlhf_task::judge(&p.prompt, &p.responses[i]).score;
-                let (better, worse) = (gold(pair.better), gold(pair.worse));
-                (better != worse).then_some(better > worse)
-            })
-        })
-        .collect();
-    Some(labels)
+    Ok(Some(labels))
 }
 
 /// The distinct `(prompt, response)` texts of the training preferences.
@@ -118,6 +122,7 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
     let (dir, final_dir) = (&stage.root, stage.final_dir());
     check_config(config)?;
     let config_hash = train_state::config_hash(config)?;
+    let gold_judge = rlhf_train::judges::gold_judge(&config.gold_judge, config.seed)?;
 
     let policy = resolve(run_dir, &config.model.policy);
     if !policy.join(CONFIG_FILE).is_file() {
@@ -155,7 +160,7 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
             "dropped pairs whose chosen and rejected responses are identical"
         );
     }
-    let gold = gold_labels(&heldout.items);
+    let gold = gold_labels(gold_judge.as_deref(), &heldout.items)?;
     let has_gold = gold.is_some();
     let max_len = config.model.max_seq_len.min(policy_config.max_positions() as usize);
     let (train_tokens, train_cut) = tokenize(&tokenizer, &train.items, max_len)?;

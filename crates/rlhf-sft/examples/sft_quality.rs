@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use rlhf_data::{read_records, Demonstration};
 use rlhf_model::{generate_from_tokens, CausalLm, GenerationConfig, Tokenizer};
 use rlhf_sft::data::tokenize_demonstrations;
-use rlhf_sft::sft::{STAGE_DIR, TASK_DEMONSTRATIONS, TASK_HELDOUT};
+use rlhf_sft::sft::STAGE_DIR;
 use rlhf_sft::trainer::evaluate;
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
@@ -70,8 +70,9 @@ fn main() -> Result<()> {
     let prompts: usize = args.get(3).map_or(Ok(200), |n| n.parse()).context("prompts")?;
     tch::set_num_threads(2);
 
-    let demos: Vec<Demonstration> = read_records(run_dir.join(TASK_DEMONSTRATIONS))?;
-    let heldout: Vec<Demonstration> = read_records(run_dir.join(TASK_HELDOUT))?;
+    let files = rlhf_task::TaskFiles::in_dir(&run_dir.join("data"));
+    let demos: Vec<Demonstration> = read_records(&files.demonstrations)?;
+    let heldout: Vec<Demonstration> = read_records(&files.heldout_demonstrations)?;
     let demo_score = mean(demos.iter().map(|d| rlhf_task::judge(&d.prompt, &d.response).score));
     let heldout_score = mean(heldout.iter().map(|d| rlhf_task::judge(&d.prompt, &d.response).score));
     println!("demonstrations: gold judge mean {demo_score:.3} (train), {heldout_score:.3} (held-out)");

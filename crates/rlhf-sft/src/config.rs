@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 
 pub use rlhf_train::{LoraSection, TrainConfig};
-use rlhf_task::TaskConfig;
 use serde::{Deserialize, Serialize};
 
 /// Pretraining of the embedded task's base model (`rlhf-sft pretrain`).
@@ -111,8 +110,6 @@ pub struct SftConfig {
     pub model: SftModelConfig,
     pub lora: LoraSection,
     pub data: SftDataConfig,
-    /// Sizes of the embedded task, used where `data` says "task".
-    pub task: TaskConfig,
     pub train: TrainConfig,
 }
 
@@ -129,18 +126,15 @@ pub struct SftModelConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SftDataConfig {
-    /// A demonstrations Parquet file, or "task": the embedded task's, written to
-    /// `<run-dir>/data/demonstrations.parquet` when missing.
+    /// The demonstrations table (relative to the run directory; `rlhf-task generate` writes the
+    /// embedded task's as `data/demonstrations.parquet`).
     pub demonstrations: String,
-    /// Held-out demonstrations for the eval loss: a Parquet file, "task"
-    /// (`<run-dir>/data/demonstrations_heldout.parquet`, the name `rlhf-task generate` writes) or "" for none.
+    /// Held-out demonstrations for the eval loss (`data/demonstrations_heldout.parquet` for the
+    /// embedded task), or "" for none.
     pub heldout: String,
     /// Longer `prompt ++ response ++ eos` sequences are cut to this many tokens.
     pub max_seq_len: usize,
 }
-
-/// The value of [`SftDataConfig`] fields that selects the embedded task.
-pub const TASK: &str = "task";
 
 impl Default for SftModelConfig {
     fn default() -> Self {
@@ -150,6 +144,10 @@ impl Default for SftModelConfig {
 
 impl Default for SftDataConfig {
     fn default() -> Self {
-        SftDataConfig { demonstrations: TASK.into(), heldout: TASK.into(), max_seq_len: 256 }
+        SftDataConfig {
+            demonstrations: "data/demonstrations.parquet".into(),
+            heldout: "data/demonstrations_heldout.parquet".into(),
+            max_seq_len: 256,
+        }
     }
 }

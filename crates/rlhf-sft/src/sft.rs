@@ -6,14 +6,14 @@
 //! `<run-dir>/sft/` gets the resolved `config.toml`, and the training loop ([`crate::trainer`]) its
 //! checkpoints, metrics and `final/`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use rlhf_data::{read_records, write_records, Demonstration};
+use rlhf_data::{read_records, Demonstration};
 use rlhf_model::device::seed_everything;
 use rlhf_model::{CausalLm, Tokenizer};
 use rlhf_train::{train_state, StageDir};
 
-use crate::config::{SftConfig, TASK};
+use crate::config::SftConfig;
 use crate::data::{tokenize_demonstrations, Example};
 use crate::error::{Error, Result};
 use crate::trainer::{self, TrainJob};
@@ -21,30 +21,17 @@ use crate::{Outcome, RunOptions};
 
 /// The stage directory inside a run directory.
 pub const STAGE_DIR: &str = "sft";
-/// The embedded task's training demonstrations inside a run directory.
-pub const TASK_DEMONSTRATIONS: &str = "data/demonstrations.parquet";
-/// The embedded task's held-out demonstrations inside a run directory.
-pub const TASK_HELDOUT: &str = "data/demonstrations_heldout.parquet";
-
-/// Reads the demonstrations `value` names: a Parquet file, or ("task") the embedded task's table in
-/// `run_dir/task_file`, generated when missing and queued in `pending` to be written once all
-/// input has been checked.
-fn read_demonstrations(
-    value: &str,
-    task_file: &str,
-    config: &SftConfig,
-    run_dir: &Path,
-    pending: &mut Vec<(PathBuf, Vec<Demonstration>)>,
-) -> Result<Vec<Demonstration>> {
-    let path = if value == TASK { run_dir.join(task_file) } else { rlhf_train::resolve(run_dir, value) };
-    let rows = if value == TASK && !path.exists() {
-        let data = rlhf_task::generate(&config.task);
-        let rows = if task_file == TASK_DEMONSTRATIONS { data.demonstrations } else { data.heldout_demonstrations };
-        pending.push((path.clone(), rows.clone()));
-        rows
-    } else {
-        read_records(&path)?
-    };
+/// Reads the demonstrations table `path` (relative to the run directory); it must have rows.
+fn read_demonstrations(path: &str, run_dir: &Path) -> Result<Vec<Demonstration>> {
+    let path = rlhf_train::resolve(run_dir, path);
+    if !path.is_file() && !path.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{}: demonstrations table not found (for the embedded task, `rlhf-task generate --out {}` writes it)",
+            path.display(),
+            run_dir.join("data").display()
+        )));
+    }
+    let rows: Vec<Demonstration> = read_records(&path)?;
     if rows.is_empty() {
         return Err(Error::Invalid(format!("{}: has no demonstrations", path.display())));
     }
@@ -83,23 +70,18 @@ pub fn run(config: &SftConfig, run_dir: &Path, options: &RunOptions) -> Result<O
         model.add_lora(&lora)?;
     }
 
-    let mut pending = Vec::new();
     let max_len = config.data.max_seq_len.min(model.config().max_positions() as usize);
-    let rows = read_demonstrations(&config.data.demonstrations, TASK_DEMONSTRATIONS, config, run_dir, &mut pending)?;
+    let rows = read_demonstrations(&config.data.demonstrations, run_dir)?;
     let train = tokenize(&rows, &tokenizer, max_len, "training")?;
     let eval = match config.data.heldout.as_str() {
         "" => Vec::new(),
         value => {
-            let rows = read_demonstrations(value, TASK_HELDOUT, config, run_dir, &mut pending)?;
+            let rows = read_demonstrations(value, run_dir)?;
             tokenize(&rows, &tokenizer, max_len, "held-out")?
         }
     };
     tracing::info!(train = train.len(), heldout = eval.len(), lora = config.lora.enabled, "demonstrations");
 
-    for (path, rows) in pending {
-        write_records(&path, &rows)?;
-        tracing::info!(path = %path.display(), rows = rows.len(), "wrote the embedded task's demonstrations");
-    }
     rlhf_data::config::write_config(config, &dir.config_file())?;
     let summary = trainer::train(
         &model,

@@ -30,7 +30,8 @@ fn run_ok(cmd: &mut Command) -> Result<Output> {
 fn a_killed_run_resumes_to_the_same_weights() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let base = common::tiny_base(&tmp.path().join("base"));
-    let mut config = common::sft_config(&base, "task", "task", 60);
+    let (demos, heldout) = common::small_task_files(&tmp.path().join("data"));
+    let mut config = common::sft_config(&base, &demos, &heldout, 60);
     config.train.checkpoint_every = 5;
     config.train.eval_every = 20;
     let config_path = tmp.path().join("sft.toml");
@@ -74,7 +75,8 @@ fn bad_input_is_one_error_line_and_writes_nothing() -> Result<()> {
     let base = common::tiny_base(&tmp.path().join("base"));
     let run = tmp.path().join("run");
     let config_path = tmp.path().join("sft.toml");
-    write_config(&common::sft_config(&base, "task", "task", 5), &config_path)?;
+    let (demos, heldout) = common::small_task_files(&tmp.path().join("data"));
+    write_config(&common::sft_config(&base, &demos, &heldout, 5), &config_path)?;
 
     fails(sft(&config_path, &run, &["--set", "model.base=/no/such/base"]), &run, "/no/such/base")?;
     fails(sft(&config_path, &run, &["--set", "train.lrr=1"]), &run, "unknown field `lrr`")?;

@@ -10,6 +10,8 @@
 //! - [`trainer`]: the gradient-descent loop (micro-batches, accumulation, clipping, schedule,
 //!   evaluation cadence, NaN guard, progress bar, metrics, checkpoints, resume); a stage implements
 //!   [`TrainStep`] for its own forward, loss and metrics;
+//! - [`judges`]: judges named in configuration (`gold`, `sim:panel`, `rm:<dir>`) behind
+//!   `rlhf_data::Judge`, a reward model among them ([`judges::RewardJudge`]);
 //! - [`cli`]: what every stage binary's command line shares, and the entry point;
 //! - [`testing`]: what the stages' kill-and-resume tests share.
 //!
@@ -19,6 +21,7 @@ pub mod batching;
 pub mod cli;
 pub mod config;
 mod error;
+pub mod judges;
 pub mod stage;
 pub mod testing;
 pub mod train_state;

@@ -61,13 +61,14 @@ pub fn write_comparisons(path: &Path, rows: &[Comparison]) -> PathBuf {
 /// A fast config training `policy` on `comparisons` (absolute paths).
 pub fn config(policy: &Path, comparisons: &Path) -> DpoConfig {
     let mut config = DpoConfig::default();
+    config.gold_judge = "gold".into();
     config.model.policy = policy.to_path_buf();
     config.data.comparisons = comparisons.to_path_buf();
     config.data.heldout_fraction = 0.2;
     config.data.max_prompt_len = 64;
     config.data.max_response_len = 64;
-    config.online.prompts = "task".into();
-    config.task = small_task();
+    let task_dir = comparisons.parent().expect("a file in a directory").join("task");
+    config.online.prompts = rlhf_task::write_task(&small_task(), &task_dir).unwrap().train_prompts;
     config.online.max_new_tokens = 24;
     config.train = TrainConfig {
         epochs: 2,

@@ -36,6 +36,8 @@ fn model_config(tokenizer: &Tokenizer) -> ModelConfig {
 pub struct Fixture {
     pub policy: PathBuf,
     pub reward: PathBuf,
+    /// The small task's training prompts.
+    pub prompts: PathBuf,
 }
 
 /// A random tiny policy (seeded) and the last-token reward model (its score weight NaN when asked).
@@ -70,18 +72,19 @@ pub fn fixture(dir: &Path, nan_reward: bool) -> Fixture {
     reward.set_source_dir(Some(tokenizer_dir));
     let reward_dir = dir.join("reward");
     reward.save_pretrained(&reward_dir).unwrap();
-    Fixture { policy: policy_dir, reward: reward_dir }
+    let prompts = rlhf_task::write_task(&small_task(), &dir.join("data")).unwrap().train_prompts;
+    Fixture { policy: policy_dir, reward: reward_dir, prompts }
 }
 
 /// A fast config on the fixture (absolute paths, the small task's prompts).
 pub fn config(fixture: &Fixture) -> PpoConfig {
     let mut config = PpoConfig::default();
+    config.gold_judge = "gold".into();
     config.model.policy = fixture.policy.clone();
     config.model.reference = fixture.policy.clone();
     config.reward.models = vec![RewardModelEntry { path: fixture.reward.clone(), weight: 1.0 }];
     config.critic = CriticKind::Separate;
-    config.data.prompts = "task".into();
-    config.task = small_task();
+    config.data.prompts = fixture.prompts.display().to_string();
     config.generation.max_new_tokens = 24;
     config.kl.beta = 0.01;
     config.kl.target = 1.0;

@@ -69,6 +69,7 @@ pub fn easy_comparisons(n: usize) -> Vec<Comparison> {
 /// A config that trains in seconds: `policy` and `comparisons` as given (absolute paths).
 pub fn fast_config(policy: &Path, comparisons: &Path, max_steps: u64) -> RewardConfig {
     let mut config = RewardConfig::default();
+    config.gold_judge = "gold".into();
     config.model.policy = policy.to_path_buf();
     config.data.comparisons = comparisons.display().to_string();
     config.data.heldout_fraction = 0.25;

@@ -63,7 +63,6 @@ pub fn sft_config(base: &Path, demonstrations: &str, heldout: &str, max_steps: u
     config.model.base = base.to_path_buf();
     config.data.demonstrations = demonstrations.into();
     config.data.heldout = heldout.into();
-    config.task = small_task();
     config.train = small_train(max_steps);
     config
 }
@@ -75,6 +74,12 @@ pub fn write_jsonl(path: &Path, demonstrations: &[Demonstration]) {
         .map(|d| serde_json::json!({"prompt": d.prompt, "response": d.response}).to_string())
         .collect();
     std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+/// Writes the small task's tables into `dir` and returns (demonstrations, held-out) paths.
+pub fn small_task_files(dir: &Path) -> (String, String) {
+    let files = rlhf_task::write_task(&small_task(), dir).unwrap();
+    (files.demonstrations.display().to_string(), files.heldout_demonstrations.display().to_string())
 }
 
 /// The small task's demonstrations (train, held-out).
