@@ -2,7 +2,8 @@
 //! depends on no tch crate; it prepares libtorch, then drives `cargo` and the stage binaries.
 //!
 //! - `setup`     fetch libtorch 2.11.0 (CPU) through PyPI into `.libtorch/` (idempotent)
-//! - `test`      run the whole test suite (nextest when installed, else `cargo test`)
+//! - `test`      the tidy gate (rustfmt, clippy), then the whole test suite (nextest when
+//!               installed, else `cargo test`)
 //! - `pipeline`  the end-to-end run on the embedded default task (or another preset)
 //! - `stage`     one step of a pipeline preset on its own
 //! - `bench`     the benchmarks; each writes `target/bench/<name>.json`
@@ -27,7 +28,7 @@ struct Cli {
 enum Task {
     /// Fetch libtorch 2.11.0 (CPU) into .libtorch/ unless LIBTORCH or LIBTORCH_USE_PYTORCH is set.
     Setup,
-    /// Build and run the whole test suite (cargo-nextest when installed, else cargo test).
+    /// Check formatting and clippy, then build and run the whole test suite (cargo-nextest when installed, else cargo test).
     Test {
         /// Extra arguments passed to the test runner (after `--`).
         #[arg(last = true)]
@@ -129,6 +130,7 @@ fn has_nextest() -> bool {
 }
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
+    tidy(root)?;
     let torch = libtorch::ensure(root)?;
     // One optimised build serves both the binaries the integration tests drive and the tests
     // themselves (tensor code is unbearably slow unoptimised, and building twice costs minutes).
@@ -145,6 +147,18 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     }
     cmd.args(extra);
     run(cmd)
+}
+
+/// The tidy gate (rust-analyzer style): the tree is formatted by the workspace's `rustfmt.toml`,
+/// and clippy finds nothing (`-D warnings`) in any target. Runs before the build and the tests.
+fn tidy(root: &Path) -> Result<()> {
+    let mut fmt = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    fmt.current_dir(root).args(["fmt", "--all", "--", "--check"]);
+    run(fmt).context("the tree is not formatted: run `cargo fmt --all`")?;
+    let torch = libtorch::ensure(root)?;
+    let mut clippy = cargo(root, &torch);
+    clippy.args(["clippy", "--release", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    run(clippy).context("clippy found problems")
 }
 
 fn run_pipeline(root: &Path, args: &PipelineArgs, only: Option<&str>) -> Result<()> {
