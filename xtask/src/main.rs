@@ -2,8 +2,7 @@
 //! depends on no tch crate; it prepares libtorch, then drives `cargo` and the stage binaries.
 //!
 //! - `setup`     fetch libtorch 2.11.0 (CPU) through PyPI into `.libtorch/` (idempotent)
-//! - `test`      the tidy gate (rustfmt, clippy), then the whole test suite (nextest when
-//!               installed, else `cargo test`)
+//! - `test`      the tidy gate (rustfmt, clippy), then the whole test suite (nextest or `cargo test`)
 //! - `pipeline`  the end-to-end run on the embedded default task (or another preset)
 //! - `stage`     one step of a pipeline preset on its own
 //! - `bench`     the benchmarks; each writes `target/bench/<name>.json`

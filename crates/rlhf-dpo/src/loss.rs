@@ -96,7 +96,7 @@ impl LossConfig {
 
     /// Checks the coefficients.
     pub fn validate(&self) -> Result<()> {
-        if !(self.beta > 0.0) {
+        if self.beta.is_nan() || self.beta <= 0.0 {
             return Err(Error::Invalid(format!("loss.beta must be > 0, got {}", self.beta)));
         }
         if !(0.0..0.5).contains(&self.label_smoothing) {

@@ -130,13 +130,13 @@ pub fn scatter(title: &str, x_label: &str, clouds: &[Series], labelled: &[Labell
         for (i, (name, pts)) in clouds.iter().enumerate() {
             let color = COLORS[(i + 2) % COLORS.len()].mix(0.45);
             let solid = COLORS[(i + 2) % COLORS.len()];
-            let mut drawn = chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(plot_err)?;
-            legend(&mut drawn, name, solid, 3);
+            let drawn = chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(plot_err)?;
+            legend(drawn, name, solid, 3);
         }
         for (i, (name, pts)) in labelled.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
-            let mut drawn = chart.draw_series(pts.iter().map(|(x, y, _)| Circle::new((*x, *y), 6, color.filled()))).map_err(plot_err)?;
-            legend(&mut drawn, name, color, 6);
+            let drawn = chart.draw_series(pts.iter().map(|(x, y, _)| Circle::new((*x, *y), 6, color.filled()))).map_err(plot_err)?;
+            legend(drawn, name, color, 6);
             if font {
                 chart
                     .draw_series(pts.iter().map(|(x, y, label)| {

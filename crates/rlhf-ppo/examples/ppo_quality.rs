@@ -126,8 +126,8 @@ fn main() -> Result<()> {
             println!("{name}: {:.3} (iteration {}) -> {:.3} (iteration {})", a.value, a.step, b.value, b.step);
         }
     }
-    for i in 0..3.min(prompts.len()) {
-        println!("  {:?}\n    {stage} {:?}\n    sft {:?}", prompts[i], trained.text[i], sft.text[i]);
+    for ((prompt, ours), theirs) in prompts.iter().zip(&trained.text).zip(&sft.text).take(3) {
+        println!("  {prompt:?}\n    {stage} {ours:?}\n    sft {theirs:?}");
     }
     Ok(())
 }

@@ -146,7 +146,7 @@ impl Layout {
 pub enum Critic {
     None,
     /// A transformer with a per-token scalar head (initialised from a reward model).
-    Separate(SequenceClassifier),
+    Separate(Box<SequenceClassifier>),
     /// A value head on the policy's final hidden states.
     Shared(ValueHead),
 }

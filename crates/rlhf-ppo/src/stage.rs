@@ -138,7 +138,7 @@ pub fn run(config: &PpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
                 resolve(run_dir, &config.model.critic)
             };
             require_dir(&critic_dir, "model.critic", "a reward-model checkpoint")?;
-            Critic::Separate(SequenceClassifier::from_pretrained(&critic_dir, placement.device, placement.kind)?)
+            Critic::Separate(Box::new(SequenceClassifier::from_pretrained(&critic_dir, placement.device, placement.kind)?))
         }
         (AdvantageKind::Gae, CriticKind::Shared) => {
             Critic::Shared(ValueHead::new(policy.config().hidden_size(), placement.device, placement.kind))

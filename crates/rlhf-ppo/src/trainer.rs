@@ -172,7 +172,7 @@ fn all_finite(t: &Tensor) -> bool {
 }
 
 /// The tensors a checkpoint holds, by file name: the policy's trainable store and the critic's.
-fn checkpoint_stores<'m>(models: &'m Models) -> Vec<(&'static str, &'m tch::nn::VarStore)> {
+fn checkpoint_stores(models: &Models) -> Vec<(&'static str, &tch::nn::VarStore)> {
     let policy = models.policy.lora().map_or_else(|| models.policy.var_store(), |l| &l.var_store);
     let mut stores = vec![("policy", policy)];
     match &models.critic {
@@ -291,7 +291,7 @@ impl Loop<'_> {
                             mask,
                             cfg.clip_value,
                         );
-                        loss = loss + &vf.loss * cfg.vf_coef;
+                        loss += &vf.loss * cfg.vf_coef;
                         step.value_loss += vf.loss.double_value(&[]) * weight;
                         step.value_clip_fraction += vf.clip_fraction.double_value(&[]) * weight;
                     }

@@ -226,5 +226,5 @@ pub fn train(model: &SequenceClassifier, job: &TrainJob<'_>, metrics: MetricsLog
     };
     trainer.run(&mut step, phase)?;
     model.set_training(false);
-    Ok(trainer.finish(&mut step)?)
+    trainer.finish(&mut step)
 }

@@ -49,13 +49,14 @@ pub const ANNOTATOR: Style = Style {
 
 fn adjective(rng: &mut TaskRng, style: &Style) -> &'static str {
     let u = rng.uniform();
-    if u < style.positive {
-        *rng.pick(POSITIVE)
+    let words = if u < style.positive {
+        POSITIVE
     } else if u < style.positive + style.negative {
-        *rng.pick(NEGATIVE)
+        NEGATIVE
     } else {
-        *rng.pick(NEUTRAL)
-    }
+        NEUTRAL
+    };
+    rng.pick::<&str>(words)
 }
 
 /// One content sentence about `topic`.

@@ -133,6 +133,9 @@ pub struct TrainSummary<T, E> {
     pub tokens_per_s: f64,
 }
 
+/// The summary of a run of stage `S`.
+pub type Summary<S> = TrainSummary<<S as TrainStep>::Train, <S as TrainStep>::Eval>;
+
 /// Examples, tokens and seconds of training steps.
 #[derive(Clone, Copy, Debug, Default)]
 struct Throughput {
@@ -176,7 +179,7 @@ pub struct Trainer<'a, S: TrainStep> {
     /// Every step of this process, and the current logging interval.
     throughput: Throughput,
     interval: (S::Interval, u64, Throughput),
-    summary: TrainSummary<S::Train, S::Eval>,
+    summary: Summary<S>,
 }
 
 impl<'a, S: TrainStep> Trainer<'a, S> {
@@ -367,7 +370,7 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
 
     /// Ends the run: a last held-out evaluation unless one was just taken, the metrics written.
     /// Saving the model is the stage's. Returns the summary and the metrics log.
-    pub fn finish(mut self, stage: &mut S) -> Result<(TrainSummary<S::Train, S::Eval>, MetricsLog), S::Error> {
+    pub fn finish(mut self, stage: &mut S) -> Result<(Summary<S>, MetricsLog), S::Error> {
         self.progress.finish_and_clear();
         if self.evaluated_at != Some(self.step) {
             self.summary.eval_after = self.evaluate(stage)?;

@@ -87,7 +87,7 @@ impl Trainer {
         let mut trainer = Trainer::new();
         let state = train_state::load(
             checkpoint,
-            &mut [("model", &mut trainer.vs)],
+            &[("model", &mut trainer.vs)],
             &mut trainer.optimizer,
         )?;
         trainer.rng = restore_rng(&state.rng_state)?;
@@ -140,7 +140,7 @@ fn the_saved_state_round_trips() -> Result<()> {
     let mut fresh = Trainer::new();
     let state = train_state::load(
         &checkpoint,
-        &mut [("model", &mut fresh.vs)],
+        &[("model", &mut fresh.vs)],
         &mut fresh.optimizer,
     )?;
     assert_eq!(state, trainer.state());
@@ -199,7 +199,7 @@ fn saving_a_step_again_replaces_it() -> Result<()> {
     let mut fresh = Trainer::new();
     train_state::load(
         &checkpoint,
-        &mut [("model", &mut fresh.vs)],
+        &[("model", &mut fresh.vs)],
         &mut fresh.optimizer,
     )?;
     assert_eq!(
@@ -238,7 +238,7 @@ fn loading_a_model_the_checkpoint_lacks_is_an_error() -> Result<()> {
     let mut fresh = Trainer::new();
     let error = train_state::load(
         &checkpoint,
-        &mut [("value", &mut fresh.vs)],
+        &[("value", &mut fresh.vs)],
         &mut fresh.optimizer,
     )
     .unwrap_err();

@@ -2,6 +2,7 @@
 //! trained on the embedded task's corpus (random weights: DPO only needs a differentiable policy),
 //! comparisons labelled by the task's simulated annotators, and a fast config.
 #![allow(dead_code)] // each test binary uses its own subset
+#![allow(clippy::field_reassign_with_default)] // test configs: defaults with a few fields set
 
 use std::path::{Path, PathBuf};
 

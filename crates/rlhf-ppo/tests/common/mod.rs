@@ -4,6 +4,7 @@
 //! `pad_token_id = eos` makes it read the token before eos). With the missing-eos penalty the
 //! reward is mostly "end the response": a random policy rarely does, PPO learns to.
 #![allow(dead_code)] // each test binary uses its own subset
+#![allow(clippy::field_reassign_with_default)] // test configs: defaults with a few fields set
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,7 @@
 //! Shared by the integration tests: fixtures, a tiny random policy checkpoint with a trained BPE
 //! tokenizer, easy comparisons on the embedded task's prompts, and a fast config.
 #![allow(dead_code)] // each test binary uses its own subset
+#![allow(clippy::field_reassign_with_default)] // test configs: defaults with a few fields set
 
 use std::path::{Path, PathBuf};
 
