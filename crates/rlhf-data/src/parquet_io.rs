@@ -83,8 +83,13 @@ pub(crate) fn table_parts(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(names.into_iter().map(|name| dir.join(name)).collect())
 }
 
+/// Whether `name` is that of a [`PendingFile`]'s temporary file.
+pub(crate) fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
 /// A temporary file that is deleted when dropped, unless it was renamed into place. Its name is
-/// hidden, so readers of a table directory skip it.
+/// hidden, so readers of a table directory skip it (see [`is_temporary`]).
 struct PendingFile {
     temp: PathBuf,
     renamed: bool,

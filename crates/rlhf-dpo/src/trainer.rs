@@ -256,7 +256,7 @@ impl<'a> Trainer<'a> {
             live_reference,
             metrics: {
                 let mut log = MetricsLog::open(job.dir.join(METRICS_FILE), crate::STAGE_DIR)?;
-                log.rewind(summary.resumed_from, |_| true);
+                log.rewind(summary.resumed_from, |_| true)?;
                 log
             },
             job,

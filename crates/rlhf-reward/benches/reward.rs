@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use rlhf_data::bench_support::{cpu_seconds, write_report};
-use rlhf_data::MetricsLog;
+use rlhf_data::{read_records, Metric, MetricsLog};
 use rlhf_model::{LlamaConfig, ModelConfig, SequenceClassifier, TokenIds, TrainRng};
 use rlhf_reward::config::{LossConfig, TrainConfig};
 use rlhf_reward::RewardConfig;
@@ -97,8 +97,8 @@ fn main() -> anyhow::Result<()> {
     let cpu_before = cpu_seconds();
     trainer::train(&mut model, &job, &mut metrics)?;
     let cpu = cpu_seconds() - cpu_before;
-    let per_step: Vec<f64> = metrics
-        .rows()
+    metrics.flush()?;
+    let per_step: Vec<f64> = read_records::<Metric>(tmp.join("metrics.parquet"))?
         .iter()
         .filter(|m| m.name == "pairs_per_s" && m.step > WARMUP_STEPS)
         .map(|m| m.value)

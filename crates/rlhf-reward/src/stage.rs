@@ -213,10 +213,11 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
         ("identical_pairs_dropped", train.identical_pairs + heldout.identical_pairs),
         ("rows_cut", train_cut + heldout_cut),
     ];
-    metrics.rewind(None, |name| in_namespace("data/", name));
+    metrics.rewind(None, |name| in_namespace("data/", name))?;
     for (name, value) in data_stats {
         metrics.push(0, &format!("data/{name}"), value as f64);
     }
+    metrics.flush()?;
 
     let members = config.ensemble.members;
     let placement = options.placement;

@@ -203,7 +203,7 @@ pub fn train(model: &mut SequenceClassifier, job: &TrainJob<'_>, metrics: &mut M
         }
         None => BatchStream::length_bucketed(lengths, cfg.batch_size, TrainRng::seed_from_u64(job.seed), None)?,
     };
-    metrics.rewind(summary.resumed_from, |name| in_namespace(prefix, name));
+    metrics.rewind(summary.resumed_from, |name| in_namespace(prefix, name))?;
     let start = summary.resumed_from.unwrap_or(0);
     let total = if cfg.max_steps > 0 {
         cfg.max_steps

@@ -217,7 +217,7 @@ pub fn train(model: &CausalLm, job: &TrainJob<'_>) -> Result<TrainSummary> {
         min_lr_ratio: cfg.min_lr_ratio,
     };
     let mut metrics = MetricsLog::open(job.dir.join(METRICS_FILE), job.stage)?;
-    metrics.rewind(summary.resumed_from, |_| true);
+    metrics.rewind(summary.resumed_from, |_| true)?;
 
     let pb = if job.progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
     pb.set_style(
