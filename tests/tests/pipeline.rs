@@ -42,7 +42,7 @@ fn tiny_preset_runs_reports_and_takes_a_swapped_stage() -> Result<()> {
         ensure!(Path::new(&done).exists(), "step {} left no {done}", step.name);
     }
     for stage in ["sft", "rm", "ppo", "dpo", "round-2/rm", "round-2/ppo"] {
-        ensure!(run.join(stage).join("metrics.parquet").is_file(), "{stage} wrote no metrics");
+        ensure!(run.join(stage).join("metrics.parquet").exists(), "{stage} wrote no metrics");
     }
     let merged = rlhf_data::read_records::<rlhf_data::Comparison>(run.join("round-2/data/comparisons.parquet"))?.len();
     let first = rlhf_data::read_records::<rlhf_data::Comparison>(run.join("data/comparisons.parquet"))?.len();

@@ -52,6 +52,16 @@ pub enum Error {
     },
     #[error("{}: is a directory, expected a file", path.display())]
     IsDirectory { path: PathBuf },
+    #[error("{}: is a directory without part files (*.parquet), expected a table", path.display())]
+    EmptyTable { path: PathBuf },
+    #[error("{}: has columns {found}, expected {expected} like {}", path.display(), first.display())]
+    PartColumns {
+        path: PathBuf,
+        found: String,
+        expected: String,
+        /// The table's first part, whose columns the others must have.
+        first: PathBuf,
+    },
     #[error("{}: not a readable Parquet file: {reason}", path.display())]
     Parquet { path: PathBuf, reason: String },
     #[error("{}: cannot write Parquet: {reason}", path.display())]

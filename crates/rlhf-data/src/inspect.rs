@@ -1,5 +1,5 @@
-//! A readable summary of any Parquet table: its kind when recognised, schema, row count and
-//! first rows.
+//! A readable summary of any Parquet table (a file or a directory of parts): its kind when
+//! recognised, schema, row count and first rows.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -22,6 +22,8 @@ pub struct TableSummary {
     pub kind: Option<Kind>,
     pub schema: SchemaRef,
     pub rows: u64,
+    /// How many part files the table has, when it is a directory.
+    pub parts: Option<usize>,
     /// The first rows, with every column.
     pub head: Option<RecordBatch>,
 }
@@ -45,11 +47,12 @@ fn recognise(schema: &Schema) -> Option<Kind> {
     })
 }
 
-/// Reads the footer and first batch of `path`, keeping up to `head_rows` rows.
+/// Reads the footers and first batch of `path`, keeping up to `head_rows` rows.
 pub fn inspect(path: impl AsRef<Path>, head_rows: usize) -> Result<TableSummary> {
     let mut reader = TableReader::open(path)?;
     let schema = reader.schema().clone();
     let rows = reader.num_rows();
+    let parts = reader.parts();
     let head = match head_rows {
         0 => None,
         _ => reader
@@ -62,6 +65,7 @@ pub fn inspect(path: impl AsRef<Path>, head_rows: usize) -> Result<TableSummary>
         kind: recognise(&schema),
         schema,
         rows,
+        parts,
         head,
     })
 }
@@ -94,6 +98,9 @@ impl fmt::Display for TableSummary {
             (None, _) => writeln!(f, "kind: not recognised")?,
         }
         writeln!(f, "rows: {}", self.rows)?;
+        if let Some(parts) = self.parts {
+            writeln!(f, "parts: {parts}")?;
+        }
         writeln!(f, "schema:")?;
         for line in render_schema(&self.schema).lines() {
             writeln!(f, "  {line}")?;

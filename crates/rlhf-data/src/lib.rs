@@ -6,6 +6,15 @@
 //! and read back with its schema checked ([`read_records`], [`RecordReader`], [`read_table`]).
 //! Extra columns survive: readers hand back the original batches, and [`append_column`] adds one.
 //!
+//! A table is one file, except those a stage appends to while it trains (PPO's `rollouts.parquet`,
+//! the training stages' `metrics.parquet`): an [`AppendTable`] is a directory of part files
+//! `part-00000.parquet`, `part-00001.parquet`, … (one per flush, each written atomically with the
+//! same schema and metadata), the dataset layout pandas (`pd.read_parquet(dir)`), pyarrow
+//! (`pq.read_table(dir)`), polars (`pl.read_parquet(dir + "/*.parquet")`) and DuckDB
+//! (`read_parquet('dir/*.parquet')`) read as one table. Every reader here reads either form as one
+//! table: a directory's parts in order, hidden files (`.`, `_`) skipped. [`MetricsLog`] is a
+//! stage's metrics table.
+//!
 //! [`import()`] turns JSON Lines or Parquet in the common Hugging Face layouts into these tables;
 //! [`expand_ranking`] turns a ranking of K responses into K·(K−1)/2 comparisons;
 //! [`inspect`] and [`validate_table`] back the `rlhf-data inspect` and `validate` commands.
@@ -15,6 +24,7 @@
 //! and simulated annotators in `rlhf-task`, reward models, AI judges, people): it scores responses
 //! and/or prefers one of two with a confidence ([`Judgment`]).
 
+mod append_table;
 mod arrays;
 pub mod cli;
 pub mod config;
@@ -29,6 +39,7 @@ mod ranking;
 mod records;
 mod schema;
 
+pub use append_table::AppendTable;
 pub use error::{Error, Location, Result};
 pub use import::{import, ImportOptions, ImportSummary};
 pub use inspect::{inspect, TableSummary};

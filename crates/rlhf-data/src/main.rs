@@ -68,7 +68,7 @@ fn importable_kinds() -> impl TypedValueParser<Value = Kind> {
 
 #[derive(Debug, Args)]
 struct InspectArgs {
-    /// A Parquet table
+    /// A Parquet table: a file, or a directory of part files read as one table
     file: PathBuf,
     /// How many rows to show
     #[arg(long, default_value_t = 3)]
@@ -77,7 +77,7 @@ struct InspectArgs {
 
 #[derive(Debug, Args)]
 struct ValidateArgs {
-    /// A Parquet table
+    /// A Parquet table: a file, or a directory of part files read as one table
     file: PathBuf,
     /// The kind of table it must be
     #[arg(long, value_enum)]

@@ -1,57 +1,53 @@
-//! A stage's `metrics.parquet` while it trains: rows are kept in memory and the whole table is
-//! rewritten atomically on every flush, so a killed run leaves the last flushed table intact and a
-//! resumed one continues it.
+//! A stage's `metrics.parquet` while it trains: an [`AppendTable`] of [`Metric`] rows that grows
+//! by one part per flush, so a killed run leaves the rows of its last flush and a resumed one
+//! rewinds them to its checkpoint and continues.
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::Result;
-use crate::{read_records, write_records, Metric};
+use crate::{AppendTable, Metric};
 
 /// The metrics table of one stage.
 pub struct MetricsLog {
     stage: String,
-    path: PathBuf,
-    rows: Vec<Metric>,
+    table: AppendTable<Metric>,
 }
 
 impl MetricsLog {
     /// Keeps the rows already in `path`, if any; [`MetricsLog::rewind`] drops what a resumed run
     /// will log again.
     pub fn open(path: impl Into<PathBuf>, stage: &str) -> Result<Self> {
-        let path = path.into();
-        let rows = if path.is_file() { read_records(&path)? } else { Vec::new() };
-        Ok(MetricsLog { stage: stage.into(), path, rows })
+        Ok(MetricsLog { stage: stage.into(), table: AppendTable::open(path)? })
     }
 
     /// Drops the rows whose name `in_scope` accepts and that were logged after `kept_step` (all
-    /// of them for `None`, a fresh start).
-    pub fn rewind(&mut self, kept_step: Option<u64>, in_scope: impl Fn(&str) -> bool) {
-        self.rows.retain(|m| !in_scope(&m.name) || kept_step.is_some_and(|s| m.step <= s));
-    }
-
-    /// The rows so far.
-    pub fn rows(&self) -> &[Metric] {
-        &self.rows
+    /// of them for `None`, a fresh start): from the table on disk at once, and from the rows not
+    /// flushed yet.
+    pub fn rewind(&mut self, kept_step: Option<u64>, in_scope: impl Fn(&str) -> bool) -> Result<()> {
+        self.table.retain(|m| !in_scope(&m.name) || kept_step.is_some_and(|s| m.step <= s))
     }
 
     pub fn push(&mut self, step: u64, name: &str, value: f64) {
         let wall_time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        self.rows.push(Metric { stage: self.stage.clone(), step, name: name.into(), value, wall_time });
+        self.table.push(Metric { stage: self.stage.clone(), step, name: name.into(), value, wall_time });
     }
 
-    /// Writes the table (nothing while it is empty).
-    pub fn flush(&self) -> Result<()> {
-        if !self.rows.is_empty() {
-            write_records(&self.path, &self.rows)?;
-        }
-        Ok(())
+    /// Appends the rows pushed since the last flush to the table, as one part (nothing when there
+    /// are none).
+    pub fn flush(&mut self) -> Result<()> {
+        self.table.flush()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::read_records;
+
+    fn logged(path: &std::path::Path) -> Vec<(u64, String)> {
+        read_records::<Metric>(path).unwrap().into_iter().map(|m| (m.step, m.name)).collect()
+    }
 
     #[test]
     fn a_resumed_log_keeps_the_rows_up_to_its_step() {
@@ -61,15 +57,23 @@ mod tests {
         for step in 1..=4 {
             log.push(step, "loss", step as f64);
             log.push(step, "eval/loss", step as f64);
+            if step % 2 == 1 {
+                log.flush().unwrap();
+            }
         }
         log.flush().unwrap();
+        assert_eq!(logged(&path).len(), 8);
         let mut resumed = MetricsLog::open(&path, "sft").unwrap();
-        resumed.rewind(Some(2), |name| !name.contains('/'));
-        let kept: Vec<(u64, &str)> = resumed.rows().iter().map(|m| (m.step, m.name.as_str())).collect();
-        assert_eq!(kept.iter().filter(|(_, n)| *n == "loss").count(), 2);
-        assert_eq!(kept.iter().filter(|(_, n)| *n == "eval/loss").count(), 4);
-        resumed.rewind(None, |_| true);
-        assert!(resumed.rows().is_empty());
-        assert_eq!(read_records::<Metric>(&path).unwrap().len(), 8, "the file changes only on flush");
+        resumed.rewind(Some(2), |name| !name.contains('/')).unwrap();
+        let kept = logged(&path);
+        assert_eq!(kept.iter().filter(|(_, n)| n == "loss").map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(kept.iter().filter(|(_, n)| n == "eval/loss").count(), 4);
+        resumed.push(3, "loss", 3.0);
+        resumed.rewind(None, |name| name.starts_with("eval/")).unwrap();
+        resumed.flush().unwrap();
+        let names: Vec<(u64, String)> = vec![(1, "loss".into()), (2, "loss".into()), (3, "loss".into())];
+        assert_eq!(logged(&path), names, "row order is kept");
+        resumed.rewind(None, |_| true).unwrap();
+        assert!(!path.exists(), "a fresh start deletes the table");
     }
 }

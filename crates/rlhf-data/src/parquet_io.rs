@@ -3,6 +3,9 @@
 //! and removed on any error, so a destination either holds a whole table or is untouched.
 //! Reading streams batches and checks each against the record's schema; columns the record does
 //! not know are kept in the batches handed back, never dropped.
+//!
+//! A table is one Parquet file or a directory of part files read in order as one table (the layout
+//! of `AppendTable`, see [`table_parts`]); every reader here takes either.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::BufWriter;
@@ -58,7 +61,35 @@ pub(crate) fn open_file(path: &Path) -> Result<File> {
     File::open(path).map_err(|error| Error::io(path, "open", error))
 }
 
-/// A temporary file that is deleted when dropped, unless it was renamed into place.
+/// The part files of a table directory, in order: its `*.parquet` files except hidden ones (names
+/// starting with `.` or `_`, skipped as pyarrow and Spark skip them; temporary files are hidden),
+/// ordered by name with a number before `.parquet` compared as a number (`part-9`, `part-10`).
+pub(crate) fn table_parts(dir: &Path) -> Result<Vec<PathBuf>> {
+    fn order(name: &str) -> (&str, u128, &str) {
+        let stem = name.strip_suffix(".parquet").unwrap_or(name);
+        let prefix = stem.trim_end_matches(|c: char| c.is_ascii_digit());
+        (prefix, stem[prefix.len()..].parse().unwrap_or(0), name)
+    }
+    let listed = |error| Error::io(dir, "list", error);
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(listed)? {
+        if let Ok(name) = entry.map_err(listed)?.file_name().into_string() {
+            if name.ends_with(".parquet") && !name.starts_with(['.', '_']) {
+                names.push(name);
+            }
+        }
+    }
+    names.sort_by(|a, b| order(a).cmp(&order(b)));
+    Ok(names.into_iter().map(|name| dir.join(name)).collect())
+}
+
+/// Whether `name` is that of a [`PendingFile`]'s temporary file.
+pub(crate) fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
+/// A temporary file that is deleted when dropped, unless it was renamed into place. Its name is
+/// hidden, so readers of a table directory skip it (see [`is_temporary`]).
 struct PendingFile {
     temp: PathBuf,
     renamed: bool,
@@ -325,45 +356,87 @@ pub fn write_records<R: Record>(path: impl AsRef<Path>, records: &[R]) -> Result
     writer.finish()
 }
 
-/// Reads any Parquet table as record batches, without checking its columns.
+/// Reads any Parquet table as record batches, without checking its columns. A directory's parts
+/// are read one after another; each must have the first part's columns.
 pub struct TableReader {
     path: PathBuf,
     schema: SchemaRef,
     rows: u64,
-    batches: ParquetRecordBatchReader,
+    /// `Some(n)` for a directory of `n` parts.
+    parts: Option<usize>,
+    /// The parts not opened yet.
+    unread: std::vec::IntoIter<PathBuf>,
+    /// The part being read.
+    current: Option<(PathBuf, ParquetRecordBatchReader)>,
+}
+
+/// Opens one Parquet file for reading.
+fn open_part(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    ParquetRecordBatchReaderBuilder::try_new(open_file(path)?)
+        .map_err(|error| Error::parquet(path, error))
+        .map(|builder| builder.with_batch_size(BATCH_ROWS))
 }
 
 impl TableReader {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let builder = ParquetRecordBatchReaderBuilder::try_new(open_file(path)?)
-            .map_err(|error| Error::parquet(path, error))?
-            .with_batch_size(BATCH_ROWS);
-        let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
-        let schema = builder.schema().clone();
-        let batches = builder
-            .build()
-            .map_err(|error| Error::parquet(path, error))?;
+        let metadata = fs::metadata(path).map_err(|error| Error::io(path, "open", error))?;
+        let (parts, count) = if metadata.is_dir() {
+            let parts = table_parts(path)?;
+            if parts.is_empty() {
+                return Err(Error::EmptyTable { path: path.to_path_buf() });
+            }
+            let count = parts.len();
+            (parts, Some(count))
+        } else {
+            (vec![path.to_path_buf()], None)
+        };
+        let mut schema: Option<SchemaRef> = None;
+        let mut rows = 0;
+        for part in &parts {
+            let builder = open_part(part)?;
+            rows += builder.metadata().file_metadata().num_rows().max(0) as u64;
+            match &schema {
+                None => schema = Some(builder.schema().clone()),
+                Some(first) if first.fields() != builder.schema().fields() => {
+                    return Err(Error::PartColumns {
+                        path: part.clone(),
+                        found: column_list(builder.schema()),
+                        expected: column_list(first),
+                        first: parts[0].clone(),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
         Ok(TableReader {
             path: path.to_path_buf(),
-            schema,
+            schema: schema.expect("a table has a part"),
             rows,
-            batches,
+            parts: count,
+            unread: parts.into_iter(),
+            current: None,
         })
     }
 
+    /// The table: a file or a directory of parts.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The file's schema, with every column it has.
+    /// The schema, with every column the table has (a directory's: its first part's).
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
     }
 
-    /// The row count recorded in the file's footer.
+    /// The row count recorded in the footers.
     pub fn num_rows(&self) -> u64 {
         self.rows
+    }
+
+    /// How many part files the table has, when it is a directory.
+    pub fn parts(&self) -> Option<usize> {
+        self.parts
     }
 }
 
@@ -371,18 +444,30 @@ impl Iterator for TableReader {
     type Item = Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let batch = self.batches.next()?;
-        Some(batch.map_err(|error| Error::parquet(&self.path, error)))
+        loop {
+            if let Some((part, batches)) = &mut self.current {
+                if let Some(batch) = batches.next() {
+                    return Some(batch.map_err(|error| Error::parquet(part, error)));
+                }
+            }
+            let part = self.unread.next()?;
+            let batches = open_part(&part)
+                .and_then(|builder| builder.build().map_err(|error| Error::parquet(&part, error)));
+            match batches {
+                Ok(batches) => self.current = Some((part, batches)),
+                Err(error) => return Some(Err(error)),
+            }
+        }
     }
 }
 
 /// One batch of a table read as records of type `R`.
 #[derive(Debug, Clone)]
 pub struct RecordChunk<R> {
-    /// The row of the file this chunk starts at.
+    /// The row of the table this chunk starts at.
     pub first_row: u64,
     pub records: Vec<R>,
-    /// The same rows with every column of the file, extra columns included.
+    /// The same rows with every column of the table, extra columns included.
     pub batch: RecordBatch,
 }
 
@@ -423,7 +508,7 @@ impl<R: Record> RecordReader<R> {
         self.table.path()
     }
 
-    /// The file's schema, with every column it has.
+    /// The table's schema, with every column it has.
     pub fn schema(&self) -> &SchemaRef {
         self.table.schema()
     }
@@ -457,14 +542,14 @@ impl<R: Record> Iterator for RecordReader<R> {
 /// A whole table in memory: typed records plus the original batches with every column.
 #[derive(Debug, Clone)]
 pub struct Table<R> {
-    /// The file's schema, extra columns included.
+    /// The table's schema, extra columns included.
     pub schema: SchemaRef,
     pub records: Vec<R>,
     pub batches: Vec<RecordBatch>,
 }
 
 impl<R: Record> Table<R> {
-    /// The file's columns that `R` does not have.
+    /// The table's columns that `R` does not have.
     pub fn extra_columns(&self) -> Vec<FieldRef> {
         let known = R::schema();
         self.schema

@@ -1,5 +1,5 @@
 //! Parquet tables: round-trips of every record kind, schema snapshots, schema checks on read,
-//! atomic writes, and extra columns kept.
+//! atomic writes, extra columns kept, and directories of parts read as one table.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -225,11 +225,13 @@ fn unreadable_files_are_named() {
     let text = dir.path().join("text.parquet");
     std::fs::write(&text, "{\"prompt\": \"not parquet\"}\n").unwrap();
     let missing = dir.path().join("missing.parquet");
+    let empty = dir.path().join("empty.parquet");
+    std::fs::create_dir(&empty).unwrap();
     let cases: [(&PathBuf, &str); 4] = [
         (&truncated, "not a readable Parquet file: "),
         (&text, "not a readable Parquet file: "),
         (&missing, "cannot open: No such file or directory"),
-        (&dir.path().to_path_buf(), "is a directory, expected a file"),
+        (&empty, "is a directory without part files (*.parquet), expected a table"),
     ];
     for (path, message) in cases {
         let error = read_records::<Comparison>(path).unwrap_err().to_string();
@@ -481,4 +483,36 @@ fn inspect_recognises_untagged_tables_by_their_columns() {
         assert_eq!((summary.kind, summary.rows), (kind, 2));
         assert_eq!(summary.head.unwrap().num_rows(), 1);
     }
+}
+
+#[test]
+fn a_directory_of_parts_reads_as_one_table_in_part_order() {
+    let dir = TempDir::new().unwrap();
+    let table = dir.path().join("prompts.parquet");
+    let prompt = |i: usize| Prompt { id: format!("p{i}"), prompt: format!("prompt {i}") };
+    // Numbers compare as numbers; hidden and `_` files are not parts.
+    for (name, index) in [("part-10.parquet", 2), ("part-2.parquet", 1), ("part-0.parquet", 0)] {
+        write_records(table.join(name), &[prompt(index)]).unwrap();
+    }
+    std::fs::write(table.join("_SUCCESS"), "").unwrap();
+    std::fs::write(table.join(".part-11.parquet.7.0.tmp"), "partial").unwrap();
+    assert_eq!(read_records::<Prompt>(&table).unwrap(), (0..3).map(prompt).collect::<Vec<_>>());
+    assert_eq!(validate_table(&table, Kind::Prompts).unwrap(), 3);
+    let summary = inspect(&table, 1).unwrap();
+    assert_eq!((summary.rows, summary.parts), (3, Some(3)));
+    assert!(summary.to_string().contains("parts: 3\n"), "{summary}");
+    assert_eq!(inspect(table.join("part-0.parquet"), 1).unwrap().parts, None);
+
+    // Every part must have the first part's columns.
+    let other = table.join("part-20.parquet");
+    write_records(&other, &[Demonstration::default()]).unwrap();
+    let error = read_records::<Prompt>(&table).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        format!(
+            "{}: has columns (id: Utf8, prompt: Utf8, response: Utf8), expected (id: Utf8, prompt: Utf8) like {}",
+            other.display(),
+            table.join("part-0.parquet").display()
+        )
+    );
 }

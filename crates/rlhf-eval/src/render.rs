@@ -36,7 +36,7 @@ pub struct Written {
 fn stage_series(run_dir: &Path, stage: &str) -> Result<BTreeMap<String, Vec<(f64, f64)>>> {
     let path = run_dir.join(stage).join("metrics.parquet");
     let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    if path.is_file() {
+    if path.exists() {
         for m in read_records::<Metric>(&path)? {
             series.entry(m.name).or_default().push((m.step as f64, m.value));
         }

@@ -4,9 +4,10 @@
 //! PPO with a critic and GAE (Huang et al., "The N Implementation Details of RLHF with PPO";
 //! InstructGPT), or the critic-free GRPO and RLOO baselines. [`stage::run`] takes a [`PpoConfig`]
 //! (`configs/ppo.toml`) and a run directory and writes `<run>/ppo/`: `config.toml` (resolved),
-//! `rollouts.parquet` and `metrics.parquet` (appended every iteration), `checkpoints/step-N/`
-//! (resume) and `final/` (a Hugging Face checkpoint). The math lives in [`advantage`], [`loss`] and
-//! [`kl`]; rewards in [`reward`]; sampling and scoring in [`rollout`]; the loop in [`trainer`].
+//! `rollouts.parquet` and `metrics.parquet` (append-only: one part file per iteration),
+//! `checkpoints/step-N/` (resume) and `final/` (a Hugging Face checkpoint). The math lives in
+//! [`advantage`], [`loss`] and [`kl`]; rewards in [`reward`]; sampling and scoring in [`rollout`];
+//! the loop in [`trainer`].
 
 pub mod advantage;
 pub mod config;

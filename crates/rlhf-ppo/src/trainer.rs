@@ -3,10 +3,10 @@
 //! RLOO), and runs PPO epochs over minibatches; then it appends its rollouts and metrics, adapts β
 //! and, every `train.checkpoint_every` iterations, saves a resumable checkpoint.
 //!
-//! The stage directory holds `rollouts.parquet` and `metrics.parquet` (rewritten atomically each
-//! iteration), `checkpoints/step-N/` (trainable tensors, optimizer, KL controller, reward moments,
-//! prompt position, RNG) and finally `final/`. Models stay in eval mode (no dropout), so the first
-//! minibatch's ratio is exactly 1.
+//! The stage directory holds `rollouts.parquet` and `metrics.parquet` (append-only tables, one part
+//! file per iteration), `checkpoints/step-N/` (trainable tensors, optimizer, KL controller, reward
+//! moments, prompt position, RNG) and finally `final/`. Models stay in eval mode (no dropout), so
+//! the first minibatch's ratio is exactly 1.
 //!
 //! Metrics per iteration (`step` = iteration, 1-based): `objective/{score, rm_score,
 //! non_score_reward, rlhf_reward, kl, kl_coef, entropy, gold}` (score after shaping, raw reward-model
@@ -17,12 +17,11 @@
 //! and samples over the iteration's wall time), `time/{generation_s, scoring_s, training_s,
 //! generation_share}`, `train/{grad_norm, updates, skipped}`.
 
-use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use rlhf_data::{Metric, Prompt, Record, Rollout};
+use rlhf_data::{AppendTable, Metric, Prompt, Rollout};
 use rlhf_model::device::{peak_memory_bytes, seed_everything};
 use rlhf_model::{AdamW, CausalLm, GenerationConfig, LrSchedule, ScheduleKind, Tokenizer};
 use rlhf_train::{progress_bar, seed_for, train_state, trainable_variables, OnNonFinite, StageDir, TrainRng, TrainState};
@@ -126,29 +125,6 @@ impl PromptStream {
                 self.order[self.position - 1]
             })
             .collect()
-    }
-}
-
-/// Rows of a table rewritten atomically whenever they grow.
-struct Appended<R> {
-    path: PathBuf,
-    rows: Vec<R>,
-}
-
-impl<R: Record> Appended<R> {
-    /// Starts empty, or (resuming) keeps the rows `keep` accepts.
-    fn open(path: PathBuf, resuming: bool, keep: impl Fn(&R) -> bool) -> Result<Self> {
-        let rows = if resuming && path.is_file() {
-            rlhf_data::read_records::<R>(&path)?.into_iter().filter(keep).collect()
-        } else {
-            Vec::new()
-        };
-        Ok(Appended { path, rows })
-    }
-    fn append(&mut self, rows: Vec<R>) -> Result<()> {
-        self.rows.extend(rows);
-        rlhf_data::write_records(&self.path, &self.rows)?;
-        Ok(())
     }
 }
 
@@ -384,9 +360,11 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
         summary.resumed_from = Some(saved.step);
     }
     let start = summary.resumed_from.unwrap_or(0);
-    let resuming = summary.resumed_from.is_some();
-    let mut metrics = Appended::<Metric>::open(job.dir.metrics(), resuming, |m| m.step <= start)?;
-    let mut rollouts = Appended::<Rollout>::open(job.dir.root.join(ROLLOUTS_FILE), resuming, |r| u64::from(r.step) <= start)?;
+    // Rows after the checkpoint go (on a fresh start all of them: steps count from 1).
+    let mut metrics = AppendTable::<Metric>::open(job.dir.metrics())?;
+    metrics.retain(|m| m.step <= start)?;
+    let mut rollouts = AppendTable::<Rollout>::open(job.dir.root.join(ROLLOUTS_FILE))?;
+    rollouts.retain(|r| u64::from(r.step) <= start)?;
     let schedule = LrSchedule {
         kind: ScheduleKind::Constant,
         peak_lr: config.train.lr,
@@ -506,7 +484,8 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
                 step: step as u32,
             })
             .collect();
-        rollouts.append(records)?;
+        rollouts.extend(records);
+        rollouts.flush()?;
 
         // Metrics of the iteration.
         let n = samples.len() as f64;
@@ -551,12 +530,12 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
             values_out.push(("perf/peak_memory_bytes", bytes as f64));
         }
         let wall_time = now();
-        metrics.append(
+        metrics.extend(
             values_out
                 .iter()
-                .map(|&(name, value)| Metric { stage: STAGE_NAME.into(), step, name: name.into(), value, wall_time })
-                .collect(),
-        )?;
+                .map(|&(name, value)| Metric { stage: STAGE_NAME.into(), step, name: name.into(), value, wall_time }),
+        );
+        metrics.flush()?;
         pb.set_position(step);
         pb.set_message(format!("score {mean_score:.3} kl {mean_kl:.2}"));
         pb.suspend(|| {

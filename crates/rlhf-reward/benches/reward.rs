@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use rlhf_bench::{cpu_seconds, write_report};
-use rlhf_data::MetricsLog;
+use rlhf_data::{read_records, Metric, MetricsLog};
 use rlhf_model::{LlamaConfig, ModelConfig, SequenceClassifier, TokenIds};
 use rlhf_train::TrainRng;
 use rlhf_reward::config::{LossConfig, TrainConfig};
@@ -97,10 +97,9 @@ fn main() -> anyhow::Result<()> {
         progress: false,
     };
     let cpu_before = cpu_seconds();
-    let (_, metrics) = trainer::train(&model, &job, metrics)?;
+    trainer::train(&model, &job, metrics)?;
     let cpu = cpu_seconds() - cpu_before;
-    let per_step: Vec<f64> = metrics
-        .rows()
+    let per_step: Vec<f64> = read_records::<Metric>(tmp.join("metrics.parquet"))?
         .iter()
         .filter(|m| m.name == "pairs_per_s" && m.step > WARMUP_STEPS)
         .map(|m| m.value)

@@ -202,12 +202,16 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
         ("identical_pairs_dropped", train.identical_pairs + heldout.identical_pairs),
         ("rows_cut", train_cut + heldout_cut),
     ];
-    // Logged once: a resumed run keeps the rows of the run it continues (same config, same data).
-    if !metrics.rows().iter().any(|m| in_namespace("data/", &m.name)) {
+    // Logged once, at the start of a fresh run (a resumed run keeps the rows of the run it
+    // continues: same config, same data), and written at once.
+    let fresh = !stage.checkpoints().exists() && !dir.join(MEMBERS_DIR).exists();
+    if fresh {
+        metrics.rewind(None, |name| in_namespace("data/", name))?;
         for (name, value) in data_stats {
             metrics.push(0, &format!("data/{name}"), value as f64);
         }
     }
+    metrics.flush()?;
 
     let members = config.ensemble.members;
     let placement = options.placement;

@@ -206,7 +206,7 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
             });
         let step = resumed.as_ref().map_or(0, |r| r.step);
         let (prefix, owns) = (spec.metric_prefix.clone(), spec.owns_metric);
-        metrics.rewind(resumed.as_ref().map(|r| r.step), |name| owns(&prefix, name));
+        metrics.rewind(resumed.as_ref().map(|r| r.step), |name| owns(&prefix, name)).map_err(Error::from)?;
         let progress = progress_bar(spec.progress, &spec.name, "steps");
         progress.set_length(step);
         progress.set_position(step);
@@ -255,7 +255,7 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
     }
 
     /// Writes the metrics table.
-    pub fn flush_metrics(&self) -> Result<(), S::Error> {
+    pub fn flush_metrics(&mut self) -> Result<(), S::Error> {
         Ok(self.metrics.flush().map_err(Error::from)?)
     }
 
