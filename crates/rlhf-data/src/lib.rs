@@ -12,8 +12,8 @@
 //! same schema and metadata), the dataset layout pandas (`pd.read_parquet(dir)`), pyarrow
 //! (`pq.read_table(dir)`), polars (`pl.read_parquet(dir + "/*.parquet")`) and DuckDB
 //! (`read_parquet('dir/*.parquet')`) read as one table. Every reader here reads either form as one
-//! table: a directory's parts in order, hidden files (`.`, `_`) skipped. [`MetricsLog`] is a
-//! stage's metrics table.
+//! table: a directory's parts in order, hidden files (`.`, `_`) skipped (a stage's metrics table,
+//! `rlhf_train::MetricsLog`, is one).
 //!
 //! [`import()`] turns JSON Lines or Parquet in the common Hugging Face layouts into these tables;
 //! [`expand_ranking`] turns a ranking of K responses into K·(K−1)/2 comparisons;
@@ -33,7 +33,6 @@ mod import;
 mod inspect;
 mod judge;
 mod layouts;
-mod metrics_log;
 mod parquet_io;
 mod ranking;
 mod records;
@@ -45,7 +44,6 @@ pub use import::{import, ImportOptions, ImportSummary};
 pub use inspect::{inspect, TableSummary};
 pub use judge::{judgments_from_scores, Judge, Judgment, Preferred};
 pub use layouts::Format;
-pub use metrics_log::MetricsLog;
 pub use parquet_io::{
     append_column, concat_tables, read_records, read_table, validate_table, write_records, EncodedRowGroup,
     RecordChunk, RecordReader, RecordWriter, RowGroupEncoder, Table, TableReader, TableWriter,

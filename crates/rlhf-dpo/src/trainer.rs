@@ -6,8 +6,8 @@
 //! `disable_dropout`), so policy and reference see the same network.
 
 use rand::SeedableRng;
-use rlhf_data::MetricsLog;
 use rlhf_model::CausalLm;
+use rlhf_train::MetricsLog;
 use rlhf_train::batching::{BatchStream, StreamPosition};
 use rlhf_train::{seed_for, Phase, StageDir, StepWork, TrainRng, TrainSpec, TrainStep};
 use tch::{Kind, Tensor};

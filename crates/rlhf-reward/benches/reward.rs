@@ -13,9 +13,9 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use rlhf_bench::{cpu_seconds, write_report};
-use rlhf_data::{read_records, Metric, MetricsLog};
+use rlhf_data::{read_records, Metric};
 use rlhf_model::{LlamaConfig, ModelConfig, SequenceClassifier, TokenIds};
-use rlhf_train::TrainRng;
+use rlhf_train::{MetricsLog, TrainRng};
 use rlhf_reward::config::{LossConfig, TrainConfig};
 use rlhf_reward::RewardConfig;
 use rlhf_reward::data::{Pair, TokenizedPreference};

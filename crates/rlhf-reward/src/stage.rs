@@ -20,6 +20,7 @@ use rlhf_model::checkpoint::{read_config, save_dir_atomically, CONFIG_FILE};
 use rlhf_model::device::seed_everything;
 use rlhf_model::reward::{score_rows, EnsembleManifest, ENSEMBLE_FILE};
 use rlhf_model::{RewardNormalization, SequenceClassifier, Tokenizer};
+use rlhf_train::MetricsLog;
 use rlhf_train::config::ensure;
 use rlhf_data::Judge;
 use rlhf_train::{resolve, train_state, StageDir};
@@ -30,7 +31,6 @@ use crate::error::{Error, Result};
 use crate::model::write_manifest;
 use crate::table::read_prompt_responses;
 use crate::trainer::{self, in_namespace, HeldOut, TrainJob};
-use rlhf_data::MetricsLog;
 use crate::{Outcome, RunOptions};
 
 /// The stage directory inside a run directory.

@@ -6,9 +6,9 @@
 use std::path::Path;
 
 use rand::SeedableRng;
-use rlhf_data::MetricsLog;
 use rlhf_model::reward::score_rows;
 use rlhf_model::SequenceClassifier;
+use rlhf_train::MetricsLog;
 use rlhf_train::batching::BatchStream;
 use rlhf_train::{Phase, StepWork, TrainRng, TrainSpec, TrainStep, Trainer};
 use tch::{Device, Tensor};

@@ -7,8 +7,8 @@
 //! bit-identical weights, interrupted or not.
 
 use rand::SeedableRng;
-use rlhf_data::MetricsLog;
 use rlhf_model::{build_batch, sequence_logprobs, CausalLm, LogprobOptions, PaddingSide};
+use rlhf_train::MetricsLog;
 use rlhf_train::batching::BatchStream;
 use rlhf_train::{Phase, StageDir, StepWork, TrainRng, TrainSpec, TrainStep, Trainer};
 use tch::{Kind, Tensor};

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 mod error;
 pub mod judges;
+mod metrics_log;
 pub mod stage;
 pub mod testing;
 pub mod train_state;
@@ -29,6 +30,7 @@ pub mod trainer;
 
 pub use config::{LoraSection, OnNonFinite, TrainConfig};
 pub use error::{Error, Result};
+pub use metrics_log::MetricsLog;
 pub use stage::{resolve, Outcome, RunOptions, StageDir};
 pub use train_state::{TrainRng, TrainState};
 pub use trainer::{progress_bar, seed_for, trainable_variables, Phase, StepWork, TrainSpec, TrainStep, TrainSummary, Trainer};

@@ -16,11 +16,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rlhf_data::MetricsLog;
 use rlhf_model::device::{peak_memory_bytes, seed_everything};
 use rlhf_model::{AdamW, LrSchedule};
 use tch::nn::VarStore;
 
+use crate::metrics_log::MetricsLog;
 use crate::batching::{BatchStream, StreamPosition};
 use crate::config::{OnNonFinite, TrainConfig};
 use crate::error::Error;
@@ -206,7 +206,7 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
             });
         let step = resumed.as_ref().map_or(0, |r| r.step);
         let (prefix, owns) = (spec.metric_prefix.clone(), spec.owns_metric);
-        metrics.rewind(resumed.as_ref().map(|r| r.step), |name| owns(&prefix, name)).map_err(Error::from)?;
+        metrics.rewind(resumed.as_ref().map(|r| r.step), |name| owns(&prefix, name))?;
         let progress = progress_bar(spec.progress, &spec.name, "steps");
         progress.set_length(step);
         progress.set_position(step);
@@ -256,7 +256,7 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
 
     /// Writes the metrics table.
     pub fn flush_metrics(&mut self) -> Result<(), S::Error> {
-        Ok(self.metrics.flush().map_err(Error::from)?)
+        Ok(self.metrics.flush()?)
     }
 
     /// Held-out evaluation now, logged (`None` without a held-out set).
@@ -353,7 +353,7 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
         if !train_state::all_finite(&self.stores) {
             return Err(Error::NonFinite { quantity: "parameters".into(), step: self.step }.into());
         }
-        self.metrics.flush().map_err(Error::from)?;
+        self.metrics.flush()?;
         let state = TrainState {
             step: self.step,
             epoch: position.epoch,
@@ -378,7 +378,7 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
         if !train_state::all_finite(&self.stores) {
             return Err(Error::NonFinite { quantity: "parameters".into(), step: self.step }.into());
         }
-        self.metrics.flush().map_err(Error::from)?;
+        self.metrics.flush()?;
         self.summary.steps = self.step;
         (self.summary.examples_per_s, self.summary.tokens_per_s) = self.throughput.rates();
         Ok((self.summary, self.metrics))

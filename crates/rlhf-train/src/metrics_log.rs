@@ -5,8 +5,9 @@
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rlhf_data::{AppendTable, Metric};
+
 use crate::error::Result;
-use crate::{AppendTable, Metric};
 
 /// The metrics table of one stage.
 pub struct MetricsLog {
@@ -25,7 +26,7 @@ impl MetricsLog {
     /// of them for `None`, a fresh start): from the table on disk at once, and from the rows not
     /// flushed yet.
     pub fn rewind(&mut self, kept_step: Option<u64>, in_scope: impl Fn(&str) -> bool) -> Result<()> {
-        self.table.retain(|m| !in_scope(&m.name) || kept_step.is_some_and(|s| m.step <= s))
+        Ok(self.table.retain(|m| !in_scope(&m.name) || kept_step.is_some_and(|s| m.step <= s))?)
     }
 
     pub fn push(&mut self, step: u64, name: &str, value: f64) {
@@ -36,14 +37,14 @@ impl MetricsLog {
     /// Appends the rows pushed since the last flush to the table, as one part (nothing when there
     /// are none).
     pub fn flush(&mut self) -> Result<()> {
-        self.table.flush()
+        Ok(self.table.flush()?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::read_records;
+    use rlhf_data::read_records;
 
     fn logged(path: &std::path::Path) -> Vec<(u64, String)> {
         read_records::<Metric>(path).unwrap().into_iter().map(|m| (m.step, m.name)).collect()
