@@ -1,12 +1,12 @@
 //! The workspace's dependency rules (ARCHITECTURE.md, "Invariants"): stage crates never depend on
-//! each other and build on `rlhf-data` and `rlhf-model`; `rlhf-data`, `rlhf-task` and `xtask` build
-//! without libtorch; the crates below the stages never reach one.
+//! each other and build on `rlhf-data`, `rlhf-model` and the trainer core `rlhf-train`; `rlhf-data`,
+//! `rlhf-task`, `rlhf-bench` and `xtask` build without libtorch; the crates below the stages never
+//! reach one.
 //!
 //! Checked on the manifests alone (`cargo metadata --no-deps`: no lock-file resolution, no registry,
 //! no network): the non-dev dependency edges between workspace members are walked transitively, and
 //! the third-party crates every reached member declares are collected. No third-party crate pulls in
 //! tch, so a crate that reaches no member declaring `tch` or `torch-sys` builds without libtorch.
-//! `rlhf-train` (the trainer core between `rlhf-model` and the stages) is checked when it exists.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -16,9 +16,9 @@ use serde_json::Value;
 
 const STAGES: &[&str] = &["rlhf-sft", "rlhf-reward", "rlhf-ppo", "rlhf-dpo", "rlhf-eval"];
 const TORCH: &[&str] = &["tch", "torch-sys", "rlhf-model"];
-const NO_TORCH: &[&str] = &["rlhf-data", "rlhf-task", "xtask"];
-/// Crates the stages build on (those that exist: `rlhf-train` may not, yet); none may reach a stage.
-const BELOW_STAGES: &[&str] = &["rlhf-data", "rlhf-task", "rlhf-model", "rlhf-train"];
+const NO_TORCH: &[&str] = &["rlhf-data", "rlhf-task", "rlhf-bench", "xtask"];
+/// Crates the stages build on; none may reach a stage.
+const BELOW_STAGES: &[&str] = &["rlhf-data", "rlhf-task", "rlhf-bench", "rlhf-model", "rlhf-train"];
 
 /// Each workspace member's declared non-dev dependencies (normal and build), by package name.
 struct Workspace(BTreeMap<String, Vec<Dependency>>);
@@ -60,10 +60,6 @@ impl Workspace {
         Ok(Workspace(deps))
     }
 
-    fn has(&self, member: &str) -> bool {
-        self.0.contains_key(member)
-    }
-
     /// The members `root` reaches through non-dev dependencies, and every crate they declare (members
     /// and third-party), `root` itself excluded.
     fn closure(&self, root: &str) -> Result<BTreeSet<String>> {
@@ -98,12 +94,14 @@ fn stage_crates_only_meet_through_files() -> Result<()> {
     let workspace = Workspace::load()?;
     for stage in STAGES {
         let deps = workspace.closure(stage)?;
-        ensure!(deps.contains("rlhf-data") && deps.contains("rlhf-model"), "{stage} should build on rlhf-data and rlhf-model");
+        for shared in ["rlhf-data", "rlhf-model", "rlhf-train"] {
+            ensure!(deps.contains(shared), "{stage} should build on {shared}");
+        }
         for other in STAGES.iter().filter(|other| *other != stage) {
             ensure!(!deps.contains(*other), "{stage} depends on {other}: stages may only meet through files");
         }
     }
-    for base in BELOW_STAGES.iter().filter(|c| workspace.has(c)) {
+    for base in BELOW_STAGES {
         let deps = workspace.closure(base)?;
         for stage in STAGES {
             ensure!(!deps.contains(*stage), "{base} depends on the stage {stage}: stages build on it, not the other way");
