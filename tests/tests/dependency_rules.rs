@@ -63,7 +63,7 @@ impl Workspace {
     /// The members `root` reaches through non-dev dependencies, and every crate they declare (members
     /// and third-party), `root` itself excluded.
     fn closure(&self, root: &str) -> Result<BTreeSet<String>> {
-        ensure!(self.has(root), "{root} is not a workspace member");
+        ensure!(self.0.contains_key(root), "{root} is not a workspace member");
         let mut seen = BTreeSet::new();
         let mut todo = vec![root];
         while let Some(member) = todo.pop() {

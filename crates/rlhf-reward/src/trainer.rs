@@ -5,12 +5,10 @@
 
 use std::path::Path;
 
-use rand::SeedableRng;
 use rlhf_model::reward::score_rows;
 use rlhf_model::SequenceClassifier;
 use rlhf_train::MetricsLog;
-use rlhf_train::batching::BatchStream;
-use rlhf_train::{Phase, StepWork, TrainRng, TrainSpec, TrainStep, Trainer};
+use rlhf_train::{StepWork, TrainSpec, TrainStep, Trainer};
 use tch::{Device, Tensor};
 
 use crate::config::{LossConfig, TrainConfig};
@@ -210,21 +208,8 @@ pub fn train(model: &SequenceClassifier, job: &TrainJob<'_>, metrics: MetricsLog
         progress: job.progress,
     };
     let mut step = RewardStep { model, job };
-    let mut trainer = Trainer::open(spec, vec![(CHECKPOINT_MODEL, model.var_store())], metrics, &mut step)?;
     let lengths: Vec<usize> = job.train.iter().map(TokenizedPreference::tokens).collect();
-    let resume = trainer.resumed().map(|r| r.position.clone());
-    let mut stream = BatchStream::length_bucketed(lengths, cfg.batch_size, TrainRng::seed_from_u64(job.seed), resume.as_ref())?;
-    let total = cfg.total_steps(stream.batches_per_epoch());
-    let phase = Phase {
-        stream: &mut stream,
-        start: trainer.step(),
-        steps: total,
-        schedule: cfg.schedule(total),
-        last: true,
-        checkpoint_at_end: false,
-        extra: &|_| serde_json::Value::Null,
-    };
-    trainer.run(&mut step, phase)?;
+    let finished = Trainer::train_bucketed(spec, vec![(CHECKPOINT_MODEL, model.var_store())], metrics, &mut step, lengths);
     model.set_training(false);
-    trainer.finish(&mut step)
+    finished
 }

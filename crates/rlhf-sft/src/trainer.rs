@@ -6,11 +6,9 @@
 //! saves the model to its `final/`; on the CPU, the same seed, config and thread count give
 //! bit-identical weights, interrupted or not.
 
-use rand::SeedableRng;
 use rlhf_model::{build_batch, sequence_logprobs, CausalLm, LogprobOptions, PaddingSide};
 use rlhf_train::MetricsLog;
-use rlhf_train::batching::BatchStream;
-use rlhf_train::{Phase, StageDir, StepWork, TrainRng, TrainSpec, TrainStep, Trainer};
+use rlhf_train::{StageDir, StepWork, TrainSpec, TrainStep, Trainer};
 use tch::{Kind, Tensor};
 
 use crate::config::TrainConfig;
@@ -149,23 +147,9 @@ pub fn train(model: &CausalLm, job: &TrainJob<'_>) -> Result<TrainSummary> {
     };
     let mut step = LmStep { model, job };
     let metrics = MetricsLog::open(job.dir.metrics(), job.stage)?;
-    let mut trainer = Trainer::open(spec, vec![(CHECKPOINT_MODEL, store)], metrics, &mut step)?;
     let lengths: Vec<usize> = job.train.iter().map(Example::len).collect();
-    let resume = trainer.resumed().map(|r| r.position.clone());
-    let mut stream = BatchStream::length_bucketed(lengths, cfg.batch_size, TrainRng::seed_from_u64(job.seed), resume.as_ref())?;
-    let total = cfg.total_steps(stream.batches_per_epoch());
-    let phase = Phase {
-        stream: &mut stream,
-        start: trainer.step(),
-        steps: total,
-        schedule: cfg.schedule(total),
-        last: true,
-        checkpoint_at_end: false,
-        extra: &|_| serde_json::Value::Null,
-    };
-    trainer.run(&mut step, phase)?;
+    let (summary, _) = Trainer::train_bucketed(spec, vec![(CHECKPOINT_MODEL, store)], metrics, &mut step, lengths)?;
     model.set_training(false);
-    let (summary, _) = trainer.finish(&mut step)?;
     model.save_pretrained(job.dir.final_dir())?;
     Ok(summary)
 }

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
 use rlhf_model::device::{peak_memory_bytes, seed_everything};
 use rlhf_model::{AdamW, LrSchedule};
 use tch::nn::VarStore;
@@ -24,7 +25,7 @@ use crate::metrics_log::MetricsLog;
 use crate::batching::{BatchStream, StreamPosition};
 use crate::config::{OnNonFinite, TrainConfig};
 use crate::error::Error;
-use crate::train_state::{self, TrainState};
+use crate::train_state::{self, TrainRng, TrainState};
 
 /// A stream seed for step, iteration or round `index` of a run seeded with `seed`.
 pub fn seed_for(seed: u64, index: u64) -> u64 {
@@ -237,6 +238,35 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
             trainer.summary.eval_before = trainer.evaluate(stage)?;
         }
         Ok(trainer)
+    }
+
+    /// A whole run of one phase over length-bucketed micro-batches of the examples whose lengths
+    /// are given (SFT, the reward model): opens the trainer (resuming where a checkpoint says),
+    /// trains `config.total_steps` steps under the config's schedule and finishes.
+    pub fn train_bucketed(
+        spec: TrainSpec<'a>,
+        stores: Vec<(&'a str, &'a VarStore)>,
+        metrics: MetricsLog,
+        stage: &mut S,
+        lengths: Vec<usize>,
+    ) -> Result<(Summary<S>, MetricsLog), S::Error> {
+        let (config, seed) = (spec.config, spec.seed);
+        let mut trainer = Self::open(spec, stores, metrics, stage)?;
+        let resume = trainer.resumed().map(|r| r.position.clone());
+        let rng = TrainRng::seed_from_u64(seed);
+        let mut stream = BatchStream::length_bucketed(lengths, config.batch_size, rng, resume.as_ref())?;
+        let total = config.total_steps(stream.batches_per_epoch());
+        let phase = Phase {
+            stream: &mut stream,
+            start: trainer.step(),
+            steps: total,
+            schedule: config.schedule(total),
+            last: true,
+            checkpoint_at_end: false,
+            extra: &|_| serde_json::Value::Null,
+        };
+        trainer.run(stage, phase)?;
+        trainer.finish(stage)
     }
 
     /// Where this run continues, `None` for a fresh run.
