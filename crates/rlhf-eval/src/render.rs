@@ -238,9 +238,9 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// A titled list of `items` (`empty` when there are none).
-fn html_list(s: &mut String, title: &str, items: impl ExactSizeIterator<Item = String>, empty: &str) {
+fn html_list(s: &mut String, title: &str, items: Vec<String>, empty: &str) {
     let _ = write!(s, "<h2>{title}</h2><ul>");
-    if items.len() == 0 {
+    if items.is_empty() {
         let _ = write!(s, "<li>{empty}</li>");
     }
     for item in items {
@@ -251,7 +251,7 @@ fn html_list(s: &mut String, title: &str, items: impl ExactSizeIterator<Item = S
 
 fn html(judges: &[String], markdown_tables: &[(&str, &str)], flags: &[String], plots: &[(String, String, Vec<u8>)]) -> String {
     let mut s = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>rlhf-rs evaluation</title><style>body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #999;padding:3px 8px;text-align:right}td:first-child{text-align:left}</style></head><body><h1>rlhf-rs evaluation</h1>");
-    html_list(&mut s, "Judges", judges.iter().map(|j| j.replace('`', "")), "none");
+    html_list(&mut s, "Judges", judges.iter().map(|j| j.replace('`', "")).collect(), "none");
     for (title, table) in markdown_tables {
         let _ = write!(s, "<h2>{title}</h2><table>");
         for (i, line) in table.lines().enumerate().filter(|(i, _)| *i != 1) {
@@ -261,7 +261,7 @@ fn html(judges: &[String], markdown_tables: &[(&str, &str)], flags: &[String], p
         }
         s.push_str("</table>");
     }
-    html_list(&mut s, "Flags", flags.iter().map(|f| f.replace("**", "")), "none");
+    html_list(&mut s, "Flags", flags.iter().map(|f| f.replace("**", "")).collect(), "none");
     s.push_str("<h2>Plots</h2>");
     for (name, what, png) in plots {
         let data = base64::engine::general_purpose::STANDARD.encode(png);
