@@ -1,7 +1,11 @@
 //! `configs/eval.toml`: what `rlhf-eval report` evaluates and how. Paths are relative to the run
 //! directory; policies and reward models that are not there are skipped.
 
+use rlhf_data::Judge;
 use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::judges::{scorer, scorer_names};
 
 /// The report's settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -16,6 +20,10 @@ pub struct EvalConfig {
     pub reference: String,
     /// Reward-model directories (one checkpoint or an ensemble each).
     pub reward_models: Vec<String>,
+    /// The judge whose scores the report calls gold (and its win rates): `gold` is the embedded
+    /// task's rule, which means something only on the embedded task's data; "" for none (the
+    /// default: a user's own data has no gold judge).
+    pub gold_judge: String,
     pub data: DataConfig,
     pub generation: GenerationSettings,
     /// Bootstrap resamples for the win-rate confidence interval.
@@ -69,12 +77,25 @@ impl Default for EvalConfig {
             policies: ["base", "sft", "ppo", "round-*/ppo", "dpo"].map(String::from).to_vec(),
             reference: "sft".into(),
             reward_models: vec!["rm/final".into()],
+            gold_judge: String::new(),
             data: DataConfig::default(),
             generation: GenerationSettings::default(),
             bootstrap: 1000,
             batch_size: 32,
             flags: FlagConfig::default(),
         }
+    }
+}
+
+impl EvalConfig {
+    /// The judge `gold_judge` names (seeded with `seed`), `None` for ""; a name that is no judge, or
+    /// a judge that gives no scores, is an error naming the setting and the names it accepts.
+    pub fn gold_judge(&self) -> Result<Option<Box<dyn Judge>>> {
+        if self.gold_judge.is_empty() {
+            return Ok(None);
+        }
+        let accepted = [scorer_names(), vec!["\"\" (none)".into()]].concat();
+        scorer("gold_judge", &self.gold_judge, self.seed, accepted).map(Some)
     }
 }
 

@@ -3,12 +3,14 @@
 //!
 //! [`report`] evaluates every policy of a run directory on held-out prompts and [`render`] writes
 //! `<run>/eval/` (report.md, report.html, headline.md, metrics.parquet, PNG [`plots`]); [`score`]
-//! backs the `logprobs` and `compare` tools. The library takes config structs and writes files; the
-//! binary only parses the command line.
+//! backs the `logprobs` and `compare` tools; [`judges`] finds the judges they name (the report's gold
+//! judge, [`config::EvalConfig::gold_judge()`], and `compare --judge`). The library takes config
+//! structs and writes files; the binary only parses the command line.
 
 pub mod config;
 mod error;
 pub mod generate;
+pub mod judges;
 pub mod plots;
 pub mod render;
 pub mod report;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use rlhf_eval::config::EvalConfig;
 use rlhf_eval::generate::{generate_file, SampleConfig};
+use rlhf_eval::judges::{scorer, scorer_names};
 use rlhf_eval::render::write_report;
 use rlhf_eval::report::evaluate;
 use rlhf_eval::score::{compare_files, logprobs_file};
@@ -30,7 +31,7 @@ enum Command {
     Report(ReportArgs),
     /// Summed log-prob of each row's response given its prompt (adds columns logprob, num_tokens).
     Logprobs(LogprobsArgs),
-    /// Gold-judge win rate of A's responses over B's, rows matched by prompt.
+    /// Win rate of A's responses over B's by a judge's scores (--judge), rows matched by prompt.
     Compare(CompareArgs),
     /// Sample responses to prompts from a policy checkpoint (rows id, prompt, response, sample).
     Generate(GenerateArgs),
@@ -106,6 +107,9 @@ struct CompareArgs {
     a: PathBuf,
     /// Responses to compare against.
     b: PathBuf,
+    /// The judge that scores both sides: one that gives scores (gold: the embedded task's rule).
+    #[arg(long, default_value = "gold", value_name = "NAME")]
+    judge: String,
     /// Bootstrap resamples for the 95% CI.
     #[arg(long, default_value_t = 1000)]
     bootstrap: usize,
@@ -115,8 +119,9 @@ struct CompareArgs {
 
 fn report(args: &ReportArgs) -> anyhow::Result<()> {
     let config: EvalConfig = rlhf_data::config::load_config(args.config.as_deref(), &args.set)?;
+    let gold_judge = config.gold_judge()?;
     rlhf_data::config::write_config(&config, &args.run_dir.join("eval").join("config.toml"))?;
-    let evaluation = evaluate(&args.run_dir, &config, args.device.resolve()?)?;
+    let evaluation = evaluate(&args.run_dir, &config, gold_judge.as_deref(), args.device.resolve()?)?;
     let written = write_report(&evaluation, &config.flags)?;
     println!("report: {}\n        {}\n\n{}", written.report.display(), written.html.display(), written.headline);
     for flag in &written.flags {
@@ -134,7 +139,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(rows, out = %args.out.display(), "scored");
         }
         Command::Compare(args) => {
-            let w = compare_files(&args.a, &args.b, args.bootstrap, args.seed)?;
+            let judge = scorer("--judge", &args.judge, args.seed, scorer_names())?;
+            let w = compare_files(&args.a, &args.b, judge.as_ref(), args.bootstrap, args.seed)?;
             println!(
                 "win rate of {} over {}: {:.1}% (95% CI {:.1}–{:.1}%, {} prompts)",
                 args.a.display(), args.b.display(), 100.0 * w.rate, 100.0 * w.low, 100.0 * w.high, w.n

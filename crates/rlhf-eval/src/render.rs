@@ -1,7 +1,10 @@
 //! Writing an [`Evaluation`] out: `<run>/eval/report.md`, `headline.md` (the table the pipeline
-//! prints), a self-contained `report.html` (plots inlined as base64 PNGs), `metrics.parquet` and the
-//! PNG plots: the stages' training curves, proxy vs gold reward per policy, and the reward–KL frontier.
-//! Reward hacking is flagged when proxy reward rises while gold falls, or length or KL explode.
+//! prints, with the judges), a self-contained `report.html` (plots inlined as base64 PNGs),
+//! `metrics.parquet` and the PNG plots: the stages' training curves, proxy vs gold reward per policy,
+//! and the reward–KL frontier. Every page names its [`judges`]; without a gold judge the gold and
+//! win-rate columns, the proxy-vs-gold plot and the frontier's gold points are left out. Reward
+//! hacking is flagged when proxy reward rises while gold falls (with a gold judge), or length or KL
+//! explode.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,7 +16,7 @@ use rlhf_data::{read_records, write_records, Metric};
 use crate::config::FlagConfig;
 use crate::error::{Error, Result};
 use crate::plots::{self, Series};
-use crate::report::Evaluation;
+use crate::report::{Evaluation, PolicyResult};
 
 /// Stages whose `metrics.parquet` the report plots.
 pub const STAGES: &[&str] = &["base", "sft", "rm", "ppo", "dpo"];
@@ -28,6 +31,7 @@ const MAX_PANELS: usize = 9;
 pub struct Written {
     pub report: PathBuf,
     pub html: PathBuf,
+    /// The headline table and the judges (`headline.md`).
     pub headline: String,
     pub flags: Vec<String>,
 }
@@ -61,11 +65,11 @@ pub fn flags(eval: &Evaluation, ppo: &BTreeMap<String, Vec<(f64, f64)>>, limits:
     let reference = eval.reference.as_deref().and_then(|r| eval.policy(r));
     for p in &eval.policies {
         if let Some(r) = reference.filter(|r| r.name != p.name) {
-            if let (Some(pp), Some(rp)) = (eval.proxy(p), eval.proxy(r)) {
-                if pp > rp && p.gold < r.gold {
+            if let (Some(pp), Some(rp), Some(pg), Some(rg)) = (eval.proxy(p), eval.proxy(r), p.gold, r.gold) {
+                if pp > rp && pg < rg {
                     out.push(format!(
-                        "**{}**: proxy reward rose ({rp:.3} → {pp:.3}) while gold fell ({:.3} → {:.3}) relative to {}: reward hacking.",
-                        p.name, r.gold, p.gold, r.name
+                        "**{}**: proxy reward rose ({rp:.3} → {pp:.3}) while gold fell ({rg:.3} → {pg:.3}) relative to {}: reward hacking.",
+                        p.name, r.name
                     ));
                 }
             }
@@ -87,7 +91,8 @@ pub fn flags(eval: &Evaluation, ppo: &BTreeMap<String, Vec<(f64, f64)>>, limits:
         }
     }
     let trend = |keys: &[&str]| find(ppo, keys).and_then(|(name, s)| Some((name.clone(), s.first()?.1, s.last()?.1)));
-    if let (Some((rn, r0, r1)), Some((gn, g0, g1))) = (trend(PROXY_KEYS), trend(&["gold"])) {
+    let gold_trend = eval.gold_judge.as_ref().and_then(|_| trend(&["gold"]));
+    if let (Some((rn, r0, r1)), Some((gn, g0, g1))) = (trend(PROXY_KEYS), gold_trend) {
         if r1 > r0 && g1 < g0 {
             out.push(format!("**ppo training**: `{rn}` rose ({r0:.3} → {r1:.3}) while `{gn}` fell ({g0:.3} → {g1:.3}): reward hacking."));
         }
@@ -98,36 +103,83 @@ pub fn flags(eval: &Evaluation, ppo: &BTreeMap<String, Vec<(f64, f64)>>, limits:
     out
 }
 
-/// The headline table: policy, gold, proxy, KL, win rate vs the reference, length.
-pub fn headline(eval: &Evaluation) -> String {
-    let reference = eval.reference.as_deref().unwrap_or("reference");
-    let mut s = format!("| policy | gold | proxy | KL | win rate vs {reference} (95% CI) | length |\n|---|---|---|---|---|---|\n");
+/// The judges the report used, as markdown list items: the gold judge (or that there is none) and
+/// the reward models giving the proxy rewards, by directory (`rm:<dir>`).
+pub fn judges(eval: &Evaluation) -> Vec<String> {
+    let gold = eval.gold_judge.as_ref().map_or_else(
+        || "gold: no gold judge configured: gold scores and win rates are not shown".to_string(),
+        |judge| format!("gold: `{}` — {}", judge.name, judge.description),
+    );
+    let proxy = match eval.reward_models.split_first() {
+        None => "none (no reward model found)".to_string(),
+        Some((first, rest)) => std::iter::once(format!("`rm:{first}` (the headline's proxy)"))
+            .chain(rest.iter().map(|rm| format!("`rm:{rm}`")))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    vec![gold, format!("proxy: {proxy}")]
+}
+
+/// A table column: its header and each policy's cell.
+type Column<'a> = (String, Box<dyn Fn(&PolicyResult) -> String + 'a>);
+
+fn column<'a>(header: impl Into<String>, cell: impl Fn(&PolicyResult) -> String + 'a) -> Column<'a> {
+    (header.into(), Box::new(cell))
+}
+
+/// A markdown table of `columns` (`None`: left out), one row per policy.
+fn table<'a>(eval: &Evaluation, columns: impl IntoIterator<Item = Option<Column<'a>>>) -> String {
+    let columns: Vec<Column> = columns.into_iter().flatten().collect();
+    let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+    let mut s = line(columns.iter().map(|(header, _)| header.clone()).collect());
+    let _ = writeln!(s, "|{}", "---|".repeat(columns.len()));
     for p in &eval.policies {
-        let win = p.win.map_or("–".into(), |w| format!("{:.1}% [{:.1}, {:.1}]", 100.0 * w.rate, 100.0 * w.low, 100.0 * w.high));
-        let _ = writeln!(s, "| {} | {:.3} | {} | {} | {win} | {:.1} |", p.name, p.gold, fmt(eval.proxy(p)), fmt(p.kl), p.length);
+        s.push_str(&line(columns.iter().map(|(_, cell)| cell(p)).collect()));
     }
     s
+}
+
+/// The headline table: policy, gold, proxy, KL, win rate vs the reference, length (gold and win
+/// rate only with a gold judge).
+pub fn headline(eval: &Evaluation) -> String {
+    let reference = eval.reference.as_deref().unwrap_or("reference");
+    let gold = eval.gold_judge.is_some();
+    let win = |p: &PolicyResult| p.win.map_or("–".into(), |w| format!("{:.1}% [{:.1}, {:.1}]", 100.0 * w.rate, 100.0 * w.low, 100.0 * w.high));
+    table(
+        eval,
+        [
+            Some(column("policy", |p| p.name.clone())),
+            gold.then(|| column("gold", |p| fmt(p.gold))),
+            Some(column("proxy", |p| fmt(eval.proxy(p)))),
+            Some(column("KL", |p| fmt(p.kl))),
+            gold.then(|| column(format!("win rate vs {reference} (95% CI)"), win)),
+            Some(column("length", |p| format!("{:.1}", p.length))),
+        ],
+    )
 }
 
 fn details(eval: &Evaluation) -> String {
-    let rms: String = eval.reward_models.iter().map(|rm| format!(" proxy `{rm}` |")).collect();
-    let mut s = format!(
-        "| policy | gold |{rms} KL | perplexity | length | EOS rate | distinct-1 | distinct-2 |\n|---|---|{}---|---|---|---|---|---|\n",
-        "---|".repeat(eval.reward_models.len())
-    );
-    for p in &eval.policies {
-        let proxies: String = p.proxy.iter().map(|v| format!(" {v:.3} |")).collect();
-        let _ = writeln!(
-            s,
-            "| {} | {:.3} |{proxies} {} | {} | {:.1} | {:.2} | {:.3} | {:.3} |",
-            p.name, p.gold, fmt(p.kl), fmt(p.perplexity), p.length, p.eos_rate, p.distinct1, p.distinct2
-        );
-    }
-    s
+    let gold = eval.gold_judge.is_some();
+    let head = [Some(column("policy", |p| p.name.clone())), gold.then(|| column("gold", |p| fmt(p.gold)))];
+    let proxies = eval.reward_models.iter().enumerate().map(|(i, rm)| column(format!("proxy `{rm}`"), move |p| fmt(p.proxy.get(i).copied())));
+    let rest = [
+        column("KL", |p| fmt(p.kl)),
+        column("perplexity", |p| fmt(p.perplexity)),
+        column("length", |p| format!("{:.1}", p.length)),
+        column("EOS rate", |p| format!("{:.2}", p.eos_rate)),
+        column("distinct-1", |p| format!("{:.3}", p.distinct1)),
+        column("distinct-2", |p| format!("{:.3}", p.distinct2)),
+    ];
+    table(eval, head.into_iter().chain(proxies.chain(rest).map(Some)))
 }
 
-/// The plots: (file name, what it shows, PNG bytes).
-fn draw_plots(eval: &Evaluation, stages: &BTreeMap<&str, BTreeMap<String, Vec<(f64, f64)>>>) -> Result<Vec<(String, String, Vec<u8>)>> {
+/// Each stage's metric series by name: (step, value) points.
+type StageSeries<'a> = BTreeMap<&'a str, BTreeMap<String, Vec<(f64, f64)>>>;
+/// A plot: (file name, what it shows, PNG bytes).
+type Plot = (String, String, Vec<u8>);
+
+/// The plots.
+fn draw_plots(eval: &Evaluation, stages: &StageSeries<'_>) -> Result<Vec<Plot>> {
     let mut out = Vec::new();
     for (stage, series) in stages {
         let panels: Vec<(String, Vec<Series>)> = series
@@ -142,26 +194,33 @@ fn draw_plots(eval: &Evaluation, stages: &BTreeMap<&str, BTreeMap<String, Vec<(f
             out.push((format!("training_{stage}.png"), what, plots::curves(&panels)?));
         }
     }
-    let by_index = |f: &dyn Fn(&crate::report::PolicyResult) -> Option<f64>| -> Vec<(f64, f64)> {
-        eval.policies.iter().enumerate().filter_map(|(i, p)| f(p).map(|v| (i as f64, v))).collect()
-    };
+    let gold = eval.gold_judge.is_some();
     let names: Vec<&str> = eval.policies.iter().map(|p| p.name.as_str()).collect();
-    let gap = vec![(
-        "proxy vs gold".to_string(),
-        vec![("gold".to_string(), by_index(&|p| Some(p.gold))), ("proxy".to_string(), by_index(&|p| eval.proxy(p)))],
-    )];
-    let what = format!("mean gold score (blue) and proxy reward (red) per policy, x = policy in the order {}; a widening gap is over-optimisation", names.join(", "));
-    out.push(("proxy_vs_gold.png".into(), what, plots::points(&gap, "policy")?));
-    let at_kl = |f: &dyn Fn(&crate::report::PolicyResult) -> Option<f64>| -> Vec<(f64, f64, String)> {
+    if gold {
+        let by_index = |f: &dyn Fn(&PolicyResult) -> Option<f64>| -> Vec<(f64, f64)> {
+            eval.policies.iter().enumerate().filter_map(|(i, p)| f(p).map(|v| (i as f64, v))).collect()
+        };
+        let gap = vec![(
+            "proxy vs gold".to_string(),
+            vec![("gold".to_string(), by_index(&|p| p.gold)), ("proxy".to_string(), by_index(&|p| eval.proxy(p)))],
+        )];
+        let what = format!("mean gold score (blue) and proxy reward (red) per policy, x = policy in the order {}; a widening gap is over-optimisation", names.join(", "));
+        out.push(("proxy_vs_gold.png".into(), what, plots::points(&gap, "policy")?));
+    }
+    let at_kl = |f: &dyn Fn(&PolicyResult) -> Option<f64>| -> Vec<(f64, f64, String)> {
         eval.policies.iter().filter_map(|p| Some((p.kl?, f(p)?, p.name.clone()))).collect()
     };
-    let policies =
-        vec![("gold (policies)".to_string(), at_kl(&|p| Some(p.gold))), ("proxy (policies)".to_string(), at_kl(&|p| eval.proxy(p)))];
-    let mut what = format!("reward against KL to the reference: each policy's gold score and proxy reward (large labelled markers: {})", names.join(", "));
+    let policies: Vec<_> = gold
+        .then(|| ("gold (policies)".to_string(), at_kl(&|p| p.gold)))
+        .into_iter()
+        .chain([("proxy (policies)".to_string(), at_kl(&|p| eval.proxy(p)))])
+        .collect();
+    let rewards = if gold { "gold score and proxy reward" } else { "proxy reward" };
+    let mut what = format!("reward against KL to the reference: each policy's {rewards} (large labelled markers: {})", names.join(", "));
     let mut clouds = Vec::new();
     if let Some((_, kl)) = stages.get("ppo").and_then(|ppo| find(ppo, &["objective/kl", "kl"])) {
         let ppo = &stages["ppo"];
-        for (key, label) in [("objective/gold", "gold"), ("objective/score", "proxy")] {
+        for (key, label) in [("objective/gold", "gold"), ("objective/score", "proxy")].into_iter().filter(|&(_, label)| gold || label != "gold") {
             if let Some(series) = ppo.get(key) {
                 let by_step: BTreeMap<u64, f64> = series.iter().map(|&(step, v)| (step as u64, v)).collect();
                 let cloud: Vec<(f64, f64)> = kl.iter().filter_map(|&(step, k)| Some((k, *by_step.get(&(step as u64))?))).collect();
@@ -183,8 +242,21 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::Invalid(format!("{}: cannot write: {e}", path.display())))
 }
 
-fn html(markdown_tables: &[(&str, &str)], flags: &[String], plots: &[(String, String, Vec<u8>)]) -> String {
+/// A titled list of `items` (`empty` when there are none).
+fn html_list(s: &mut String, title: &str, items: Vec<String>, empty: &str) {
+    let _ = write!(s, "<h2>{title}</h2><ul>");
+    if items.is_empty() {
+        let _ = write!(s, "<li>{empty}</li>");
+    }
+    for item in items {
+        let _ = write!(s, "<li>{item}</li>");
+    }
+    s.push_str("</ul>");
+}
+
+fn html(judges: &[String], markdown_tables: &[(&str, &str)], flags: &[String], plots: &[(String, String, Vec<u8>)]) -> String {
     let mut s = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>rlhf-rs evaluation</title><style>body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #999;padding:3px 8px;text-align:right}td:first-child{text-align:left}</style></head><body><h1>rlhf-rs evaluation</h1>");
+    html_list(&mut s, "Judges", judges.iter().map(|j| j.replace('`', "")).collect(), "none");
     for (title, table) in markdown_tables {
         let _ = write!(s, "<h2>{title}</h2><table>");
         for (i, line) in table.lines().enumerate().filter(|(i, _)| *i != 1) {
@@ -194,14 +266,8 @@ fn html(markdown_tables: &[(&str, &str)], flags: &[String], plots: &[(String, St
         }
         s.push_str("</table>");
     }
-    s.push_str("<h2>Flags</h2><ul>");
-    for f in flags {
-        let _ = write!(s, "<li>{}</li>", f.replace("**", ""));
-    }
-    if flags.is_empty() {
-        s.push_str("<li>none</li>");
-    }
-    s.push_str("</ul><h2>Plots</h2>");
+    html_list(&mut s, "Flags", flags.iter().map(|f| f.replace("**", "")).collect(), "none");
+    s.push_str("<h2>Plots</h2>");
     for (name, what, png) in plots {
         let data = base64::engine::general_purpose::STANDARD.encode(png);
         let _ = write!(s, "<h3>{name}</h3><p>{what}</p><img alt=\"{name}\" src=\"data:image/png;base64,{data}\">");
@@ -226,16 +292,21 @@ pub fn write_report(eval: &Evaluation, limits: &FlagConfig) -> Result<Written> {
     for (name, _, png) in &plots {
         write_file(&dir.join(name), png)?;
     }
-    let headline = headline(eval);
+    let table = headline(eval);
     let details = details(eval);
+    let judges = judges(eval);
+    let judge_list: String = judges.iter().map(|j| format!("- {j}\n")).collect();
+    let win = if eval.gold_judge.is_some() {
+        " Win rate: gold-judge wins over the reference on the same prompt (ties count half), 95% bootstrap CI."
+    } else {
+        ""
+    };
     let mut md = format!(
         "# Evaluation of {}\n\n{} held-out prompts, one sampled response per prompt and policy (same seed and settings). \
-         Gold: the embedded task's judge. Proxy: reward model `{}`. KL: mean over responses of the summed \
-         log π(y|x) − log π_ref(y|x) over sampled tokens, reference `{}`. Win rate: gold-judge wins over the reference \
-         on the same prompt (ties count half), 95% bootstrap CI.\n\n## Headline\n\n{headline}\n## All metrics\n\n{details}\n## Flags\n\n",
+         KL: mean over responses of the summed log π(y|x) − log π_ref(y|x) over sampled tokens, reference `{}`.{win}\n\n\
+         ## Judges\n\n{judge_list}\n## Headline\n\n{table}\n## All metrics\n\n{details}\n## Flags\n\n",
         eval.run_dir.display(),
         eval.prompts,
-        eval.reward_models.first().map_or("none", String::as_str),
         eval.reference.as_deref().unwrap_or("none"),
     );
     if flags.is_empty() {
@@ -254,7 +325,8 @@ pub fn write_report(eval: &Evaluation, limits: &FlagConfig) -> Result<Written> {
     let wall_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
     write_records(dir.join("metrics.parquet"), &eval.metrics(wall_time))?;
     let html_path = dir.join("report.html");
-    write_file(&html_path, html(&[("Headline", &headline), ("All metrics", &details)], &flags, &plots).as_bytes())?;
+    write_file(&html_path, html(&judges, &[("Headline", &table), ("All metrics", &details)], &flags, &plots).as_bytes())?;
+    let headline = format!("{table}\nJudges:\n{judge_list}");
     write_file(&dir.join("headline.md"), headline.as_bytes())?;
     let report = dir.join("report.md");
     write_file(&report, md.as_bytes())?;
@@ -264,12 +336,12 @@ pub fn write_report(eval: &Evaluation, limits: &FlagConfig) -> Result<Written> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::PolicyResult;
+    use crate::report::NamedJudge;
 
     fn policy(name: &str, gold: f64, proxy: f64, distinct2: f64) -> PolicyResult {
         PolicyResult {
             name: name.into(),
-            gold,
+            gold: Some(gold),
             proxy: vec![proxy],
             kl: Some(1.0),
             perplexity: None,
@@ -281,18 +353,46 @@ mod tests {
         }
     }
 
-    #[test]
-    fn hacking_and_collapse_are_flagged_against_the_reference() {
-        let eval = Evaluation {
+    fn evaluation() -> Evaluation {
+        Evaluation {
             run_dir: PathBuf::from("run"),
             reference: Some("sft".into()),
+            gold_judge: Some(NamedJudge { name: "gold".into(), description: "the rule".into() }),
             reward_models: vec!["rm/final".into()],
             prompts: 10,
             policies: vec![policy("sft", 2.0, 0.0, 0.3), policy("ppo", 1.5, 1.0, 0.1), policy("dpo", 3.0, 0.5, 0.25)],
-        };
-        let flags = flags(&eval, &BTreeMap::new(), &FlagConfig::default());
-        assert_eq!(flags.len(), 2, "{flags:?}");
+        }
+    }
+
+    /// PPO training in which the proxy score rose while the gold score fell.
+    fn hacked_ppo() -> BTreeMap<String, Vec<(f64, f64)>> {
+        BTreeMap::from([("objective/score".into(), vec![(0.0, 0.0), (1.0, 1.0)]), ("objective/gold".into(), vec![(0.0, 1.0), (1.0, 0.5)])])
+    }
+
+    #[test]
+    fn hacking_and_collapse_are_flagged_against_the_reference() {
+        let flags = flags(&evaluation(), &hacked_ppo(), &FlagConfig::default());
+        assert_eq!(flags.len(), 3, "{flags:?}");
         assert!(flags[0].starts_with("**ppo**: proxy reward rose") && flags[0].ends_with("reward hacking."));
         assert!(flags[1].starts_with("**ppo**: distinct-2 0.100 is under 0.5× the reference's 0.300"));
+        assert!(flags[2].starts_with("**ppo training**: `objective/score` rose") && flags[2].ends_with("reward hacking."));
+    }
+
+    #[test]
+    fn the_tables_show_gold_only_with_a_gold_judge_and_the_judges_are_named() {
+        let mut eval = evaluation();
+        let with_gold = "| policy | gold | proxy | KL | win rate vs sft (95% CI) | length |\n|---|---|---|---|---|---|\n| sft | 2.000 | 0.000 | 1.000 | – | 20.0 |\n";
+        assert!(headline(&eval).starts_with(with_gold), "{}", headline(&eval));
+        assert_eq!(judges(&eval), ["gold: `gold` — the rule", "proxy: `rm:rm/final` (the headline's proxy)"]);
+
+        eval.gold_judge = None;
+        eval.policies.iter_mut().for_each(|p| p.gold = None);
+        let without = "| policy | proxy | KL | length |\n|---|---|---|---|\n| sft | 0.000 | 1.000 | 20.0 |\n| ppo | 1.000 | 1.000 | 20.0 |\n";
+        assert!(headline(&eval).starts_with(without), "{}", headline(&eval));
+        assert!(details(&eval).starts_with("| policy | proxy `rm/final` | KL | perplexity | length | EOS rate | distinct-1 | distinct-2 |\n"));
+        assert_eq!(judges(&eval)[0], "gold: no gold judge configured: gold scores and win rates are not shown");
+        let flags = flags(&eval, &hacked_ppo(), &FlagConfig::default());
+        assert_eq!(flags.len(), 1, "no gold, so no gold-based hacking flag: {flags:?}");
+        assert!(flags[0].starts_with("**ppo**: distinct-2"));
     }
 }

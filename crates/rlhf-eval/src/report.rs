@@ -1,18 +1,19 @@
 //! `rlhf-eval report`: every policy found in a run directory answers the same held-out prompts (one
-//! seeded sample each, same settings), then per policy: gold-judge score, proxy reward of each reward
-//! model, KL to the reference (mean over responses of the summed sampled-token `log π − log π_ref`),
-//! held-out perplexity, length, EOS rate, distinct-1/2 and the gold win rate over the reference with a
-//! bootstrap CI. [`write_report`] turns the result into `<run>/eval/`'s files.
+//! seeded sample each, same settings), then per policy: proxy reward of each reward model, KL to the
+//! reference (mean over responses of the summed sampled-token `log π − log π_ref`), held-out
+//! perplexity, length, EOS rate, distinct-1/2 and, with a gold judge, its mean score and the gold win
+//! rate over the reference with a bootstrap CI. [`write_report`] turns the result into `<run>/eval/`'s
+//! files.
 
 use std::path::{Path, PathBuf};
 
-use rlhf_data::{read_records, Demonstration, Metric, Prompt};
+use rlhf_data::{read_records, Demonstration, Judge, Metric, Prompt};
 use rlhf_model::Placement;
-use rlhf_task::judge;
 
 use crate::config::EvalConfig;
 use crate::error::{Error, Result};
 use crate::generate::{sample_tokens, write_samples, Sample, SampleConfig, TokenSample};
+use crate::judges::scores;
 use crate::score::{encode_pairs, load_policy, proxy_rewards, response_logprobs};
 use crate::stats::{distinct_n, mean, win_rate, WinRate};
 
@@ -20,7 +21,8 @@ use crate::stats::{distinct_n, mean, win_rate, WinRate};
 #[derive(Clone, Debug, PartialEq)]
 pub struct PolicyResult {
     pub name: String,
-    pub gold: f64,
+    /// Mean gold-judge score; `None` without a gold judge.
+    pub gold: Option<f64>,
     /// Mean proxy reward per reward model (in [`Evaluation::reward_models`] order).
     pub proxy: Vec<f64>,
     /// KL to the reference (nats per response); `None` without a reference.
@@ -31,8 +33,18 @@ pub struct PolicyResult {
     pub eos_rate: f64,
     pub distinct1: f64,
     pub distinct2: f64,
-    /// Gold win rate over the reference; `None` for the reference itself or without one.
+    /// Gold win rate over the reference; `None` for the reference itself, without one or without a
+    /// gold judge.
     pub win: Option<WinRate>,
+}
+
+/// A judge as the report names it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedJudge {
+    /// Its tag (`gold`, `sim:<name>`, `rm:<dir>` ...).
+    pub name: String,
+    /// One line saying what it is.
+    pub description: String,
 }
 
 /// Everything the report shows.
@@ -40,6 +52,8 @@ pub struct PolicyResult {
 pub struct Evaluation {
     pub run_dir: PathBuf,
     pub reference: Option<String>,
+    /// The judge whose scores are gold; `None` without one (no gold scores or win rates).
+    pub gold_judge: Option<NamedJudge>,
     /// Reward-model directories found (relative to the run directory).
     pub reward_models: Vec<String>,
     pub prompts: usize,
@@ -63,7 +77,7 @@ impl Evaluation {
             let mut push = |name: &str, value: f64| {
                 out.push(Metric { stage: "eval".into(), step: 0, name: format!("{}/{name}", p.name), value, wall_time })
             };
-            push("gold", p.gold);
+            p.gold.into_iter().for_each(|v| push("gold", v));
             for (rm, v) in self.reward_models.iter().zip(&p.proxy) {
                 push(&format!("proxy/{rm}"), *v);
             }
@@ -131,9 +145,9 @@ pub fn expand_policy_names(run_dir: &Path, names: &[String]) -> Vec<String> {
     out
 }
 
-/// Evaluates the policies of `run_dir`; also writes each policy's responses to
-/// `<run>/eval/responses_<policy>.parquet`.
-pub fn evaluate(run_dir: &Path, config: &EvalConfig, placement: Placement) -> Result<Evaluation> {
+/// Evaluates the policies of `run_dir`, with `gold_judge` (normally [`EvalConfig::gold_judge()`]'s)
+/// scoring gold; also writes each policy's responses to `<run>/eval/responses_<policy>.parquet`.
+pub fn evaluate(run_dir: &Path, config: &EvalConfig, gold_judge: Option<&dyn Judge>, placement: Placement) -> Result<Evaluation> {
     let prompts_path = run_dir.join(&config.data.prompts);
     let prompts: Vec<Prompt> = first_n(read_records(&prompts_path)?, config.data.num_prompts);
     if prompts.is_empty() {
@@ -215,7 +229,8 @@ pub fn evaluate(run_dir: &Path, config: &EvalConfig, placement: Placement) -> Re
         .iter()
         .map(|s| s.rows.iter().map(|r| (prompts[r.prompt_index].prompt.as_str(), r.text.as_str())).collect())
         .collect();
-    let gold: Vec<Vec<f64>> = text_pairs.iter().map(|pairs| pairs.iter().map(|(p, r)| judge(p, r).score).collect()).collect();
+    let gold: Option<Vec<Vec<f64>>> =
+        gold_judge.map(|judge| text_pairs.iter().map(|pairs| scores(judge, pairs)).collect()).transpose()?;
     let reward_models: Vec<String> =
         config.reward_models.iter().filter(|rm| run_dir.join(rm).is_dir()).cloned().collect();
     let mut proxy: Vec<Vec<f64>> = vec![Vec::new(); sampled.len()];
@@ -234,10 +249,12 @@ pub fn evaluate(run_dir: &Path, config: &EvalConfig, placement: Placement) -> Re
         .enumerate()
         .map(|(i, s)| {
             let texts: Vec<&str> = s.rows.iter().map(|r| r.text.as_str()).collect();
-            let win = reference.filter(|&r| r != i).and_then(|r| win_rate(&gold[i], &gold[r], config.bootstrap, config.seed));
+            let win = gold.as_ref().zip(reference.filter(|&r| r != i)).and_then(|(gold, r)| {
+                win_rate(&gold[i], &gold[r], config.bootstrap, config.seed)
+            });
             PolicyResult {
                 name: s.name.clone(),
-                gold: mean(gold[i].iter().copied()),
+                gold: gold.as_ref().map(|gold| mean(gold[i].iter().copied())),
                 proxy: proxy[i].clone(),
                 kl: kls[i],
                 perplexity: s.perplexity,
@@ -252,6 +269,7 @@ pub fn evaluate(run_dir: &Path, config: &EvalConfig, placement: Placement) -> Re
     Ok(Evaluation {
         run_dir: run_dir.to_path_buf(),
         reference: reference.map(|r| sampled[r].name.clone()),
+        gold_judge: gold_judge.map(|judge| NamedJudge { name: judge.name(), description: judge.description() }),
         reward_models,
         prompts: prompts.len(),
         policies,

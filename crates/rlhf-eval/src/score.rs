@@ -1,5 +1,5 @@
 //! Scoring text with models: summed response log-probs under a policy (KL, perplexity, the
-//! `logprobs` tool), proxy rewards from reward-model directories, and the `compare` tool (gold-judge
+//! `logprobs` tool), proxy rewards from reward-model directories, and the `compare` tool (a judge's
 //! win rate of one responses table over another).
 
 use std::collections::HashMap;
@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use arrow::array::{Float64Array, UInt32Array};
 use arrow::datatypes::{DataType, Field};
-use rlhf_data::{append_column, read_records, Demonstration};
+use rlhf_data::{append_column, read_records, Demonstration, Judge};
 use rlhf_model::{build_batch, sequence_logprobs, CausalLm, LogprobOptions, PaddingSide, Placement, RewardModel, Tokenizer};
-use rlhf_task::judge;
 
 use crate::error::{Error, Result};
+use crate::judges::scores;
 use crate::stats::{win_rate, WinRate};
 
 /// Summed log-prob and token count of each row's response tokens (`prompt ++ response`, nothing
@@ -75,23 +75,22 @@ pub fn logprobs_file(model_dir: &Path, input: &Path, out: &Path, batch_size: usi
     Ok(rows?)
 }
 
-/// `rlhf-eval compare`: the gold-judge win rate of `a`'s responses over `b`'s, rows matched by
-/// prompt (the first response to each prompt on either side).
-pub fn compare_files(a: &Path, b: &Path, resamples: usize, seed: u64) -> Result<WinRate> {
+/// `rlhf-eval compare`: the win rate of `a`'s responses over `b`'s by `judge`'s scores, rows matched
+/// by prompt (the first response to each prompt on either side).
+pub fn compare_files(a: &Path, b: &Path, judge: &dyn Judge, resamples: usize, seed: u64) -> Result<WinRate> {
     let (a_rows, b_rows): (Vec<Demonstration>, Vec<Demonstration>) = (read_records(a)?, read_records(b)?);
     let mut by_prompt: HashMap<&str, &str> = HashMap::new();
     for row in &b_rows {
         by_prompt.entry(row.prompt.as_str()).or_insert(row.response.as_str());
     }
     let mut seen = std::collections::HashSet::new();
-    let (mut gold_a, mut gold_b) = (Vec::new(), Vec::new());
-    for row in a_rows.iter().filter(|r| seen.insert(r.prompt.as_str())) {
-        if let Some(other) = by_prompt.get(row.prompt.as_str()) {
-            gold_a.push(judge(&row.prompt, &row.response).score);
-            gold_b.push(judge(&row.prompt, other).score);
-        }
-    }
-    win_rate(&gold_a, &gold_b, resamples, seed).ok_or_else(|| {
+    type Pairs<'a> = Vec<(&'a str, &'a str)>;
+    let (pairs_a, pairs_b): (Pairs<'_>, Pairs<'_>) = a_rows
+        .iter()
+        .filter(|r| seen.insert(r.prompt.as_str()))
+        .filter_map(|r| by_prompt.get(r.prompt.as_str()).map(|other| ((r.prompt.as_str(), r.response.as_str()), (r.prompt.as_str(), *other))))
+        .unzip();
+    win_rate(&scores(judge, &pairs_a)?, &scores(judge, &pairs_b)?, resamples, seed).ok_or_else(|| {
         Error::Invalid(format!("{} and {} share no prompt", a.display(), b.display()))
     })
 }

@@ -1,5 +1,5 @@
-//! Model-free statistics of a set of responses: distinct-n, and the gold-judge win rate of one
-//! policy over another with a seeded bootstrap confidence interval.
+//! Model-free statistics of a set of responses: distinct-n, and the win rate of one policy over
+//! another by a judge's paired scores, with a seeded bootstrap confidence interval.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

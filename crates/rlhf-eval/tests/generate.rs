@@ -1,32 +1,20 @@
 //! `generate`: K samples per prompt from a tiny random policy, reproducible, readable as a
 //! demonstrations table with its `sample` column.
 
-use std::path::Path;
+mod common;
 
 use anyhow::Result;
 use arrow::array::AsArray;
 use arrow::datatypes::UInt32Type;
 use rlhf_data::{read_records, write_records, Demonstration, Prompt, TableReader};
 use rlhf_eval::generate::{generate_file, SampleConfig};
-use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
-use rlhf_model::{CausalLm, DType, DeviceArgs, DeviceChoice, SpecialTokens, Tokenizer};
-
-fn tiny_policy(dir: &Path) {
-    let texts: Vec<String> = (0..50).map(|i| format!("User: Tell me about the cat {i}.\nAssistant: The cat is nice.")).collect();
-    let tokenizer = Tokenizer::train_bpe(&texts, 300, &SpecialTokens::default()).unwrap();
-    let mut config = ModelConfig::llama(LlamaConfig::new(tokenizer.vocab_size() as i64, 32, 64, 1, 2, 1));
-    config.eos_token_id = Some(TokenIds::One(tokenizer.eos_id()));
-    config.pad_token_id = Some(tokenizer.pad_id());
-    tch::manual_seed(1);
-    CausalLm::new(config, tch::Device::Cpu, tch::Kind::Float).unwrap().save_pretrained(dir).unwrap();
-    tokenizer.save(dir).unwrap();
-}
+use rlhf_model::{DType, DeviceArgs, DeviceChoice};
 
 #[test]
 fn samples_k_responses_per_prompt_reproducibly() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let model = tmp.path().join("policy");
-    tiny_policy(&model);
+    common::tiny_policy(&model);
     let prompts: Vec<Prompt> =
         (0..5).map(|i| Prompt { id: format!("p{i}"), prompt: format!("User: Tell me about the cat {i}.\nAssistant:") }).collect();
     let prompts_path = tmp.path().join("prompts.parquet");
