@@ -104,7 +104,10 @@ fn stage_crates_only_meet_through_files() -> Result<()> {
     for base in BELOW_STAGES {
         let deps = workspace.closure(base)?;
         for stage in STAGES {
-            ensure!(!deps.contains(*stage), "{base} depends on the stage {stage}: stages build on it, not the other way");
+            ensure!(
+                !deps.contains(*stage),
+                "{base} depends on the stage {stage}: stages build on it, not the other way"
+            );
         }
     }
     Ok(())

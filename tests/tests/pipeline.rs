@@ -30,7 +30,11 @@ fn tiny_preset_runs_reports_and_takes_a_swapped_stage() -> Result<()> {
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_alt-dpo")).parent().unwrap().to_path_buf();
     for step in &steps {
         let bin = bin_dir.join(&step.bin);
-        ensure!(bin.is_file(), "{} is not built: run `cargo xtask test` (or cargo build --release --bins)", bin.display());
+        ensure!(
+            bin.is_file(),
+            "{} is not built: run `cargo xtask test` (or cargo build --release --bins)",
+            bin.display()
+        );
     }
     let tmp = tempfile::tempdir()?;
     let run = tmp.path().join("run");

@@ -71,7 +71,10 @@ pub fn ensure(root: &Path) -> Result<Libtorch> {
     if let Some(theirs) = std::env::var_os("LIBTORCH").map(PathBuf::from) {
         if !same_path(&theirs, &ours) {
             if !theirs.join("lib").is_dir() {
-                bail!("LIBTORCH={} has no lib/ directory; unset it to let `cargo xtask setup` fetch libtorch", theirs.display());
+                bail!(
+                    "LIBTORCH={} has no lib/ directory; unset it to let `cargo xtask setup` fetch libtorch",
+                    theirs.display()
+                );
             }
             eprintln!("xtask: using LIBTORCH={}", theirs.display());
             return Ok(Libtorch::Dir(theirs));

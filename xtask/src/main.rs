@@ -81,7 +81,14 @@ fn parse_swap(text: &str) -> Result<(String, String), String> {
 }
 
 /// Benchmarks: (name, package that owns the `[[bench]]` target of the same name).
-const BENCHES: &[(&str, &str)] = &[("data", "rlhf-data"), ("generate", "rlhf-model"), ("sft", "rlhf-sft"), ("reward", "rlhf-reward"), ("dpo", "rlhf-dpo"), ("ppo", "rlhf-ppo")];
+const BENCHES: &[(&str, &str)] = &[
+    ("data", "rlhf-data"),
+    ("generate", "rlhf-model"),
+    ("sft", "rlhf-sft"),
+    ("reward", "rlhf-reward"),
+    ("dpo", "rlhf-dpo"),
+    ("ppo", "rlhf-ppo"),
+];
 
 fn bench_names() -> clap::builder::PossibleValuesParser {
     let names = BENCHES.iter().map(|(name, _)| *name).chain(["all"]);

@@ -140,12 +140,21 @@ impl<'a> Plan<'a> {
     /// resolve relative paths in their configs against their own run directory, so every path a
     /// step is given is absolute).
     pub fn new(root: &'a Path, run_dir: PathBuf) -> Self {
-        Plan { root, run_dir: root.join(run_dir), bin_dir: target_dir(root).join("release"), swaps: Vec::new(), data: None, base: None }
+        Plan {
+            root,
+            run_dir: root.join(run_dir),
+            bin_dir: target_dir(root).join("release"),
+            swaps: Vec::new(),
+            data: None,
+            base: None,
+        }
     }
 
     /// `text` with the placeholders filled in.
     pub fn expand(&self, text: &str) -> String {
-        let given = |dir: &Option<PathBuf>, default: &str| dir.as_ref().map_or(default.to_string(), |d| d.display().to_string());
+        let given = |dir: &Option<PathBuf>, default: &str| {
+            dir.as_ref().map_or(default.to_string(), |d| d.display().to_string())
+        };
         text.replace("{data}", &given(&self.data, "{run}/data"))
             .replace("{base}", &given(&self.base, "{run}/base/final"))
             .replace("{run}", &self.run_dir.display().to_string())
@@ -168,7 +177,11 @@ impl<'a> Plan<'a> {
         for step in steps {
             ran |= self.run_step(step, ran)?;
         }
-        println!("pipeline: finished in {:.1}s; outputs in {}", started.elapsed().as_secs_f64(), self.run_dir.display());
+        println!(
+            "pipeline: finished in {:.1}s; outputs in {}",
+            started.elapsed().as_secs_f64(),
+            self.run_dir.display()
+        );
         let eval = self.root.join(&self.run_dir).join("eval");
         if let Ok(headline) = std::fs::read_to_string(eval.join("headline.md")) {
             println!("pipeline: report {}\n\n{headline}", eval.join("report.md").display());
@@ -209,7 +222,13 @@ mod tests {
     use super::*;
 
     fn step(name: &str, done: &str) -> Step {
-        Step { name: name.into(), bin: "b".into(), args: vec![format!("{{prev}}/{name}")], done: done.into(), rerun: false }
+        Step {
+            name: name.into(),
+            bin: "b".into(),
+            args: vec![format!("{{prev}}/{name}")],
+            done: done.into(),
+            rerun: false,
+        }
     }
 
     #[test]
@@ -230,7 +249,8 @@ mod tests {
             round_steps: vec![step("reward", "{run}/round-{r}/rm"), step("ppo", "{run}/round-{r}/ppo")],
             requires: Vec::new(),
         };
-        let names = |rounds| -> Vec<String> { preset.plan_steps(rounds).unwrap().into_iter().map(|s| s.name).collect() };
+        let names =
+            |rounds| -> Vec<String> { preset.plan_steps(rounds).unwrap().into_iter().map(|s| s.name).collect() };
         assert_eq!(names(1), ["sft", "ppo", "eval"]);
         assert_eq!(names(3), ["sft", "ppo", "reward-r2", "ppo-r2", "reward-r3", "ppo-r3", "eval"]);
         let steps = preset.plan_steps(3).unwrap();

@@ -186,19 +186,12 @@ fn main() -> Result<()> {
     let output = work.path().join("comparisons.parquet");
     generate(&input, rows)?;
 
-    let options = ImportOptions {
-        kind: Kind::Comparisons,
-        format: Format::Auto,
-    };
+    let options = ImportOptions { kind: Kind::Comparisons, format: Format::Auto };
     let (start, cpu_start) = (Instant::now(), cpu_seconds());
     let summary = import(&input, &output, &options)?;
     let seconds = start.elapsed().as_secs_f64();
     let cpu_seconds = cpu_seconds() - cpu_start;
-    anyhow::ensure!(
-        summary.rows == rows,
-        "imported {} of {rows} rows",
-        summary.rows
-    );
+    anyhow::ensure!(summary.rows == rows, "imported {} of {rows} rows", summary.rows);
 
     let input_bytes = std::fs::metadata(&input)?.len();
     let report = serde_json::json!({

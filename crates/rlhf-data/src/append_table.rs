@@ -44,8 +44,7 @@ fn adopt_single_file(path: &Path) -> Result<()> {
             .map_err(|error| Error::io(path, "move into a table directory", error))?;
     }
     if staging.is_dir() && !path.exists() {
-        fs::rename(&staging, path)
-            .map_err(|error| Error::io(path, "move the table directory into place", error))?;
+        fs::rename(&staging, path).map_err(|error| Error::io(path, "move the table directory into place", error))?;
     }
     Ok(())
 }
@@ -166,8 +165,7 @@ mod tests {
             append(&mut table, steps);
         }
         assert_eq!(names(&path), ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]);
-        let expected: Vec<Metric> =
-            (1..=6).flat_map(|step| [metric(step, "loss"), metric(step, "kl")]).collect();
+        let expected: Vec<Metric> = (1..=6).flat_map(|step| [metric(step, "loss"), metric(step, "kl")]).collect();
         let read = read_table::<Metric>(&path).unwrap();
         assert_eq!(read.records, expected);
         assert_eq!(read.schema.fields(), Metric::schema().fields());
@@ -205,8 +203,7 @@ mod tests {
         assert_eq!(names(&path), ["part-00000.parquet", "part-00001.parquet"]);
         let unchanged = fs::read(path.join("part-00000.parquet")).unwrap();
         assert_eq!(unchanged, first, "a part kept whole is not rewritten");
-        let steps =
-            |path: &Path| read_records::<Rollout>(path).unwrap().iter().map(|r| r.step).collect::<Vec<_>>();
+        let steps = |path: &Path| read_records::<Rollout>(path).unwrap().iter().map(|r| r.step).collect::<Vec<_>>();
         assert_eq!(steps(&path.join("part-00001.parquet")), [3]);
         resumed.extend((4..=5).map(rollout));
         resumed.flush().unwrap();

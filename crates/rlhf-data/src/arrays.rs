@@ -3,9 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, ListArray, PrimitiveArray, RecordBatch, StringArray, StringBuilder,
-};
+use arrow::array::{Array, ArrayRef, AsArray, ListArray, PrimitiveArray, RecordBatch, StringArray, StringBuilder};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{ArrowPrimitiveType, DataType, Field};
 
@@ -24,26 +22,17 @@ pub(crate) fn optional_strings<'a>(values: impl Iterator<Item = Option<&'a str>>
     Arc::new(values.collect::<StringArray>())
 }
 
-pub(crate) fn primitives<T: ArrowPrimitiveType>(
-    values: impl Iterator<Item = T::Native>,
-) -> ArrayRef {
+pub(crate) fn primitives<T: ArrowPrimitiveType>(values: impl Iterator<Item = T::Native>) -> ArrayRef {
     Arc::new(PrimitiveArray::<T>::from_iter_values(values))
 }
 
-pub(crate) fn optional_primitives<T: ArrowPrimitiveType>(
-    values: impl Iterator<Item = Option<T::Native>>,
-) -> ArrayRef {
+pub(crate) fn optional_primitives<T: ArrowPrimitiveType>(values: impl Iterator<Item = Option<T::Native>>) -> ArrayRef {
     Arc::new(values.collect::<PrimitiveArray<T>>())
 }
 
 fn list(item: DataType, lengths: impl Iterator<Item = usize>, values: ArrayRef) -> ArrayRef {
     let field = Arc::new(Field::new("item", item, false));
-    Arc::new(ListArray::new(
-        field,
-        OffsetBuffer::from_lengths(lengths),
-        values,
-        None,
-    ))
+    Arc::new(ListArray::new(field, OffsetBuffer::from_lengths(lengths), values, None))
 }
 
 pub(crate) fn string_lists<'a>(lists: impl Iterator<Item = &'a [String]> + Clone) -> ArrayRef {
@@ -72,9 +61,7 @@ impl<'a> Columns<'a> {
     }
 
     fn column(&self, name: &str) -> &'a ArrayRef {
-        self.batch
-            .column_by_name(name)
-            .expect("required columns are checked before conversion")
+        self.batch.column_by_name(name).expect("required columns are checked before conversion")
     }
 
     pub(crate) fn strings(&self, name: &str) -> &'a StringArray {
@@ -82,22 +69,15 @@ impl<'a> Columns<'a> {
     }
 
     pub(crate) fn optional_strings(&self, name: &str) -> Option<&'a StringArray> {
-        self.batch
-            .column_by_name(name)
-            .map(|column| column.as_string())
+        self.batch.column_by_name(name).map(|column| column.as_string())
     }
 
     pub(crate) fn primitives<T: ArrowPrimitiveType>(&self, name: &str) -> &'a PrimitiveArray<T> {
         self.column(name).as_primitive()
     }
 
-    pub(crate) fn optional_primitives<T: ArrowPrimitiveType>(
-        &self,
-        name: &str,
-    ) -> Option<&'a PrimitiveArray<T>> {
-        self.batch
-            .column_by_name(name)
-            .map(|column| column.as_primitive())
+    pub(crate) fn optional_primitives<T: ArrowPrimitiveType>(&self, name: &str) -> Option<&'a PrimitiveArray<T>> {
+        self.batch.column_by_name(name).map(|column| column.as_primitive())
     }
 
     pub(crate) fn lists(&self, name: &str) -> &'a ListArray {
@@ -112,29 +92,20 @@ fn list_range(list: &ListArray, row: usize) -> std::ops::Range<usize> {
 
 pub(crate) fn string_list(list: &ListArray, row: usize) -> Vec<String> {
     let values = list.values().as_string::<i32>();
-    list_range(list, row)
-        .map(|index| values.value(index).to_string())
-        .collect()
+    list_range(list, row).map(|index| values.value(index).to_string()).collect()
 }
 
-pub(crate) fn primitive_list<T: ArrowPrimitiveType>(
-    list: &ListArray,
-    row: usize,
-) -> Vec<T::Native> {
+pub(crate) fn primitive_list<T: ArrowPrimitiveType>(list: &ListArray, row: usize) -> Vec<T::Native> {
     list.values().as_primitive::<T>().values()[list_range(list, row)].to_vec()
 }
 
 pub(crate) fn optional_string(array: Option<&StringArray>, row: usize) -> Option<String> {
-    array
-        .filter(|array| array.is_valid(row))
-        .map(|array| array.value(row).to_string())
+    array.filter(|array| array.is_valid(row)).map(|array| array.value(row).to_string())
 }
 
 pub(crate) fn optional_value<T: ArrowPrimitiveType>(
     array: Option<&PrimitiveArray<T>>,
     row: usize,
 ) -> Option<T::Native> {
-    array
-        .filter(|array| array.is_valid(row))
-        .map(|array| array.value(row))
+    array.filter(|array| array.is_valid(row)).map(|array| array.value(row))
 }

@@ -43,7 +43,8 @@ mod tests {
     #[test]
     fn causes_join_on_one_line_without_repeats() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-        let err = Err::<(), _>(io).context("a.parquet: cannot open: no such file").context("loading\ninputs").unwrap_err();
+        let err =
+            Err::<(), _>(io).context("a.parquet: cannot open: no such file").context("loading\ninputs").unwrap_err();
         assert_eq!(super::one_line(&err), "loading inputs: a.parquet: cannot open: no such file");
     }
 }

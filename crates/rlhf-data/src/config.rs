@@ -30,7 +30,8 @@ pub fn load_config<T: DeserializeOwned + Serialize + Default>(path: Option<&Path
     for assignment in overrides {
         apply_override(&mut table, assignment)?;
     }
-    let origin = if overrides.is_empty() { origin } else { format!("{origin} with --set {}", overrides.join(" --set ")) };
+    let origin =
+        if overrides.is_empty() { origin } else { format!("{origin} with --set {}", overrides.join(" --set ")) };
     T::deserialize(table).map_err(|e| config_error(origin, e))
 }
 

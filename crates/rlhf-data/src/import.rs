@@ -20,9 +20,7 @@ use rayon::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Location, Result};
-use crate::layouts::{
-    json_type, resolve_format, unused_keys, Format, FromRow, InputFile, Position, Row,
-};
+use crate::layouts::{json_type, resolve_format, unused_keys, Format, FromRow, InputFile, Position, Row};
 use crate::parquet_io::{open_file, EncodedRowGroup, TableReader, TableWriter};
 use crate::records::{Comparison, Demonstration, Kind, Prompt, Ranking};
 
@@ -44,11 +42,7 @@ pub struct ImportSummary {
 }
 
 /// Reads `input` (JSON Lines or Parquet) and writes it to `output` as a `options.kind` table.
-pub fn import(
-    input: impl AsRef<Path>,
-    output: impl AsRef<Path>,
-    options: &ImportOptions,
-) -> Result<ImportSummary> {
+pub fn import(input: impl AsRef<Path>, output: impl AsRef<Path>, options: &ImportOptions) -> Result<ImportSummary> {
     let (input, output) = (input.as_ref(), output.as_ref());
     match options.kind {
         Kind::Prompts => import_as::<Prompt>(input, output, options.format),
@@ -72,42 +66,20 @@ enum Block {
 
 /// Where blocks come from: a JSON Lines file read piece by piece, or a Parquet table.
 enum Source {
-    Lines {
-        file: File,
-        carry: Vec<u8>,
-        next_line: u64,
-        done: bool,
-    },
-    Table {
-        reader: TableReader,
-        next_row: u64,
-    },
+    Lines { file: File, carry: Vec<u8>, next_line: u64, done: bool },
+    Table { reader: TableReader, next_row: u64 },
 }
 
 impl Source {
     fn open(path: &Path) -> Result<Self> {
         let mut file = open_file(path)?;
         let mut magic = Vec::with_capacity(4);
-        (&mut file)
-            .take(4)
-            .read_to_end(&mut magic)
-            .map_err(|error| Error::io(path, "read", error))?;
+        (&mut file).take(4).read_to_end(&mut magic).map_err(|error| Error::io(path, "read", error))?;
         if magic == b"PAR1" {
-            return Ok(Source::Table {
-                reader: TableReader::open(path)?,
-                next_row: 0,
-            });
+            return Ok(Source::Table { reader: TableReader::open(path)?, next_row: 0 });
         }
-        let carry = magic
-            .strip_prefix(b"\xEF\xBB\xBF")
-            .unwrap_or(&magic)
-            .to_vec();
-        Ok(Source::Lines {
-            file,
-            carry,
-            next_line: 1,
-            done: false,
-        })
+        let carry = magic.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&magic).to_vec();
+        Ok(Source::Lines { file, carry, next_line: 1, done: false })
     }
 
     fn next_block(&mut self, path: &Path) -> Result<Option<Block>> {
@@ -120,20 +92,13 @@ impl Source {
                 *next_row += batch.num_rows() as u64;
                 Ok(Some(Block::Table { batch, first_row }))
             }
-            Source::Lines {
-                file,
-                carry,
-                next_line,
-                done,
-            } => {
+            Source::Lines { file, carry, next_line, done } => {
                 let mut data = Vec::with_capacity(BLOCK_BYTES + (1 << 16));
                 data.append(carry);
                 while !*done {
                     let wanted = BLOCK_BYTES.saturating_sub(data.len()).max(1 << 16) as u64;
-                    let read = file
-                        .take(wanted)
-                        .read_to_end(&mut data)
-                        .map_err(|error| Error::io(path, "read", error))?;
+                    let read =
+                        file.take(wanted).read_to_end(&mut data).map_err(|error| Error::io(path, "read", error))?;
                     *done = (read as u64) < wanted;
                     if data.len() >= BLOCK_BYTES && memrchr(b'\n', &data).is_some() {
                         break;
@@ -173,18 +138,13 @@ fn lines(data: &[u8], first_line: u64) -> impl Iterator<Item = (u64, &[u8])> {
 fn parse_line(input: &InputFile, line: u64, bytes: &[u8]) -> Result<Map<String, Value>> {
     let path = || input.path.clone();
     let text = std::str::from_utf8(bytes).map_err(|error| Error::InvalidUtf8 {
-        location: Location::LineColumn {
-            path: path(),
-            line,
-            column: error.valid_up_to() as u64 + 1,
-        },
+        location: Location::LineColumn { path: path(), line, column: error.valid_up_to() as u64 + 1 },
     })?;
     match serde_json::from_str(text.strip_suffix('\r').unwrap_or(text)) {
         Ok(Value::Object(fields)) => Ok(fields),
-        Ok(other) => Err(Error::NotAnObject {
-            location: Location::Line { path: path(), line },
-            found: json_type(&other),
-        }),
+        Ok(other) => {
+            Err(Error::NotAnObject { location: Location::Line { path: path(), line }, found: json_type(&other) })
+        }
         Err(error) => {
             let message = error.to_string();
             let message = match message.rfind(" at line ") {
@@ -192,11 +152,7 @@ fn parse_line(input: &InputFile, line: u64, bytes: &[u8]) -> Result<Map<String, 
                 None => message,
             };
             Err(Error::Json {
-                location: Location::LineColumn {
-                    path: path(),
-                    line,
-                    column: error.column() as u64,
-                },
+                location: Location::LineColumn { path: path(), line, column: error.column() as u64 },
                 message,
             })
         }
@@ -215,10 +171,7 @@ fn json_friendly(data_type: &DataType) -> DataType {
         LargeUtf8 | Utf8View => Utf8,
         List(field) | LargeList(field) | FixedSizeList(field, _) => List(item(field).into()),
         Struct(fields) => Struct(
-            fields
-                .iter()
-                .map(|field| Field::new(field.name(), json_friendly(field.data_type()), true))
-                .collect(),
+            fields.iter().map(|field| Field::new(field.name(), json_friendly(field.data_type()), true)).collect(),
         ),
         other => other.clone(),
     }
@@ -239,18 +192,12 @@ fn cell(array: &dyn Array, row: usize) -> Value {
             let list = array.as_list::<i32>();
             let offsets = list.value_offsets();
             let values = list.values();
-            (offsets[row] as usize..offsets[row + 1] as usize)
-                .map(|index| cell(values.as_ref(), index))
-                .collect()
+            (offsets[row] as usize..offsets[row + 1] as usize).map(|index| cell(values.as_ref(), index)).collect()
         }
         DataType::Struct(_) => {
             let fields = array.as_struct();
             let pairs = fields.column_names().into_iter().zip(fields.columns());
-            Value::Object(
-                pairs
-                    .map(|(name, column)| (name.to_string(), cell(column.as_ref(), row)))
-                    .collect(),
-            )
+            Value::Object(pairs.map(|(name, column)| (name.to_string(), cell(column.as_ref(), row))).collect())
         }
         _ => ArrayFormatter::try_new(array, &FormatOptions::default())
             .map(|format| Value::String(format.value(row).to_string()))
@@ -292,26 +239,16 @@ fn first_keys(input: &InputFile, block: &Block) -> Result<Option<Vec<String>>> {
                 return Ok(None);
             };
             if bytes.trim_ascii_start().starts_with(b"[") {
-                return Err(Error::NotJsonLines {
-                    path: input.path.clone(),
-                });
+                return Err(Error::NotJsonLines { path: input.path.clone() });
             }
             parse_line(input, line, bytes)?
         }
-        Block::Table { batch, .. } => {
-            match table_rows(&batch.slice(0, batch.num_rows().min(1))).pop() {
-                Some(fields) => fields,
-                None => return Ok(None),
-            }
-        }
+        Block::Table { batch, .. } => match table_rows(&batch.slice(0, batch.num_rows().min(1))).pop() {
+            Some(fields) => fields,
+            None => return Ok(None),
+        },
     };
-    Ok(Some(
-        fields
-            .into_iter()
-            .filter(|(_, value)| !value.is_null())
-            .map(|(key, _)| key)
-            .collect(),
-    ))
+    Ok(Some(fields.into_iter().filter(|(_, value)| !value.is_null()).map(|(key, _)| key).collect()))
 }
 
 /// Converts a block to validated records of `R`, as one batch.
@@ -338,18 +275,13 @@ fn convert<R: FromRow>(input: &InputFile, format: Format, block: Block) -> Resul
 fn import_as<R: FromRow>(input: &Path, output: &Path, requested: Format) -> Result<ImportSummary> {
     let file = InputFile {
         path: input.to_path_buf(),
-        stem: input
-            .file_stem()
-            .map(|stem| stem.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        stem: input.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default(),
     };
     let mut source = Source::open(input)?;
     let mut pending = Vec::new();
     let keys = loop {
         let Some(block) = source.next_block(input)? else {
-            return Err(Error::NoRecords {
-                path: input.to_path_buf(),
-            });
+            return Err(Error::NoRecords { path: input.to_path_buf() });
         };
         let keys = first_keys(&file, &block)?;
         pending.push(block);
@@ -358,14 +290,10 @@ fn import_as<R: FromRow>(input: &Path, output: &Path, requested: Format) -> Resu
         }
     };
     let format = resolve_format::<R>(requested, &keys, &file)?;
-    let _span =
-        tracing::info_span!("import", input = %input.display(), kind = %R::KIND, %format).entered();
+    let _span = tracing::info_span!("import", input = %input.display(), kind = %R::KIND, %format).entered();
     let unused = unused_keys::<R>(format, &keys);
     if !unused.is_empty() {
-        tracing::warn!(
-            ?unused,
-            "the {format} layout ignores these keys of the first record"
-        );
+        tracing::warn!(?unused, "the {format} layout ignores these keys of the first record");
     }
     let mut writer = TableWriter::create(output, R::schema())?;
     let encoder = writer.encoder();
@@ -387,9 +315,7 @@ fn import_as<R: FromRow>(input: &Path, output: &Path, requested: Format) -> Resu
         let blocks = std::mem::take(&mut pending);
         let ((written, read), groups) = rayon::join(
             || {
-                let written = converted
-                    .drain(..)
-                    .try_for_each(|group| writer.write_row_group(group));
+                let written = converted.drain(..).try_for_each(|group| writer.write_row_group(group));
                 (written, fill(&mut source, &mut pending))
             },
             || {
@@ -420,8 +346,7 @@ mod tests {
     fn lines_skip_blanks_and_keep_numbers() {
         let data = b"{\"a\":1}\n\n  \r\n{\"b\":2}\r\n{\"c\":3}";
         let found: Vec<(u64, &[u8])> = lines(data, 10).collect();
-        let expected: Vec<(u64, &[u8])> =
-            vec![(10, b"{\"a\":1}"), (13, b"{\"b\":2}\r"), (14, b"{\"c\":3}")];
+        let expected: Vec<(u64, &[u8])> = vec![(10, b"{\"a\":1}"), (13, b"{\"b\":2}\r"), (14, b"{\"c\":3}")];
         assert_eq!(found, expected);
     }
 }

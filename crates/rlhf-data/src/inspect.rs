@@ -30,20 +30,12 @@ pub struct TableSummary {
 
 /// Kinds in the order tables are matched against by columns: a comparisons table also has a
 /// prompts table's columns, so it is tried first.
-const MOST_SPECIFIC_FIRST: [Kind; 6] = [
-    Kind::Rollouts,
-    Kind::Comparisons,
-    Kind::Rankings,
-    Kind::Demonstrations,
-    Kind::Metrics,
-    Kind::Prompts,
-];
+const MOST_SPECIFIC_FIRST: [Kind; 6] =
+    [Kind::Rollouts, Kind::Comparisons, Kind::Rankings, Kind::Demonstrations, Kind::Metrics, Kind::Prompts];
 
 fn recognise(schema: &Schema) -> Option<Kind> {
     schema_tag(schema).and_then(Kind::from_tag).or_else(|| {
-        MOST_SPECIFIC_FIRST
-            .into_iter()
-            .find(|kind| check_columns(Path::new(""), schema, &kind.schema()).is_ok())
+        MOST_SPECIFIC_FIRST.into_iter().find(|kind| check_columns(Path::new(""), schema, &kind.schema()).is_ok())
     })
 }
 
@@ -55,19 +47,9 @@ pub fn inspect(path: impl AsRef<Path>, head_rows: usize) -> Result<TableSummary>
     let parts = reader.parts();
     let head = match head_rows {
         0 => None,
-        _ => reader
-            .next()
-            .transpose()?
-            .map(|batch| batch.slice(0, batch.num_rows().min(head_rows))),
+        _ => reader.next().transpose()?.map(|batch| batch.slice(0, batch.num_rows().min(head_rows))),
     };
-    Ok(TableSummary {
-        path: reader.path().to_path_buf(),
-        kind: recognise(&schema),
-        schema,
-        rows,
-        parts,
-        head,
-    })
+    Ok(TableSummary { path: reader.path().to_path_buf(), kind: recognise(&schema), schema, rows, parts, head })
 }
 
 /// Longest value shown, in characters.

@@ -154,26 +154,15 @@ pub(crate) fn json_type(value: &Value) -> &'static str {
 
 /// `role: content` lines.
 fn render(turns: &[Turn]) -> String {
-    let lines: Vec<String> = turns
-        .iter()
-        .map(|turn| format!("{}: {}", turn.role, turn.content))
-        .collect();
+    let lines: Vec<String> = turns.iter().map(|turn| format!("{}: {}", turn.role, turn.content)).collect();
     lines.join("\n")
 }
 
 const HH_ASSISTANT: &str = "\n\nAssistant:";
 
 impl<'a> Row<'a> {
-    pub(crate) fn new(
-        fields: Map<String, Value>,
-        input: &'a InputFile,
-        position: Position,
-    ) -> Self {
-        Row {
-            fields,
-            input,
-            position,
-        }
+    pub(crate) fn new(fields: Map<String, Value>, input: &'a InputFile, position: Position) -> Self {
+        Row { fields, input, position }
     }
 
     pub(crate) fn location(&self) -> Location {
@@ -181,12 +170,7 @@ impl<'a> Row<'a> {
     }
 
     fn wrong_type(&self, key: impl Into<String>, expected: &'static str, found: &Value) -> Error {
-        Error::WrongType {
-            location: self.location(),
-            key: key.into(),
-            expected,
-            found: json_type(found),
-        }
+        Error::WrongType { location: self.location(), key: key.into(), expected, found: json_type(found) }
     }
 
     /// The value of `key`, or `None` when it is absent or null.
@@ -196,10 +180,7 @@ impl<'a> Row<'a> {
 
     fn required(&mut self, key: &str) -> Result<Value> {
         match self.fields.remove(key) {
-            None => Err(Error::MissingKey {
-                location: self.location(),
-                key: key.to_string(),
-            }),
+            None => Err(Error::MissingKey { location: self.location(), key: key.to_string() }),
             Some(value) => Ok(value),
         }
     }
@@ -212,9 +193,7 @@ impl<'a> Row<'a> {
     }
 
     fn optional_string(&mut self, key: &str) -> Result<Option<String>> {
-        self.optional(key)
-            .map(|value| self.string_value(key, value))
-            .transpose()
+        self.optional(key).map(|value| self.string_value(key, value)).transpose()
     }
 
     fn id(&mut self) -> Result<String> {
@@ -235,23 +214,13 @@ impl<'a> Row<'a> {
             .enumerate()
             .map(|(index, turn)| {
                 let Value::Object(mut turn) = turn else {
-                    return Err(self.wrong_type(
-                        format!("{key}[{index}]"),
-                        "a {role, content} object",
-                        &turn,
-                    ));
+                    return Err(self.wrong_type(format!("{key}[{index}]"), "a {role, content} object", &turn));
                 };
                 let mut field = |name: &str| match turn.remove(name) {
                     Some(value) => self.string_value(format!("{key}[{index}].{name}"), value),
-                    None => Err(Error::MissingKey {
-                        location: self.location(),
-                        key: format!("{key}[{index}].{name}"),
-                    }),
+                    None => Err(Error::MissingKey { location: self.location(), key: format!("{key}[{index}].{name}") }),
                 };
-                Ok(Turn {
-                    role: field("role")?,
-                    content: field("content")?,
-                })
+                Ok(Turn { role: field("role")?, content: field("content")? })
             })
             .collect()
     }
@@ -307,40 +276,32 @@ impl<'a> Row<'a> {
 
     /// `chosen`/`rejected` with the prompt inside them: (prompt, chosen, rejected).
     fn chosen_rejected(&mut self) -> Result<(String, String, String)> {
-        let (chosen_prompt, chosen, rejected_prompt, rejected) =
-            match (self.text("chosen")?, self.text("rejected")?) {
-                (Text::Plain(chosen), Text::Plain(rejected)) => {
-                    let (chosen_prompt, chosen) = self.split_full_text("chosen", chosen)?;
-                    let (rejected_prompt, rejected) = self.split_full_text("rejected", rejected)?;
-                    (chosen_prompt, chosen, rejected_prompt, rejected)
-                }
-                (Text::Turns(chosen), Text::Turns(rejected)) => {
-                    let (chosen_prompt, chosen) = self.split_response("chosen", chosen)?;
-                    let (rejected_prompt, rejected) = self.split_response("rejected", rejected)?;
-                    (
-                        render(&chosen_prompt),
-                        chosen,
-                        render(&rejected_prompt),
-                        rejected,
-                    )
-                }
-                (chosen, _) => {
-                    let (expected, found) = match chosen {
-                        Text::Plain(_) => ("a string like \"chosen\"", "a list"),
-                        Text::Turns(_) => ("a list of turns like \"chosen\"", "a string"),
-                    };
-                    return Err(Error::WrongType {
-                        location: self.location(),
-                        key: "rejected".to_string(),
-                        expected,
-                        found,
-                    });
-                }
-            };
+        let (chosen_prompt, chosen, rejected_prompt, rejected) = match (self.text("chosen")?, self.text("rejected")?) {
+            (Text::Plain(chosen), Text::Plain(rejected)) => {
+                let (chosen_prompt, chosen) = self.split_full_text("chosen", chosen)?;
+                let (rejected_prompt, rejected) = self.split_full_text("rejected", rejected)?;
+                (chosen_prompt, chosen, rejected_prompt, rejected)
+            }
+            (Text::Turns(chosen), Text::Turns(rejected)) => {
+                let (chosen_prompt, chosen) = self.split_response("chosen", chosen)?;
+                let (rejected_prompt, rejected) = self.split_response("rejected", rejected)?;
+                (render(&chosen_prompt), chosen, render(&rejected_prompt), rejected)
+            }
+            (chosen, _) => {
+                let (expected, found) = match chosen {
+                    Text::Plain(_) => ("a string like \"chosen\"", "a list"),
+                    Text::Turns(_) => ("a list of turns like \"chosen\"", "a string"),
+                };
+                return Err(Error::WrongType {
+                    location: self.location(),
+                    key: "rejected".to_string(),
+                    expected,
+                    found,
+                });
+            }
+        };
         if chosen_prompt != rejected_prompt {
-            return Err(Error::PromptMismatch {
-                location: self.location(),
-            });
+            return Err(Error::PromptMismatch { location: self.location() });
         }
         Ok((chosen_prompt, chosen, rejected))
     }
@@ -397,19 +358,12 @@ impl FromRow for Prompt {
     const FORMATS: &'static [Format] = &[Format::Prompt];
 
     fn from_row(_: Format, row: &mut Row) -> Result<Self> {
-        Ok(Prompt {
-            id: row.id()?,
-            prompt: row.prompt("prompt")?,
-        })
+        Ok(Prompt { id: row.id()?, prompt: row.prompt("prompt")? })
     }
 }
 
 impl FromRow for Demonstration {
-    const FORMATS: &'static [Format] = &[
-        Format::PromptCompletion,
-        Format::PromptResponse,
-        Format::Messages,
-    ];
+    const FORMATS: &'static [Format] = &[Format::PromptCompletion, Format::PromptResponse, Format::Messages];
 
     fn from_row(format: Format, row: &mut Row) -> Result<Self> {
         let id = row.id()?;
@@ -423,11 +377,7 @@ impl FromRow for Demonstration {
             Format::PromptResponse => (row.prompt("prompt")?, row.response("response")?),
             _ => (row.prompt("prompt")?, row.response("completion")?),
         };
-        Ok(Demonstration {
-            id,
-            prompt,
-            response,
-        })
+        Ok(Demonstration { id, prompt, response })
     }
 }
 
@@ -439,11 +389,7 @@ impl FromRow for Comparison {
         let id = row.id()?;
         let (prompt, chosen, rejected) = match format {
             Format::ChosenRejected => row.chosen_rejected()?,
-            _ => (
-                row.prompt("prompt")?,
-                row.response("chosen")?,
-                row.response("rejected")?,
-            ),
+            _ => (row.prompt("prompt")?, row.response("chosen")?, row.response("rejected")?),
         };
         Ok(Comparison {
             id,
@@ -472,51 +418,29 @@ impl FromRow for Ranking {
 
 /// The keys of `keys` that `format` does not read.
 pub(crate) fn unused_keys<R: FromRow>(format: Format, keys: &[String]) -> Vec<String> {
-    let used = |key: &String| {
-        format.keys().contains(&key.as_str()) || R::OPTIONAL_KEYS.contains(&key.as_str())
-    };
+    let used = |key: &String| format.keys().contains(&key.as_str()) || R::OPTIONAL_KEYS.contains(&key.as_str());
     keys.iter().filter(|key| !used(key)).cloned().collect()
 }
 
 /// The format to import with: `requested` if it is a layout of `R`, else the first layout of
 /// `R` whose keys are all in `keys`.
-pub(crate) fn resolve_format<R: FromRow>(
-    requested: Format,
-    keys: &[String],
-    input: &InputFile,
-) -> Result<Format> {
+pub(crate) fn resolve_format<R: FromRow>(requested: Format, keys: &[String], input: &InputFile) -> Result<Format> {
     let layouts = || {
-        let names: Vec<String> = R::FORMATS
-            .iter()
-            .map(|format| format!("{format} ({})", format.keys().join(", ")))
-            .collect();
+        let names: Vec<String> =
+            R::FORMATS.iter().map(|format| format!("{format} ({})", format.keys().join(", "))).collect();
         names.join(" or ")
     };
     if requested != Format::Auto {
         return match R::FORMATS.contains(&requested) {
             true => Ok(requested),
-            false => Err(Error::FormatKind {
-                format: requested.name().to_string(),
-                kind: R::KIND,
-                expected: layouts(),
-            }),
+            false => {
+                Err(Error::FormatKind { format: requested.name().to_string(), kind: R::KIND, expected: layouts() })
+            }
         };
     }
-    R::FORMATS
-        .iter()
-        .copied()
-        .find(|format| {
-            format
-                .keys()
-                .iter()
-                .all(|key| keys.iter().any(|k| k == key))
-        })
-        .ok_or_else(|| Error::UnknownLayout {
-            path: input.path.clone(),
-            kind: R::KIND,
-            keys: keys.to_vec(),
-            expected: layouts(),
-        })
+    R::FORMATS.iter().copied().find(|format| format.keys().iter().all(|key| keys.iter().any(|k| k == key))).ok_or_else(
+        || Error::UnknownLayout { path: input.path.clone(), kind: R::KIND, keys: keys.to_vec(), expected: layouts() },
+    )
 }
 
 #[cfg(test)]
@@ -525,9 +449,7 @@ mod tests {
 
     #[test]
     fn unused_keys_leave_out_layout_and_optional_keys() {
-        let keys: Vec<String> = ["id", "prompt", "chosen", "rejected", "margin", "score"]
-            .map(String::from)
-            .to_vec();
+        let keys: Vec<String> = ["id", "prompt", "chosen", "rejected", "margin", "score"].map(String::from).to_vec();
         let unused = unused_keys::<Comparison>(Format::PromptChosenRejected, &keys);
         assert_eq!(unused, ["score"]);
         let unused = unused_keys::<Prompt>(Format::Prompt, &keys);

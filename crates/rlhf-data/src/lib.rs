@@ -46,8 +46,7 @@ pub use judge::{judgments_from_scores, Judge, Judgment, Preferred};
 pub use layouts::Format;
 pub use parquet_io::{
     append_column, concat_tables, read_records, read_table, validate_table, write_records, EncodedRowGroup,
-    RecordChunk, RecordReader, RecordWriter, RowGroupEncoder, Table, TableReader, TableWriter,
-    BATCH_ROWS,
+    RecordChunk, RecordReader, RecordWriter, RowGroupEncoder, Table, TableReader, TableWriter, BATCH_ROWS,
 };
 pub use ranking::{expand_ranking, expand_rankings};
 pub use records::{Comparison, Demonstration, Kind, Metric, Prompt, Ranking, Record, Rollout};

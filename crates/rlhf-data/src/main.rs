@@ -11,11 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use rlhf_data::{import, inspect, validate_table, Format, ImportOptions, Kind};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "rlhf-data",
-    version,
-    about = "Import, inspect and validate rlhf-rs data tables"
-)]
+#[command(name = "rlhf-data", version, about = "Import, inspect and validate rlhf-rs data tables")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -87,10 +83,7 @@ struct ValidateArgs {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Import(args) => {
-            let options = ImportOptions {
-                kind: args.kind,
-                format: args.format,
-            };
+            let options = ImportOptions { kind: args.kind, format: args.format };
             let summary = import(&args.input, &args.output, &options)?;
             println!(
                 "wrote {} {} rows to {} (format {})",
@@ -107,11 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Validate(args) => {
             let rows = validate_table(&args.file, args.kind)?;
-            println!(
-                "ok: {} is a valid {} table with {rows} rows",
-                args.file.display(),
-                args.kind
-            );
+            println!("ok: {} is a valid {} table with {rows} rows", args.file.display(), args.kind);
         }
     }
     Ok(())

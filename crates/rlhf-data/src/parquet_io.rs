@@ -17,9 +17,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use parquet::arrow::arrow_writer::{
-    compute_leaves, ArrowColumnChunk, ArrowLeafColumn, ArrowRowGroupWriterFactory,
-};
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowLeafColumn, ArrowRowGroupWriterFactory};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
@@ -43,9 +41,7 @@ const ROW_GROUP_BYTES: usize = 32 << 20;
 
 fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(ZSTD_LEVEL).expect("a valid zstd level"),
-        ))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL).expect("a valid zstd level")))
         .set_dictionary_enabled(false)
         .build()
 }
@@ -54,9 +50,7 @@ fn writer_properties() -> WriterProperties {
 pub(crate) fn open_file(path: &Path) -> Result<File> {
     let metadata = fs::metadata(path).map_err(|error| Error::io(path, "open", error))?;
     if metadata.is_dir() {
-        return Err(Error::IsDirectory {
-            path: path.to_path_buf(),
-        });
+        return Err(Error::IsDirectory { path: path.to_path_buf() });
     }
     File::open(path).map_err(|error| Error::io(path, "open", error))
 }
@@ -102,29 +96,16 @@ impl PendingFile {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
         };
-        fs::create_dir_all(directory)
-            .map_err(|error| Error::io(destination, "create its directory", error))?;
-        let name = destination
-            .file_name()
-            .map(|name| name.to_string_lossy())
-            .unwrap_or_default();
-        let temp = directory.join(format!(
-            ".{name}.{}.{}.tmp",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+        fs::create_dir_all(directory).map_err(|error| Error::io(destination, "create its directory", error))?;
+        let name = destination.file_name().map(|name| name.to_string_lossy()).unwrap_or_default();
+        let temp =
+            directory.join(format!(".{name}.{}.{}.tmp", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&temp)
             .map_err(|error| Error::io(destination, "create a temporary file", error))?;
-        Ok((
-            PendingFile {
-                temp,
-                renamed: false,
-            },
-            file,
-        ))
+        Ok((PendingFile { temp, renamed: false }, file))
     }
 
     fn rename_to(mut self, destination: &Path) -> Result<()> {
@@ -145,11 +126,8 @@ impl Drop for PendingFile {
 
 /// `(name: Type, …)`, for messages.
 fn column_list(schema: &Schema) -> String {
-    let columns: Vec<String> = schema
-        .fields()
-        .iter()
-        .map(|field| format!("{}: {}", field.name(), type_name(field.data_type())))
-        .collect();
+    let columns: Vec<String> =
+        schema.fields().iter().map(|field| format!("{}: {}", field.name(), type_name(field.data_type()))).collect();
     format!("({})", columns.join(", "))
 }
 
@@ -174,11 +152,7 @@ impl RowGroupEncoder {
         if batch.schema().fields() != self.schema.fields() {
             return Err(Error::write_parquet(
                 &self.path,
-                format!(
-                    "a batch has columns {}, expected {}",
-                    column_list(&batch.schema()),
-                    column_list(&self.schema)
-                ),
+                format!("a batch has columns {}, expected {}", column_list(&batch.schema()), column_list(&self.schema)),
             ));
         }
         Ok(())
@@ -230,25 +204,18 @@ impl TableWriter {
     pub fn create(path: impl AsRef<Path>, schema: SchemaRef) -> Result<Self> {
         let path = path.as_ref();
         if path.is_dir() {
-            return Err(Error::IsDirectory {
-                path: path.to_path_buf(),
-            });
+            return Err(Error::IsDirectory { path: path.to_path_buf() });
         }
         let failed = |error: ParquetError| Error::write_parquet(path, error);
         let (pending, file) = PendingFile::create(path)?;
         let buffer = BufWriter::with_capacity(1 << 20, file);
-        let (file, factory) =
-            ArrowWriter::try_new(buffer, schema.clone(), Some(writer_properties()))
-                .and_then(ArrowWriter::into_serialized_writer)
-                .map_err(failed)?;
+        let (file, factory) = ArrowWriter::try_new(buffer, schema.clone(), Some(writer_properties()))
+            .and_then(ArrowWriter::into_serialized_writer)
+            .map_err(failed)?;
         Ok(TableWriter {
             path: path.to_path_buf(),
             pending,
-            encoder: RowGroupEncoder {
-                path: path.into(),
-                schema,
-                factory: Arc::new(factory),
-            },
+            encoder: RowGroupEncoder { path: path.into(), schema, factory: Arc::new(factory) },
             file,
             buffered: Vec::new(),
             buffered_bytes: 0,
@@ -302,20 +269,13 @@ impl TableWriter {
     /// Completes the file, syncs it and renames it into place; returns the rows written.
     pub fn finish(mut self) -> Result<u64> {
         self.flush()?;
-        let TableWriter {
-            path,
-            pending,
-            file,
-            rows,
-            ..
-        } = self;
+        let TableWriter { path, pending, file, rows, .. } = self;
         let file = file
             .into_inner()
             .map_err(|error| Error::write_parquet(&path, error))?
             .into_inner()
             .map_err(|error| Error::io(&path, "write", error.into_error()))?;
-        file.sync_all()
-            .map_err(|error| Error::io(&path, "write", error))?;
+        file.sync_all().map_err(|error| Error::io(&path, "write", error))?;
         pending.rename_to(&path)?;
         tracing::debug!(path = %path.display(), rows, "wrote table");
         Ok(rows)
@@ -330,10 +290,7 @@ pub struct RecordWriter<R> {
 
 impl<R: Record> RecordWriter<R> {
     pub fn create(path: impl AsRef<Path>) -> Result<Self> {
-        Ok(RecordWriter {
-            table: TableWriter::create(path, R::schema())?,
-            record: PhantomData,
-        })
+        Ok(RecordWriter { table: TableWriter::create(path, R::schema())?, record: PhantomData })
     }
 
     pub fn write(&mut self, records: &[R]) -> Result<()> {
@@ -451,8 +408,8 @@ impl Iterator for TableReader {
                 }
             }
             let part = self.unread.next()?;
-            let batches = open_part(&part)
-                .and_then(|builder| builder.build().map_err(|error| Error::parquet(&part, error)));
+            let batches =
+                open_part(&part).and_then(|builder| builder.build().map_err(|error| Error::parquet(&part, error)));
             match batches {
                 Ok(batches) => self.current = Some((part, batches)),
                 Err(error) => return Some(Err(error)),
@@ -497,11 +454,7 @@ impl<R: Record> RecordReader<R> {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let table = TableReader::open(path)?;
         check_schema(table.path(), table.schema(), R::KIND)?;
-        Ok(RecordReader {
-            table,
-            next_row: 0,
-            record: PhantomData,
-        })
+        Ok(RecordReader { table, next_row: 0, record: PhantomData })
     }
 
     pub fn path(&self) -> &Path {
@@ -519,11 +472,7 @@ impl<R: Record> RecordReader<R> {
 
     fn chunk(&self, batch: RecordBatch) -> Result<RecordChunk<R>> {
         check_batch(self.path(), &batch, &R::schema(), self.next_row)?;
-        Ok(RecordChunk {
-            first_row: self.next_row,
-            records: R::from_batch(&batch)?,
-            batch,
-        })
+        Ok(RecordChunk { first_row: self.next_row, records: R::from_batch(&batch)?, batch })
     }
 }
 
@@ -552,12 +501,7 @@ impl<R: Record> Table<R> {
     /// The table's columns that `R` does not have.
     pub fn extra_columns(&self) -> Vec<FieldRef> {
         let known = R::schema();
-        self.schema
-            .fields()
-            .iter()
-            .filter(|field| known.field_with_name(field.name()).is_err())
-            .cloned()
-            .collect()
+        self.schema.fields().iter().filter(|field| known.field_with_name(field.name()).is_err()).cloned().collect()
     }
 }
 
@@ -571,11 +515,7 @@ pub fn read_table<R: Record>(path: impl AsRef<Path>) -> Result<Table<R>> {
         records.extend(chunk.records);
         batches.push(chunk.batch);
     }
-    Ok(Table {
-        schema,
-        records,
-        batches,
-    })
+    Ok(Table { schema, records, batches })
 }
 
 /// Reads all records of a table.
@@ -610,10 +550,7 @@ fn validate_records<R: Record>(path: &Path) -> Result<u64> {
     for chunk in reader {
         let chunk = chunk?;
         for (offset, record) in chunk.records.iter().enumerate() {
-            record.validate(|| Location::Row {
-                path: path.to_path_buf(),
-                row: chunk.first_row + offset as u64,
-            })?;
+            record.validate(|| Location::Row { path: path.to_path_buf(), row: chunk.first_row + offset as u64 })?;
         }
         rows += chunk.records.len() as u64;
     }
@@ -637,19 +574,11 @@ pub fn validate_table(path: impl AsRef<Path>, kind: Kind) -> Result<u64> {
 /// Writes `output` as every column and row of `input` plus one new column `field` holding
 /// `values` (one per row, in order). The schema metadata of `input` is kept. `output` may be
 /// `input`: it is replaced only once the new table is complete.
-pub fn append_column(
-    input: impl AsRef<Path>,
-    output: impl AsRef<Path>,
-    field: Field,
-    values: ArrayRef,
-) -> Result<u64> {
+pub fn append_column(input: impl AsRef<Path>, output: impl AsRef<Path>, field: Field, values: ArrayRef) -> Result<u64> {
     let (input, output) = (input.as_ref(), output.as_ref());
     let reader = TableReader::open(input)?;
     if reader.schema().field_with_name(field.name()).is_ok() {
-        return Err(Error::ColumnExists {
-            path: input.to_path_buf(),
-            column: field.name().clone(),
-        });
+        return Err(Error::ColumnExists { path: input.to_path_buf(), column: field.name().clone() });
     }
     if values.len() as u64 != reader.num_rows() {
         return Err(Error::ColumnLength {
@@ -677,8 +606,8 @@ pub fn append_column(
         let mut columns = batch.columns().to_vec();
         columns.push(values.slice(offset, batch.num_rows()));
         offset += batch.num_rows();
-        let batch = RecordBatch::try_new(schema.clone(), columns)
-            .map_err(|error| Error::write_parquet(output, error))?;
+        let batch =
+            RecordBatch::try_new(schema.clone(), columns).map_err(|error| Error::write_parquet(output, error))?;
         writer.write(&batch)?;
     }
     writer.finish()

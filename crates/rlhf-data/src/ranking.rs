@@ -9,16 +9,12 @@ pub(crate) fn check_ranking(ranking: &Ranking, location: impl Fn() -> Location) 
     let count = ranking.responses.len();
     let mut seen = vec![false; count];
     let is_permutation = ranking.ranking.len() == count
-        && ranking.ranking.iter().all(|&index| {
-            seen.get_mut(index as usize)
-                .is_some_and(|seen| !std::mem::replace(seen, true))
-        });
+        && ranking
+            .ranking
+            .iter()
+            .all(|&index| seen.get_mut(index as usize).is_some_and(|seen| !std::mem::replace(seen, true)));
     if !is_permutation {
-        return Err(Error::InvalidRanking {
-            location: location(),
-            ranking: ranking.ranking.clone(),
-            responses: count,
-        });
+        return Err(Error::InvalidRanking { location: location(), ranking: ranking.ranking.clone(), responses: count });
     }
     Ok(())
 }
@@ -27,9 +23,7 @@ pub(crate) fn check_ranking(ranking: &Ranking, location: impl Fn() -> Location) 
 /// Pair ids are `<ranking id>-<chosen index>-<rejected index>`, indices into `responses`.
 /// The ranking is validated first (see [`Record::validate`]).
 pub fn expand_ranking(ranking: &Ranking) -> Result<Vec<Comparison>> {
-    ranking.validate(|| Location::Record {
-        id: ranking.id.clone(),
-    })?;
+    ranking.validate(|| Location::Record { id: ranking.id.clone() })?;
     let order = &ranking.ranking;
     let mut pairs = Vec::with_capacity(order.len() * order.len().saturating_sub(1) / 2);
     for (position, &better) in order.iter().enumerate() {
@@ -69,11 +63,7 @@ mod tests {
     }
 
     fn pairs(ranking: &Ranking) -> Vec<(String, String, String)> {
-        expand_ranking(ranking)
-            .unwrap()
-            .into_iter()
-            .map(|c| (c.id, c.chosen, c.rejected))
-            .collect()
+        expand_ranking(ranking).unwrap().into_iter().map(|c| (c.id, c.chosen, c.rejected)).collect()
     }
 
     #[test]
@@ -87,10 +77,7 @@ mod tests {
             ("r-1-3", "b", "d"),
         ]
         .map(|(id, chosen, rejected)| (id.to_string(), chosen.to_string(), rejected.to_string()));
-        assert_eq!(
-            pairs(&ranking(&["a", "b", "c", "d"], &[2, 0, 1, 3])),
-            expected
-        );
+        assert_eq!(pairs(&ranking(&["a", "b", "c", "d"], &[2, 0, 1, 3])), expected);
     }
 
     #[test]
@@ -111,9 +98,7 @@ mod tests {
             let error = expand_ranking(&ranking(&["a", "b", "c"], order)).unwrap_err();
             assert_eq!(
                 error.to_string(),
-                format!(
-                    "record \"r\": ranking {order:?} is not a permutation of the 3 response indices"
-                )
+                format!("record \"r\": ranking {order:?} is not a permutation of the 3 response indices")
             );
         }
     }
@@ -128,11 +113,8 @@ mod tests {
     fn expands_many_rankings_in_order() {
         let mut second = ranking(&["x", "y"], &[1, 0]);
         second.id = "s".into();
-        let ids: Vec<String> = expand_rankings(&[ranking(&["a", "b"], &[0, 1]), second])
-            .unwrap()
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
+        let ids: Vec<String> =
+            expand_rankings(&[ranking(&["a", "b"], &[0, 1]), second]).unwrap().into_iter().map(|c| c.id).collect();
         assert_eq!(ids, ["r-0-1", "s-1-0"]);
     }
 }

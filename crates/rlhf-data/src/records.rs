@@ -4,14 +4,12 @@
 use std::fmt;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{
-    DataType, Float32Type, Float64Type, Int32Type, SchemaRef, UInt32Type, UInt64Type,
-};
+use arrow::datatypes::{DataType, Float32Type, Float64Type, Int32Type, SchemaRef, UInt32Type, UInt64Type};
 use serde::{Deserialize, Serialize};
 
 use crate::arrays::{
-    optional_primitives, optional_string, optional_strings, optional_value, primitive_list,
-    primitive_lists, primitives, string_list, string_lists, strings, Columns,
+    optional_primitives, optional_string, optional_strings, optional_value, primitive_list, primitive_lists,
+    primitives, string_list, string_lists, strings, Columns,
 };
 use crate::error::{Error, Location, Result};
 use crate::ranking::check_ranking;
@@ -29,14 +27,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
-        Kind::Prompts,
-        Kind::Demonstrations,
-        Kind::Comparisons,
-        Kind::Rankings,
-        Kind::Rollouts,
-        Kind::Metrics,
-    ];
+    pub const ALL: [Kind; 6] =
+        [Kind::Prompts, Kind::Demonstrations, Kind::Comparisons, Kind::Rankings, Kind::Rollouts, Kind::Metrics];
 
     /// The table name, e.g. `comparisons`.
     pub fn name(self) -> &'static str {
@@ -175,35 +167,19 @@ pub struct Metric {
 }
 
 fn batch<R: Record>(columns: Vec<arrow::array::ArrayRef>) -> Result<RecordBatch> {
-    RecordBatch::try_new(R::schema(), columns).map_err(|source| Error::Arrow {
-        kind: R::KIND,
-        source,
-    })
+    RecordBatch::try_new(R::schema(), columns).map_err(|source| Error::Arrow { kind: R::KIND, source })
 }
 
 fn not_empty(field: &str, value: &str, location: &impl Fn() -> Location) -> Result<()> {
     if value.trim().is_empty() {
-        return Err(Error::EmptyField {
-            location: location(),
-            field: field.to_string(),
-        });
+        return Err(Error::EmptyField { location: location(), field: field.to_string() });
     }
     Ok(())
 }
 
-fn same_length(
-    field: &'static str,
-    values: &[f32],
-    tokens: &[i32],
-    location: &impl Fn() -> Location,
-) -> Result<()> {
+fn same_length(field: &'static str, values: &[f32], tokens: &[i32], location: &impl Fn() -> Location) -> Result<()> {
     if values.len() != tokens.len() {
-        return Err(Error::LengthMismatch {
-            location: location(),
-            field,
-            found: values.len(),
-            expected: tokens.len(),
-        });
+        return Err(Error::LengthMismatch { location: location(), field, found: values.len(), expected: tokens.len() });
     }
     Ok(())
 }
@@ -212,13 +188,7 @@ impl Record for Prompt {
     const KIND: Kind = Kind::Prompts;
 
     fn schema() -> SchemaRef {
-        tagged(
-            Self::KIND,
-            vec![
-                required("id", DataType::Utf8),
-                required("prompt", DataType::Utf8),
-            ],
-        )
+        tagged(Self::KIND, vec![required("id", DataType::Utf8), required("prompt", DataType::Utf8)])
     }
 
     fn to_batch(records: &[Self]) -> Result<RecordBatch> {
@@ -232,10 +202,7 @@ impl Record for Prompt {
         let columns = Columns::checked::<Self>(batch)?;
         let (id, prompt) = (columns.strings("id"), columns.strings("prompt"));
         Ok((0..batch.num_rows())
-            .map(|row| Prompt {
-                id: id.value(row).to_string(),
-                prompt: prompt.value(row).to_string(),
-            })
+            .map(|row| Prompt { id: id.value(row).to_string(), prompt: prompt.value(row).to_string() })
             .collect())
     }
 
@@ -268,11 +235,7 @@ impl Record for Demonstration {
 
     fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>> {
         let columns = Columns::checked::<Self>(batch)?;
-        let (id, prompt, response) = (
-            columns.strings("id"),
-            columns.strings("prompt"),
-            columns.strings("response"),
-        );
+        let (id, prompt, response) = (columns.strings("id"), columns.strings("prompt"), columns.strings("response"));
         Ok((0..batch.num_rows())
             .map(|row| Demonstration {
                 id: id.value(row).to_string(),
@@ -320,12 +283,8 @@ impl Record for Comparison {
 
     fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>> {
         let columns = Columns::checked::<Self>(batch)?;
-        let (id, prompt, chosen, rejected) = (
-            columns.strings("id"),
-            columns.strings("prompt"),
-            columns.strings("chosen"),
-            columns.strings("rejected"),
-        );
+        let (id, prompt, chosen, rejected) =
+            (columns.strings("id"), columns.strings("prompt"), columns.strings("chosen"), columns.strings("rejected"));
         let margin = columns.optional_primitives::<Float32Type>("margin");
         let annotator = columns.optional_strings("annotator");
         let source = columns.optional_strings("source");
@@ -436,11 +395,7 @@ impl Record for Rollout {
 
     fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>> {
         let columns = Columns::checked::<Self>(batch)?;
-        let (id, prompt, response) = (
-            columns.strings("id"),
-            columns.strings("prompt"),
-            columns.strings("response"),
-        );
+        let (id, prompt, response) = (columns.strings("id"), columns.strings("prompt"), columns.strings("response"));
         let prompt_tokens = columns.lists("prompt_tokens");
         let response_tokens = columns.lists("response_tokens");
         let logprobs = columns.lists("logprobs");
@@ -468,12 +423,7 @@ impl Record for Rollout {
 
     fn validate(&self, location: impl Fn() -> Location) -> Result<()> {
         same_length("logprobs", &self.logprobs, &self.response_tokens, &location)?;
-        same_length(
-            "ref_logprobs",
-            &self.ref_logprobs,
-            &self.response_tokens,
-            &location,
-        )?;
+        same_length("ref_logprobs", &self.ref_logprobs, &self.response_tokens, &location)?;
         same_length("values", &self.values, &self.response_tokens, &location)
     }
 }

@@ -57,22 +57,10 @@ pub fn type_name(data_type: &DataType) -> String {
 pub fn render_schema(schema: &Schema) -> String {
     let mut text = String::new();
     for field in schema.fields() {
-        let null = if field.is_nullable() {
-            "nullable"
-        } else {
-            "required"
-        };
-        text += &format!(
-            "{}: {} {null}\n",
-            field.name(),
-            type_name(field.data_type())
-        );
+        let null = if field.is_nullable() { "nullable" } else { "required" };
+        text += &format!("{}: {} {null}\n", field.name(), type_name(field.data_type()));
     }
-    let mut metadata: Vec<_> = schema
-        .metadata()
-        .iter()
-        .filter(|(key, _)| !key.starts_with("ARROW:"))
-        .collect();
+    let mut metadata: Vec<_> = schema.metadata().iter().filter(|(key, _)| !key.starts_with("ARROW:")).collect();
     metadata.sort();
     for (key, value) in metadata {
         text += &format!("metadata {key} = {value}\n");
@@ -82,9 +70,7 @@ pub fn render_schema(schema: &Schema) -> String {
 
 fn same_type(found: &DataType, expected: &DataType) -> bool {
     match (found, expected) {
-        (DataType::List(found), DataType::List(expected)) => {
-            same_type(found.data_type(), expected.data_type())
-        }
+        (DataType::List(found), DataType::List(expected)) => same_type(found.data_type(), expected.data_type()),
         _ => found == expected,
     }
 }
@@ -128,28 +114,15 @@ fn first_null(array: &dyn Array) -> Option<usize> {
         return None;
     }
     let offsets = list.value_offsets();
-    (0..list.len()).find(|&row| {
-        (offsets[row] as usize..offsets[row + 1] as usize).any(|index| values.is_null(index))
-    })
+    (0..list.len()).find(|&row| (offsets[row] as usize..offsets[row + 1] as usize).any(|index| values.is_null(index)))
 }
 
 /// Runs [`check_columns`] on the batch, then checks that no required column holds a null.
 /// `first_row` is the batch's offset in its file, so errors name the file's row.
-pub(crate) fn check_batch(
-    path: &Path,
-    batch: &RecordBatch,
-    expected: &Schema,
-    first_row: u64,
-) -> Result<()> {
+pub(crate) fn check_batch(path: &Path, batch: &RecordBatch, expected: &Schema, first_row: u64) -> Result<()> {
     check_columns(path, &batch.schema(), expected)?;
-    for field in expected
-        .fields()
-        .iter()
-        .filter(|field| !field.is_nullable())
-    {
-        let column = batch
-            .column_by_name(field.name())
-            .expect("required columns were checked above");
+    for field in expected.fields().iter().filter(|field| !field.is_nullable()) {
+        let column = batch.column_by_name(field.name()).expect("required columns were checked above");
         if let Some(row) = first_null(column.as_ref()) {
             return Err(Error::NullValue {
                 path: path.to_path_buf(),

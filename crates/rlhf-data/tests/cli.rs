@@ -7,26 +7,16 @@ use std::process::{Command, Output};
 use tempfile::TempDir;
 
 fn rlhf_data(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rlhf-data"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_rlhf-data")).args(args).env_remove("RUST_LOG").output().expect("the binary runs")
 }
 
 fn fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name);
     path.to_string_lossy().into_owned()
 }
 
 fn stdout(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
@@ -43,23 +33,11 @@ fn import_inspect_validate() {
     let dir = TempDir::new().unwrap();
     let table = dir.path().join("pairs.parquet");
     let table = table.to_str().unwrap();
-    let imported = rlhf_data(&[
-        "import",
-        &fixture("pairs.jsonl"),
-        table,
-        "--kind",
-        "comparisons",
-    ]);
-    assert_eq!(
-        stdout(&imported),
-        format!("wrote 3 comparisons rows to {table} (format prompt-chosen-rejected)\n")
-    );
+    let imported = rlhf_data(&["import", &fixture("pairs.jsonl"), table, "--kind", "comparisons"]);
+    assert_eq!(stdout(&imported), format!("wrote 3 comparisons rows to {table} (format prompt-chosen-rejected)\n"));
 
     let validated = rlhf_data(&["validate", table, "--kind", "comparisons"]);
-    assert_eq!(
-        stdout(&validated),
-        format!("ok: {table} is a valid comparisons table with 3 rows\n")
-    );
+    assert_eq!(stdout(&validated), format!("ok: {table} is a valid comparisons table with 3 rows\n"));
 
     let inspected = stdout(&rlhf_data(&["inspect", table, "--rows", "2"]));
     insta::assert_snapshot!(inspected.replace(table, "pairs.parquet"));
@@ -83,22 +61,10 @@ fn failures_print_one_error_line_and_exit_1() {
 
     let prompts = dir.path().join("prompts.parquet");
     let prompts = prompts.to_str().unwrap();
-    stdout(&rlhf_data(&[
-        "import",
-        &fixture("prompts.jsonl"),
-        prompts,
-        "--kind",
-        "prompts",
-    ]));
+    stdout(&rlhf_data(&["import", &fixture("prompts.jsonl"), prompts, "--kind", "prompts"]));
     let wrong_kind = rlhf_data(&["validate", prompts, "--kind", "demonstrations"]);
-    assert_eq!(
-        error_line(&wrong_kind),
-        format!("error: {prompts}: missing column \"response\", expected Utf8")
-    );
+    assert_eq!(error_line(&wrong_kind), format!("error: {prompts}: missing column \"response\", expected Utf8"));
 
     let missing = rlhf_data(&["inspect", output]);
-    assert_eq!(
-        error_line(&missing),
-        format!("error: {output}: cannot open: No such file or directory (os error 2)")
-    );
+    assert_eq!(error_line(&missing), format!("error: {output}: cannot open: No such file or directory (os error 2)"));
 }

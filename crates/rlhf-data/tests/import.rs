@@ -5,28 +5,19 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Float64Array, LargeStringArray, ListBuilder, RecordBatch, StringBuilder,
-    StructBuilder,
-};
+use arrow::array::{ArrayRef, Float64Array, LargeStringArray, ListBuilder, RecordBatch, StringBuilder, StructBuilder};
 use arrow::datatypes::{DataType, Field, Fields, Schema};
 use rlhf_data::{
-    import, read_records, Comparison, Demonstration, Format, ImportOptions, Kind, Prompt, Ranking,
-    Record, TableWriter,
+    import, read_records, Comparison, Demonstration, Format, ImportOptions, Kind, Prompt, Ranking, Record, TableWriter,
 };
 use tempfile::TempDir;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
 }
 
 fn options(kind: Kind) -> ImportOptions {
-    ImportOptions {
-        kind,
-        format: Format::Auto,
-    }
+    ImportOptions { kind, format: Format::Auto }
 }
 
 /// Imports `input` with auto-detection, checks the detected format, returns the records.
@@ -71,11 +62,7 @@ fn demonstration_layouts() {
 fn prompt_and_ranking_layouts() {
     let prompts = import_auto::<Prompt>(&fixture("prompts.jsonl"), Kind::Prompts, Format::Prompt);
     insta::assert_yaml_snapshot!("prompts.jsonl", prompts);
-    let rankings = import_auto::<Ranking>(
-        &fixture("rankings.jsonl"),
-        Kind::Rankings,
-        Format::PromptResponsesRanking,
-    );
+    let rankings = import_auto::<Ranking>(&fixture("rankings.jsonl"), Kind::Rankings, Format::PromptResponsesRanking);
     insta::assert_yaml_snapshot!("rankings.jsonl", rankings);
 }
 
@@ -90,14 +77,8 @@ fn an_explicit_format_overrides_detection() {
     )
     .unwrap();
     let output = dir.path().join("out.parquet");
-    for (format, expected) in [
-        (Format::Auto, ("p", "c")),
-        (Format::Messages, ("user: u", "a")),
-    ] {
-        let options = ImportOptions {
-            kind: Kind::Demonstrations,
-            format,
-        };
+    for (format, expected) in [(Format::Auto, ("p", "c")), (Format::Messages, ("user: u", "a"))] {
+        let options = ImportOptions { kind: Kind::Demonstrations, format };
         import(&input, &output, &options).unwrap();
         let record = read_records::<Demonstration>(&output).unwrap().remove(0);
         assert_eq!((record.prompt.as_str(), record.response.as_str()), expected);
@@ -108,44 +89,28 @@ fn an_explicit_format_overrides_detection() {
 fn a_byte_order_mark_and_windows_line_ends_are_accepted() {
     let dir = TempDir::new().unwrap();
     let input = dir.path().join("windows.jsonl");
-    std::fs::write(
-        &input,
-        "\u{feff}{\"prompt\": \"a\"}\r\n\r\n{\"prompt\": \"b\"}\r\n",
-    )
-    .unwrap();
+    std::fs::write(&input, "\u{feff}{\"prompt\": \"a\"}\r\n\r\n{\"prompt\": \"b\"}\r\n").unwrap();
     let prompts = import_auto::<Prompt>(&input, Kind::Prompts, Format::Prompt);
-    let found: Vec<(&str, &str)> = prompts
-        .iter()
-        .map(|p| (p.id.as_str(), p.prompt.as_str()))
-        .collect();
+    let found: Vec<(&str, &str)> = prompts.iter().map(|p| (p.id.as_str(), p.prompt.as_str())).collect();
     assert_eq!(found, [("windows-0", "a"), ("windows-2", "b")]);
 }
 
 /// An HF-style Parquet file: large strings, conversations as lists of structs, extra columns.
 fn write_hf_parquet(path: &Path, null_rejected_at: Option<usize>) {
-    let turn = Fields::from(vec![
-        Field::new("content", DataType::Utf8, true),
-        Field::new("role", DataType::Utf8, true),
-    ]);
+    let turn =
+        Fields::from(vec![Field::new("content", DataType::Utf8, true), Field::new("role", DataType::Utf8, true)]);
     let turns = || {
-        ListBuilder::new(StructBuilder::from_fields(turn.clone(), 0)).with_field(Arc::new(
-            Field::new("element", DataType::Struct(turn.clone()), true),
-        ))
+        ListBuilder::new(StructBuilder::from_fields(turn.clone(), 0)).with_field(Arc::new(Field::new(
+            "element",
+            DataType::Struct(turn.clone()),
+            true,
+        )))
     };
     let append = |builder: &mut ListBuilder<StructBuilder>, row: usize, answer: &str| {
         let values = builder.values();
-        for (role, text) in [
-            ("user", format!("question {row}")),
-            ("assistant", answer.into()),
-        ] {
-            values
-                .field_builder::<StringBuilder>(0)
-                .unwrap()
-                .append_value(text);
-            values
-                .field_builder::<StringBuilder>(1)
-                .unwrap()
-                .append_value(role);
+        for (role, text) in [("user", format!("question {row}")), ("assistant", answer.into())] {
+            values.field_builder::<StringBuilder>(0).unwrap().append_value(text);
+            values.field_builder::<StringBuilder>(1).unwrap().append_value(role);
             values.append(true);
         }
         builder.append(true);
@@ -158,11 +123,7 @@ fn write_hf_parquet(path: &Path, null_rejected_at: Option<usize>) {
             false => append(&mut rejected, row, "no"),
         }
     }
-    let prompt: ArrayRef = Arc::new(LargeStringArray::from(vec![
-        "question 0",
-        "question 1",
-        "question 2",
-    ]));
+    let prompt: ArrayRef = Arc::new(LargeStringArray::from(vec!["question 0", "question 1", "question 2"]));
     let score: ArrayRef = Arc::new(Float64Array::from(vec![9.0, 8.0, 7.0]));
     let columns: Vec<(&str, ArrayRef)> = vec![
         ("prompt", prompt),
@@ -171,16 +132,9 @@ fn write_hf_parquet(path: &Path, null_rejected_at: Option<usize>) {
         ("score_chosen", score),
     ];
     let schema = Arc::new(Schema::new(
-        columns
-            .iter()
-            .map(|(name, array)| Field::new(*name, array.data_type().clone(), true))
-            .collect::<Vec<_>>(),
+        columns.iter().map(|(name, array)| Field::new(*name, array.data_type().clone(), true)).collect::<Vec<_>>(),
     ));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        columns.into_iter().map(|(_, a)| a).collect(),
-    )
-    .unwrap();
+    let batch = RecordBatch::try_new(schema.clone(), columns.into_iter().map(|(_, a)| a).collect()).unwrap();
     let mut writer = TableWriter::create(path, schema).unwrap();
     writer.write(&batch).unwrap();
     writer.finish().unwrap();
@@ -191,8 +145,7 @@ fn parquet_inputs_in_hf_layouts() {
     let dir = TempDir::new().unwrap();
     let input = dir.path().join("ultrafeedback.parquet");
     write_hf_parquet(&input, None);
-    let records =
-        import_auto::<Comparison>(&input, Kind::Comparisons, Format::PromptChosenRejected);
+    let records = import_auto::<Comparison>(&input, Kind::Comparisons, Format::PromptChosenRejected);
     insta::assert_yaml_snapshot!("ultrafeedback.parquet", records);
 }
 
@@ -204,15 +157,10 @@ fn a_large_file_keeps_line_numbers_and_ids_across_blocks() {
     let filler = "x".repeat(300);
     let rows = 40_000;
     for row in 0..rows {
-        writeln!(
-            file,
-            r#"{{"prompt": "prompt {row} {filler}", "completion": "answer {row}"}}"#
-        )
-        .unwrap();
+        writeln!(file, r#"{{"prompt": "prompt {row} {filler}", "completion": "answer {row}"}}"#).unwrap();
     }
     drop(file);
-    let records =
-        import_auto::<Demonstration>(&input, Kind::Demonstrations, Format::PromptCompletion);
+    let records = import_auto::<Demonstration>(&input, Kind::Demonstrations, Format::PromptCompletion);
     assert_eq!(records.len(), rows);
     for (row, record) in records.iter().enumerate() {
         assert_eq!(record.id, format!("big-{row}"));
@@ -225,10 +173,7 @@ fn a_large_file_keeps_line_numbers_and_ids_across_blocks() {
     std::fs::write(&input, text).unwrap();
     let output = dir.path().join("out.parquet");
     let error = import(&input, &output, &options(Kind::Demonstrations)).unwrap_err();
-    assert_eq!(
-        error.to_string(),
-        format!("{} line 31001: \"response\" is empty", input.display())
-    );
+    assert_eq!(error.to_string(), format!("{} line 31001: \"response\" is empty", input.display()));
     assert!(!output.exists());
 }
 
@@ -243,12 +188,7 @@ struct BadInput {
 const PAIR: &str = r#"{"prompt": "p", "chosen": "c", "rejected": "r"}"#;
 
 fn bad_inputs() -> Vec<BadInput> {
-    let bad = |name, kind, contents, error| BadInput {
-        name,
-        kind,
-        contents,
-        error,
-    };
+    let bad = |name, kind, contents, error| BadInput { name, kind, contents, error };
     use Kind::*;
     vec![
         bad(
@@ -388,20 +328,12 @@ fn bad_inputs_fail_with_one_clear_error_and_no_output() {
         let input = dir.path().join(case.name);
         std::fs::write(&input, case.contents).unwrap();
         let output = dir.path().join("out/table.parquet");
-        let error = import(&input, &output, &options(case.kind))
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            error,
-            format!("{}{}", input.display(), case.error),
-            "{}",
-            case.name
-        );
+        let error = import(&input, &output, &options(case.kind)).unwrap_err().to_string();
+        assert_eq!(error, format!("{}{}", input.display(), case.error), "{}", case.name);
         assert_eq!(error.lines().count(), 1, "{}", case.name);
         assert!(!output.exists(), "{}", case.name);
-        let left: Vec<_> = std::fs::read_dir(dir.path().join("out"))
-            .map(|entries| entries.collect())
-            .unwrap_or_default();
+        let left: Vec<_> =
+            std::fs::read_dir(dir.path().join("out")).map(|entries| entries.collect()).unwrap_or_default();
         assert!(left.is_empty(), "{}: left {left:?}", case.name);
     }
 }

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use rlhf_data::{
-    append_column, inspect, read_records, read_table, render_schema, validate_table, write_records,
-    Comparison, Demonstration, Kind, Metric, Prompt, Ranking, Record, RecordReader, Rollout,
-    TableWriter, SCHEMA_KEY,
+    append_column, inspect, read_records, read_table, render_schema, validate_table, write_records, Comparison,
+    Demonstration, Kind, Metric, Prompt, Ranking, Record, RecordReader, Rollout, TableWriter, SCHEMA_KEY,
 };
 use tempfile::TempDir;
 
@@ -26,15 +25,9 @@ fn entries(dir: &Path) -> Vec<String> {
 fn round_trip<R: Record + PartialEq + std::fmt::Debug>(records: Vec<R>) {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("nested/table.parquet");
-    assert_eq!(
-        write_records(&path, &records).unwrap(),
-        records.len() as u64
-    );
+    assert_eq!(write_records(&path, &records).unwrap(), records.len() as u64);
     assert_eq!(read_records::<R>(&path).unwrap(), records);
-    assert_eq!(
-        validate_table(&path, R::KIND).unwrap(),
-        records.len() as u64
-    );
+    assert_eq!(validate_table(&path, R::KIND).unwrap(), records.len() as u64);
     assert_eq!(entries(&dir.path().join("nested")), ["table.parquet"]);
 }
 
@@ -54,19 +47,8 @@ fn comparison(index: usize) -> Comparison {
 fn every_kind_round_trips() {
     round_trip((0..20_000).map(comparison).collect());
     round_trip(Vec::<Comparison>::new());
-    round_trip(
-        (0..3)
-            .map(|i| Prompt {
-                id: format!("p{i}"),
-                prompt: format!("prompt {i}"),
-            })
-            .collect(),
-    );
-    round_trip(vec![Demonstration {
-        id: "d".into(),
-        prompt: "Say hi.".into(),
-        response: " Hi!".into(),
-    }]);
+    round_trip((0..3).map(|i| Prompt { id: format!("p{i}"), prompt: format!("prompt {i}") }).collect());
+    round_trip(vec![Demonstration { id: "d".into(), prompt: "Say hi.".into(), response: " Hi!".into() }]);
     round_trip(vec![
         Ranking {
             id: "r0".into(),
@@ -74,12 +56,7 @@ fn every_kind_round_trips() {
             responses: vec!["a".into(), "b".into(), "c".into()],
             ranking: vec![2, 0, 1],
         },
-        Ranking {
-            id: "r1".into(),
-            prompt: "q".into(),
-            responses: vec!["only".into()],
-            ranking: vec![0],
-        },
+        Ranking { id: "r1".into(), prompt: "q".into(), responses: vec!["only".into()], ranking: vec![0] },
     ]);
     round_trip(vec![
         Rollout {
@@ -118,16 +95,12 @@ type Columns<'a> = Vec<(&'a str, ArrayRef, bool)>;
 
 /// Writes one batch of the given columns, with no schema metadata.
 fn write_columns(path: &Path, columns: Columns) {
-    let fields: Vec<Field> = columns
-        .iter()
-        .map(|(name, array, nullable)| Field::new(*name, array.data_type().clone(), *nullable))
-        .collect();
+    let fields: Vec<Field> =
+        columns.iter().map(|(name, array, nullable)| Field::new(*name, array.data_type().clone(), *nullable)).collect();
     let schema = Arc::new(Schema::new(fields));
     let arrays = columns.into_iter().map(|(_, array, _)| array).collect();
     let mut writer = TableWriter::create(path, schema.clone()).unwrap();
-    writer
-        .write(&RecordBatch::try_new(schema, arrays).unwrap())
-        .unwrap();
+    writer.write(&RecordBatch::try_new(schema, arrays).unwrap()).unwrap();
     writer.finish().unwrap();
 }
 
@@ -145,11 +118,7 @@ fn reading_checks_the_schema() {
     let cases: Vec<(&str, Columns, &str)> = vec![
         (
             "missing.parquet",
-            vec![
-                ("id", text("a"), false),
-                ("prompt", text("p"), false),
-                ("chosen", text("c"), false),
-            ],
+            vec![("id", text("a"), false), ("prompt", text("p"), false), ("chosen", text("c"), false)],
             "missing column \"rejected\", expected Utf8",
         ),
         (
@@ -188,11 +157,7 @@ fn reading_checks_the_schema() {
         let path = dir.path().join(name);
         write_columns(&path, columns);
         let error = read_records::<Comparison>(&path).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            format!("{}: {message}", path.display()),
-            "{name}"
-        );
+        assert_eq!(error.to_string(), format!("{}: {message}", path.display()), "{name}");
     }
 }
 
@@ -236,10 +201,7 @@ fn unreadable_files_are_named() {
     for (path, message) in cases {
         let error = read_records::<Comparison>(path).unwrap_err().to_string();
         let prefix = format!("{}: {message}", path.display());
-        assert!(
-            error.starts_with(&prefix),
-            "{error:?} should start with {prefix:?}"
-        );
+        assert!(error.starts_with(&prefix), "{error:?} should start with {prefix:?}");
         assert_eq!(error.lines().count(), 1);
     }
 }
@@ -252,18 +214,10 @@ fn a_newer_schema_version_is_refused() {
     let metadata = [(SCHEMA_KEY.to_string(), "prompts/v2".to_string())].into();
     let schema = Arc::new(schema.as_ref().clone().with_metadata(metadata));
     let mut writer = TableWriter::create(&path, schema.clone()).unwrap();
-    writer
-        .write(&RecordBatch::try_new(schema, vec![text("id"), text("p")]).unwrap())
-        .unwrap();
+    writer.write(&RecordBatch::try_new(schema, vec![text("id"), text("p")]).unwrap()).unwrap();
     writer.finish().unwrap();
     let error = read_records::<Prompt>(&path).unwrap_err();
-    assert_eq!(
-        error.to_string(),
-        format!(
-            "{}: schema is \"prompts/v2\", expected \"prompts/v1\"",
-            path.display()
-        )
-    );
+    assert_eq!(error.to_string(), format!("{}: schema is \"prompts/v2\", expected \"prompts/v1\"", path.display()));
 }
 
 #[test]
@@ -274,10 +228,7 @@ fn validation_names_the_row() {
     records[9_000].rejected = " \n".into();
     write_records(&path, &records).unwrap();
     let error = validate_table(&path, Kind::Comparisons).unwrap_err();
-    assert_eq!(
-        error.to_string(),
-        format!("{} row 9000: \"rejected\" is empty", path.display())
-    );
+    assert_eq!(error.to_string(), format!("{} row 9000: \"rejected\" is empty", path.display()));
 }
 
 #[test]
@@ -292,40 +243,16 @@ fn rollouts_need_one_logprob_ref_logprob_and_value_per_response_token() {
         ..Rollout::default()
     };
     let cases = [
-        (
-            "logprobs",
-            Rollout {
-                logprobs: vec![-1.0],
-                ..good.clone()
-            },
-            1,
-        ),
-        (
-            "ref_logprobs",
-            Rollout {
-                ref_logprobs: vec![],
-                ..good.clone()
-            },
-            0,
-        ),
-        (
-            "values",
-            Rollout {
-                values: vec![0.0; 3],
-                ..good.clone()
-            },
-            3,
-        ),
+        ("logprobs", Rollout { logprobs: vec![-1.0], ..good.clone() }, 1),
+        ("ref_logprobs", Rollout { ref_logprobs: vec![], ..good.clone() }, 0),
+        ("values", Rollout { values: vec![0.0; 3], ..good.clone() }, 3),
     ];
     for (field, bad, found) in cases {
         write_records(&path, &[good.clone(), bad]).unwrap();
         let error = validate_table(&path, Kind::Rollouts).unwrap_err();
         assert_eq!(
             error.to_string(),
-            format!(
-                "{} row 1: \"{field}\" has {found} values, expected 2 (one per response token)",
-                path.display()
-            )
+            format!("{} row 1: \"{field}\" has {found} values, expected 2 (one per response token)", path.display())
         );
     }
 }
@@ -336,9 +263,7 @@ fn failed_writes_leave_nothing_behind() {
     let path = dir.path().join("out.parquet");
 
     let mut writer = TableWriter::create(&path, Prompt::schema()).unwrap();
-    writer
-        .write(&Prompt::to_batch(&[Prompt::default()]).unwrap())
-        .unwrap();
+    writer.write(&Prompt::to_batch(&[Prompt::default()]).unwrap()).unwrap();
     let wrong = Demonstration::to_batch(&[Demonstration::default()]).unwrap();
     assert!(writer.write(&wrong).is_err());
     drop(writer);
@@ -346,10 +271,7 @@ fn failed_writes_leave_nothing_behind() {
 
     std::fs::create_dir(&path).unwrap();
     let error = write_records(&path, &[Prompt::default()]).unwrap_err();
-    assert_eq!(
-        error.to_string(),
-        format!("{}: is a directory, expected a file", path.display())
-    );
+    assert_eq!(error.to_string(), format!("{}: is a directory, expected a file", path.display()));
     assert_eq!(entries(dir.path()), ["out.parquet"]);
 }
 
@@ -366,11 +288,7 @@ fn extra_columns_are_kept() {
         ],
     );
     let table = read_table::<Prompt>(&input).unwrap();
-    let extra: Vec<String> = table
-        .extra_columns()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+    let extra: Vec<String> = table.extra_columns().iter().map(|f| f.name().clone()).collect();
     assert_eq!(extra, ["score"]);
     assert_eq!(table.batches[0].num_columns(), 3);
 
@@ -404,10 +322,7 @@ fn append_column_keeps_the_schema_tag_and_can_replace_its_input() {
     append_column(&path, &path, field, values).unwrap();
     let table = read_table::<Comparison>(&path).unwrap();
     assert_eq!(table.records, records);
-    assert_eq!(
-        table.schema.metadata().get(SCHEMA_KEY).map(String::as_str),
-        Some("comparisons/v1")
-    );
+    assert_eq!(table.schema.metadata().get(SCHEMA_KEY).map(String::as_str), Some("comparisons/v1"));
     let read: Vec<f32> = table
         .batches
         .iter()
@@ -437,18 +352,12 @@ fn append_column_refuses_bad_columns() {
         (
             Field::new("reward", DataType::Float32, false),
             floats(3),
-            format!(
-                "{}: has 2 rows but the new column \"reward\" has 3 values",
-                input.display()
-            ),
+            format!("{}: has 2 rows but the new column \"reward\" has 3 values", input.display()),
         ),
         (
             Field::new("reward", DataType::Float64, false),
             floats(2),
-            format!(
-                "{}: column \"reward\" has type Float32, expected Float64",
-                output.display()
-            ),
+            format!("{}: column \"reward\" has type Float32, expected Float64", output.display()),
         ),
     ];
     for (field, values, message) in cases {
@@ -462,16 +371,9 @@ fn append_column_refuses_bad_columns() {
 fn inspect_recognises_untagged_tables_by_their_columns() {
     let dir = TempDir::new().unwrap();
     let cases: Vec<(Columns, Option<Kind>)> = vec![
+        (vec![("id", text("a"), false), ("prompt", text("p"), false)], Some(Kind::Prompts)),
         (
-            vec![("id", text("a"), false), ("prompt", text("p"), false)],
-            Some(Kind::Prompts),
-        ),
-        (
-            vec![
-                ("prompt", text("p"), true),
-                ("response", text("r"), true),
-                ("id", text("a"), true),
-            ],
+            vec![("prompt", text("p"), true), ("response", text("r"), true), ("id", text("a"), true)],
             Some(Kind::Demonstrations),
         ),
         (vec![("text", text("t"), false)], None),

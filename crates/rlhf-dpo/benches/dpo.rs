@@ -39,7 +39,6 @@ fn bench_config() -> ModelConfig {
     ModelConfig::llama(l)
 }
 
-
 /// Random pairs; responses end with eos (as the tokenizer rule makes them).
 fn random_pairs() -> Vec<Pair> {
     let mut rng = TrainRng::seed_from_u64(0);

@@ -26,7 +26,13 @@ fn mean(values: &[f64]) -> f64 {
 }
 
 /// One sampled response per prompt, as token ids (eos kept) and text.
-fn sample(model: &CausalLm, tokenizer: &Tokenizer, prompts: &[Vec<i64>], temperature: f64, seed: u64) -> Result<Vec<Vec<i64>>> {
+fn sample(
+    model: &CausalLm,
+    tokenizer: &Tokenizer,
+    prompts: &[Vec<i64>],
+    temperature: f64,
+    seed: u64,
+) -> Result<Vec<Vec<i64>>> {
     let mut out = Vec::new();
     for (i, chunk) in prompts.chunks(BATCH).enumerate() {
         let cfg = GenerationConfig {
@@ -80,21 +86,35 @@ fn main() -> Result<()> {
     let sft = CausalLm::from_pretrained(sft_dir, Device::Cpu, Kind::Float)?;
     let dpo = CausalLm::from_pretrained(run_dir.join("dpo/final"), Device::Cpu, Kind::Float)?;
     let heldout_file = run_dir.join("data/prompts_heldout.parquet");
-    let heldout: Vec<Prompt> =
-        if heldout_file.is_file() { read_records(&heldout_file)? } else { rlhf_task::generate(&Default::default()).heldout_prompts };
+    let heldout: Vec<Prompt> = if heldout_file.is_file() {
+        read_records(&heldout_file)?
+    } else {
+        rlhf_task::generate(&Default::default()).heldout_prompts
+    };
     let prompts: Vec<String> = heldout.into_iter().take(n).map(|p| p.prompt).collect();
     let ids = prompts.iter().map(|p| tokenizer.encode(p)).collect::<rlhf_model::Result<Vec<_>>>()?;
 
     let dpo_samples = sample(&dpo, &tokenizer, &ids, temperature, 1)?;
     let sft_samples = sample(&sft, &tokenizer, &ids, temperature, 1)?;
-    let text = |rows: &[Vec<i64>]| rows.iter().map(|r| tokenizer.decode(r, true)).collect::<rlhf_model::Result<Vec<_>>>();
+    let text =
+        |rows: &[Vec<i64>]| rows.iter().map(|r| tokenizer.decode(r, true)).collect::<rlhf_model::Result<Vec<_>>>();
     let (dpo_text, sft_text) = (text(&dpo_samples)?, text(&sft_samples)?);
-    let gold = |texts: &[String]| -> Vec<f64> { prompts.iter().zip(texts).map(|(p, r)| rlhf_task::judge(p, r).score).collect() };
+    let gold = |texts: &[String]| -> Vec<f64> {
+        prompts.iter().zip(texts).map(|(p, r)| rlhf_task::judge(p, r).score).collect()
+    };
     let (dpo_gold, sft_gold) = (gold(&dpo_text), gold(&sft_text));
     let wins: f64 = dpo_gold
         .iter()
         .zip(&sft_gold)
-        .map(|(d, s)| if d > s { 1.0 } else if d == s { 0.5 } else { 0.0 })
+        .map(|(d, s)| {
+            if d > s {
+                1.0
+            } else if d == s {
+                0.5
+            } else {
+                0.0
+            }
+        })
         .sum();
     let win_rate = wins / prompts.len() as f64;
 
@@ -112,7 +132,17 @@ fn main() -> Result<()> {
     println!("response tokens: dpo {:.1}, sft {:.1}", length(&dpo_samples), length(&sft_samples));
     println!("KL(dpo || sft) on dpo samples at temperature 1: {kl_per_response:.3} nats per response, {kl_per_token:.4} per token");
     let rows: Vec<Metric> = read_records(run_dir.join("dpo/metrics.parquet"))?;
-    for name in ["rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected", "eval_rewards/margins", "eval_rewards/accuracies", "eval_logps/chosen", "eval_logps/rejected", "online/gold_score"] {
+    for name in [
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+        "eval_rewards/margins",
+        "eval_rewards/accuracies",
+        "eval_logps/chosen",
+        "eval_logps/rejected",
+        "online/gold_score",
+    ] {
         println!("{}", trend(&rows, name));
     }
     for i in 0..3.min(prompts.len()) {

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-pub use rlhf_train::{LoraSection, TrainConfig};
 use rlhf_train::{config::ensure, resolve};
+pub use rlhf_train::{LoraSection, TrainConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;

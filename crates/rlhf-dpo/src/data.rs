@@ -123,7 +123,8 @@ impl Fnv {
     }
     /// Mixes in the bytes of a file.
     pub fn update_file(&mut self, path: &Path) -> Result<&mut Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::File { path: path.to_path_buf(), message: e.to_string() })?;
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::File { path: path.to_path_buf(), message: e.to_string() })?;
         Ok(self.update(&bytes))
     }
     pub fn finish(&self) -> u64 {
@@ -148,6 +149,9 @@ mod tests {
         assert!((300..500).contains(&held), "{held}");
         assert!(!ids.iter().any(|id| is_heldout(id, 0.0)));
         assert_eq!(Fnv::default().update(b"a").finish(), Fnv::default().update(b"a").finish());
-        assert_ne!(Fnv::default().update(b"ab").update(b"c").finish(), Fnv::default().update(b"a").update(b"bc").finish());
+        assert_ne!(
+            Fnv::default().update(b"ab").update(b"c").finish(),
+            Fnv::default().update(b"a").update(b"bc").finish()
+        );
     }
 }

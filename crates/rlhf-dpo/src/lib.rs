@@ -19,8 +19,8 @@ pub mod trainer;
 
 pub use config::DpoConfig;
 pub use error::{Error, Result};
-pub use rlhf_train::RunOptions;
 pub use loss::{LossConfig, LossKind};
+pub use rlhf_train::RunOptions;
 pub use trainer::{PreferenceStats, TrainSummary};
 
 /// The stage directory inside a run directory.

@@ -100,7 +100,10 @@ impl LossConfig {
             return Err(Error::Invalid(format!("loss.beta must be > 0, got {}", self.beta)));
         }
         if !(0.0..0.5).contains(&self.label_smoothing) {
-            return Err(Error::Invalid(format!("loss.label_smoothing must be in [0, 0.5), got {}", self.label_smoothing)));
+            return Err(Error::Invalid(format!(
+                "loss.label_smoothing must be in [0, 0.5), got {}",
+                self.label_smoothing
+            )));
         }
         if self.label_smoothing > 0.0 && matches!(self.kind, LossKind::Ipo | LossKind::Hinge) {
             return Err(Error::Invalid(format!(
@@ -128,8 +131,8 @@ impl LossConfig {
                 rejected_rewards: rejected_avg.detach() * beta,
             });
         }
-        let reference = reference
-            .ok_or_else(|| Error::Invalid(format!("the {:?} loss needs reference log-probs", self.kind)))?;
+        let reference =
+            reference.ok_or_else(|| Error::Invalid(format!("the {:?} loss needs reference log-probs", self.kind)))?;
         let device = chosen.device();
         let chosen_ratio = &chosen - f64_of(&reference.chosen).to_device(device);
         let rejected_ratio = &rejected - f64_of(&reference.rejected).to_device(device);
@@ -150,7 +153,13 @@ impl LossConfig {
     /// This batch's share of an optimizer step's objective: `Σ losses / step_pairs` plus, with RPO,
     /// `α · Σ −log π(c) / step_chosen_tokens` (the step's totals, so micro-batches add up to the
     /// step's mean).
-    pub fn objective(&self, terms: &PairTerms, policy: &PolicyLogps, step_pairs: f64, step_chosen_tokens: f64) -> Tensor {
+    pub fn objective(
+        &self,
+        terms: &PairTerms,
+        policy: &PolicyLogps,
+        step_pairs: f64,
+        step_chosen_tokens: f64,
+    ) -> Tensor {
         let preference = terms.losses.sum(Kind::Double) / step_pairs;
         if self.rpo_alpha > 0.0 {
             let nll = -f64_of(&policy.chosen).sum(Kind::Double) / step_chosen_tokens.max(1.0);

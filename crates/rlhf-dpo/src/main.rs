@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rlhf_train::cli::StageArgs;
 use rlhf_dpo::{DpoConfig, Outcome};
+use rlhf_train::cli::StageArgs;
 
 #[derive(Parser)]
 #[command(

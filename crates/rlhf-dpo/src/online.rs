@@ -5,11 +5,11 @@ use std::path::Path;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rlhf_data::Judge;
 use rlhf_data::{Comparison, Prompt};
 use rlhf_model::{generate_from_tokens, CausalLm, GenerationConfig, Placement, RewardModel, Tokenizer};
-use rlhf_train::TrainRng;
-use rlhf_data::Judge;
 use rlhf_task::Panel;
+use rlhf_train::TrainRng;
 
 use crate::config::{Labeler, OnlineConfig};
 use crate::error::Result;
@@ -96,7 +96,8 @@ pub fn label(
 ) -> Result<(Vec<Comparison>, RoundStats)> {
     let gold_score = match gold {
         Some(judge) => {
-            let items: Vec<(&str, &str)> = samples.iter().flat_map(|(_, p, a, b)| [(p.as_str(), a.as_str()), (p.as_str(), b.as_str())]).collect();
+            let items: Vec<(&str, &str)> =
+                samples.iter().flat_map(|(_, p, a, b)| [(p.as_str(), a.as_str()), (p.as_str(), b.as_str())]).collect();
             judge.score(&items)?.map(|scores| mean(scores.into_iter()))
         }
         None => None,
@@ -104,7 +105,11 @@ pub fn label(
     let (mut comparisons, mut stats) = match config.labeler {
         Labeler::Panel => {
             let (comparisons, label) = Panel::default().label_pairs(seed, samples);
-            let stats = RoundStats { dropped: label.identical, gold_agreement: Some(label.gold_agreement), ..RoundStats::default() };
+            let stats = RoundStats {
+                dropped: label.identical,
+                gold_agreement: Some(label.gold_agreement),
+                ..RoundStats::default()
+            };
             (comparisons, stats)
         }
         Labeler::RewardModel => label_with_reward_model(&config.reward_model, samples, placement, config.batch_size)?,

@@ -63,7 +63,13 @@ impl Reference {
     }
 
     /// `[chosen, rejected]` log-probs of every pair, in batches of `batch_size` pairs of similar length.
-    pub fn score_all(&self, policy: &CausalLm, pairs: &[Pair], batch_size: usize, pad_id: i64) -> Result<Vec<[f64; 2]>> {
+    pub fn score_all(
+        &self,
+        policy: &CausalLm,
+        pairs: &[Pair],
+        batch_size: usize,
+        pad_id: i64,
+    ) -> Result<Vec<[f64; 2]>> {
         let mut order: Vec<usize> = (0..pairs.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(pairs[i].tokens()));
         let mut out = vec![[0.0; 2]; pairs.len()];
@@ -115,7 +121,8 @@ fn float_column<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a Float64Arr
 /// A missing, stale or unreadable cache gives `None`.
 pub fn read_cache(path: &Path, key: &str, rows: usize) -> Option<Vec<[f64; 2]>> {
     let reader = TableReader::open(path).ok()?;
-    if reader.schema().metadata().get(KEY_METADATA).map(String::as_str) != Some(key) || reader.num_rows() != rows as u64 {
+    if reader.schema().metadata().get(KEY_METADATA).map(String::as_str) != Some(key) || reader.num_rows() != rows as u64
+    {
         return None;
     }
     let mut out = Vec::with_capacity(rows);

@@ -29,7 +29,10 @@ fn require_dir(dir: &Path, setting: &str, hint: &str) -> Result<()> {
     if dir.is_dir() {
         Ok(())
     } else {
-        Err(Error::File { path: dir.to_path_buf(), message: format!("{setting}: checkpoint directory not found ({hint})") })
+        Err(Error::File {
+            path: dir.to_path_buf(),
+            message: format!("{setting}: checkpoint directory not found ({hint})"),
+        })
     }
 }
 
@@ -80,10 +83,15 @@ impl Preparer<'_> {
                 values
             }
             None => {
-                let _span = tracing::info_span!("reference_logps", path = %path.display(), pairs = pairs.len()).entered();
+                let _span =
+                    tracing::info_span!("reference_logps", path = %path.display(), pairs = pairs.len()).entered();
                 let reference = Reference::load(self.reference, self.placement)?;
-                let values =
-                    reference.score_all(self.policy, &pairs, self.config.reference.batch_size, self.tokenizer.pad_id())?;
+                let values = reference.score_all(
+                    self.policy,
+                    &pairs,
+                    self.config.reference.batch_size,
+                    self.tokenizer.pad_id(),
+                )?;
                 write_cache(&cache, table, &key, &values)?;
                 self.passes += 1;
                 tracing::info!(cache = %cache.display(), "cached reference log-probs");
@@ -135,10 +143,18 @@ impl Inputs {
             adapters_off: config.lora.enabled && !separate_reference,
             dir: if separate_reference { config.model.reference.clone() } else { policy_dir.clone() },
         };
-        require_dir(&reference.dir, "model.reference", "set it to a checkpoint, or leave it empty for the starting policy")?;
+        require_dir(
+            &reference.dir,
+            "model.reference",
+            "set it to a checkpoint, or leave it empty for the starting policy",
+        )?;
         let online = &config.online;
         if online.rounds > 0 && online.labeler == Labeler::RewardModel {
-            require_dir(&online.reward_model, "online.reward_model", "run `rlhf-reward` first or use labeler = \"panel\"")?;
+            require_dir(
+                &online.reward_model,
+                "online.reward_model",
+                "run `rlhf-reward` first or use labeler = \"panel\"",
+            )?;
         }
         let offline = optional_comparisons(&config.data.comparisons)?;
         let heldout = optional_comparisons(&config.data.heldout)?;
@@ -146,7 +162,8 @@ impl Inputs {
         let tokenizer = Tokenizer::from_dir(policy_dir)?;
         let policy = CausalLm::from_pretrained(policy_dir, placement.device, placement.kind)?;
         tokenizer.check_fits_embedding(policy.config().vocab_size())?;
-        let limits = Limits { max_prompt_len: config.data.max_prompt_len, max_response_len: config.data.max_response_len };
+        let limits =
+            Limits { max_prompt_len: config.data.max_prompt_len, max_response_len: config.data.max_response_len };
         let positions = policy.config().max_positions() as usize;
         let longest = limits.max_prompt_len + limits.max_response_len.max(online.max_new_tokens as usize);
         if longest > positions {
@@ -160,16 +177,27 @@ impl Inputs {
 }
 
 /// Samples and labels online round `round` with the policy as it stands, into `path`.
-fn sample_round(config: &DpoConfig, inputs: &Inputs, placement: Placement, trainer: &mut Trainer<'_>, round: usize, path: &Path) -> Result<()> {
+fn sample_round(
+    config: &DpoConfig,
+    inputs: &Inputs,
+    placement: Placement,
+    trainer: &mut Trainer<'_>,
+    round: usize,
+    path: &Path,
+) -> Result<()> {
     let _span = tracing::info_span!("online_round", round).entered();
     let online = &config.online;
     let seed = config.seed.wrapping_mul(1000).wrapping_add(round as u64);
     let prompts = online::round_prompts(&inputs.prompts, online.prompts_per_round, round, config.seed);
-    let samples = online::sample_pairs(&inputs.policy, &inputs.tokenizer, &prompts, online, inputs.limits.max_prompt_len, seed)?;
+    let samples =
+        online::sample_pairs(&inputs.policy, &inputs.tokenizer, &prompts, online, inputs.limits.max_prompt_len, seed)?;
     let gold = inputs.gold_judge.as_deref();
-    let (comparisons, stats) = online::label(online, &samples, placement, seed, &format!("online-round-{round}"), gold)?;
+    let (comparisons, stats) =
+        online::label(online, &samples, placement, seed, &format!("online-round-{round}"), gold)?;
     if comparisons.is_empty() {
-        return Err(Error::Invalid(format!("online round {round}: every sampled pair was dropped (identical responses)")));
+        return Err(Error::Invalid(format!(
+            "online round {round}: every sampled pair was dropped (identical responses)"
+        )));
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::File { path: dir.to_path_buf(), message: e.to_string() })?;
@@ -219,7 +247,13 @@ pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
         Some(table) => preparer.pairs(table, &config.data.heldout)?,
         None => split_off,
     };
-    tracing::info!(train = offline_pairs.len(), heldout = heldout.len(), rounds = config.online.rounds, lora = config.lora.enabled, "pairs");
+    tracing::info!(
+        train = offline_pairs.len(),
+        heldout = heldout.len(),
+        rounds = config.online.rounds,
+        lora = config.lora.enabled,
+        "pairs"
+    );
 
     let live_reference = (config.reference.mode == ReferenceMode::OnTheFly && config.loss.needs_reference())
         .then(|| Reference::load(&inputs.reference, placement))
@@ -240,7 +274,8 @@ pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
     let rounds_dir = dir.root.join(ROUNDS_DIR);
     if trainer.resume_point().is_none() && rounds_dir.exists() {
         // Left by a run that never reached a checkpoint: sampled by a policy we cannot vouch for.
-        std::fs::remove_dir_all(&rounds_dir).map_err(|e| Error::File { path: rounds_dir.clone(), message: e.to_string() })?;
+        std::fs::remove_dir_all(&rounds_dir)
+            .map_err(|e| Error::File { path: rounds_dir.clone(), message: e.to_string() })?;
     }
     let first = if inputs.offline.is_some() { 0 } else { 1 };
     let rounds = config.online.rounds;

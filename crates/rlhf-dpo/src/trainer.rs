@@ -7,8 +7,8 @@
 
 use rand::SeedableRng;
 use rlhf_model::CausalLm;
-use rlhf_train::MetricsLog;
 use rlhf_train::batching::{BatchStream, StreamPosition};
+use rlhf_train::MetricsLog;
 use rlhf_train::{seed_for, Phase, StageDir, StepWork, TrainRng, TrainSpec, TrainStep};
 use tch::{Kind, Tensor};
 
@@ -178,7 +178,8 @@ impl TrainStep for PairStep<'_> {
     const EXAMPLES: &'static str = "pairs";
 
     fn backward(&mut self, micro: &[&[usize]], interval: &mut Totals) -> Result<StepWork> {
-        let micro: Vec<Vec<&Pair>> = micro.iter().map(|batch| batch.iter().map(|&i| &self.pairs[i]).collect()).collect();
+        let micro: Vec<Vec<&Pair>> =
+            micro.iter().map(|batch| batch.iter().map(|&i| &self.pairs[i]).collect()).collect();
         let step_pairs: usize = micro.iter().map(Vec::len).sum();
         let step_chosen_tokens: usize = micro.iter().flatten().map(|p| p.chosen.len()).sum();
         let mut loss = 0.0;
@@ -258,7 +259,10 @@ impl<'a> Trainer<'a> {
             Some(resumed) => {
                 let field = |name: &str| resumed.extra.get(name).and_then(serde_json::Value::as_u64);
                 let (Some(round), Some(round_step)) = (field("round"), field("round_step")) else {
-                    return Err(Error::Resume { path: resumed.dir.clone(), message: "has no round in its train state".into() });
+                    return Err(Error::Resume {
+                        path: resumed.dir.clone(),
+                        message: "has no round in its train state".into(),
+                    });
                 };
                 Some(ResumePoint { round: round as usize, round_step, position: resumed.position.clone() })
             }

@@ -45,7 +45,12 @@ fn a_killed_run_resumes_to_the_same_weights() -> Result<()> {
 
     let killed = tmp.path().join("killed");
     let (checkpoints, final_dir) = (killed.join("dpo/checkpoints"), killed.join("dpo/final"));
-    kill_after_first_checkpoint(&mut dpo(&config_path, &killed, &[]), &checkpoints, &final_dir, Duration::from_secs(120))?;
+    kill_after_first_checkpoint(
+        &mut dpo(&config_path, &killed, &[]),
+        &checkpoints,
+        &final_dir,
+        Duration::from_secs(120),
+    )?;
 
     let out = run_ok(dpo(&config_path, &killed, &[]).env("RUST_LOG", "info"))?;
     let log = String::from_utf8_lossy(&out.stderr);
@@ -91,7 +96,8 @@ fn bad_input_is_one_error_line_and_writes_nothing() -> Result<()> {
     std::fs::create_dir_all(run.join("data"))?;
     std::fs::write(run.join("data/comparisons.parquet"), "not parquet")?;
     fails(dpo(&shipped, &run, &[]), &run, "comparisons.parquet")?;
-    let prompts_only = ["--set", "data.comparisons=", "--set", "online.rounds=1", "--set", "online.prompts=missing.parquet"];
+    let prompts_only =
+        ["--set", "data.comparisons=", "--set", "online.rounds=1", "--set", "online.prompts=missing.parquet"];
     fails(dpo(&shipped, &run, &prompts_only), &run, "missing.parquet")?;
     Ok(())
 }

@@ -34,7 +34,18 @@ fn training_raises_reward_accuracy_and_margins_then_skips_once_finished() -> Res
 
     let rows = metrics(&run)?;
     assert!(rows.iter().all(|m| m.stage == "dpo"));
-    for name in ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected", "tokens_per_s", "pairs_per_s", "peak_memory_bytes"] {
+    for name in [
+        "loss",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+        "tokens_per_s",
+        "pairs_per_s",
+        "peak_memory_bytes",
+    ] {
         assert!(!metric(&rows, name).is_empty(), "no {name} rows");
     }
     let accuracy = metric(&rows, "rewards/accuracies");
@@ -203,7 +214,8 @@ fn a_reward_model_can_label_the_online_rounds() -> Result<()> {
     let policy = common::tiny_policy(&tmp.path().join("policy"), 7);
     let reward_model = tmp.path().join("rm");
     tch::manual_seed(8);
-    rlhf_model::SequenceClassifier::from_causal_lm(&policy, tch::Device::Cpu, tch::Kind::Float)?.save_pretrained(&reward_model)?;
+    rlhf_model::SequenceClassifier::from_causal_lm(&policy, tch::Device::Cpu, tch::Kind::Float)?
+        .save_pretrained(&reward_model)?;
     let mut config = common::config(&policy, Path::new(""));
     config.online.rounds = 1;
     config.online.prompts_per_round = 16;

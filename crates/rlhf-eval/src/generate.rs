@@ -31,7 +31,14 @@ pub struct SampleConfig {
 
 impl Default for SampleConfig {
     fn default() -> Self {
-        SampleConfig { samples_per_prompt: 4, temperature: 1.0, top_p: 1.0, max_new_tokens: 96, seed: 0, batch_size: 64 }
+        SampleConfig {
+            samples_per_prompt: 4,
+            temperature: 1.0,
+            top_p: 1.0,
+            max_new_tokens: 96,
+            seed: 0,
+            batch_size: 64,
+        }
     }
 }
 
@@ -98,7 +105,14 @@ pub fn sample_tokens(
         for (&(i, k), tokens) in chunk.iter().zip(generation.rows()?) {
             let eos = tokens.last().is_some_and(|t| eos_token_ids.contains(t));
             let text = tokenizer.decode(&tokens, true)?;
-            samples.push(TokenSample { prompt_index: i, sample: k, prompt_tokens: encoded[i].clone(), tokens, eos, text });
+            samples.push(TokenSample {
+                prompt_index: i,
+                sample: k,
+                prompt_tokens: encoded[i].clone(),
+                tokens,
+                eos,
+                text,
+            });
         }
         tracing::debug!(batch = b, rows = samples.len(), "generated");
     }

@@ -47,10 +47,16 @@ mod tests {
         assert_eq!(scorer_names(), ["\"gold\""]);
         assert_eq!(scorer("--judge", "gold", 0, scorer_names()).unwrap().name(), "gold");
         let err = scorer("--judge", "sim:panel", 0, scorer_names()).map(|j| j.name()).unwrap_err().to_string();
-        assert_eq!(err, "--judge = \"sim:panel\": this judge only compares two responses and gives no scores; accepted: \"gold\"");
+        assert_eq!(
+            err,
+            "--judge = \"sim:panel\": this judge only compares two responses and gives no scores; accepted: \"gold\""
+        );
         let err = scorer("--judge", "rm:x", 0, scorer_names()).map(|j| j.name()).unwrap_err().to_string();
         assert_eq!(err, "--judge = \"rm:x\": no such judge; accepted: \"gold\"");
         let panel = judge_by_name("sim:panel", 0).unwrap();
-        assert_eq!(scores(panel.as_ref(), &[]).unwrap_err().to_string(), "judge sim:panel: gives no scores, only comparisons");
+        assert_eq!(
+            scores(panel.as_ref(), &[]).unwrap_err().to_string(),
+            "judge sim:panel: gives no scores, only comparisons"
+        );
     }
 }

@@ -15,7 +15,11 @@ use rlhf_eval::report::evaluate;
 use rlhf_eval::score::{compare_files, logprobs_file};
 
 #[derive(Parser)]
-#[command(name = "rlhf-eval", version, about = "Evaluation: gold/proxy reward, KL, perplexity, win rates, report and plots")]
+#[command(
+    name = "rlhf-eval",
+    version,
+    about = "Evaluation: gold/proxy reward, KL, perplexity, win rates, report and plots"
+)]
 #[command(args_conflicts_with_subcommands = true, arg_required_else_help = true)]
 struct Cli {
     #[command(subcommand)]
@@ -143,7 +147,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let w = compare_files(&args.a, &args.b, judge.as_ref(), args.bootstrap, args.seed)?;
             println!(
                 "win rate of {} over {}: {:.1}% (95% CI {:.1}–{:.1}%, {} prompts)",
-                args.a.display(), args.b.display(), 100.0 * w.rate, 100.0 * w.low, 100.0 * w.high, w.n
+                args.a.display(),
+                args.b.display(),
+                100.0 * w.rate,
+                100.0 * w.low,
+                100.0 * w.high,
+                w.n
             );
         }
         Command::Generate(args) => {
@@ -155,8 +164,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 seed: args.seed,
                 batch_size: args.batch_size,
             };
-            let summary =
-                generate_file(&args.model, &args.prompts, &args.out, &config, args.max_prompts, args.device.resolve()?)?;
+            let summary = generate_file(
+                &args.model,
+                &args.prompts,
+                &args.out,
+                &config,
+                args.max_prompts,
+                args.device.resolve()?,
+            )?;
             tracing::info!(prompts = summary.prompts, rows = summary.rows, empty = summary.empty, out = %args.out.display(), "generated");
         }
     }

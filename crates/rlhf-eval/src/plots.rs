@@ -38,10 +38,12 @@ fn plot_err(e: impl std::fmt::Display) -> Error {
 /// A named series of (x, y) points.
 pub type Series = (String, Vec<(f64, f64)>);
 
-const COLORS: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
+const COLORS: [RGBColor; 4] =
+    [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
 
 fn range(values: impl Iterator<Item = f64> + Clone) -> std::ops::Range<f64> {
-    let (lo, hi) = values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(v), h.max(v)));
+    let (lo, hi) =
+        values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(v), h.max(v)));
     if !lo.is_finite() {
         return 0.0..1.0;
     }
@@ -62,17 +64,30 @@ fn draw(panels: &[(String, Vec<Series>)], x_label: &str, points: bool) -> Result
         for (area, (title, series)) in root.split_evenly((rows, cols)).iter().zip(panels) {
             let all = || series.iter().flat_map(|(_, s)| s.iter());
             let mut builder = ChartBuilder::on(area);
-            builder.margin(10).x_label_area_size(if font { 30 } else { 0 }).y_label_area_size(if font { 50 } else { 0 });
+            builder.margin(10).x_label_area_size(if font { 30 } else { 0 }).y_label_area_size(if font {
+                50
+            } else {
+                0
+            });
             if font {
                 builder.caption(title, (FONT, 16));
             }
-            let mut chart = builder.build_cartesian_2d(range(all().map(|p| p.0)), range(all().map(|p| p.1))).map_err(plot_err)?;
+            let mut chart =
+                builder.build_cartesian_2d(range(all().map(|p| p.0)), range(all().map(|p| p.1))).map_err(plot_err)?;
             if font {
-                chart.configure_mesh().x_labels(5).y_labels(5).x_desc(x_label).label_style((FONT, 12)).draw().map_err(plot_err)?;
+                chart
+                    .configure_mesh()
+                    .x_labels(5)
+                    .y_labels(5)
+                    .x_desc(x_label)
+                    .label_style((FONT, 12))
+                    .draw()
+                    .map_err(plot_err)?;
             }
             for (i, (name, pts)) in series.iter().enumerate() {
                 let color = COLORS[i % COLORS.len()];
-                let drawn = chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2))).map_err(plot_err)?;
+                let drawn =
+                    chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2))).map_err(plot_err)?;
                 if font && series.len() > 1 {
                     drawn.label(name.as_str()).legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
                 }
@@ -81,7 +96,13 @@ fn draw(panels: &[(String, Vec<Series>)], x_label: &str, points: bool) -> Result
                 }
             }
             if font && series.len() > 1 {
-                chart.configure_series_labels().label_font((FONT, 12)).background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(plot_err)?;
+                chart
+                    .configure_series_labels()
+                    .label_font((FONT, 12))
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK)
+                    .draw()
+                    .map_err(plot_err)?;
             }
         }
         root.present().map_err(plot_err)?;
@@ -111,8 +132,14 @@ pub fn scatter(title: &str, x_label: &str, clouds: &[Series], labelled: &[Labell
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        let xs = clouds.iter().flat_map(|(_, s)| s.iter().map(|p| p.0)).chain(labelled.iter().flat_map(|(_, s)| s.iter().map(|p| p.0)));
-        let ys = clouds.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)).chain(labelled.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)));
+        let xs = clouds
+            .iter()
+            .flat_map(|(_, s)| s.iter().map(|p| p.0))
+            .chain(labelled.iter().flat_map(|(_, s)| s.iter().map(|p| p.0)));
+        let ys = clouds
+            .iter()
+            .flat_map(|(_, s)| s.iter().map(|p| p.1))
+            .chain(labelled.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)));
         let mut builder = ChartBuilder::on(&root);
         builder.margin(15).x_label_area_size(if font { 35 } else { 0 }).y_label_area_size(if font { 50 } else { 0 });
         if font {
@@ -120,13 +147,21 @@ pub fn scatter(title: &str, x_label: &str, clouds: &[Series], labelled: &[Labell
         }
         let mut chart = builder.build_cartesian_2d(range(xs), range(ys)).map_err(plot_err)?;
         if font {
-            chart.configure_mesh().x_labels(6).y_labels(6).x_desc(x_label).label_style((FONT, 13)).draw().map_err(plot_err)?;
+            chart
+                .configure_mesh()
+                .x_labels(6)
+                .y_labels(6)
+                .x_desc(x_label)
+                .label_style((FONT, 13))
+                .draw()
+                .map_err(plot_err)?;
         }
-        let legend = |drawn: &mut plotters::chart::SeriesAnno<'_, BitMapBackend<'_>>, name: &str, color: RGBColor, size: i32| {
-            if font {
-                drawn.label(name).legend(move |(x, y)| Circle::new((x + 8, y), size, color.filled()));
-            }
-        };
+        let legend =
+            |drawn: &mut plotters::chart::SeriesAnno<'_, BitMapBackend<'_>>, name: &str, color: RGBColor, size: i32| {
+                if font {
+                    drawn.label(name).legend(move |(x, y)| Circle::new((x + 8, y), size, color.filled()));
+                }
+            };
         for (i, (name, pts)) in clouds.iter().enumerate() {
             let color = COLORS[(i + 2) % COLORS.len()].mix(0.45);
             let solid = COLORS[(i + 2) % COLORS.len()];
@@ -135,18 +170,27 @@ pub fn scatter(title: &str, x_label: &str, clouds: &[Series], labelled: &[Labell
         }
         for (i, (name, pts)) in labelled.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
-            let drawn = chart.draw_series(pts.iter().map(|(x, y, _)| Circle::new((*x, *y), 6, color.filled()))).map_err(plot_err)?;
+            let drawn = chart
+                .draw_series(pts.iter().map(|(x, y, _)| Circle::new((*x, *y), 6, color.filled())))
+                .map_err(plot_err)?;
             legend(drawn, name, color, 6);
             if font {
                 chart
                     .draw_series(pts.iter().map(|(x, y, label)| {
-                        EmptyElement::at((*x, *y)) + Text::new(label.clone(), (9, -7), (FONT, 14).into_font().color(&color))
+                        EmptyElement::at((*x, *y))
+                            + Text::new(label.clone(), (9, -7), (FONT, 14).into_font().color(&color))
                     }))
                     .map_err(plot_err)?;
             }
         }
         if font {
-            chart.configure_series_labels().label_font((FONT, 13)).background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(plot_err)?;
+            chart
+                .configure_series_labels()
+                .label_font((FONT, 13))
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(plot_err)?;
         }
         root.present().map_err(plot_err)?;
     }

@@ -80,14 +80,21 @@ pub fn flags(eval: &Evaluation, ppo: &BTreeMap<String, Vec<(f64, f64)>>, limits:
                 ));
             }
             if r.length > 0.0 && p.length > limits.length_ratio * r.length {
-                out.push(format!("**{}**: mean length {:.1} tokens is over {}× the reference's {:.1}.", p.name, p.length, limits.length_ratio, r.length));
+                out.push(format!(
+                    "**{}**: mean length {:.1} tokens is over {}× the reference's {:.1}.",
+                    p.name, p.length, limits.length_ratio, r.length
+                ));
             }
         }
         if p.kl.is_some_and(|kl| kl > limits.max_kl) {
             out.push(format!("**{}**: KL to the reference {} nats exceeds {}.", p.name, fmt(p.kl), limits.max_kl));
         }
         if p.eos_rate < limits.min_eos_rate {
-            out.push(format!("**{}**: only {:.0}% of responses end with eos (rambling or cut off).", p.name, 100.0 * p.eos_rate));
+            out.push(format!(
+                "**{}**: only {:.0}% of responses end with eos (rambling or cut off).",
+                p.name,
+                100.0 * p.eos_rate
+            ));
         }
     }
     let trend = |keys: &[&str]| find(ppo, keys).and_then(|(name, s)| Some((name.clone(), s.first()?.1, s.last()?.1)));
@@ -144,7 +151,9 @@ fn table<'a>(eval: &Evaluation, columns: impl IntoIterator<Item = Option<Column<
 pub fn headline(eval: &Evaluation) -> String {
     let reference = eval.reference.as_deref().unwrap_or("reference");
     let gold = eval.gold_judge.is_some();
-    let win = |p: &PolicyResult| p.win.map_or("–".into(), |w| format!("{:.1}% [{:.1}, {:.1}]", 100.0 * w.rate, 100.0 * w.low, 100.0 * w.high));
+    let win = |p: &PolicyResult| {
+        p.win.map_or("–".into(), |w| format!("{:.1}% [{:.1}, {:.1}]", 100.0 * w.rate, 100.0 * w.low, 100.0 * w.high))
+    };
     table(
         eval,
         [
@@ -161,7 +170,11 @@ pub fn headline(eval: &Evaluation) -> String {
 fn details(eval: &Evaluation) -> String {
     let gold = eval.gold_judge.is_some();
     let head = [Some(column("policy", |p| p.name.clone())), gold.then(|| column("gold", |p| fmt(p.gold)))];
-    let proxies = eval.reward_models.iter().enumerate().map(|(i, rm)| column(format!("proxy `{rm}`"), move |p| fmt(p.proxy.get(i).copied())));
+    let proxies = eval
+        .reward_models
+        .iter()
+        .enumerate()
+        .map(|(i, rm)| column(format!("proxy `{rm}`"), move |p| fmt(p.proxy.get(i).copied())));
     let rest = [
         column("KL", |p| fmt(p.kl)),
         column("perplexity", |p| fmt(p.perplexity)),
@@ -216,21 +229,34 @@ fn draw_plots(eval: &Evaluation, stages: &StageSeries<'_>) -> Result<Vec<Plot>> 
         .chain([("proxy (policies)".to_string(), at_kl(&|p| eval.proxy(p)))])
         .collect();
     let rewards = if gold { "gold score and proxy reward" } else { "proxy reward" };
-    let mut what = format!("reward against KL to the reference: each policy's {rewards} (large labelled markers: {})", names.join(", "));
+    let mut what = format!(
+        "reward against KL to the reference: each policy's {rewards} (large labelled markers: {})",
+        names.join(", ")
+    );
     let mut clouds = Vec::new();
     if let Some((_, kl)) = stages.get("ppo").and_then(|ppo| find(ppo, &["objective/kl", "kl"])) {
         let ppo = &stages["ppo"];
-        for (key, label) in [("objective/gold", "gold"), ("objective/score", "proxy")].into_iter().filter(|&(_, label)| gold || label != "gold") {
+        for (key, label) in [("objective/gold", "gold"), ("objective/score", "proxy")]
+            .into_iter()
+            .filter(|&(_, label)| gold || label != "gold")
+        {
             if let Some(series) = ppo.get(key) {
                 let by_step: BTreeMap<u64, f64> = series.iter().map(|&(step, v)| (step as u64, v)).collect();
-                let cloud: Vec<(f64, f64)> = kl.iter().filter_map(|&(step, k)| Some((k, *by_step.get(&(step as u64))?))).collect();
+                let cloud: Vec<(f64, f64)> =
+                    kl.iter().filter_map(|&(step, k)| Some((k, *by_step.get(&(step as u64))?))).collect();
                 clouds.push((format!("PPO iterations: {label}"), cloud));
-                what.push_str(&format!("; small markers: PPO's rollouts per iteration, `{key}` against `objective/kl`"));
+                what.push_str(&format!(
+                    "; small markers: PPO's rollouts per iteration, `{key}` against `objective/kl`"
+                ));
             }
         }
     }
     if policies.iter().any(|(_, s)| !s.is_empty()) {
-        out.push(("frontier.png".into(), what, plots::scatter("reward vs KL", "KL to the reference (nats)", &clouds, &policies)?));
+        out.push((
+            "frontier.png".into(),
+            what,
+            plots::scatter("reward vs KL", "KL to the reference (nats)", &clouds, &policies)?,
+        ));
     }
     Ok(out)
 }
@@ -254,14 +280,23 @@ fn html_list(s: &mut String, title: &str, items: Vec<String>, empty: &str) {
     s.push_str("</ul>");
 }
 
-fn html(judges: &[String], markdown_tables: &[(&str, &str)], flags: &[String], plots: &[(String, String, Vec<u8>)]) -> String {
+fn html(
+    judges: &[String],
+    markdown_tables: &[(&str, &str)],
+    flags: &[String],
+    plots: &[(String, String, Vec<u8>)],
+) -> String {
     let mut s = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>rlhf-rs evaluation</title><style>body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #999;padding:3px 8px;text-align:right}td:first-child{text-align:left}</style></head><body><h1>rlhf-rs evaluation</h1>");
     html_list(&mut s, "Judges", judges.iter().map(|j| j.replace('`', "")).collect(), "none");
     for (title, table) in markdown_tables {
         let _ = write!(s, "<h2>{title}</h2><table>");
         for (i, line) in table.lines().enumerate().filter(|(i, _)| *i != 1) {
             let tag = if i == 0 { "th" } else { "td" };
-            let cells: String = line.trim_matches('|').split('|').map(|c| format!("<{tag}>{}</{tag}>", c.trim().replace('`', ""))).collect();
+            let cells: String = line
+                .trim_matches('|')
+                .split('|')
+                .map(|c| format!("<{tag}>{}</{tag}>", c.trim().replace('`', "")))
+                .collect();
             let _ = write!(s, "<tr>{cells}</tr>");
         }
         s.push_str("</table>");
@@ -317,7 +352,9 @@ pub fn write_report(eval: &Evaluation, limits: &FlagConfig) -> Result<Written> {
     }
     md.push_str("\n## Plots\n\n");
     if !plots::has_font() {
-        md.push_str("(No TrueType font was found, so the plots carry no text; the descriptions say what they show.)\n\n");
+        md.push_str(
+            "(No TrueType font was found, so the plots carry no text; the descriptions say what they show.)\n\n",
+        );
     }
     for (name, what, _) in &plots {
         let _ = writeln!(md, "- [`{name}`]({name}): {what}.");
@@ -325,7 +362,10 @@ pub fn write_report(eval: &Evaluation, limits: &FlagConfig) -> Result<Written> {
     let wall_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
     write_records(dir.join("metrics.parquet"), &eval.metrics(wall_time))?;
     let html_path = dir.join("report.html");
-    write_file(&html_path, html(&judges, &[("Headline", &table), ("All metrics", &details)], &flags, &plots).as_bytes())?;
+    write_file(
+        &html_path,
+        html(&judges, &[("Headline", &table), ("All metrics", &details)], &flags, &plots).as_bytes(),
+    )?;
     let headline = format!("{table}\nJudges:\n{judge_list}");
     write_file(&dir.join("headline.md"), headline.as_bytes())?;
     let report = dir.join("report.md");
@@ -366,7 +406,10 @@ mod tests {
 
     /// PPO training in which the proxy score rose while the gold score fell.
     fn hacked_ppo() -> BTreeMap<String, Vec<(f64, f64)>> {
-        BTreeMap::from([("objective/score".into(), vec![(0.0, 0.0), (1.0, 1.0)]), ("objective/gold".into(), vec![(0.0, 1.0), (1.0, 0.5)])])
+        BTreeMap::from([
+            ("objective/score".into(), vec![(0.0, 0.0), (1.0, 1.0)]),
+            ("objective/gold".into(), vec![(0.0, 1.0), (1.0, 0.5)]),
+        ])
     }
 
     #[test]
@@ -375,7 +418,9 @@ mod tests {
         assert_eq!(flags.len(), 3, "{flags:?}");
         assert!(flags[0].starts_with("**ppo**: proxy reward rose") && flags[0].ends_with("reward hacking."));
         assert!(flags[1].starts_with("**ppo**: distinct-2 0.100 is under 0.5× the reference's 0.300"));
-        assert!(flags[2].starts_with("**ppo training**: `objective/score` rose") && flags[2].ends_with("reward hacking."));
+        assert!(
+            flags[2].starts_with("**ppo training**: `objective/score` rose") && flags[2].ends_with("reward hacking.")
+        );
     }
 
     #[test]
@@ -389,7 +434,9 @@ mod tests {
         eval.policies.iter_mut().for_each(|p| p.gold = None);
         let without = "| policy | proxy | KL | length |\n|---|---|---|---|\n| sft | 0.000 | 1.000 | 20.0 |\n| ppo | 1.000 | 1.000 | 20.0 |\n";
         assert!(headline(&eval).starts_with(without), "{}", headline(&eval));
-        assert!(details(&eval).starts_with("| policy | proxy `rm/final` | KL | perplexity | length | EOS rate | distinct-1 | distinct-2 |\n"));
+        assert!(details(&eval).starts_with(
+            "| policy | proxy `rm/final` | KL | perplexity | length | EOS rate | distinct-1 | distinct-2 |\n"
+        ));
         assert_eq!(judges(&eval)[0], "gold: no gold judge configured: gold scores and win rates are not shown");
         let flags = flags(&eval, &hacked_ppo(), &FlagConfig::default());
         assert_eq!(flags.len(), 1, "no gold, so no gold-based hacking flag: {flags:?}");

@@ -147,7 +147,12 @@ pub fn expand_policy_names(run_dir: &Path, names: &[String]) -> Vec<String> {
 
 /// Evaluates the policies of `run_dir`, with `gold_judge` (normally [`EvalConfig::gold_judge()`]'s)
 /// scoring gold; also writes each policy's responses to `<run>/eval/responses_<policy>.parquet`.
-pub fn evaluate(run_dir: &Path, config: &EvalConfig, gold_judge: Option<&dyn Judge>, placement: Placement) -> Result<Evaluation> {
+pub fn evaluate(
+    run_dir: &Path,
+    config: &EvalConfig,
+    gold_judge: Option<&dyn Judge>,
+    placement: Placement,
+) -> Result<Evaluation> {
     let prompts_path = run_dir.join(&config.data.prompts);
     let prompts: Vec<Prompt> = first_n(read_records(&prompts_path)?, config.data.num_prompts);
     if prompts.is_empty() {
@@ -186,13 +191,20 @@ pub fn evaluate(run_dir: &Path, config: &EvalConfig, gold_judge: Option<&dyn Jud
         let _span = tracing::info_span!("policy", name = name.as_str()).entered();
         let (model, tokenizer) = load_policy(&dir, placement)?;
         let rows = sample_tokens(&model, &tokenizer, &prompts, &sample_config)?;
-        let pairs: Vec<(Vec<i64>, Vec<i64>)> = rows.iter().map(|r| (r.prompt_tokens.clone(), r.tokens.clone())).collect();
+        let pairs: Vec<(Vec<i64>, Vec<i64>)> =
+            rows.iter().map(|r| (r.prompt_tokens.clone(), r.tokens.clone())).collect();
         let logprobs = response_logprobs(&model, tokenizer.pad_id(), &pairs, config.batch_size, temperature)?;
         let perplexity = if demos.is_empty() {
             None
         } else {
             let texts: Vec<(&str, &str)> = demos.iter().map(|d| (d.prompt.as_str(), d.response.as_str())).collect();
-            let scored = response_logprobs(&model, tokenizer.pad_id(), &encode_pairs(&tokenizer, &texts)?, config.batch_size, 1.0)?;
+            let scored = response_logprobs(
+                &model,
+                tokenizer.pad_id(),
+                &encode_pairs(&tokenizer, &texts)?,
+                config.batch_size,
+                1.0,
+            )?;
             let (nll, count) = scored.iter().fold((0.0, 0u64), |(s, c), (lp, n)| (s - lp, c + u64::from(*n)));
             Some((nll / count.max(1) as f64).exp())
         };
@@ -217,7 +229,8 @@ pub fn evaluate(run_dir: &Path, config: &EvalConfig, gold_judge: Option<&dyn Jud
             kls[i] = Some(if i == r {
                 0.0
             } else {
-                let pairs: Vec<(Vec<i64>, Vec<i64>)> = s.rows.iter().map(|r| (r.prompt_tokens.clone(), r.tokens.clone())).collect();
+                let pairs: Vec<(Vec<i64>, Vec<i64>)> =
+                    s.rows.iter().map(|r| (r.prompt_tokens.clone(), r.tokens.clone())).collect();
                 let ref_lp = response_logprobs(&model, tokenizer.pad_id(), &pairs, config.batch_size, temperature)?;
                 mean(s.logprobs.iter().zip(&ref_lp).map(|(lp, (rl, _))| lp - rl))
             });
@@ -249,9 +262,10 @@ pub fn evaluate(run_dir: &Path, config: &EvalConfig, gold_judge: Option<&dyn Jud
         .enumerate()
         .map(|(i, s)| {
             let texts: Vec<&str> = s.rows.iter().map(|r| r.text.as_str()).collect();
-            let win = gold.as_ref().zip(reference.filter(|&r| r != i)).and_then(|(gold, r)| {
-                win_rate(&gold[i], &gold[r], config.bootstrap, config.seed)
-            });
+            let win = gold
+                .as_ref()
+                .zip(reference.filter(|&r| r != i))
+                .and_then(|(gold, r)| win_rate(&gold[i], &gold[r], config.bootstrap, config.seed));
             PolicyResult {
                 name: s.name.clone(),
                 gold: gold.as_ref().map(|gold| mean(gold[i].iter().copied())),

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use arrow::array::{Float64Array, UInt32Array};
 use arrow::datatypes::{DataType, Field};
 use rlhf_data::{append_column, read_records, Demonstration, Judge};
-use rlhf_model::{build_batch, sequence_logprobs, CausalLm, LogprobOptions, PaddingSide, Placement, RewardModel, Tokenizer};
+use rlhf_model::{
+    build_batch, sequence_logprobs, CausalLm, LogprobOptions, PaddingSide, Placement, RewardModel, Tokenizer,
+};
 
 use crate::error::{Error, Result};
 use crate::judges::scores;
@@ -61,7 +63,13 @@ pub fn proxy_rewards(dir: &Path, pairs: &[(&str, &str)], batch_size: usize, plac
 
 /// `rlhf-eval logprobs`: writes `input` plus `logprob: f64` (summed log-prob of the response,
 /// eos included, given the prompt) and `num_tokens: u32`; returns the row count.
-pub fn logprobs_file(model_dir: &Path, input: &Path, out: &Path, batch_size: usize, placement: Placement) -> Result<u64> {
+pub fn logprobs_file(
+    model_dir: &Path,
+    input: &Path,
+    out: &Path,
+    batch_size: usize,
+    placement: Placement,
+) -> Result<u64> {
     let rows: Vec<Demonstration> = read_records(input)?;
     let (model, tokenizer) = load_policy(model_dir, placement)?;
     let pairs: Vec<(&str, &str)> = rows.iter().map(|r| (r.prompt.as_str(), r.response.as_str())).collect();
@@ -88,9 +96,12 @@ pub fn compare_files(a: &Path, b: &Path, judge: &dyn Judge, resamples: usize, se
     let (pairs_a, pairs_b): (Pairs<'_>, Pairs<'_>) = a_rows
         .iter()
         .filter(|r| seen.insert(r.prompt.as_str()))
-        .filter_map(|r| by_prompt.get(r.prompt.as_str()).map(|other| ((r.prompt.as_str(), r.response.as_str()), (r.prompt.as_str(), *other))))
+        .filter_map(|r| {
+            by_prompt
+                .get(r.prompt.as_str())
+                .map(|other| ((r.prompt.as_str(), r.response.as_str()), (r.prompt.as_str(), *other)))
+        })
         .unzip();
-    win_rate(&scores(judge, &pairs_a)?, &scores(judge, &pairs_b)?, resamples, seed).ok_or_else(|| {
-        Error::Invalid(format!("{} and {} share no prompt", a.display(), b.display()))
-    })
+    win_rate(&scores(judge, &pairs_a)?, &scores(judge, &pairs_b)?, resamples, seed)
+        .ok_or_else(|| Error::Invalid(format!("{} and {} share no prompt", a.display(), b.display())))
 }

@@ -8,7 +8,11 @@ use std::collections::HashSet;
 /// Mean of `values` (0 for none).
 pub fn mean(values: impl IntoIterator<Item = f64>) -> f64 {
     let (sum, n) = values.into_iter().fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
-    if n == 0 { 0.0 } else { sum / n as f64 }
+    if n == 0 {
+        0.0
+    } else {
+        sum / n as f64
+    }
 }
 
 /// Distinct-n: distinct word n-grams over all n-grams of `texts` (lower-cased words; 0 for none).
@@ -21,7 +25,11 @@ pub fn distinct_n<S: AsRef<str>>(texts: &[S], n: usize) -> f64 {
             total += 1;
         }
     }
-    if total == 0 { 0.0 } else { seen.len() as f64 / total as f64 }
+    if total == 0 {
+        0.0
+    } else {
+        seen.len() as f64 / total as f64
+    }
 }
 
 /// A win rate with its bootstrap 95% interval.
@@ -52,9 +60,7 @@ pub fn win_rate(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Option<Win
     }
     let rate = mean(outcomes.iter().copied());
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut means: Vec<f64> = (0..resamples)
-        .map(|_| mean((0..n).map(|_| outcomes[rng.random_range(0..n)])))
-        .collect();
+    let mut means: Vec<f64> = (0..resamples).map(|_| mean((0..n).map(|_| outcomes[rng.random_range(0..n)]))).collect();
     means.sort_by(f64::total_cmp);
     let at = |q: f64| if means.is_empty() { rate } else { means[((means.len() - 1) as f64 * q).round() as usize] };
     Some(WinRate { rate, low: at(0.025), high: at(0.975), n })

@@ -15,8 +15,9 @@ fn samples_k_responses_per_prompt_reproducibly() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let model = tmp.path().join("policy");
     common::tiny_policy(&model);
-    let prompts: Vec<Prompt> =
-        (0..5).map(|i| Prompt { id: format!("p{i}"), prompt: format!("User: Tell me about the cat {i}.\nAssistant:") }).collect();
+    let prompts: Vec<Prompt> = (0..5)
+        .map(|i| Prompt { id: format!("p{i}"), prompt: format!("User: Tell me about the cat {i}.\nAssistant:") })
+        .collect();
     let prompts_path = tmp.path().join("prompts.parquet");
     write_records(&prompts_path, &prompts)?;
     let config = SampleConfig { samples_per_prompt: 3, max_new_tokens: 8, batch_size: 4, ..SampleConfig::default() };

@@ -12,7 +12,16 @@ use anyhow::{ensure, Result};
 use rlhf_data::{read_records, write_records, Demonstration, Metric, Prompt};
 use rlhf_eval::config::EvalConfig;
 
-const SMALL: &[&str] = &["--device", "cpu", "--set", "data.num_prompts=6", "--set", "generation.max_new_tokens=8", "--set", "bootstrap=20"];
+const SMALL: &[&str] = &[
+    "--device",
+    "cpu",
+    "--set",
+    "data.num_prompts=6",
+    "--set",
+    "generation.max_new_tokens=8",
+    "--set",
+    "bootstrap=20",
+];
 
 fn shipped_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/eval.toml")
@@ -56,8 +65,9 @@ fn tiny_run(run: &Path) -> Result<()> {
         let entry = entry?;
         std::fs::copy(entry.path(), run.join("ppo/final").join(entry.file_name()))?;
     }
-    let prompts: Vec<Prompt> =
-        (0..6).map(|i| Prompt { id: format!("p{i}"), prompt: format!("User: Tell me about the cat {i}.\nAssistant:") }).collect();
+    let prompts: Vec<Prompt> = (0..6)
+        .map(|i| Prompt { id: format!("p{i}"), prompt: format!("User: Tell me about the cat {i}.\nAssistant:") })
+        .collect();
     write_records(run.join("data/prompts_heldout.parquet"), &prompts)?;
     Ok(())
 }
@@ -78,13 +88,20 @@ fn without_a_gold_judge_the_report_shows_no_gold_and_says_so() -> Result<()> {
 
     let printed = run_ok(report(&run, &[]))?;
     let eval = run.join("eval");
-    let (headline, md, html) = (read(eval.join("headline.md"))?, read(eval.join("report.md"))?, read(eval.join("report.html"))?);
-    ensure!(headline.starts_with("| policy | proxy | KL | length |\n|---|---|---|---|\n| sft | – | 0.000 |"), "{headline}");
+    let (headline, md, html) =
+        (read(eval.join("headline.md"))?, read(eval.join("report.md"))?, read(eval.join("report.html"))?);
+    ensure!(
+        headline.starts_with("| policy | proxy | KL | length |\n|---|---|---|---|\n| sft | – | 0.000 |"),
+        "{headline}"
+    );
     ensure!(md.contains("| policy | KL | perplexity | length | EOS rate | distinct-1 | distinct-2 |\n"), "{md}");
     for text in [&headline, &md, &html, &printed] {
         ensure!(text.contains("gold: no gold judge configured: gold scores and win rates are not shown"), "{text}");
         ensure!(text.contains("proxy: none (no reward model found)"), "{text}");
-        ensure!(!text.contains("| gold |") && !text.contains("<th>gold</th>") && !text.contains("win rate vs"), "{text}");
+        ensure!(
+            !text.contains("| gold |") && !text.contains("<th>gold</th>") && !text.contains("win rate vs"),
+            "{text}"
+        );
     }
     ensure!(!eval.join("proxy_vs_gold.png").exists(), "a proxy-vs-gold plot without a gold judge");
     let names = metric_names(&run)?;
@@ -96,7 +113,10 @@ fn without_a_gold_judge_the_report_shows_no_gold_and_says_so() -> Result<()> {
     let headline = read(eval.join("headline.md"))?;
     let table = "| policy | gold | proxy | KL | win rate vs sft (95% CI) | length |\n|---|---|---|---|---|---|\n";
     ensure!(headline.starts_with(table), "{headline}");
-    ensure!(headline.contains(" | – | 0.000 | 50.0% [50.0, 50.0] | "), "the copy of sft ties it on every prompt: {headline}");
+    ensure!(
+        headline.contains(" | – | 0.000 | 50.0% [50.0, 50.0] | "),
+        "the copy of sft ties it on every prompt: {headline}"
+    );
     for text in [&headline, &read(eval.join("report.md"))?, &printed] {
         ensure!(text.contains("gold: `gold` — the embedded task's gold rule"), "{text}");
     }
@@ -115,7 +135,10 @@ fn a_judge_that_is_unknown_or_gives_no_scores_is_one_error_line_and_writes_nothi
     let accepted = r#"accepted: "gold", "" (none)"#;
     fails(report(&run, &["--set", "gold_judge=nope"]), &format!(r#"gold_judge = "nope": no such judge; {accepted}"#))?;
     let only_compares = "this judge only compares two responses and gives no scores";
-    fails(report(&run, &["--set", "gold_judge=sim:panel"]), &format!(r#"gold_judge = "sim:panel": {only_compares}; {accepted}"#))?;
+    fails(
+        report(&run, &["--set", "gold_judge=sim:panel"]),
+        &format!(r#"gold_judge = "sim:panel": {only_compares}; {accepted}"#),
+    )?;
     ensure!(!run.join("eval").exists(), "eval/ was written");
 
     let (a, b) = (tmp.path().join("a.parquet"), tmp.path().join("b.parquet"));

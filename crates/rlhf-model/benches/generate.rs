@@ -21,7 +21,6 @@ fn bench_config() -> ModelConfig {
     ModelConfig::llama(l)
 }
 
-
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; ignore arguments.
     if let Some(t) = std::env::var("RLHF_BENCH_THREADS").ok().and_then(|t| t.parse().ok()) {
@@ -32,7 +31,10 @@ fn main() -> anyhow::Result<()> {
     tch::manual_seed(0);
     let model = CausalLm::new(bench_config(), Device::Cpu, Kind::Float)?;
     let params: i64 = model.var_store().variables().values().map(|t| t.numel() as i64).sum();
-    println!("generate bench: {:.1}M parameters, {threads} threads, prompt {PROMPT_LEN}, {NEW_TOKENS} new tokens", params as f64 / 1e6);
+    println!(
+        "generate bench: {:.1}M parameters, {threads} threads, prompt {PROMPT_LEN}, {NEW_TOKENS} new tokens",
+        params as f64 / 1e6
+    );
 
     let mut cases = Vec::new();
     let mut speedups = serde_json::Map::new();

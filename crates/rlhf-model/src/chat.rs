@@ -26,10 +26,7 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        ChatMessage {
-            role: role.into(),
-            content: content.into(),
-        }
+        ChatMessage { role: role.into(), content: content.into() }
     }
 }
 
@@ -42,10 +39,7 @@ pub struct ChatTemplate {
 impl ChatTemplate {
     /// Compiles `source`. `special_tokens` maps variable names (`bos_token`, `eos_token`, ...) to
     /// token strings, as `transformers` passes its `special_tokens_map`.
-    pub fn new(
-        source: impl Into<String>,
-        special_tokens: BTreeMap<String, String>,
-    ) -> Result<Self> {
+    pub fn new(source: impl Into<String>, special_tokens: BTreeMap<String, String>) -> Result<Self> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -55,21 +49,13 @@ impl ChatTemplate {
         env.add_filter("tojson", python_tojson);
         env.set_formatter(python_formatter);
         env.add_template_owned(TEMPLATE_NAME, generation_blocks_as_plain(&source.into()))
-            .map_err(|err| {
-                Error::ChatTemplate(format!("cannot compile the chat template: {err:#}"))
-            })?;
-        Ok(ChatTemplate {
-            env,
-            special_tokens,
-        })
+            .map_err(|err| Error::ChatTemplate(format!("cannot compile the chat template: {err:#}")))?;
+        Ok(ChatTemplate { env, special_tokens })
     }
 
     /// Renders `messages`; with `add_generation_prompt` the text ends with the assistant header.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let template = self
-            .env
-            .get_template(TEMPLATE_NAME)
-            .map_err(|err| Error::ChatTemplate(err.to_string()))?;
+        let template = self.env.get_template(TEMPLATE_NAME).map_err(|err| Error::ChatTemplate(err.to_string()))?;
         let context = minijinja::context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
@@ -77,17 +63,13 @@ impl ChatTemplate {
             documents => (),
             ..Value::from_serialize(&self.special_tokens)
         };
-        template
-            .render(context)
-            .map_err(|err| Error::ChatTemplate(format!("rendering failed: {}", describe(&err))))
+        template.render(context).map_err(|err| Error::ChatTemplate(format!("rendering failed: {}", describe(&err))))
     }
 }
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatTemplate")
-            .field("special_tokens", &self.special_tokens)
-            .finish_non_exhaustive()
+        f.debug_struct("ChatTemplate").field("special_tokens", &self.special_tokens).finish_non_exhaustive()
     }
 }
 
@@ -120,10 +102,7 @@ fn raise_exception(message: String) -> std::result::Result<Value, minijinja::Err
 fn strftime_now(format: String) -> std::result::Result<String, minijinja::Error> {
     let mut out = String::new();
     write!(out, "{}", chrono::Local::now().format(&format)).map_err(|_| {
-        minijinja::Error::new(
-            ErrorKind::InvalidOperation,
-            format!("strftime_now: invalid format {format:?}"),
-        )
+        minijinja::Error::new(ErrorKind::InvalidOperation, format!("strftime_now: invalid format {format:?}"))
     })?;
     Ok(out)
 }
@@ -139,8 +118,7 @@ fn generation_blocks_as_plain(source: &str) -> String {
             break;
         };
         let tag = &rest[start..start + len];
-        let keyword =
-            tag[2..len - 2].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
+        let keyword = tag[2..len - 2].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
         let replacement = match keyword {
             "generation" => Some("if true"),
             "endgeneration" => Some("endif"),
@@ -160,19 +138,14 @@ fn generation_blocks_as_plain(source: &str) -> String {
 /// `transformers`' `tojson`: `json.dumps(x, ensure_ascii=False, indent=None, separators=None,
 /// sort_keys=False)`, with Python's spacing, no HTML escaping, and keys in insertion order.
 fn python_tojson(value: Value, options: Kwargs) -> std::result::Result<String, minijinja::Error> {
-    let ensure_ascii = options
-        .get::<Option<bool>>("ensure_ascii")?
-        .unwrap_or(false);
+    let ensure_ascii = options.get::<Option<bool>>("ensure_ascii")?.unwrap_or(false);
     let indent = options.get::<Option<usize>>("indent")?;
     let separators = match options.get::<Option<Vec<String>>>("separators")? {
         None => None,
         Some(pair) => match <[String; 2]>::try_from(pair) {
             Ok([item, key]) => Some((item, key)),
             Err(_) => {
-                return Err(minijinja::Error::new(
-                    ErrorKind::InvalidOperation,
-                    "tojson: separators must be a pair",
-                ))
+                return Err(minijinja::Error::new(ErrorKind::InvalidOperation, "tojson: separators must be a pair"))
             }
         },
     };
@@ -182,13 +155,7 @@ fn python_tojson(value: Value, options: Kwargs) -> std::result::Result<String, m
         let item = if indent.is_some() { "," } else { ", " };
         (item.to_owned(), ": ".to_owned())
     });
-    let dumper = PythonJson {
-        ensure_ascii,
-        indent,
-        item_separator,
-        key_separator,
-        sort_keys,
-    };
+    let dumper = PythonJson { ensure_ascii, indent, item_separator, key_separator, sort_keys };
     let mut out = String::new();
     dumper.write(&mut out, &value, 0)?;
     Ok(out)
@@ -203,12 +170,7 @@ struct PythonJson {
 }
 
 impl PythonJson {
-    fn write(
-        &self,
-        out: &mut String,
-        value: &Value,
-        depth: usize,
-    ) -> std::result::Result<(), minijinja::Error> {
+    fn write(&self, out: &mut String, value: &Value, depth: usize) -> std::result::Result<(), minijinja::Error> {
         match value.kind() {
             ValueKind::Undefined | ValueKind::None => out.push_str("null"),
             ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
@@ -217,9 +179,7 @@ impl PythonJson {
             ValueKind::String => self.write_string(out, value.as_str().unwrap_or_default()),
             ValueKind::Seq | ValueKind::Iterable => {
                 let items: Vec<Value> = value.try_iter()?.collect();
-                self.write_container(out, ('[', ']'), &items, depth, |out, item| {
-                    self.write(out, item, depth + 1)
-                })?;
+                self.write_container(out, ('[', ']'), &items, depth, |out, item| self.write(out, item, depth + 1))?;
             }
             ValueKind::Map => {
                 let mut keys: Vec<Value> = value.try_iter()?.collect();

@@ -46,10 +46,10 @@ pub fn weight_files(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
         let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::Json { path: index.clone(), source: e })?;
-        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::Config {
-            path: Some(index.clone()),
-            message: "no `weight_map` object".into(),
-        })?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::Config { path: Some(index.clone()), message: "no `weight_map` object".into() })?;
         let files: std::collections::BTreeSet<&str> = map.values().filter_map(|f| f.as_str()).collect();
         return Ok(files.into_iter().map(|f| dir.join(f)).collect());
     }
@@ -120,7 +120,8 @@ pub(crate) fn load_var_store(vs: &VarStore, dir: &Path, rules: &LoadRules<'_>) -
         let mut names = st.names();
         names.sort();
         for name in names {
-            let view = st.tensor(name).map_err(|e| Error::Safetensors { path: file.clone(), message: e.to_string() })?;
+            let view =
+                st.tensor(name).map_err(|e| Error::Safetensors { path: file.clone(), message: e.to_string() })?;
             let found: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             let target = if vars.contains_key(name) {
                 name.to_string()

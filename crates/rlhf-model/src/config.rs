@@ -240,9 +240,7 @@ impl LlamaConfig {
             .and_then(|p| p.get("rope_type").or_else(|| p.get("type")))
             .and_then(Value::as_str)
             .unwrap_or("default");
-        let need = |k: &str| {
-            get_f(k).ok_or_else(|| Error::config(format!("rope type `{kind}` needs `{k}`")))
-        };
+        let need = |k: &str| get_f(k).ok_or_else(|| Error::config(format!("rope type `{kind}` needs `{k}`")));
         let scaling = match kind {
             "default" => RopeScaling::None,
             "linear" => RopeScaling::Linear { factor: need("factor")? },
@@ -356,9 +354,7 @@ impl ModelConfig {
             "gpt2" => ArchConfig::Gpt2(serde_json::from_value(obj).map_err(field_err)?),
             "llama" | "qwen2" => ArchConfig::Llama(serde_json::from_value(obj).map_err(field_err)?),
             other => {
-                return Err(Error::config(format!(
-                    "unsupported model_type `{other}` (supported: gpt2, llama, qwen2)"
-                )))
+                return Err(Error::config(format!("unsupported model_type `{other}` (supported: gpt2, llama, qwen2)")))
             }
         };
         fn de<T: serde::de::DeserializeOwned>(map: &Map<String, Value>, k: &str) -> Result<Option<T>> {
@@ -384,11 +380,10 @@ impl ModelConfig {
             defaulted: Map::new(),
         };
         let modeled = cfg.arch_value();
-        cfg.defaulted = modeled.iter().filter(|(k, _)| !map.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
-        cfg.extra = map
-            .into_iter()
-            .filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str()) && !modeled.contains_key(k))
-            .collect();
+        cfg.defaulted =
+            modeled.iter().filter(|(k, _)| !map.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        cfg.extra =
+            map.into_iter().filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str()) && !modeled.contains_key(k)).collect();
         cfg.validate()?;
         Ok(cfg)
     }
@@ -397,8 +392,7 @@ impl ModelConfig {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let value: Value =
-            serde_json::from_str(&text).map_err(|e| Error::Json { path: path.into(), source: e })?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| Error::Json { path: path.into(), source: e })?;
         Self::from_value(value).map_err(|e| match e {
             Error::Config { path: None, message } => Error::Config { path: Some(path.into()), message },
             e => e,
@@ -542,9 +536,7 @@ impl ModelConfig {
     }
     /// Whether `architectures` names a `*ForSequenceClassification` class.
     pub fn is_sequence_classification(&self) -> bool {
-        self.architectures
-            .as_ref()
-            .is_some_and(|a| a.iter().any(|s| s.ends_with("ForSequenceClassification")))
+        self.architectures.as_ref().is_some_and(|a| a.iter().any(|s| s.ends_with("ForSequenceClassification")))
     }
     /// Number of labels: `num_labels` if written, else the size of `id2label`, else 2 (HF's default).
     pub fn num_labels(&self) -> i64 {
@@ -555,7 +547,8 @@ impl ModelConfig {
     }
     /// Sets `id2label`/`label2id` for `n` labels the way HF writes them.
     pub fn set_num_labels(&mut self, n: i64) {
-        let id2label: Map<String, Value> = (0..n).map(|i| (i.to_string(), Value::String(format!("LABEL_{i}")))).collect();
+        let id2label: Map<String, Value> =
+            (0..n).map(|i| (i.to_string(), Value::String(format!("LABEL_{i}")))).collect();
         let label2id: Map<String, Value> = (0..n).map(|i| (format!("LABEL_{i}"), Value::from(i))).collect();
         self.extra.remove("num_labels");
         self.extra.insert("id2label".into(), Value::Object(id2label));

@@ -83,10 +83,7 @@ impl DType {
 impl DeviceArgs {
     /// Resolves `--device` (see [`DeviceChoice::resolve`]) and `--dtype`.
     pub fn resolve(&self) -> Result<Placement> {
-        Ok(Placement {
-            device: self.device.resolve()?,
-            kind: self.dtype.kind(),
-        })
+        Ok(Placement { device: self.device.resolve()?, kind: self.dtype.kind() })
     }
 }
 
@@ -144,45 +141,17 @@ mod tests {
 
     #[test]
     fn defaults_to_auto_and_f32() {
-        assert_eq!(
-            parse(&[]),
-            DeviceArgs {
-                device: DeviceChoice::Auto,
-                dtype: DType::F32
-            }
-        );
-        let expected_device = if tch::Cuda::is_available() {
-            tch::Device::Cuda(0)
-        } else {
-            tch::Device::Cpu
-        };
+        assert_eq!(parse(&[]), DeviceArgs { device: DeviceChoice::Auto, dtype: DType::F32 });
+        let expected_device = if tch::Cuda::is_available() { tch::Device::Cuda(0) } else { tch::Device::Cpu };
         let placement = parse(&[]).resolve().unwrap();
-        assert_eq!(
-            placement,
-            Placement {
-                device: expected_device,
-                kind: tch::Kind::Float
-            }
-        );
+        assert_eq!(placement, Placement { device: expected_device, kind: tch::Kind::Float });
     }
 
     #[test]
     fn parses_every_dtype() {
-        for (name, kind) in [
-            ("f32", tch::Kind::Float),
-            ("bf16", tch::Kind::BFloat16),
-            ("f16", tch::Kind::Half),
-        ] {
-            let placement = parse(&["--device", "cpu", "--dtype", name])
-                .resolve()
-                .unwrap();
-            assert_eq!(
-                placement,
-                Placement {
-                    device: tch::Device::Cpu,
-                    kind
-                }
-            );
+        for (name, kind) in [("f32", tch::Kind::Float), ("bf16", tch::Kind::BFloat16), ("f16", tch::Kind::Half)] {
+            let placement = parse(&["--device", "cpu", "--dtype", name]).resolve().unwrap();
+            assert_eq!(placement, Placement { device: tch::Device::Cpu, kind });
         }
     }
 
@@ -193,10 +162,7 @@ mod tests {
             assert_eq!(resolved.unwrap().device, tch::Device::Cuda(0));
         } else {
             let message = resolved.unwrap_err().to_string();
-            assert!(
-                message.starts_with("--device cuda was requested but"),
-                "{message}"
-            );
+            assert!(message.starts_with("--device cuda was requested but"), "{message}");
             assert_eq!(message.lines().count(), 1);
         }
     }

@@ -135,7 +135,10 @@ pub fn left_pad(prompts: &[Vec<i64>], pad_token_id: i64, device: Device) -> Resu
         mask[i * p + off..(i + 1) * p].iter_mut().for_each(|m| *m = 1);
     }
     let shape = [b as i64, p as i64];
-    Ok((Tensor::from_slice(&ids).view(shape).to_device(device), Tensor::from_slice(&mask).view(shape).to_device(device)))
+    Ok((
+        Tensor::from_slice(&ids).view(shape).to_device(device),
+        Tensor::from_slice(&mask).view(shape).to_device(device),
+    ))
 }
 
 /// Generates from token-list prompts (left-padded here).
@@ -268,8 +271,7 @@ fn generate_inner(
     let pad_fill = Tensor::full([b], cfg.pad_token_id, (Kind::Int64, device));
     let zero_lp = Tensor::zeros([b], (Kind::Float, device));
 
-    let mut logits =
-        model.step_logits(&ids, mask_upto(p).as_ref(), &full_pos.narrow(1, 0, p), cache.as_mut(), true);
+    let mut logits = model.step_logits(&ids, mask_upto(p).as_ref(), &full_pos.narrow(1, 0, p), cache.as_mut(), true);
     for i in 0..n {
         let logits32 = logits.to_kind(Kind::Float);
         let (next, lp) = match &uniforms {

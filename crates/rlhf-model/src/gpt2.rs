@@ -74,10 +74,7 @@ impl Gpt2Model {
     }
 
     pub(crate) fn linears_mut(&mut self) -> Vec<&mut Linear> {
-        self.blocks
-            .iter_mut()
-            .flat_map(|b| [&mut b.c_attn, &mut b.attn_proj, &mut b.c_fc, &mut b.mlp_proj])
-            .collect()
+        self.blocks.iter_mut().flat_map(|b| [&mut b.c_attn, &mut b.attn_proj, &mut b.c_fc, &mut b.mlp_proj]).collect()
     }
     pub(crate) fn linears(&self) -> Vec<&Linear> {
         self.blocks.iter().flat_map(|b| [&b.c_attn, &b.attn_proj, &b.c_fc, &b.mlp_proj]).collect()

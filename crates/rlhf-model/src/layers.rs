@@ -221,15 +221,22 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttnMask, sca
         // same keys for all heads of the group, so the result is identical.
         let qg = q.reshape([b, hkv, h / hkv, d]);
         let out = match mask {
-            AttnMask::Mask(m) => Tensor::scaled_dot_product_attention(&qg, k, v, Some(m), dropout_p, false, scale, false),
+            AttnMask::Mask(m) => {
+                Tensor::scaled_dot_product_attention(&qg, k, v, Some(m), dropout_p, false, scale, false)
+            }
             _ => Tensor::scaled_dot_product_attention::<Tensor>(&qg, k, v, None, dropout_p, false, scale, false),
         };
         return out.reshape([b, h, 1, d]);
     }
-    let (k, v) = if h != hkv { (repeat_kv(k, h / hkv), repeat_kv(v, h / hkv)) } else { (k.shallow_clone(), v.shallow_clone()) };
+    let (k, v) =
+        if h != hkv { (repeat_kv(k, h / hkv), repeat_kv(v, h / hkv)) } else { (k.shallow_clone(), v.shallow_clone()) };
     match mask {
-        AttnMask::None => Tensor::scaled_dot_product_attention::<Tensor>(q, &k, &v, None, dropout_p, false, scale, false),
-        AttnMask::Causal => Tensor::scaled_dot_product_attention::<Tensor>(q, &k, &v, None, dropout_p, true, scale, false),
+        AttnMask::None => {
+            Tensor::scaled_dot_product_attention::<Tensor>(q, &k, &v, None, dropout_p, false, scale, false)
+        }
+        AttnMask::Causal => {
+            Tensor::scaled_dot_product_attention::<Tensor>(q, &k, &v, None, dropout_p, true, scale, false)
+        }
         AttnMask::Mask(m) => Tensor::scaled_dot_product_attention(q, &k, &v, Some(m), dropout_p, false, scale, false),
     }
 }

@@ -22,10 +22,10 @@ pub mod optim;
 pub mod reward;
 pub mod tokenizer;
 
-pub use chat::{ChatMessage, ChatTemplate};
-pub use device::{DType, DeviceArgs, DeviceChoice, Placement};
 pub use cache::KvCache;
+pub use chat::{ChatMessage, ChatTemplate};
 pub use config::{ArchConfig, Gpt2Config, LlamaConfig, ModelConfig, RewardNormalization, TokenIds};
+pub use device::{DType, DeviceArgs, DeviceChoice, Placement};
 pub use error::{Error, Result};
 pub use generate::{generate, generate_from_tokens, Generation, GenerationConfig};
 pub use heads::{SequenceClassifier, ValueHead};

@@ -236,8 +236,7 @@ fn logprobs_chunked(
         for r0 in (0..b).step_by(rows as usize) {
             let r = rows.min(b - r0);
             let logits = model.logits_from_hidden(&hidden.narrow(0, r0, r).narrow(1, s - 1, n));
-            let logits =
-                if opts.temperature != 1.0 { logits.to_kind(Kind::Float) / opts.temperature } else { logits };
+            let logits = if opts.temperature != 1.0 { logits.to_kind(Kind::Float) / opts.temperature } else { logits };
             let mr = m.narrow(0, r0, r);
             lps.push(gather_logprobs(&logits, &targets.narrow(0, r0, r)) * &mr);
             if opts.entropy {
@@ -264,8 +263,8 @@ mod tests {
     #[test]
     fn chunked_scoring_without_grad_equals_one_pass() {
         tch::manual_seed(3);
-        let m = CausalLm::new(ModelConfig::llama(LlamaConfig::new(64, 16, 32, 1, 2, 1)), Device::Cpu, Kind::Float)
-            .unwrap();
+        let m =
+            CausalLm::new(ModelConfig::llama(LlamaConfig::new(64, 16, 32, 1, 2, 1)), Device::Cpu, Kind::Float).unwrap();
         let pairs = vec![(vec![5i64, 6], vec![7i64, 8, 9]), (vec![10, 11, 12], vec![13]), (vec![14], vec![15, 16])];
         let batch = build_batch(&pairs, Some(2), 0, PaddingSide::Right, Device::Cpu).unwrap();
         let opts = LogprobOptions { temperature: 0.9, entropy: true };

@@ -75,7 +75,9 @@ impl Transformer {
         let pos = match (position_ids, key_mask) {
             (Some(p), _) => p.shallow_clone(),
             (None, Some(m)) => position_ids_from_mask(m).narrow(1, past, t),
-            (None, None) => Tensor::arange_start(past, past + t, (Kind::Int64, device)).unsqueeze(0).expand([b, t], false),
+            (None, None) => {
+                Tensor::arange_start(past, past + t, (Kind::Int64, device)).unsqueeze(0).expand([b, t], false)
+            }
         };
         let mask = AttnMask::build(key_mask, past, t, device);
         let hidden = match self {
@@ -228,7 +230,8 @@ impl Core {
 
     /// The tensors to save: every variable, LoRA merged into the targeted weights.
     pub fn state_for_save(&self) -> BTreeMap<String, Tensor> {
-        let mut state: BTreeMap<String, Tensor> = self.vs.variables().into_iter().map(|(k, v)| (k, v.detach())).collect();
+        let mut state: BTreeMap<String, Tensor> =
+            self.vs.variables().into_iter().map(|(k, v)| (k, v.detach())).collect();
         for lin in self.transformer.linears() {
             if lin.lora.is_some() {
                 state.insert(format!("{}.weight", lin.name), lin.merged_weight());

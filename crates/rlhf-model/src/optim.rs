@@ -60,31 +60,17 @@ pub struct AdamW {
 impl AdamW {
     /// Optimizes the trainable (`requires_grad`) variables of `vs`.
     pub fn new(vs: &tch::nn::VarStore, config: AdamWConfig) -> Self {
-        let trainable = vs
-            .variables()
-            .into_iter()
-            .filter(|(_, tensor)| tensor.requires_grad());
+        let trainable = vs.variables().into_iter().filter(|(_, tensor)| tensor.requires_grad());
         Self::from_named(trainable, config)
     }
 
     /// Optimizes the given named tensors (e.g. LoRA adapters gathered from several stores).
-    pub fn from_named(
-        named: impl IntoIterator<Item = (String, Tensor)>,
-        config: AdamWConfig,
-    ) -> Self {
+    pub fn from_named(named: impl IntoIterator<Item = (String, Tensor)>, config: AdamWConfig) -> Self {
         let mut params: Vec<Param> = named
             .into_iter()
             .map(|(name, tensor)| {
-                let decay = !config
-                    .no_decay
-                    .iter()
-                    .any(|pattern| name.contains(pattern.as_str()));
-                Param {
-                    name,
-                    tensor,
-                    decay,
-                    moments: None,
-                }
+                let decay = !config.no_decay.iter().any(|pattern| name.contains(pattern.as_str()));
+                Param { name, tensor, decay, moments: None }
             })
             .collect();
         params.sort_by(|a, b| a.name.cmp(&b.name));
@@ -98,13 +84,7 @@ impl AdamW {
 
     /// One AdamW update at learning rate `lr`; parameters without a gradient are left alone.
     pub fn step(&mut self, lr: f64) -> Result<()> {
-        let AdamWConfig {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            ..
-        } = self.config;
+        let AdamWConfig { beta1, beta2, eps, weight_decay, .. } = self.config;
         tch::no_grad(|| {
             for param in &mut self.params {
                 let grad = param.tensor.grad();
@@ -128,20 +108,13 @@ impl AdamW {
                 // has no `value`; the kernel computes self + value * t1 * t2 left to right, so folding
                 // the value into t1 first gives the same bits.
                 let scaled_grad = grad.f_mul_scalar(1.0 - beta2)?;
-                let _ = moments
-                    .exp_avg_sq
-                    .f_mul_scalar_(beta2)?
-                    .f_addcmul_(&scaled_grad, &grad)?;
+                let _ = moments.exp_avg_sq.f_mul_scalar_(beta2)?.f_addcmul_(&scaled_grad, &grad)?;
                 let step = moments.step as f64;
                 let bias_correction1 = 1.0 - beta1.powf(step);
                 let bias_correction2 = 1.0 - beta2.powf(step);
                 let step_size = lr / bias_correction1;
                 let bias_correction2_sqrt = bias_correction2.powf(0.5);
-                let denom = moments
-                    .exp_avg_sq
-                    .f_sqrt()?
-                    .f_div_scalar(bias_correction2_sqrt)?
-                    .f_add_scalar(eps)?;
+                let denom = moments.exp_avg_sq.f_sqrt()?.f_div_scalar(bias_correction2_sqrt)?.f_add_scalar(eps)?;
                 // PyTorch: param.addcdiv_(exp_avg, denom, value=-step_size); same folding as above.
                 let scaled_exp_avg = moments.exp_avg.f_mul_scalar(-step_size)?;
                 let _ = param.tensor.f_addcdiv_(&scaled_exp_avg, &denom)?;
@@ -161,12 +134,8 @@ impl AdamW {
     /// `torch.nn.utils.clip_grad_norm_`, and returns the norm before clipping (0 without gradients).
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<f64> {
         tch::no_grad(|| {
-            let mut grads: Vec<Tensor> = self
-                .params
-                .iter()
-                .map(|param| param.tensor.grad())
-                .filter(Tensor::defined)
-                .collect();
+            let mut grads: Vec<Tensor> =
+                self.params.iter().map(|param| param.tensor.grad()).filter(Tensor::defined).collect();
             let Some(first) = grads.first() else {
                 return Ok(0.0);
             };
@@ -179,11 +148,7 @@ impl AdamW {
             // `norm()` is torch.norm, which PyTorch computes with linalg.vector_norm (what
             // clip_grad_norm_ calls). PyTorch: clamp(max_norm / (total_norm + 1e-6), max=1.0), where float / tensor is
             // tensor.reciprocal() * float.
-            let clip_coef = total_norm
-                .f_add_scalar(1e-6)?
-                .f_reciprocal()?
-                .f_mul_scalar(max_norm)?
-                .f_clamp_max(1.0)?;
+            let clip_coef = total_norm.f_add_scalar(1e-6)?.f_reciprocal()?.f_mul_scalar(max_norm)?.f_clamp_max(1.0)?;
             for grad in &mut grads {
                 let _ = grad.f_mul_(&clip_coef.f_to_device(grad.device())?)?;
             }
@@ -198,14 +163,8 @@ impl AdamW {
         let mut named = Vec::new();
         for param in &self.params {
             if let Some(moments) = &param.moments {
-                for (suffix, tensor) in [
-                    ("exp_avg", &moments.exp_avg),
-                    ("exp_avg_sq", &moments.exp_avg_sq),
-                ] {
-                    named.push((
-                        state_key(&param.name, suffix),
-                        tensor.f_to_device(Device::Cpu)?.f_contiguous()?,
-                    ));
+                for (suffix, tensor) in [("exp_avg", &moments.exp_avg), ("exp_avg_sq", &moments.exp_avg_sq)] {
+                    named.push((state_key(&param.name, suffix), tensor.f_to_device(Device::Cpu)?.f_contiguous()?));
                 }
                 named.push((state_key(&param.name, "step"), Tensor::from(moments.step)));
             }
@@ -217,10 +176,8 @@ impl AdamW {
     /// device). Parameters absent from the file start fresh, as they had not been updated yet.
     pub fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let mut saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)
-            .map_err(|err| Error::checkpoint(path, err))?
-            .into_iter()
-            .collect();
+        let mut saved: HashMap<String, Tensor> =
+            Tensor::read_safetensors(path).map_err(|err| Error::checkpoint(path, err))?.into_iter().collect();
         let mut restored = Vec::with_capacity(self.params.len());
         for param in &self.params {
             let mut take = |suffix: &str| saved.remove(&state_key(&param.name, suffix));
@@ -246,10 +203,7 @@ impl AdamW {
                     })
                 }
                 _ => {
-                    return Err(Error::checkpoint(
-                        path,
-                        format!("incomplete optimizer state for `{}`", param.name),
-                    ));
+                    return Err(Error::checkpoint(path, format!("incomplete optimizer state for `{}`", param.name)));
                 }
             };
             restored.push(moments);

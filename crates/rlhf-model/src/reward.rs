@@ -90,7 +90,8 @@ impl RewardEnsemble {
     /// Loads every member of the reward-model directory `dir` (see the module doc).
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
         let (dirs, combine, k) = reward_members(dir)?;
-        let members = dirs.iter().map(|d| SequenceClassifier::from_pretrained(d, device, kind)).collect::<Result<_>>()?;
+        let members =
+            dirs.iter().map(|d| SequenceClassifier::from_pretrained(d, device, kind)).collect::<Result<_>>()?;
         Ok(RewardEnsemble { members, combine, k })
     }
 

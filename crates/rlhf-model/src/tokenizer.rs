@@ -27,15 +27,8 @@ pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
 /// End-of-text token names tried, in order, when `tokenizer_config.json` names none.
 const FALLBACK_EOS_TOKENS: [&str; 4] = ["<|endoftext|>", "</s>", "<|end_of_text|>", "<|im_end|>"];
 /// `transformers`' named special tokens, passed to chat templates as `<name>` variables.
-const NAMED_SPECIAL_TOKENS: [&str; 7] = [
-    "bos_token",
-    "eos_token",
-    "unk_token",
-    "sep_token",
-    "pad_token",
-    "cls_token",
-    "mask_token",
-];
+const NAMED_SPECIAL_TOKENS: [&str; 7] =
+    ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"];
 
 /// Names of the special tokens a newly trained tokenizer gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,11 +44,7 @@ pub struct SpecialTokens {
 impl Default for SpecialTokens {
     /// GPT-2's `<|endoftext|>` as eos plus a dedicated `<|pad|>`.
     fn default() -> Self {
-        SpecialTokens {
-            eos: "<|endoftext|>".into(),
-            pad: Some("<|pad|>".into()),
-            bos: None,
-        }
+        SpecialTokens { eos: "<|endoftext|>".into(), pad: Some("<|pad|>".into()), bos: None }
     }
 }
 
@@ -95,26 +84,18 @@ impl Tokenizer {
         if !tokenizer_path.is_file() {
             return Err(Error::TokenizerFile {
                 path: tokenizer_path,
-                message: "not found; a checkpoint directory needs a Hugging Face tokenizer.json"
-                    .into(),
+                message: "not found; a checkpoint directory needs a Hugging Face tokenizer.json".into(),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|err| {
-            Error::TokenizerFile {
-                path: tokenizer_path.clone(),
-                message: format!("not a valid Hugging Face tokenizer: {err}"),
-            }
+        let inner = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|err| Error::TokenizerFile {
+            path: tokenizer_path.clone(),
+            message: format!("not a valid Hugging Face tokenizer: {err}"),
         })?;
         let config_path = dir.join(TOKENIZER_CONFIG_FILE);
-        let mut config = if config_path.is_file() {
-            read_json_object(&config_path)?
-        } else {
-            Map::new()
-        };
+        let mut config = if config_path.is_file() { read_json_object(&config_path)? } else { Map::new() };
         let template_path = dir.join(CHAT_TEMPLATE_FILE);
         if template_path.is_file() {
-            let template = std::fs::read_to_string(&template_path)
-                .map_err(|err| Error::io(&template_path, err))?;
+            let template = std::fs::read_to_string(&template_path).map_err(|err| Error::io(&template_path, err))?;
             config.insert("chat_template".into(), Value::String(template));
         }
         Self::from_parts(inner, config, &config_path)
@@ -125,20 +106,12 @@ impl Tokenizer {
     /// Any text round-trips (`decode(encode(x)) == x`). The special tokens take the first ids
     /// (eos, then pad, then bos); `vocab_size` is an upper bound that counts them and the 256 byte
     /// symbols (a small corpus may run out of pairs seen twice before reaching it).
-    pub fn train_bpe<S: AsRef<str> + Sync>(
-        texts: &[S],
-        vocab_size: usize,
-        special: &SpecialTokens,
-    ) -> Result<Self> {
+    pub fn train_bpe<S: AsRef<str> + Sync>(texts: &[S], vocab_size: usize, special: &SpecialTokens) -> Result<Self> {
         let _span = tracing::info_span!("train_bpe", texts = texts.len(), vocab_size).entered();
-        let special_names: Vec<&str> = [
-            Some(special.eos.as_str()),
-            special.pad.as_deref(),
-            special.bos.as_deref(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let special_names: Vec<&str> = [Some(special.eos.as_str()), special.pad.as_deref(), special.bos.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
         let minimum = ByteLevel::alphabet().len() + special_names.len();
         if vocab_size < minimum {
             return Err(Error::invalid(format!(
@@ -150,12 +123,7 @@ impl Tokenizer {
                 .vocab_size(vocab_size)
                 .min_frequency(2)
                 .show_progress(false)
-                .special_tokens(
-                    special_names
-                        .iter()
-                        .map(|name| AddedToken::from(*name, true))
-                        .collect(),
-                )
+                .special_tokens(special_names.iter().map(|name| AddedToken::from(*name, true)).collect())
                 .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
                 .build(),
         );
@@ -192,64 +160,42 @@ impl Tokenizer {
             .map_err(|err| Error::Tokenizer(format!("cannot serialize the tokenizer: {err}")))?;
         std::fs::write(&tokenizer_path, json).map_err(|err| Error::io(&tokenizer_path, err))?;
         let config_path = dir.join(TOKENIZER_CONFIG_FILE);
-        let config = serde_json::to_string_pretty(&self.config).map_err(|source| Error::Json {
-            path: config_path.clone(),
-            source,
-        })?;
+        let config = serde_json::to_string_pretty(&self.config)
+            .map_err(|source| Error::Json { path: config_path.clone(), source })?;
         std::fs::write(&config_path, config).map_err(|err| Error::io(&config_path, err))
     }
 
     /// Token ids of `text`, without any special tokens added.
     pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
-        let encoding = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|err| encode_error(text, err))?;
+        let encoding = self.inner.encode_fast(text, false).map_err(|err| encode_error(text, err))?;
         Ok(to_i64(encoding.get_ids()))
     }
 
     /// [`Tokenizer::encode`] for many texts, in parallel.
     pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<i64>>> {
         let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
-        let encodings = self.inner.encode_batch_fast(inputs, false).map_err(|err| {
-            Error::Tokenizer(format!(
-                "cannot tokenize a batch of {} texts: {err}",
-                texts.len()
-            ))
-        })?;
-        Ok(encodings
-            .iter()
-            .map(|encoding| to_i64(encoding.get_ids()))
-            .collect())
+        let encodings = self
+            .inner
+            .encode_batch_fast(inputs, false)
+            .map_err(|err| Error::Tokenizer(format!("cannot tokenize a batch of {} texts: {err}", texts.len())))?;
+        Ok(encodings.iter().map(|encoding| to_i64(encoding.get_ids())).collect())
     }
 
     /// The project's tokenization rule: `tokens(prompt)`, and `tokens(response) ++ [eos]`.
-    pub fn encode_prompt_response(
-        &self,
-        prompt: &str,
-        response: &str,
-    ) -> Result<PromptResponseIds> {
+    pub fn encode_prompt_response(&self, prompt: &str, response: &str) -> Result<PromptResponseIds> {
         let mut response_ids = self.encode(response)?;
         response_ids.push(i64::from(self.eos_id));
-        Ok(PromptResponseIds {
-            prompt: self.encode(prompt)?,
-            response: response_ids,
-        })
+        Ok(PromptResponseIds { prompt: self.encode(prompt)?, response: response_ids })
     }
 
     /// [`Tokenizer::encode_prompt_response`] for many pairs, in parallel.
-    pub fn encode_prompt_response_batch<P, R>(
-        &self,
-        pairs: &[(P, R)],
-    ) -> Result<Vec<PromptResponseIds>>
+    pub fn encode_prompt_response_batch<P, R>(&self, pairs: &[(P, R)]) -> Result<Vec<PromptResponseIds>>
     where
         P: AsRef<str> + Sync,
         R: AsRef<str> + Sync,
     {
-        let texts: Vec<&str> = pairs
-            .iter()
-            .flat_map(|(prompt, response)| [prompt.as_ref(), response.as_ref()])
-            .collect();
+        let texts: Vec<&str> =
+            pairs.iter().flat_map(|(prompt, response)| [prompt.as_ref(), response.as_ref()]).collect();
         let mut ids = self.encode_batch(&texts)?.into_iter();
         let mut encoded = Vec::with_capacity(pairs.len());
         while let (Some(prompt), Some(mut response)) = (ids.next(), ids.next()) {
@@ -263,14 +209,11 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[i64], skip_special_tokens: bool) -> Result<String> {
         let ids = ids
             .iter()
-            .map(|&id| {
-                u32::try_from(id)
-                    .map_err(|_| Error::invalid(format!("token id {id} is out of range")))
-            })
+            .map(|&id| u32::try_from(id).map_err(|_| Error::invalid(format!("token id {id} is out of range"))))
             .collect::<Result<Vec<u32>>>()?;
-        self.inner.decode(&ids, skip_special_tokens).map_err(|err| {
-            Error::Tokenizer(format!("cannot decode {} token ids: {err}", ids.len()))
-        })
+        self.inner
+            .decode(&ids, skip_special_tokens)
+            .map_err(|err| Error::Tokenizer(format!("cannot decode {} token ids: {err}", ids.len())))
     }
 
     /// Id of the end-of-text token.
@@ -300,10 +243,7 @@ impl Tokenizer {
         if i64::try_from(tokenizer_vocab).is_ok_and(|vocab| vocab <= embedding_rows) {
             return Ok(());
         }
-        Err(Error::VocabMismatch {
-            tokenizer_vocab,
-            embedding_rows,
-        })
+        Err(Error::VocabMismatch { tokenizer_vocab, embedding_rows })
     }
 
     /// The chat template, when the checkpoint has one.
@@ -313,26 +253,18 @@ impl Tokenizer {
 
     /// Renders `messages` with the checkpoint's chat template, like `transformers`'
     /// `apply_chat_template(messages, tokenize=False, add_generation_prompt=...)`.
-    pub fn apply_chat_template(
-        &self,
-        messages: &[ChatMessage],
-        add_generation_prompt: bool,
-    ) -> Result<String> {
+    pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         let template = self.chat_template.as_ref().ok_or_else(|| {
-            Error::ChatTemplate("this tokenizer has no chat_template (tokenizer_config.json or chat_template.jinja)".into())
+            Error::ChatTemplate(
+                "this tokenizer has no chat_template (tokenizer_config.json or chat_template.jinja)".into(),
+            )
         })?;
         template.render(messages, add_generation_prompt)
     }
 
-    fn from_parts(
-        mut inner: tokenizers::Tokenizer,
-        config: Map<String, Value>,
-        config_path: &Path,
-    ) -> Result<Self> {
+    fn from_parts(mut inner: tokenizers::Tokenizer, config: Map<String, Value>, config_path: &Path) -> Result<Self> {
         inner.with_padding(None);
-        inner
-            .with_truncation(None)
-            .map_err(|err| Error::Tokenizer(format!("cannot disable truncation: {err}")))?;
+        inner.with_truncation(None).map_err(|err| Error::Tokenizer(format!("cannot disable truncation: {err}")))?;
         let special_tokens = named_special_tokens(&config);
         let token_id = |name: &str| -> Result<u32> {
             inner.token_to_id(name).ok_or_else(|| Error::TokenizerFile {
@@ -345,31 +277,16 @@ impl Tokenizer {
             None => FALLBACK_EOS_TOKENS.iter().find_map(|name| inner.token_to_id(name)).ok_or_else(|| {
                 Error::TokenizerFile {
                     path: config_path.to_path_buf(),
-                    message: format!(
-                        "no eos_token is set and none of {FALLBACK_EOS_TOKENS:?} is in the vocabulary"
-                    ),
+                    message: format!("no eos_token is set and none of {FALLBACK_EOS_TOKENS:?} is in the vocabulary"),
                 }
             })?,
         };
-        let bos_id = special_tokens
-            .get("bos_token")
-            .map(|name| token_id(name))
-            .transpose()?;
-        let pad_id = special_tokens
-            .get("pad_token")
-            .map(|name| token_id(name))
-            .transpose()?;
+        let bos_id = special_tokens.get("bos_token").map(|name| token_id(name)).transpose()?;
+        let pad_id = special_tokens.get("pad_token").map(|name| token_id(name)).transpose()?;
         let chat_template = chat_template_source(&config, config_path)?
             .map(|source| ChatTemplate::new(source, special_tokens))
             .transpose()?;
-        Ok(Tokenizer {
-            inner,
-            config,
-            eos_id,
-            bos_id,
-            pad_id,
-            chat_template,
-        })
+        Ok(Tokenizer { inner, config, eos_id, bos_id, pad_id, chat_template })
     }
 }
 
@@ -404,10 +321,8 @@ fn named_special_tokens(config: &Map<String, Value>) -> BTreeMap<String, String>
 /// The chat template in `tokenizer_config.json`: a string, or a list of named templates of which
 /// `transformers` uses the one called `default`.
 fn chat_template_source(config: &Map<String, Value>, config_path: &Path) -> Result<Option<String>> {
-    let bad_template = |message: &str| Error::TokenizerFile {
-        path: config_path.to_path_buf(),
-        message: message.into(),
-    };
+    let bad_template =
+        |message: &str| Error::TokenizerFile { path: config_path.to_path_buf(), message: message.into() };
     match config.get("chat_template") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(source)) => Ok(Some(source.clone())),
@@ -416,26 +331,16 @@ fn chat_template_source(config: &Map<String, Value>, config_path: &Path) -> Resu
             .find(|entry| entry.get("name").and_then(Value::as_str) == Some("default"))
             .and_then(|entry| entry.get("template")?.as_str())
             .map(|source| Some(source.to_owned()))
-            .ok_or_else(|| {
-                bad_template("chat_template is a list of named templates without a `default` one")
-            }),
-        Some(_) => Err(bad_template(
-            "chat_template must be a string or a list of {name, template} objects",
-        )),
+            .ok_or_else(|| bad_template("chat_template is a list of named templates without a `default` one")),
+        Some(_) => Err(bad_template("chat_template must be a string or a list of {name, template} objects")),
     }
 }
 
 fn read_json_object(path: &Path) -> Result<Map<String, Value>> {
     let text = std::fs::read_to_string(path).map_err(|err| Error::io(path, err))?;
-    match serde_json::from_str(&text).map_err(|source| Error::Json {
-        path: path.to_path_buf(),
-        source,
-    })? {
+    match serde_json::from_str(&text).map_err(|source| Error::Json { path: path.to_path_buf(), source })? {
         Value::Object(object) => Ok(object),
-        _ => Err(Error::TokenizerFile {
-            path: path.to_path_buf(),
-            message: "expected a JSON object".into(),
-        }),
+        _ => Err(Error::TokenizerFile { path: path.to_path_buf(), message: "expected a JSON object".into() }),
     }
 }
 

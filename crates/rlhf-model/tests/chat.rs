@@ -26,11 +26,8 @@ struct Case {
 
 fn fixture_dirs() -> Vec<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.is_dir())
-        .collect();
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir(&root).unwrap().map(|entry| entry.unwrap().path()).filter(|path| path.is_dir()).collect();
     dirs.sort();
     dirs
 }
@@ -42,19 +39,13 @@ fn templates_render_like_transformers() -> Result<()> {
     for dir in dirs {
         let template_name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let tokenizer = Tokenizer::from_dir(&dir)?;
-        let fixture: Fixture =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json"))?)?;
+        let fixture: Fixture = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json"))?)?;
         for case in fixture.cases {
             let label = format!("{template_name}/{}", case.name);
-            let rendered =
-                tokenizer.apply_chat_template(&case.messages, case.add_generation_prompt);
+            let rendered = tokenizer.apply_chat_template(&case.messages, case.add_generation_prompt);
             match (&case.expected, &case.error) {
                 (Some(expected), None) => {
-                    assert_eq!(
-                        &rendered.with_context(|| label.clone())?,
-                        expected,
-                        "{label}"
-                    )
+                    assert_eq!(&rendered.with_context(|| label.clone())?, expected, "{label}")
                 }
                 (None, Some(error)) => {
                     let message = rendered.expect_err(&label).to_string();
@@ -82,20 +73,13 @@ fn special_tokens_are_template_variables() -> Result<()> {
 #[test]
 fn a_template_with_a_syntax_error_is_rejected_when_loaded() {
     let error = ChatTemplate::new("{% for m in messages %}", BTreeMap::new()).unwrap_err();
-    assert!(
-        error
-            .to_string()
-            .starts_with("chat template: cannot compile"),
-        "{error}"
-    );
+    assert!(error.to_string().starts_with("chat template: cannot compile"), "{error}");
 }
 
 #[test]
 fn a_tokenizer_without_template_says_so() -> Result<()> {
     let tokenizer = Tokenizer::train_bpe(&["some text"], 300, &Default::default())?;
-    let error = tokenizer
-        .apply_chat_template(&[ChatMessage::new("user", "hi")], true)
-        .unwrap_err();
+    let error = tokenizer.apply_chat_template(&[ChatMessage::new("user", "hi")], true).unwrap_err();
     assert!(error.to_string().contains("no chat_template"), "{error}");
     Ok(())
 }

@@ -3,9 +3,9 @@
 
 use anyhow::Result;
 use rlhf_model::{
-    build_batch, checkpoint, generate, generate_from_tokens, sequence_logprobs, CausalLm, Error, Gpt2Config,
-    GenerationConfig, LlamaConfig, LogprobOptions, LoraConfig, ModelConfig, PaddingSide, SequenceClassifier,
-    TokenIds, ValueHead,
+    build_batch, checkpoint, generate, generate_from_tokens, sequence_logprobs, CausalLm, Error, GenerationConfig,
+    Gpt2Config, LlamaConfig, LogprobOptions, LoraConfig, ModelConfig, PaddingSide, SequenceClassifier, TokenIds,
+    ValueHead,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -202,7 +202,8 @@ fn logprobs_match_log_softmax_for_both_padding_sides() -> Result<()> {
     // Gradients flow to the weights.
     let loss = -lr.sum.sum(Kind::Float);
     loss.backward();
-    let grads: f64 = m.var_store().trainable_variables().iter().map(|v| v.grad().abs().sum(Kind::Float).double_value(&[])).sum();
+    let grads: f64 =
+        m.var_store().trainable_variables().iter().map(|v| v.grad().abs().sum(Kind::Float).double_value(&[])).sum();
     assert!(grads > 0.0);
     Ok(())
 }
@@ -228,7 +229,10 @@ fn save_and_reload_round_trips_tied_and_untied() -> Result<()> {
         let d = max_diff(&m.forward(&x, None)?, &half.forward(&x, None)?.to_kind(Kind::Float));
         assert!(d < 0.1, "bf16 diff {d}");
     }
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())?.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
     assert!(leftovers.is_empty());
     Ok(())
 }
@@ -265,11 +269,18 @@ fn sharded_checkpoints_load() -> Result<()> {
     for (i, (k, v)) in all.into_iter().enumerate() {
         let f = if i % 2 == 0 { "model-00001-of-00002.safetensors" } else { "model-00002-of-00002.safetensors" };
         map.insert(k.clone(), f.into());
-        if i % 2 == 0 { a.insert(k, v) } else { b.insert(k, v) };
+        if i % 2 == 0 {
+            a.insert(k, v)
+        } else {
+            b.insert(k, v)
+        };
     }
     checkpoint::write_safetensors(&shard.join("model-00001-of-00002.safetensors"), &a)?;
     checkpoint::write_safetensors(&shard.join("model-00002-of-00002.safetensors"), &b)?;
-    std::fs::write(shard.join("model.safetensors.index.json"), serde_json::json!({"metadata": {}, "weight_map": map}).to_string())?;
+    std::fs::write(
+        shard.join("model.safetensors.index.json"),
+        serde_json::json!({"metadata": {}, "weight_map": map}).to_string(),
+    )?;
     let back = CausalLm::from_pretrained(&shard, CPU, Kind::Float)?;
     let x = ids(&[&[5, 6, 7]]);
     assert!(max_diff(&m.forward(&x, None)?, &back.forward(&x, None)?) == 0.0);
@@ -284,11 +295,14 @@ fn bad_checkpoints_give_one_clear_error() -> Result<()> {
     m.save_pretrained(&good)?;
     let file = good.join("model.safetensors");
     let state = checkpoint::read_safetensors(&file)?;
-    let variant = |name: &str, edit: &dyn Fn(&mut std::collections::BTreeMap<String, Tensor>)| -> Result<Result<CausalLm, Error>> {
+    let variant = |name: &str,
+                   edit: &dyn Fn(&mut std::collections::BTreeMap<String, Tensor>)|
+     -> Result<Result<CausalLm, Error>> {
         let d = dir.path().join(name);
         std::fs::create_dir_all(&d)?;
         std::fs::copy(good.join("config.json"), d.join("config.json"))?;
-        let mut s: std::collections::BTreeMap<String, Tensor> = state.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
+        let mut s: std::collections::BTreeMap<String, Tensor> =
+            state.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
         edit(&mut s);
         checkpoint::write_safetensors(&d.join("model.safetensors"), &s)?;
         Ok(CausalLm::from_pretrained(&d, CPU, Kind::Float))
@@ -297,7 +311,12 @@ fn bad_checkpoints_give_one_clear_error() -> Result<()> {
     let e = err(variant("missing", &|s| {
         s.remove("transformer.h.1.mlp.c_fc.weight");
     })?);
-    assert!(e.contains("missing tensor `transformer.h.1.mlp.c_fc.weight`") && e.contains("[32, 128]") && e.contains("model.safetensors"), "{e}");
+    assert!(
+        e.contains("missing tensor `transformer.h.1.mlp.c_fc.weight`")
+            && e.contains("[32, 128]")
+            && e.contains("model.safetensors"),
+        "{e}"
+    );
     let e = err(variant("unexpected", &|s| {
         s.insert("transformer.h.9.foo".into(), Tensor::zeros([2], (Kind::Float, CPU)));
     })?);
@@ -305,7 +324,11 @@ fn bad_checkpoints_give_one_clear_error() -> Result<()> {
     let e = err(variant("shape", &|s| {
         s.insert("transformer.wpe.weight".into(), Tensor::zeros([10, 32], (Kind::Float, CPU)));
     })?);
-    assert!(e.contains("`transformer.wpe.weight` has shape [10, 32], expected [64, 32]") && e.contains("shape/model.safetensors"), "{e}");
+    assert!(
+        e.contains("`transformer.wpe.weight` has shape [10, 32], expected [64, 32]")
+            && e.contains("shape/model.safetensors"),
+        "{e}"
+    );
     // A bare GPT2Model save (no `transformer.` prefix, old attention buffers) still loads.
     let bare = variant("bare", &|s| {
         let old = std::mem::take(s);
@@ -351,7 +374,8 @@ fn sequence_classifier_reads_last_non_pad_token() -> Result<()> {
         // Round trip as *ForSequenceClassification.
         let dir = tempfile::tempdir()?;
         rm.save_pretrained(dir.path().join("rm"))?;
-        let cfgj: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("rm/config.json"))?)?;
+        let cfgj: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("rm/config.json"))?)?;
         assert!(cfgj["architectures"][0].as_str().unwrap().ends_with("ForSequenceClassification"));
         assert_eq!(cfgj["id2label"].as_object().unwrap().len(), 1);
         let back = SequenceClassifier::from_pretrained(dir.path().join("rm"), CPU, Kind::Float)?;
@@ -388,11 +412,20 @@ fn lora_trains_alone_switches_off_and_merges_on_save() -> Result<()> {
         let mut m = model(cfg, 11);
         let x = ids(&[&[5, 6, 7, 8]]);
         let base = m.forward(&x, None)?;
-        let lc = LoraConfig { r: 4, alpha: 8.0, dropout: 0.1, target_modules: targets.iter().map(|s| s.to_string()).collect() };
+        let lc = LoraConfig {
+            r: 4,
+            alpha: 8.0,
+            dropout: 0.1,
+            target_modules: targets.iter().map(|s| s.to_string()).collect(),
+        };
         m.add_lora(&lc)?;
         assert!(max_diff(&m.forward(&x, None)?, &base) < 1e-6, "fresh adapters are a no-op");
         let trainable = m.trainable_variables();
-        assert!(!trainable.is_empty() && trainable.iter().all(|(n, _)| n.contains(".lora_")), "{:?}", trainable.iter().map(|t| &t.0).collect::<Vec<_>>());
+        assert!(
+            !trainable.is_empty() && trainable.iter().all(|(n, _)| n.contains(".lora_")),
+            "{:?}",
+            trainable.iter().map(|t| &t.0).collect::<Vec<_>>()
+        );
         assert!(m.var_store().variables().values().all(|v| !v.requires_grad()));
         // A training step on the adapters only.
         let mut opt_vars: Vec<Tensor> = trainable.into_iter().map(|(_, t)| t).collect();

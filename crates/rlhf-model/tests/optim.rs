@@ -13,22 +13,12 @@ use tch::{Device, Kind, Tensor};
 const PARAM_NAMES: [&str; 3] = ["h.0.mlp.c_fc.bias", "h.0.mlp.c_fc.weight", "ln_f.weight"];
 
 fn torch_config() -> AdamWConfig {
-    AdamWConfig {
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        weight_decay: 0.1,
-        ..AdamWConfig::default()
-    }
+    AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, ..AdamWConfig::default() }
 }
 
 fn reference() -> HashMap<String, Tensor> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/optim/adamw.safetensors");
-    Tensor::read_safetensors(path)
-        .unwrap()
-        .into_iter()
-        .collect()
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/optim/adamw.safetensors");
+    Tensor::read_safetensors(path).unwrap().into_iter().collect()
 }
 
 /// A var store holding `values` under their dotted names.
@@ -48,29 +38,15 @@ fn initial_var_store(reference: &HashMap<String, Tensor>) -> VarStore {
 }
 
 /// The reference gradients of one step, by parameter name.
-fn reference_grads(
-    reference: &HashMap<String, Tensor>,
-    step: usize,
-) -> HashMap<&'static str, Tensor> {
-    PARAM_NAMES
-        .iter()
-        .map(|name| {
-            (
-                *name,
-                reference[&format!("grad.{step}.{name}")].shallow_clone(),
-            )
-        })
-        .collect()
+fn reference_grads(reference: &HashMap<String, Tensor>, step: usize) -> HashMap<&'static str, Tensor> {
+    PARAM_NAMES.iter().map(|name| (*name, reference[&format!("grad.{step}.{name}")].shallow_clone())).collect()
 }
 
 /// Gives every variable of `vs` the gradient `grads[name]` (through a linear loss).
 fn set_grads(vs: &VarStore, grads: &HashMap<&str, Tensor>) {
     let variables = vs.variables();
-    let loss = grads
-        .iter()
-        .map(|(name, grad)| (&variables[*name] * grad).sum(Kind::Float))
-        .reduce(|a, b| a + b)
-        .unwrap();
+    let loss =
+        grads.iter().map(|(name, grad)| (&variables[*name] * grad).sum(Kind::Float)).reduce(|a, b| a + b).unwrap();
     loss.backward();
 }
 
@@ -96,10 +72,7 @@ fn matches_torch_adamw_with_clipping_bit_for_bit() -> Result<()> {
         for name in PARAM_NAMES {
             let expected = &reference[&format!("after.{step}.{name}")];
             let diff = max_abs_diff(&variables[name], expected);
-            assert!(
-                variables[name].equal(expected),
-                "step {step}, {name}: max |diff| {diff:e}"
-            );
+            assert!(variables[name].equal(expected), "step {step}, {name}: max |diff| {diff:e}");
         }
     }
     Ok(())
@@ -126,12 +99,7 @@ fn saved_state_matches_torch_and_resumes_bit_exactly() -> Result<()> {
     optimizer.save(&state_path)?;
 
     let trained = vs.variables();
-    let resumed_vs = var_store(
-        &trained
-            .iter()
-            .map(|(name, value)| (name.as_str(), value))
-            .collect::<Vec<_>>(),
-    );
+    let resumed_vs = var_store(&trained.iter().map(|(name, value)| (name.as_str(), value)).collect::<Vec<_>>());
     let mut resumed = AdamW::new(&resumed_vs, torch_config());
     resumed.load(&state_path)?;
     for step in 3..lrs.len() {
@@ -140,32 +108,18 @@ fn saved_state_matches_torch_and_resumes_bit_exactly() -> Result<()> {
     }
     let (original, continued) = (vs.variables(), resumed_vs.variables());
     for name in PARAM_NAMES {
-        assert!(
-            original[name].equal(&continued[name]),
-            "{name} diverged after resume"
-        );
-        assert!(
-            original[name].equal(&reference[&format!("after.5.{name}")]),
-            "{name}"
-        );
+        assert!(original[name].equal(&continued[name]), "{name} diverged after resume");
+        assert!(original[name].equal(&reference[&format!("after.5.{name}")]), "{name}");
     }
     let final_state = dir.path().join("final.safetensors");
     resumed.save(&final_state)?;
-    let saved: HashMap<String, Tensor> = Tensor::read_safetensors(&final_state)?
-        .into_iter()
-        .collect();
+    let saved: HashMap<String, Tensor> = Tensor::read_safetensors(&final_state)?.into_iter().collect();
     for name in PARAM_NAMES {
         for moment in ["exp_avg", "exp_avg_sq"] {
             let torch_moment = &reference[&format!("{moment}.{name}")];
-            assert!(
-                saved[&format!("{name}.{moment}")].equal(torch_moment),
-                "{name}.{moment}"
-            );
+            assert!(saved[&format!("{name}.{moment}")].equal(torch_moment), "{name}.{moment}");
         }
-        assert_eq!(
-            saved[&format!("{name}.step")].int64_value(&[]),
-            lrs.len() as i64
-        );
+        assert_eq!(saved[&format!("{name}.step")].int64_value(&[]), lrs.len() as i64);
     }
     Ok(())
 }
@@ -173,40 +127,16 @@ fn saved_state_matches_torch_and_resumes_bit_exactly() -> Result<()> {
 #[test]
 fn weight_decay_skips_biases_and_norms() -> Result<()> {
     let ones = Tensor::ones([4], (Kind::Float, Device::Cpu));
-    let names = [
-        "attn.c_proj.weight",
-        "attn.c_proj.bias",
-        "ln_1.weight",
-        "input_layernorm.weight",
-    ];
+    let names = ["attn.c_proj.weight", "attn.c_proj.bias", "ln_1.weight", "input_layernorm.weight"];
     let vs = var_store(&names.map(|name| (name, &ones)));
-    let mut optimizer = AdamW::new(
-        &vs,
-        AdamWConfig {
-            weight_decay: 0.5,
-            ..AdamWConfig::default()
-        },
-    );
+    let mut optimizer = AdamW::new(&vs, AdamWConfig { weight_decay: 0.5, ..AdamWConfig::default() });
     // A zero gradient leaves only the decoupled decay: p *= 1 - lr * weight_decay.
-    set_grads(
-        &vs,
-        &names
-            .iter()
-            .map(|name| (*name, Tensor::zeros([4], (Kind::Float, Device::Cpu))))
-            .collect(),
-    );
+    set_grads(&vs, &names.iter().map(|name| (*name, Tensor::zeros([4], (Kind::Float, Device::Cpu)))).collect());
     optimizer.step(0.1)?;
     let values = vs.variables();
-    assert_eq!(
-        Vec::<f32>::try_from(&values["attn.c_proj.weight"])?,
-        vec![0.95; 4]
-    );
+    assert_eq!(Vec::<f32>::try_from(&values["attn.c_proj.weight"])?, vec![0.95; 4]);
     for name in &names[1..] {
-        assert_eq!(
-            Vec::<f32>::try_from(&values[*name])?,
-            vec![1.0; 4],
-            "{name}"
-        );
+        assert_eq!(Vec::<f32>::try_from(&values[*name])?, vec![1.0; 4], "{name}");
     }
     Ok(())
 }
@@ -217,10 +147,7 @@ fn parameters_without_gradients_are_untouched() -> Result<()> {
     let vs = var_store(&[("a.weight", &value), ("b.weight", &value)]);
     let mut optimizer = AdamW::new(&vs, AdamWConfig::default());
     assert_eq!(optimizer.clip_grad_norm(1.0)?, 0.0, "no gradients yet");
-    set_grads(
-        &vs,
-        &HashMap::from([("a.weight", Tensor::from_slice(&[0.5f32, 0.5]))]),
-    );
+    set_grads(&vs, &HashMap::from([("a.weight", Tensor::from_slice(&[0.5f32, 0.5]))]));
     optimizer.step(0.01)?;
     let values = vs.variables();
     assert!(!values["a.weight"].equal(&value));
@@ -230,20 +157,11 @@ fn parameters_without_gradients_are_untouched() -> Result<()> {
 
 #[test]
 fn frozen_variables_are_not_optimized() {
-    let vs = var_store(&[(
-        "trainable.weight",
-        &Tensor::ones([2], (Kind::Float, Device::Cpu)),
-    )]);
-    let frozen = vs
-        .root()
-        .sub("frozen")
-        .var("weight", &[2], tch::nn::Init::Const(1.0));
+    let vs = var_store(&[("trainable.weight", &Tensor::ones([2], (Kind::Float, Device::Cpu)))]);
+    let frozen = vs.root().sub("frozen").var("weight", &[2], tch::nn::Init::Const(1.0));
     let _ = frozen.set_requires_grad(false);
     let optimizer = AdamW::new(&vs, AdamWConfig::default());
-    assert_eq!(
-        optimizer.param_names().collect::<Vec<_>>(),
-        ["trainable.weight"]
-    );
+    assert_eq!(optimizer.param_names().collect::<Vec<_>>(), ["trainable.weight"]);
 }
 
 #[test]
@@ -252,74 +170,38 @@ fn loading_state_of_another_model_fails_with_the_file_named() -> Result<()> {
     let path = dir.path().join("optimizer.safetensors");
     let vs = var_store(&[("a.weight", &Tensor::ones([3], (Kind::Float, Device::Cpu)))]);
     let mut optimizer = AdamW::new(&vs, AdamWConfig::default());
-    set_grads(
-        &vs,
-        &HashMap::from([("a.weight", Tensor::ones([3], (Kind::Float, Device::Cpu)))]),
-    );
+    set_grads(&vs, &HashMap::from([("a.weight", Tensor::ones([3], (Kind::Float, Device::Cpu)))]));
     optimizer.step(0.1)?;
     optimizer.save(&path)?;
 
     let other_shape = var_store(&[("a.weight", &Tensor::ones([4], (Kind::Float, Device::Cpu)))]);
-    let error = AdamW::new(&other_shape, AdamWConfig::default())
-        .load(&path)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("optimizer.safetensors") && error.contains("shape [3]"),
-        "{error}"
-    );
+    let error = AdamW::new(&other_shape, AdamWConfig::default()).load(&path).unwrap_err().to_string();
+    assert!(error.contains("optimizer.safetensors") && error.contains("shape [3]"), "{error}");
 
     let other_name = var_store(&[("b.weight", &Tensor::ones([3], (Kind::Float, Device::Cpu)))]);
-    let error = AdamW::new(&other_name, AdamWConfig::default())
-        .load(&path)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains("`a.weight.exp_avg` belongs to no parameter"),
-        "{error}"
-    );
+    let error = AdamW::new(&other_name, AdamWConfig::default()).load(&path).unwrap_err().to_string();
+    assert!(error.contains("`a.weight.exp_avg` belongs to no parameter"), "{error}");
     Ok(())
 }
 
 #[test]
 fn schedule_warms_up_linearly_then_decays_by_cosine_to_the_floor() {
-    let schedule = LrSchedule {
-        kind: ScheduleKind::Cosine,
-        peak_lr: 1e-3,
-        warmup_steps: 4,
-        total_steps: 14,
-        min_lr_ratio: 0.1,
-    };
+    let schedule =
+        LrSchedule { kind: ScheduleKind::Cosine, peak_lr: 1e-3, warmup_steps: 4, total_steps: 14, min_lr_ratio: 0.1 };
     let close = |a: f64, b: f64| (a - b).abs() < 1e-15;
     assert!(close(schedule.lr_at(0), 2.5e-4));
     assert!(close(schedule.lr_at(3), 1e-3));
     assert!(close(schedule.lr_at(4), 1e-3));
-    assert!(
-        close(schedule.lr_at(9), 1e-3 * (0.1 + 0.9 * 0.5)),
-        "half way down"
-    );
+    assert!(close(schedule.lr_at(9), 1e-3 * (0.1 + 0.9 * 0.5)), "half way down");
     assert!(close(schedule.lr_at(14), 1e-4));
     assert!(close(schedule.lr_at(1000), 1e-4), "stays at the floor");
     let lrs: Vec<f64> = (4..=14).map(|step| schedule.lr_at(step)).collect();
-    assert!(
-        lrs.windows(2).all(|pair| pair[1] < pair[0]),
-        "strictly decreasing: {lrs:?}"
-    );
+    assert!(lrs.windows(2).all(|pair| pair[1] < pair[0]), "strictly decreasing: {lrs:?}");
 
-    let constant = LrSchedule {
-        kind: ScheduleKind::Constant,
-        ..schedule
-    };
+    let constant = LrSchedule { kind: ScheduleKind::Constant, ..schedule };
     assert!(close(constant.lr_at(1), 5e-4));
     assert!(close(constant.lr_at(50), 1e-3));
-    let no_warmup = LrSchedule {
-        warmup_steps: 0,
-        total_steps: 10,
-        ..schedule
-    };
-    assert!(
-        close(no_warmup.lr_at(0), 1e-3),
-        "the first step runs at the peak"
-    );
+    let no_warmup = LrSchedule { warmup_steps: 0, total_steps: 10, ..schedule };
+    assert!(close(no_warmup.lr_at(0), 1e-3), "the first step runs at the peak");
     assert!(close(no_warmup.lr_at(10), 1e-4));
 }

@@ -59,12 +59,8 @@ fn check_causal_lm(model: &CausalLm, fx: &Fixture, label: &str) -> Result<f64> {
         assert!(d <= TOL, "{label} {side} logits differ by {d}");
         worst = worst.max(d);
 
-        let pairs: Vec<(Vec<i64>, Vec<i64>)> = fx.inputs["pairs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| (tokens(&p[0]), tokens(&p[1])))
-            .collect();
+        let pairs: Vec<(Vec<i64>, Vec<i64>)> =
+            fx.inputs["pairs"].as_array().unwrap().iter().map(|p| (tokens(&p[0]), tokens(&p[1]))).collect();
         let side_enum = if side == "left" { PaddingSide::Left } else { PaddingSide::Right };
         let batch = build_batch(&pairs, Some(eos), pad, side_enum, Device::Cpu)?;
         let lp = tch::no_grad(|| sequence_logprobs(model, &batch, LogprobOptions::default()))?;
@@ -87,7 +83,12 @@ fn check_causal_lm(model: &CausalLm, fx: &Fixture, label: &str) -> Result<f64> {
     for use_cache in [true, false] {
         let got = generate_from_tokens(model, &prompts, &GenerationConfig { use_cache, ..cfg.clone() })?;
         assert_eq!(got.tokens.size(), want.size(), "{label} greedy shape (cache {use_cache})");
-        assert!(got.tokens.equal(want), "{label} greedy tokens differ (cache {use_cache}):\n{}\nvs\n{}", got.tokens, want);
+        assert!(
+            got.tokens.equal(want),
+            "{label} greedy tokens differ (cache {use_cache}):\n{}\nvs\n{}",
+            got.tokens,
+            want
+        );
     }
     println!("{label} greedy tokens identical ({:?})", want.size());
     Ok(worst)
@@ -180,7 +181,12 @@ fn qwen2_reward_model_matches_transformers() -> Result<()> {
 fn lora_merged(name: &str, targets: &[&str]) -> Result<()> {
     let fx = load(name)?;
     let mut model = CausalLm::from_pretrained(&fx.dir, Device::Cpu, Kind::Float)?;
-    let lc = rlhf_model::LoraConfig { r: 4, alpha: 8.0, dropout: 0.0, target_modules: targets.iter().map(|s| s.to_string()).collect() };
+    let lc = rlhf_model::LoraConfig {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        target_modules: targets.iter().map(|s| s.to_string()).collect(),
+    };
     model.add_lora(&lc)?;
     tch::manual_seed(5);
     tch::no_grad(|| {

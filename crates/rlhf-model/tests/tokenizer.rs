@@ -17,11 +17,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn corpus() -> Vec<String> {
-    std::fs::read_to_string(fixtures().join("corpus.txt"))
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    std::fs::read_to_string(fixtures().join("corpus.txt")).unwrap().lines().map(str::to_owned).collect()
 }
 
 fn trained() -> Tokenizer {
@@ -41,20 +37,12 @@ fn training_is_deterministic_and_saves_the_committed_fixture() -> Result<()> {
     let fixture_dir = fixtures().join("trained");
     for file in ["tokenizer.json", "tokenizer_config.json"] {
         let produced = read(&saved.path().join(file));
-        assert_eq!(
-            produced,
-            read(&again.path().join(file)),
-            "{file} differs between two trainings"
-        );
+        assert_eq!(produced, read(&again.path().join(file)), "{file} differs between two trainings");
         if std::env::var_os("RLHF_UPDATE_FIXTURES").is_some() {
             std::fs::create_dir_all(&fixture_dir)?;
             std::fs::write(fixture_dir.join(file), &produced)?;
         }
-        assert_eq!(
-            produced,
-            read(&fixture_dir.join(file)),
-            "{file} differs from the committed fixture"
-        );
+        assert_eq!(produced, read(&fixture_dir.join(file)), "{file} differs from the committed fixture");
     }
     Ok(())
 }
@@ -82,51 +70,21 @@ fn encodes_and_decodes_like_transformers() -> Result<()> {
     assert_eq!(tokenizer.pad_id(), expected.pad_token_id);
     assert_eq!(tokenizer.vocab_size(), expected.vocab_size);
     for sample in &expected.samples {
-        assert_eq!(
-            tokenizer.encode(&sample.text)?,
-            sample.ids,
-            "{:?}",
-            sample.text
-        );
-        assert_eq!(
-            sample.decoded, sample.text,
-            "transformers round-trips {:?}",
-            sample.text
-        );
+        assert_eq!(tokenizer.encode(&sample.text)?, sample.ids, "{:?}", sample.text);
+        assert_eq!(sample.decoded, sample.text, "transformers round-trips {:?}", sample.text);
         assert_eq!(tokenizer.decode(&sample.ids, false)?, sample.text);
     }
-    let texts: Vec<&str> = expected
-        .samples
-        .iter()
-        .map(|sample| sample.text.as_str())
-        .collect();
+    let texts: Vec<&str> = expected.samples.iter().map(|sample| sample.text.as_str()).collect();
     let batch = tokenizer.encode_batch(&texts)?;
-    assert_eq!(
-        batch,
-        expected
-            .samples
-            .iter()
-            .map(|sample| sample.ids.clone())
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(batch, expected.samples.iter().map(|sample| sample.ids.clone()).collect::<Vec<_>>());
     Ok(())
 }
 
 #[test]
 fn any_text_round_trips() -> Result<()> {
     let tokenizer = trained();
-    for text in [
-        "",
-        " ",
-        "unseen wörds ∑ 漢字 🦀\r\n\ttail  ",
-        "<|endoftext|> inside",
-        "\u{0}\u{7f}",
-    ] {
-        assert_eq!(
-            tokenizer.decode(&tokenizer.encode(text)?, false)?,
-            text,
-            "{text:?}"
-        );
+    for text in ["", " ", "unseen wörds ∑ 漢字 🦀\r\n\ttail  ", "<|endoftext|> inside", "\u{0}\u{7f}"] {
+        assert_eq!(tokenizer.decode(&tokenizer.encode(text)?, false)?, text, "{text:?}");
     }
     Ok(())
 }
@@ -134,37 +92,19 @@ fn any_text_round_trips() -> Result<()> {
 #[test]
 fn special_tokens_take_the_first_ids() -> Result<()> {
     let tokenizer = trained();
-    assert_eq!(
-        (tokenizer.eos_id(), tokenizer.pad_id(), tokenizer.bos_id()),
-        (0, 1, None)
-    );
-    assert_eq!(
-        tokenizer.encode("a<|endoftext|>")?.last(),
-        Some(&0),
-        "special tokens in text are matched"
-    );
+    assert_eq!((tokenizer.eos_id(), tokenizer.pad_id(), tokenizer.bos_id()), (0, 1, None));
+    assert_eq!(tokenizer.encode("a<|endoftext|>")?.last(), Some(&0), "special tokens in text are matched");
     assert_eq!(tokenizer.decode(&[0, 1], true)?, "");
-    let no_pad = SpecialTokens {
-        pad: None,
-        bos: Some("<|bos|>".into()),
-        ..SpecialTokens::default()
-    };
+    let no_pad = SpecialTokens { pad: None, bos: Some("<|bos|>".into()), ..SpecialTokens::default() };
     let tokenizer = Tokenizer::train_bpe(&corpus(), VOCAB_SIZE, &no_pad)?;
-    assert_eq!(
-        (tokenizer.eos_id(), tokenizer.pad_id(), tokenizer.bos_id()),
-        (0, 0, Some(1))
-    );
+    assert_eq!((tokenizer.eos_id(), tokenizer.pad_id(), tokenizer.bos_id()), (0, 0, Some(1)));
     Ok(())
 }
 
 #[test]
 fn prompt_and_response_are_tokenized_separately_with_eos_after_the_response() -> Result<()> {
     let tokenizer = trained();
-    let pairs = [
-        ("The cat sat", " on the mat."),
-        ("Hello", "world"),
-        ("", ""),
-    ];
+    let pairs = [("The cat sat", " on the mat."), ("Hello", "world"), ("", "")];
     let batch = tokenizer.encode_prompt_response_batch(&pairs)?;
     assert_eq!(batch.len(), pairs.len());
     for ((prompt, response), ids) in pairs.iter().zip(&batch) {
@@ -173,10 +113,7 @@ fn prompt_and_response_are_tokenized_separately_with_eos_after_the_response() ->
         let mut expected_response = tokenizer.encode(response)?;
         expected_response.push(tokenizer.eos_id());
         assert_eq!(ids.response, expected_response);
-        assert_eq!(
-            ids.concatenated(),
-            [ids.prompt.clone(), ids.response.clone()].concat()
-        );
+        assert_eq!(ids.concatenated(), [ids.prompt.clone(), ids.response.clone()].concat());
     }
     Ok(())
 }
@@ -190,18 +127,8 @@ fn saved_tokenizer_loads_back_identically() -> Result<()> {
     let text = "Please summarize the story, naïvely: 42!";
     assert_eq!(loaded.encode(text)?, tokenizer.encode(text)?);
     assert_eq!(
-        (
-            loaded.eos_id(),
-            loaded.pad_id(),
-            loaded.bos_id(),
-            loaded.vocab_size()
-        ),
-        (
-            tokenizer.eos_id(),
-            tokenizer.pad_id(),
-            tokenizer.bos_id(),
-            tokenizer.vocab_size()
-        )
+        (loaded.eos_id(), loaded.pad_id(), loaded.bos_id(), loaded.vocab_size()),
+        (tokenizer.eos_id(), tokenizer.pad_id(), tokenizer.bos_id(), tokenizer.vocab_size())
     );
     Ok(())
 }
@@ -214,12 +141,7 @@ fn vocab_must_fit_the_model_embedding() -> Result<()> {
     tokenizer.check_fits_embedding(vocab + 64)?;
     let error = tokenizer.check_fits_embedding(vocab - 1).unwrap_err();
     assert!(matches!(error, Error::VocabMismatch { .. }));
-    assert!(
-        error
-            .to_string()
-            .starts_with("tokenizer mismatch: the tokenizer has"),
-        "{error}"
-    );
+    assert!(error.to_string().starts_with("tokenizer mismatch: the tokenizer has"), "{error}");
     Ok(())
 }
 
@@ -229,28 +151,16 @@ fn broken_or_missing_files_are_named_in_the_error() -> Result<()> {
     let message = |dir: &Path| Tokenizer::from_dir(dir).unwrap_err().to_string();
 
     let missing = message(dir.path());
-    assert!(
-        missing.contains("tokenizer.json") && missing.contains("not found"),
-        "{missing}"
-    );
+    assert!(missing.contains("tokenizer.json") && missing.contains("not found"), "{missing}");
 
     std::fs::write(dir.path().join("tokenizer.json"), "{ not json")?;
     let broken = message(dir.path());
-    assert!(
-        broken.contains("tokenizer.json") && broken.contains("not a valid"),
-        "{broken}"
-    );
+    assert!(broken.contains("tokenizer.json") && broken.contains("not a valid"), "{broken}");
 
     trained().save(dir.path())?;
-    std::fs::write(
-        dir.path().join("tokenizer_config.json"),
-        r#"{"eos_token": "</s>"}"#,
-    )?;
+    std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"eos_token": "</s>"}"#)?;
     let unknown_eos = message(dir.path());
-    assert!(
-        unknown_eos.contains("tokenizer_config.json") && unknown_eos.contains("`</s>`"),
-        "{unknown_eos}"
-    );
+    assert!(unknown_eos.contains("tokenizer_config.json") && unknown_eos.contains("`</s>`"), "{unknown_eos}");
 
     std::fs::write(dir.path().join("tokenizer_config.json"), "[1, 2]")?;
     let not_object = message(dir.path());
@@ -261,8 +171,5 @@ fn broken_or_missing_files_are_named_in_the_error() -> Result<()> {
 #[test]
 fn too_small_a_vocabulary_is_rejected() {
     let error = Tokenizer::train_bpe(&corpus(), 100, &SpecialTokens::default()).unwrap_err();
-    assert!(
-        error.to_string().contains("vocab_size 100 is too small"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("vocab_size 100 is too small"), "{error}");
 }

@@ -13,7 +13,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-
 use rlhf_bench::{cpu_seconds, write_report};
 use rlhf_data::{read_records, Metric};
 use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
@@ -24,7 +23,6 @@ use rlhf_task::TaskConfig;
 use tch::{Device, Kind};
 
 const ITERATIONS: u64 = 3;
-
 
 /// The base model's shape (configs/base.toml) for the tokenizer's vocabulary.
 fn model_config(tokenizer: &Tokenizer) -> ModelConfig {
@@ -63,7 +61,8 @@ fn main() -> anyhow::Result<()> {
     config.model.policy = policy.clone();
     config.model.reference = policy;
     config.reward.models = vec![RewardModelEntry { path: reward, weight: 1.0 }];
-    let task = TaskConfig { corpus_documents: 0, demonstrations: 0, heldout_demonstrations: 0, ..TaskConfig::default() };
+    let task =
+        TaskConfig { corpus_documents: 0, demonstrations: 0, heldout_demonstrations: 0, ..TaskConfig::default() };
     config.data.prompts = rlhf_task::write_task(&task, &tmp.join("data"))?.train_prompts.display().to_string();
     config.ppo.iterations = ITERATIONS;
     config.train.checkpoint_every = 0;
@@ -79,7 +78,8 @@ fn main() -> anyhow::Result<()> {
         values.iter().sum::<f64>() / values.len().max(1) as f64
     };
     let samples_per_iteration = (config.ppo.prompts_per_iteration * config.ppo.group_size) as f64;
-    let (generation, scoring, training) = (measured("time/generation_s"), measured("time/scoring_s"), measured("time/training_s"));
+    let (generation, scoring, training) =
+        (measured("time/generation_s"), measured("time/scoring_s"), measured("time/training_s"));
     let report = serde_json::json!({
         "bench": "ppo",
         "workload": {

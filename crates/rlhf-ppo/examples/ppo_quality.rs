@@ -14,10 +14,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use rlhf_data::{read_records, Metric, Prompt};
 use rlhf_model::{CausalLm, GenerationConfig, Tokenizer};
-use rlhf_train::resolve;
 use rlhf_ppo::reward::RewardModels;
 use rlhf_ppo::rollout::{policy_pass, sample, Critic, Layout, Sample};
 use rlhf_ppo::PpoConfig;
+use rlhf_train::resolve;
 use tch::{Device, Kind};
 
 const BATCH: usize = 50;
@@ -61,8 +61,11 @@ fn main() -> Result<()> {
     let placement = rlhf_model::Placement { device: Device::Cpu, kind: Kind::Float };
     let rewards = RewardModels::load(&config.reward, &run_dir, placement)?;
     let heldout_file = run_dir.join("data/prompts_heldout.parquet");
-    let heldout: Vec<Prompt> =
-        if heldout_file.is_file() { read_records(&heldout_file)? } else { rlhf_task::generate(&Default::default()).heldout_prompts };
+    let heldout: Vec<Prompt> = if heldout_file.is_file() {
+        read_records(&heldout_file)?
+    } else {
+        rlhf_task::generate(&Default::default()).heldout_prompts
+    };
     let prompts: Vec<String> = heldout.into_iter().take(n).map(|p| p.prompt).collect();
     let ids = prompts.iter().map(|p| tokenizer.encode(p)).collect::<rlhf_model::Result<Vec<_>>>()?;
     let rows: Vec<(usize, &[i64])> = ids.iter().enumerate().map(|(i, p)| (i, p.as_slice())).collect();
@@ -83,11 +86,13 @@ fn main() -> Result<()> {
         let text = samples
             .iter()
             .map(|s| {
-                let body = if s.has_eos { &s.response_tokens[..s.response_tokens.len() - 1] } else { &s.response_tokens[..] };
+                let body =
+                    if s.has_eos { &s.response_tokens[..s.response_tokens.len() - 1] } else { &s.response_tokens[..] };
                 tokenizer.decode(body, true)
             })
             .collect::<rlhf_model::Result<Vec<_>>>()?;
-        let pairs: Vec<(&str, &str)> = prompts.iter().map(String::as_str).zip(text.iter().map(String::as_str)).collect();
+        let pairs: Vec<(&str, &str)> =
+            prompts.iter().map(String::as_str).zip(text.iter().map(String::as_str)).collect();
         let gold = pairs.iter().map(|(p, r)| rlhf_task::judge(p, r).score).collect();
         let proxy = rewards.score(&pairs)?.into_iter().map(f64::from).collect();
         Ok(Side { samples, text, gold, proxy })
@@ -97,7 +102,15 @@ fn main() -> Result<()> {
         .gold
         .iter()
         .zip(&sft.gold)
-        .map(|(a, b)| if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 })
+        .map(|(a, b)| {
+            if a > b {
+                1.0
+            } else if a == b {
+                0.5
+            } else {
+                0.0
+            }
+        })
         .sum();
     let pad = tokenizer.pad_id();
     let kl: Vec<f64> = sequence_logprobs(&policy, &trained.samples, pad, temperature)?
@@ -108,7 +121,11 @@ fn main() -> Result<()> {
     let length = |s: &Side| mean(&s.samples.iter().map(|x| x.response_tokens.len() as f64).collect::<Vec<_>>());
     let eos = |s: &Side| mean(&s.samples.iter().map(|x| f64::from(u8::from(x.has_eos))).collect::<Vec<_>>());
 
-    println!("{stage}: {} held-out prompts, advantage {:?}, temperature {temperature}", prompts.len(), config.advantage);
+    println!(
+        "{stage}: {} held-out prompts, advantage {:?}, temperature {temperature}",
+        prompts.len(),
+        config.advantage
+    );
     println!("win rate vs SFT (gold judge, ties half): {:.1}%", 100.0 * wins / prompts.len() as f64);
     println!("gold score: {stage} {:.3}, sft {:.3} (best 5.5)", mean(&trained.gold), mean(&sft.gold));
     println!("proxy reward: {stage} {:.3}, sft {:.3}", mean(&trained.proxy), mean(&sft.proxy));
@@ -118,9 +135,23 @@ fn main() -> Result<()> {
         config.kl.target,
         if config.kl.adaptive { "adaptive" } else { "fixed beta" }
     );
-    println!("response tokens: {stage} {:.1}, sft {:.1}; eos rate {:.2} vs {:.2}", length(&trained), length(&sft), eos(&trained), eos(&sft));
+    println!(
+        "response tokens: {stage} {:.1}, sft {:.1}; eos rate {:.2} vs {:.2}",
+        length(&trained),
+        length(&sft),
+        eos(&trained),
+        eos(&sft)
+    );
     let metrics: Vec<Metric> = read_records(stage_dir.join("metrics.parquet"))?;
-    for name in ["objective/score", "objective/gold", "objective/kl", "objective/kl_coef", "response/length", "perf/samples_per_s", "time/generation_share"] {
+    for name in [
+        "objective/score",
+        "objective/gold",
+        "objective/kl",
+        "objective/kl_coef",
+        "response/length",
+        "perf/samples_per_s",
+        "time/generation_share",
+    ] {
         let values: Vec<&Metric> = metrics.iter().filter(|m| m.name == name).collect();
         if let (Some(a), Some(b)) = (values.first(), values.last()) {
             println!("{name}: {:.3} (iteration {}) -> {:.3} (iteration {})", a.value, a.step, b.value, b.step);

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-pub use rlhf_train::{LoraSection, OnNonFinite};
 use rlhf_model::{AdamWConfig, Combine};
+pub use rlhf_train::{LoraSection, OnNonFinite};
 use serde::{Deserialize, Serialize};
 
 use crate::kl::{KlController, KlEstimator};

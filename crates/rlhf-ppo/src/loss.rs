@@ -16,7 +16,13 @@ pub struct PolicyLoss {
 }
 
 /// PPO's clipped policy loss from new and rollout log-probs.
-pub fn policy_loss(logprobs: &Tensor, old_logprobs: &Tensor, advantages: &Tensor, mask: &Tensor, clip: f64) -> PolicyLoss {
+pub fn policy_loss(
+    logprobs: &Tensor,
+    old_logprobs: &Tensor,
+    advantages: &Tensor,
+    mask: &Tensor,
+    clip: f64,
+) -> PolicyLoss {
     let log_ratio = logprobs - old_logprobs;
     let ratio = log_ratio.exp();
     let unclipped = -advantages * &ratio;

@@ -34,7 +34,8 @@ impl RewardModels {
                 if !dir.is_dir() {
                     return Err(Error::File {
                         path: dir,
-                        message: "reward model directory not found (set reward.models, or run `rlhf-reward` first)".into(),
+                        message: "reward model directory not found (set reward.models, or run `rlhf-reward` first)"
+                            .into(),
                     });
                 }
                 let mut model = RewardModel::load_as(&dir, placement.device, placement.kind)?;
@@ -47,13 +48,16 @@ impl RewardModels {
 
     /// Combined reward-model scores of `(prompt, response)` texts (before shaping).
     pub fn score(&self, pairs: &[(&str, &str)]) -> Result<Vec<f32>> {
-        let per_model = self.models.iter().map(|(model, _)| model.score(pairs)).collect::<rlhf_model::Result<Vec<_>>>()?;
+        let per_model =
+            self.models.iter().map(|(model, _)| model.score(pairs)).collect::<rlhf_model::Result<Vec<_>>>()?;
         Ok((0..pairs.len())
             .map(|i| {
                 let rewards: Vec<f32> = per_model.iter().map(|m| m[i]).collect();
                 match self.config.combine.ensemble() {
                     Some(how) => combine(&rewards, how, self.config.k),
-                    None => rewards.iter().zip(&self.models).map(|(&r, (_, weight))| r as f64 * weight).sum::<f64>() as f32,
+                    None => {
+                        rewards.iter().zip(&self.models).map(|(&r, (_, weight))| r as f64 * weight).sum::<f64>() as f32
+                    }
                 }
             })
             .collect())
@@ -99,7 +103,12 @@ pub struct ResponseShape {
 }
 
 /// Scores after shaping: normalise (updating `moments` first), clip, length penalty, missing eos.
-pub fn shape_scores(raw: &[f32], responses: &[ResponseShape], config: &RewardSection, moments: &mut RunningMoments) -> Vec<f32> {
+pub fn shape_scores(
+    raw: &[f32],
+    responses: &[ResponseShape],
+    config: &RewardSection,
+    moments: &mut RunningMoments,
+) -> Vec<f32> {
     if config.normalize {
         moments.update(raw);
     }

@@ -41,7 +41,12 @@ pub fn sample(
         let generation = generate_from_tokens(policy, &rows, &cfg)?;
         for ((prompt, prompt_tokens), response) in chunk.iter().zip(generation.rows()?) {
             let has_eos = response.last().is_some_and(|t| config.eos_token_ids.contains(t));
-            samples.push(Sample { prompt: *prompt, prompt_tokens: prompt_tokens.to_vec(), response_tokens: response, has_eos });
+            samples.push(Sample {
+                prompt: *prompt,
+                prompt_tokens: prompt_tokens.to_vec(),
+                response_tokens: response,
+                has_eos,
+            });
         }
     }
     Ok(samples)
@@ -98,7 +103,8 @@ impl Layout {
     /// The rows `rows`, trimmed to their own widest prompt and response, with the column range
     /// `[0, N')` to cut the iteration's `[B, N]` tensors to.
     pub fn select(&self, rows: &[usize]) -> Layout {
-        let index = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>()).to_device(self.input_ids.device());
+        let index =
+            Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>()).to_device(self.input_ids.device());
         let prompt_lens: Vec<i64> = rows.iter().map(|&r| self.prompt_lens[r]).collect();
         let response_lens: Vec<i64> = rows.iter().map(|&r| self.response_lens[r]).collect();
         let p = prompt_lens.iter().copied().max().unwrap_or(1);
@@ -115,7 +121,8 @@ impl Layout {
 
     /// `[B, N]` rows `rows` of an iteration-wide per-token tensor, cut to this layout's width.
     pub fn cut(&self, per_token: &Tensor, rows: &[usize]) -> Tensor {
-        let index = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>()).to_device(per_token.device());
+        let index =
+            Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>()).to_device(per_token.device());
         per_token.index_select(0, &index).narrow(1, 0, self.response_width())
     }
 
@@ -138,7 +145,8 @@ impl Layout {
 
     /// `[B, P + N]` per-position values → `[B, N]` values of the states before each response token.
     fn values_before_tokens(&self, per_position: &Tensor) -> Tensor {
-        per_position.narrow(1, self.prompt_width() - 1, self.response_width()).to_kind(Kind::Float) * &self.response_mask
+        per_position.narrow(1, self.prompt_width() - 1, self.response_width()).to_kind(Kind::Float)
+            * &self.response_mask
     }
 }
 
@@ -160,9 +168,16 @@ pub struct PolicyPass {
 }
 
 /// Policy log-probs (at `temperature`), optionally entropy, and the shared critic's values.
-pub fn policy_pass(policy: &CausalLm, critic: &Critic, layout: &Layout, temperature: f64, entropy: bool) -> Result<PolicyPass> {
+pub fn policy_pass(
+    policy: &CausalLm,
+    critic: &Critic,
+    layout: &Layout,
+    temperature: f64,
+    entropy: bool,
+) -> Result<PolicyPass> {
     let batch = layout.token_batch();
-    let hidden = policy.hidden_states(&batch.input_ids, Some(&batch.attention_mask), Some(&batch.position_ids), None)?;
+    let hidden =
+        policy.hidden_states(&batch.input_ids, Some(&batch.attention_mask), Some(&batch.position_ids), None)?;
     let scored = logprobs_from_hidden(policy, &hidden, &batch, LogprobOptions { temperature, entropy })?;
     let (p, n) = (layout.prompt_width(), layout.response_width());
     let values = match critic {

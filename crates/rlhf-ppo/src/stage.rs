@@ -35,7 +35,10 @@ fn check_config(config: &PpoConfig) -> Result<()> {
         "advantage = \"grpo\" and \"rloo\" need ppo.group_size >= 2 samples per prompt",
     )?;
     ensure(
-        ppo.clip_ratio > 0.0 && ppo.clip_value > 0.0 && (0.0..=1.0).contains(&ppo.gamma) && (0.0..=1.0).contains(&ppo.lambda),
+        ppo.clip_ratio > 0.0
+            && ppo.clip_value > 0.0
+            && (0.0..=1.0).contains(&ppo.gamma)
+            && (0.0..=1.0).contains(&ppo.lambda),
         "ppo.clip_ratio and ppo.clip_value must be > 0, ppo.gamma and ppo.lambda in [0, 1]",
     )?;
     ensure(
@@ -55,7 +58,10 @@ fn require_dir(dir: &Path, setting: &str, hint: &str) -> Result<()> {
     if dir.is_dir() {
         Ok(())
     } else {
-        Err(Error::File { path: dir.to_path_buf(), message: format!("{setting}: checkpoint directory not found ({hint})") })
+        Err(Error::File {
+            path: dir.to_path_buf(),
+            message: format!("{setting}: checkpoint directory not found ({hint})"),
+        })
     }
 }
 
@@ -65,7 +71,8 @@ fn read_prompts(config: &PpoConfig, run_dir: &Path, tokenizer: &Tokenizer, max_l
     if !path.is_file() {
         return Err(Error::File {
             path,
-            message: "data.prompts: prompts table not found (for the embedded task, `rlhf-task generate` writes one)".into(),
+            message: "data.prompts: prompts table not found (for the embedded task, `rlhf-task generate` writes one)"
+                .into(),
         });
     }
     let records: Vec<Prompt> = read_records(&path)?;
@@ -138,7 +145,11 @@ pub fn run(config: &PpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
                 resolve(run_dir, &config.model.critic)
             };
             require_dir(&critic_dir, "model.critic", "a reward-model checkpoint")?;
-            Critic::Separate(Box::new(SequenceClassifier::from_pretrained(&critic_dir, placement.device, placement.kind)?))
+            Critic::Separate(Box::new(SequenceClassifier::from_pretrained(
+                &critic_dir,
+                placement.device,
+                placement.kind,
+            )?))
         }
         (AdvantageKind::Gae, CriticKind::Shared) => {
             Critic::Shared(ValueHead::new(policy.config().hidden_size(), placement.device, placement.kind))
@@ -151,7 +162,9 @@ pub fn run(config: &PpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
 
     rlhf_data::config::write_config(config, &dir.config_file())?;
     let models = Models { policy, reference, critic, rewards, tokenizer, gold_judge };
-    let summary =
-        trainer::train(&models, &TrainJob { config, dir: &dir, config_hash, prompts: &prompts, progress: options.progress })?;
+    let summary = trainer::train(
+        &models,
+        &TrainJob { config, dir: &dir, config_hash, prompts: &prompts, progress: options.progress },
+    )?;
     Ok(Outcome::Trained { dir: dir.final_dir(), summary })
 }

@@ -24,7 +24,9 @@ use rand::SeedableRng;
 use rlhf_data::{AppendTable, Metric, Prompt, Rollout};
 use rlhf_model::device::{peak_memory_bytes, seed_everything};
 use rlhf_model::{AdamW, CausalLm, GenerationConfig, LrSchedule, ScheduleKind, Tokenizer};
-use rlhf_train::{progress_bar, seed_for, train_state, trainable_variables, OnNonFinite, StageDir, TrainRng, TrainState};
+use rlhf_train::{
+    progress_bar, seed_for, train_state, trainable_variables, OnNonFinite, StageDir, TrainRng, TrainState,
+};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -182,7 +184,9 @@ fn score_samples(models: &Models, samples: &[Sample], config: &PpoConfig) -> Res
             let pass = policy_pass(&models.policy, &models.critic, &sub, temperature, true)?;
             let reference = match &models.reference {
                 Some(reference) => policy_pass(reference, &Critic::None, &sub, temperature, false)?,
-                None => models.policy.with_adapters(false, |p| policy_pass(p, &Critic::None, &sub, temperature, false))?,
+                None => {
+                    models.policy.with_adapters(false, |p| policy_pass(p, &Critic::None, &sub, temperature, false))?
+                }
             };
             let values = match (&models.critic, pass.values) {
                 (Critic::Separate(critic), _) => critic_values(critic, &sub)?,
@@ -233,7 +237,8 @@ impl Loop<'_> {
         let cfg = &self.job.config.ppo;
         let temperature = self.job.config.generation.temperature;
         let critic = &self.models.critic;
-        let max_norm = if self.job.config.train.max_grad_norm > 0.0 { self.job.config.train.max_grad_norm } else { f64::INFINITY };
+        let max_norm =
+            if self.job.config.train.max_grad_norm > 0.0 { self.job.config.train.max_grad_norm } else { f64::INFINITY };
         let mut stats = UpdateStats::default();
         let mut order: Vec<usize> = (0..exp.layout.response_lens.len()).collect();
         'epochs: for _ in 0..cfg.epochs {
@@ -338,12 +343,8 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
     let _span = tracing::info_span!("ppo", advantage = ?config.advantage).entered();
     let mut optimizer = AdamW::from_named(trainable_variables(&checkpoint_stores(models)), config.train.adamw.clone());
     let mut summary = TrainSummary::default();
-    let mut state = LoopState {
-        kl: config.kl.controller(),
-        moments: RunningMoments::default(),
-        optimizer_steps: 0,
-        skipped: 0,
-    };
+    let mut state =
+        LoopState { kl: config.kl.controller(), moments: RunningMoments::default(), optimizer_steps: 0, skipped: 0 };
     let mut rng = TrainRng::seed_from_u64(config.seed);
     let mut stream = PromptStream::new(config.seed, job.prompts.records.len(), 0, 0);
     let resumed = train_state::resume(
@@ -354,7 +355,8 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
         &job.dir.config_file(),
     )?;
     if let Some((dir, saved)) = resumed {
-        state = serde_json::from_value(saved.extra).map_err(|e| Error::Resume { path: dir.clone(), message: e.to_string() })?;
+        state = serde_json::from_value(saved.extra)
+            .map_err(|e| Error::Resume { path: dir.clone(), message: e.to_string() })?;
         rng = train_state::restore_rng(&saved.rng_state)?;
         stream = PromptStream::new(config.seed, job.prompts.records.len(), saved.epoch, saved.data_position as usize);
         summary.resumed_from = Some(saved.step);
@@ -380,7 +382,11 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
     pb.set_position(start);
     let eos_ids = {
         let ids = models.policy.config().eos_token_ids();
-        if ids.is_empty() { vec![models.tokenizer.eos_id()] } else { ids }
+        if ids.is_empty() {
+            vec![models.tokenizer.eos_id()]
+        } else {
+            ids
+        }
     };
     let generation = GenerationConfig {
         max_new_tokens: config.generation.max_new_tokens,
@@ -412,7 +418,8 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
         let texts: Vec<String> = samples
             .iter()
             .map(|s| {
-                let body = if s.has_eos { &s.response_tokens[..s.response_tokens.len() - 1] } else { &s.response_tokens[..] };
+                let body =
+                    if s.has_eos { &s.response_tokens[..s.response_tokens.len() - 1] } else { &s.response_tokens[..] };
                 models.tokenizer.decode(body, true)
             })
             .collect::<rlhf_model::Result<_>>()?;
@@ -435,10 +442,16 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
 
         let training_began = Instant::now();
         let rm_t = Tensor::from_slice(&rm_scores);
-        let nonfinite = [("reward", &rm_t), ("reward", &score_t), ("log-probs", &exp.logprobs), ("reference log-probs", &exp.ref_logprobs), ("values", &exp.values)]
-            .into_iter()
-            .find(|(_, t)| !all_finite(t))
-            .map(|(name, _)| name);
+        let nonfinite = [
+            ("reward", &rm_t),
+            ("reward", &score_t),
+            ("log-probs", &exp.logprobs),
+            ("reference log-probs", &exp.ref_logprobs),
+            ("values", &exp.values),
+        ]
+        .into_iter()
+        .find(|(_, t)| !all_finite(t))
+        .map(|(name, _)| name);
         let (stats, explained) = match nonfinite {
             Some(quantity) => {
                 guard(config.on_nonfinite, quantity, step)?;
@@ -460,11 +473,19 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
 
         // Rollouts of the iteration.
         let per_row = |t: &Tensor| -> Result<Vec<Vec<f32>>> {
-            let flat = Vec::<f32>::try_from(t.to_kind(Kind::Float).to_device(tch::Device::Cpu).contiguous().view([-1]))?;
+            let flat =
+                Vec::<f32>::try_from(t.to_kind(Kind::Float).to_device(tch::Device::Cpu).contiguous().view([-1]))?;
             let n = exp.layout.response_width() as usize;
-            Ok(exp.layout.response_lens.iter().enumerate().map(|(i, &l)| flat[i * n..i * n + l as usize].to_vec()).collect())
+            Ok(exp
+                .layout
+                .response_lens
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| flat[i * n..i * n + l as usize].to_vec())
+                .collect())
         };
-        let (logprobs, ref_logprobs, values) = (per_row(&exp.logprobs)?, per_row(&exp.ref_logprobs)?, per_row(&exp.values)?);
+        let (logprobs, ref_logprobs, values) =
+            (per_row(&exp.logprobs)?, per_row(&exp.ref_logprobs)?, per_row(&exp.values)?);
         let kl_rows = Vec::<f32>::try_from(kl_seq.to_device(tch::Device::Cpu))?;
         let to_i32 = |v: &[i64]| v.iter().map(|&t| t as i32).collect::<Vec<i32>>();
         let records: Vec<Rollout> = samples
@@ -530,11 +551,13 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
             values_out.push(("perf/peak_memory_bytes", bytes as f64));
         }
         let wall_time = now();
-        metrics.extend(
-            values_out
-                .iter()
-                .map(|&(name, value)| Metric { stage: STAGE_NAME.into(), step, name: name.into(), value, wall_time }),
-        );
+        metrics.extend(values_out.iter().map(|&(name, value)| Metric {
+            stage: STAGE_NAME.into(),
+            step,
+            name: name.into(),
+            value,
+            wall_time,
+        }));
         metrics.flush()?;
         pb.set_position(step);
         pb.set_message(format!("score {mean_score:.3} kl {mean_kl:.2}"));

@@ -89,7 +89,10 @@ fn bad_input_is_one_error_line_and_writes_nothing() {
     let run_dir = tmp.path().join("run");
     let run_dir = run_dir.to_str().unwrap();
     let cases: [(&[&str], &str); 3] = [
-        (&["--run-dir", run_dir, "--device", "cpu"], "model.policy: checkpoint directory not found (run `rlhf-sft` first)"),
+        (
+            &["--run-dir", run_dir, "--device", "cpu"],
+            "model.policy: checkpoint directory not found (run `rlhf-sft` first)",
+        ),
         (&["train", "--run-dir", run_dir, "--set", "advantage=\"grpo\""], "need ppo.group_size >= 2"),
         (&["--run-dir", run_dir, "--set", "kl.estimator=\"k9\""], "unknown variant `k9`"),
     ];

@@ -135,16 +135,19 @@ fn explained_variance_is_one_for_perfect_values() {
 
 #[test]
 fn reward_shaping_by_hand() {
-    let shapes = [
-        ResponseShape { tokens: 4, has_eos: true },
-        ResponseShape { tokens: 10, has_eos: false },
-    ];
+    let shapes = [ResponseShape { tokens: 4, has_eos: true }, ResponseShape { tokens: 10, has_eos: false }];
     let mut moments = RunningMoments::default();
     let base = RewardSection { length_penalty: 0.1, missing_eos_penalty: -2.0, ..RewardSection::default() };
     let replace = RewardSection { missing_eos: MissingEos::Replace, ..base.clone() };
-    close(&shape_scores(&[1.0, 3.0], &shapes, &replace, &mut moments).iter().map(|&x| x as f64).collect::<Vec<_>>(), &[0.6, -2.0]);
+    close(
+        &shape_scores(&[1.0, 3.0], &shapes, &replace, &mut moments).iter().map(|&x| x as f64).collect::<Vec<_>>(),
+        &[0.6, -2.0],
+    );
     let add = RewardSection { missing_eos: MissingEos::Add, clip: 2.5, ..base.clone() };
-    close(&shape_scores(&[1.0, 3.0], &shapes, &add, &mut moments).iter().map(|&x| x as f64).collect::<Vec<_>>(), &[0.6, 2.5 - 1.0 - 2.0]);
+    close(
+        &shape_scores(&[1.0, 3.0], &shapes, &add, &mut moments).iter().map(|&x| x as f64).collect::<Vec<_>>(),
+        &[0.6, 2.5 - 1.0 - 2.0],
+    );
     assert_eq!(moments, RunningMoments::default(), "moments only move when normalising");
     let normalize = RewardSection { normalize: true, missing_eos: MissingEos::Off, length_penalty: 0.0, ..base };
     let scores = shape_scores(&[1.0, 3.0], &shapes, &normalize, &mut moments);

@@ -21,7 +21,8 @@ fn series(rows: &[Metric], name: &str) -> Vec<f64> {
 }
 
 fn files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     names
 }
@@ -44,9 +45,20 @@ fn ppo_raises_the_reward_and_resumes_to_the_same_result() -> Result<()> {
     let eos_rate = series(&rows, "response/eos_rate");
     ensure!(eos_rate[9] > eos_rate[0] + 0.3, "the eos rate did not rise: {eos_rate:?}");
     for name in [
-        "objective/kl", "objective/kl_coef", "objective/entropy", "objective/non_score_reward", "policy/approx_kl",
-        "policy/clip_fraction", "loss/value", "value/explained_variance", "response/length", "response/eos_rate",
-        "perf/tokens_per_s", "time/generation_share", "objective/gold", "perf/peak_memory_bytes",
+        "objective/kl",
+        "objective/kl_coef",
+        "objective/entropy",
+        "objective/non_score_reward",
+        "policy/approx_kl",
+        "policy/clip_fraction",
+        "loss/value",
+        "value/explained_variance",
+        "response/length",
+        "response/eos_rate",
+        "perf/tokens_per_s",
+        "time/generation_share",
+        "objective/gold",
+        "perf/peak_memory_bytes",
     ] {
         ensure!(series(&rows, name).len() == 10, "no {name} metric");
     }
@@ -67,7 +79,10 @@ fn ppo_raises_the_reward_and_resumes_to_the_same_result() -> Result<()> {
     assert!(first_iteration.iter().all(|r| r.kl.abs() < 1e-4));
 
     assert_eq!(files(&run_dir.join("ppo/checkpoints")), ["step-6", "step-8"]);
-    assert_eq!(files(&run_dir.join("ppo/checkpoints/step-8")), ["critic.safetensors", "optimizer.safetensors", "policy.safetensors", "train_state.json"]);
+    assert_eq!(
+        files(&run_dir.join("ppo/checkpoints/step-8")),
+        ["critic.safetensors", "optimizer.safetensors", "policy.safetensors", "train_state.json"]
+    );
     let final_dir = run_dir.join("ppo/final");
     rlhf_model::CausalLm::from_pretrained(&final_dir, tch::Device::Cpu, tch::Kind::Float)?;
     let weights = std::fs::read(final_dir.join("model.safetensors"))?;
@@ -102,8 +117,20 @@ fn critic_free_baselines_shared_critic_and_lora() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let fixture = common::fixture(tmp.path(), false);
     for (name, advantage, critic, lora, checkpoint_files) in [
-        ("grpo", AdvantageKind::Grpo, CriticKind::Separate, false, vec!["optimizer.safetensors", "policy.safetensors", "train_state.json"]),
-        ("rloo", AdvantageKind::Rloo, CriticKind::Separate, true, vec!["optimizer.safetensors", "policy.safetensors", "train_state.json"]),
+        (
+            "grpo",
+            AdvantageKind::Grpo,
+            CriticKind::Separate,
+            false,
+            vec!["optimizer.safetensors", "policy.safetensors", "train_state.json"],
+        ),
+        (
+            "rloo",
+            AdvantageKind::Rloo,
+            CriticKind::Separate,
+            true,
+            vec!["optimizer.safetensors", "policy.safetensors", "train_state.json"],
+        ),
         (
             "shared",
             AdvantageKind::Gae,
@@ -136,8 +163,9 @@ fn critic_free_baselines_shared_critic_and_lora() -> Result<()> {
                 assert!(group.iter().all(|r| r.prompt == group[0].prompt), "{name}");
             }
         }
-        let policy = rlhf_model::CausalLm::from_pretrained(run_dir.join("ppo/final"), tch::Device::Cpu, tch::Kind::Float)
-            .with_context(|| format!("{name}: final policy"))?;
+        let policy =
+            rlhf_model::CausalLm::from_pretrained(run_dir.join("ppo/final"), tch::Device::Cpu, tch::Kind::Float)
+                .with_context(|| format!("{name}: final policy"))?;
         assert!(policy.lora().is_none(), "adapters are merged on save");
     }
     Ok(())
@@ -155,7 +183,10 @@ fn the_numerical_guard_skips_or_aborts() -> Result<()> {
     config.on_nonfinite = OnNonFinite::Abort;
     let aborted = tmp.path().join("abort");
     let err = run(&config, &aborted, &common::cpu()).unwrap_err().to_string();
-    assert_eq!(err, "non-finite reward at iteration 1; stopped without saving it (lower train.lr, or set on_nonfinite = \"skip\")");
+    assert_eq!(
+        err,
+        "non-finite reward at iteration 1; stopped without saving it (lower train.lr, or set on_nonfinite = \"skip\")"
+    );
     assert!(!aborted.join("ppo/final").exists() && !aborted.join("ppo/checkpoints").exists());
 
     config.on_nonfinite = OnNonFinite::Skip;

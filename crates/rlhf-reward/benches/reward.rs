@@ -15,11 +15,11 @@ use rand::{Rng, SeedableRng};
 use rlhf_bench::{cpu_seconds, write_report};
 use rlhf_data::{read_records, Metric};
 use rlhf_model::{LlamaConfig, ModelConfig, SequenceClassifier, TokenIds};
-use rlhf_train::{MetricsLog, TrainRng};
 use rlhf_reward::config::{LossConfig, TrainConfig};
-use rlhf_reward::RewardConfig;
 use rlhf_reward::data::{Pair, TokenizedPreference};
 use rlhf_reward::trainer::{self, HeldOut, TrainJob};
+use rlhf_reward::RewardConfig;
+use rlhf_train::{MetricsLog, TrainRng};
 use tch::{Device, Kind};
 
 const BATCH: usize = 16;
@@ -41,7 +41,6 @@ fn bench_config() -> ModelConfig {
     config.pad_token_id = Some(PAD);
     config
 }
-
 
 /// Random comparisons: rows `prompt ++ response ++ [eos]` of 64 tokens, no padding.
 fn comparisons(n: usize) -> Vec<TokenizedPreference> {
@@ -67,7 +66,11 @@ fn main() -> anyhow::Result<()> {
     tch::manual_seed(0);
     let model = SequenceClassifier::new(bench_config(), Device::Cpu, Kind::Float)?;
     let params: i64 = model.var_store().variables().values().map(|t| t.numel() as i64).sum();
-    println!("reward bench: {:.2}M parameters, {threads} threads, batch {BATCH} pairs of {} tokens", params as f64 / 1e6, PROMPT_LEN + RESPONSE_LEN);
+    println!(
+        "reward bench: {:.2}M parameters, {threads} threads, batch {BATCH} pairs of {} tokens",
+        params as f64 / 1e6,
+        PROMPT_LEN + RESPONSE_LEN
+    );
 
     let train = comparisons(BATCH * STEPS as usize);
     let config = TrainConfig {

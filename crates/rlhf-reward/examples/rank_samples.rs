@@ -36,6 +36,11 @@ fn main() -> Result<()> {
         .collect();
     write_records(output, &rankings)?;
     let agreement = decided.iter().filter(|&&agree| agree).count() as f64 / decided.len().max(1) as f64;
-    println!("wrote {} rankings ({} pairs) to {output}; annotators agree with the gold judge on {:.1}%", rankings.len(), pairs.len(), 100.0 * agreement);
+    println!(
+        "wrote {} rankings ({} pairs) to {output}; annotators agree with the gold judge on {:.1}%",
+        rankings.len(),
+        pairs.len(),
+        100.0 * agreement
+    );
     Ok(())
 }

@@ -76,7 +76,9 @@ impl Preferences {
             let pairs: Vec<Pair> = order
                 .iter()
                 .enumerate()
-                .flat_map(|(pos, &better)| order[pos + 1..].iter().map(move |&worse| Pair { better, worse, margin: 0.0 }))
+                .flat_map(|(pos, &better)| {
+                    order[pos + 1..].iter().map(move |&worse| Pair { better, worse, margin: 0.0 })
+                })
                 .collect();
             self.push(r.prompt, r.responses, pairs);
         }
@@ -99,11 +101,9 @@ impl Preferences {
 
 /// FNV-1a of the prompt, mixed with the seed.
 fn prompt_hash(prompt: &str, seed: u64) -> u64 {
-    let hash = prompt
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+    let hash = prompt.bytes().fold(0xcbf2_9ce4_8422_2325_u64 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     // A final avalanche so nearby prompts spread over the whole range.
     let mut z = hash;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -140,7 +140,11 @@ impl TokenizedPreference {
 
 /// Tokenizes preferences under the project's rule, cutting rows longer than `max_len` at the end.
 /// Returns them and how many rows were cut.
-pub fn tokenize(tokenizer: &Tokenizer, items: &[Preference], max_len: usize) -> Result<(Vec<TokenizedPreference>, usize)> {
+pub fn tokenize(
+    tokenizer: &Tokenizer,
+    items: &[Preference],
+    max_len: usize,
+) -> Result<(Vec<TokenizedPreference>, usize)> {
     let texts: Vec<(&str, &str)> =
         items.iter().flat_map(|p| p.responses.iter().map(move |r| (p.prompt.as_str(), r.as_str()))).collect();
     let mut rows = tokenize_rows(tokenizer, &texts, max_len)?.into_iter();

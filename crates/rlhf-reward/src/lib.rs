@@ -21,8 +21,8 @@ pub mod trainer;
 
 pub use config::{Combine, RewardConfig};
 pub use error::{Error, Result};
-pub use rlhf_train::RunOptions;
 pub use model::RewardModel;
+pub use rlhf_train::RunOptions;
 pub use trainer::{Evaluation, TrainSummary};
 
 /// What a stage run did.

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use rlhf_train::cli::StageArgs;
 use rlhf_reward::{Outcome, RewardConfig, RewardModel};
+use rlhf_train::cli::StageArgs;
 
 #[derive(Parser)]
 #[command(

@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
-pub use rlhf_model::reward::{RewardModel, DEFAULT_BATCH_SIZE};
 use rlhf_model::reward::EnsembleManifest;
+pub use rlhf_model::reward::{RewardModel, DEFAULT_BATCH_SIZE};
 
 /// Writes an ensemble manifest (`ensemble.json`) to `path`.
 pub fn write_manifest(path: &Path, manifest: &EnsembleManifest) -> std::io::Result<()> {

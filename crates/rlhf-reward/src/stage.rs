@@ -16,13 +16,13 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use rlhf_data::Judge;
 use rlhf_model::checkpoint::{read_config, save_dir_atomically, CONFIG_FILE};
 use rlhf_model::device::seed_everything;
 use rlhf_model::reward::{score_rows, EnsembleManifest, ENSEMBLE_FILE};
 use rlhf_model::{RewardNormalization, SequenceClassifier, Tokenizer};
-use rlhf_train::MetricsLog;
 use rlhf_train::config::ensure;
-use rlhf_data::Judge;
+use rlhf_train::MetricsLog;
 use rlhf_train::{resolve, train_state, StageDir};
 
 use crate::config::RewardConfig;
@@ -92,7 +92,12 @@ fn training_responses(items: &[Preference]) -> Vec<(String, String)> {
 }
 
 /// Shift (and scale) making `rows`' raw rewards mean 0 (and std 1, population).
-fn normalization(model: &SequenceClassifier, rows: &[Vec<i64>], scale: bool, batch_size: usize) -> Result<RewardNormalization> {
+fn normalization(
+    model: &SequenceClassifier,
+    rows: &[Vec<i64>],
+    scale: bool,
+    batch_size: usize,
+) -> Result<RewardNormalization> {
     let raw = score_rows(model, rows, batch_size)?;
     let n = raw.len().max(1) as f64;
     let mean = raw.iter().map(|&r| r as f64).sum::<f64>() / n;
@@ -264,7 +269,8 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
     if members > 1 {
         let staged = dir.join(MEMBERS_DIR);
         let names: Vec<String> = (0..members).map(member_name).collect();
-        let manifest = EnsembleManifest { members: names.clone(), combine: config.ensemble.combine, k: config.ensemble.k };
+        let manifest =
+            EnsembleManifest { members: names.clone(), combine: config.ensemble.combine, k: config.ensemble.k };
         save_dir_atomically(&final_dir, |tmp| {
             for name in &names {
                 copy_flat_dir(&staged.join(name), &tmp.join(name))?;

@@ -23,7 +23,10 @@ pub fn read_prompt_responses(path: &Path) -> Result<Vec<(String, String)>> {
         match reader.schema().field_with_name(column) {
             Ok(field) if field.data_type() == &DataType::Utf8 => {}
             Ok(field) => {
-                return Err(Error::file(path, format!("column {column:?} has type {}, expected utf8", field.data_type())))
+                return Err(Error::file(
+                    path,
+                    format!("column {column:?} has type {}, expected utf8", field.data_type()),
+                ))
             }
             Err(_) => return Err(Error::file(path, format!("missing column {column:?}, expected utf8"))),
         }

@@ -61,7 +61,12 @@ pub struct Evaluation {
 }
 
 /// Scores the held-out set (no gradients, dropout off).
-pub fn evaluate(model: &SequenceClassifier, heldout: &HeldOut, loss: &LossConfig, batch_size: usize) -> Result<Evaluation> {
+pub fn evaluate(
+    model: &SequenceClassifier,
+    heldout: &HeldOut,
+    loss: &LossConfig,
+    batch_size: usize,
+) -> Result<Evaluation> {
     model.set_training(false);
     let scores = score_rows(model, &heldout.rows, batch_size)?;
     let d = heldout.pairs.differences(&Tensor::from_slice(&scores));
@@ -71,7 +76,12 @@ pub fn evaluate(model: &SequenceClassifier, heldout: &HeldOut, loss: &LossConfig
         let decided: Vec<bool> = d.iter().zip(gold).filter_map(|(&d, g)| g.map(|g| (d > 0.0) == g)).collect();
         decided.iter().filter(|&&agree| agree).count() as f64 / decided.len().max(1) as f64
     });
-    Ok(Evaluation { loss: preference_loss(&d, &heldout.pairs, loss).double_value(&[]), accuracy, margin, gold_accuracy })
+    Ok(Evaluation {
+        loss: preference_loss(&d, &heldout.pairs, loss).double_value(&[]),
+        accuracy,
+        margin,
+        gold_accuracy,
+    })
 }
 
 /// Whether a metric belongs to a namespace: `ns/` holds the names starting with it, the empty one
@@ -164,7 +174,11 @@ impl TrainStep for RewardStep<'_> {
 
     fn summarize(&self, interval: &Interval, steps: u64) -> TrainStats {
         let pairs = interval.pairs.max(1) as f64;
-        TrainStats { loss: interval.loss / steps.max(1) as f64, accuracy: interval.correct / pairs, margin: interval.margin / pairs }
+        TrainStats {
+            loss: interval.loss / steps.max(1) as f64,
+            accuracy: interval.correct / pairs,
+            margin: interval.margin / pairs,
+        }
     }
 
     fn train_metrics(&self, stats: &TrainStats) -> Vec<(String, f64)> {
@@ -179,7 +193,11 @@ impl TrainStep for RewardStep<'_> {
     }
 
     fn eval_metrics(&self, eval: &Evaluation) -> Vec<(String, f64)> {
-        let named = [("eval_loss", Some(eval.loss)), ("eval_accuracy", Some(eval.accuracy)), ("eval_margin", Some(eval.margin))];
+        let named = [
+            ("eval_loss", Some(eval.loss)),
+            ("eval_accuracy", Some(eval.accuracy)),
+            ("eval_margin", Some(eval.margin)),
+        ];
         named
             .into_iter()
             .chain([("eval_gold_accuracy", eval.gold_accuracy)])
@@ -191,7 +209,11 @@ impl TrainStep for RewardStep<'_> {
 /// Trains every weight of `model` on `job.train` (continuing from the newest checkpoint in
 /// `job.checkpoints`), logging into `metrics`, which it hands back. Leaves the model in eval mode;
 /// saving is the caller's.
-pub fn train(model: &SequenceClassifier, job: &TrainJob<'_>, metrics: MetricsLog) -> Result<(TrainSummary, MetricsLog)> {
+pub fn train(
+    model: &SequenceClassifier,
+    job: &TrainJob<'_>,
+    metrics: MetricsLog,
+) -> Result<(TrainSummary, MetricsLog)> {
     let cfg = job.train_config;
     if job.train.is_empty() {
         return Err(Error::Invalid("no training preferences (every pair was dropped or held out)".into()));
@@ -209,7 +231,8 @@ pub fn train(model: &SequenceClassifier, job: &TrainJob<'_>, metrics: MetricsLog
     };
     let mut step = RewardStep { model, job };
     let lengths: Vec<usize> = job.train.iter().map(TokenizedPreference::tokens).collect();
-    let finished = Trainer::train_bucketed(spec, vec![(CHECKPOINT_MODEL, model.var_store())], metrics, &mut step, lengths);
+    let finished =
+        Trainer::train_bucketed(spec, vec![(CHECKPOINT_MODEL, model.var_store())], metrics, &mut step, lengths);
     model.set_training(false);
     finished
 }

@@ -106,7 +106,8 @@ fn an_interrupted_run_resumes_to_the_same_weights() -> Result<()> {
     assert_eq!(summary.resumed_from, Some(8));
 
     for file in ["model.safetensors", "config.json"] {
-        let (a, b) = (std::fs::read(whole.join("rm/final").join(file))?, std::fs::read(resumed.join("rm/final").join(file))?);
+        let (a, b) =
+            (std::fs::read(whole.join("rm/final").join(file))?, std::fs::read(resumed.join("rm/final").join(file))?);
         ensure!(a == b, "{file} differs after resuming");
     }
     let rows = metrics(&resumed)?;
@@ -141,7 +142,8 @@ fn an_ensemble_trains_each_member_with_its_own_seed() -> Result<()> {
     assert!(!run_dir.join("rm").join(stage::MEMBERS_DIR).exists(), "staged members are cleaned up");
     let model = RewardModel::load(&final_dir, Device::Cpu)?;
     let texts: Vec<(&str, &str)> = rows.iter().map(|c| (c.prompt.as_str(), c.chosen.as_str())).collect();
-    let rows: Vec<Vec<i64>> = tokenize_rows(model.tokenizer(), &texts, usize::MAX)?.into_iter().map(|(r, _)| r).collect();
+    let rows: Vec<Vec<i64>> =
+        tokenize_rows(model.tokenizer(), &texts, usize::MAX)?.into_iter().map(|(r, _)| r).collect();
     let per_member: Vec<Vec<f32>> = model
         .members()
         .iter()

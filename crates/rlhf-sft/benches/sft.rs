@@ -14,11 +14,11 @@ use rlhf_bench::{cpu_seconds, write_report};
 use rlhf_data::Metric;
 use rlhf_model::device::{peak_host_memory_bytes, seed_everything};
 use rlhf_model::CausalLm;
-use rlhf_train::{StageDir, TrainRng};
 use rlhf_sft::config::BaseModelConfig;
 use rlhf_sft::data::Example;
 use rlhf_sft::trainer::{self, TrainJob};
 use rlhf_sft::{SftConfig, TrainConfig};
+use rlhf_train::{StageDir, TrainRng};
 
 const VOCAB: i64 = 1024;
 const PROMPT_TOKENS: usize = 32;
@@ -46,7 +46,8 @@ fn main() -> Result<()> {
 
     seed_everything(0);
     let sizes = BaseModelConfig::default();
-    let model = CausalLm::new(rlhf_sft::pretrain::model_config(&sizes, VOCAB, 0, 1), tch::Device::Cpu, tch::Kind::Float)?;
+    let model =
+        CausalLm::new(rlhf_sft::pretrain::model_config(&sizes, VOCAB, 0, 1), tch::Device::Cpu, tch::Kind::Float)?;
     let params: usize = model.trainable_variables().iter().map(|(_, t)| t.numel()).sum();
     let work = tempfile::tempdir()?;
     let dir = StageDir { root: work.path().to_path_buf() };
@@ -67,11 +68,8 @@ fn main() -> Result<()> {
 
     // Per-step throughput after the warmup steps, from the loop's own metrics.
     let metrics: Vec<Metric> = rlhf_data::read_records(dir.metrics())?;
-    let measured: Vec<f64> = metrics
-        .iter()
-        .filter(|m| m.name == "tokens_per_s" && m.step > WARMUP_STEPS)
-        .map(|m| m.value)
-        .collect();
+    let measured: Vec<f64> =
+        metrics.iter().filter(|m| m.name == "tokens_per_s" && m.step > WARMUP_STEPS).map(|m| m.value).collect();
     let step_tokens = (config.batch_size * (PROMPT_TOKENS + RESPONSE_TOKENS)) as f64;
     let mean_step_s = measured.iter().map(|t| step_tokens / t).sum::<f64>() / measured.len() as f64;
     let report = serde_json::json!({

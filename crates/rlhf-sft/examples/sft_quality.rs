@@ -28,7 +28,8 @@ fn report(name: &str, dir: &Path, heldout: &[Demonstration], temperature: f64, p
     let eval = evaluate(&model, &examples, 64, tokenizer.pad_id())?;
 
     let mut seen = std::collections::BTreeSet::new();
-    let unique: Vec<&str> = heldout.iter().map(|d| d.prompt.as_str()).filter(|p| seen.insert(*p)).take(prompts).collect();
+    let unique: Vec<&str> =
+        heldout.iter().map(|d| d.prompt.as_str()).filter(|p| seen.insert(*p)).take(prompts).collect();
     let mut scores = Vec::new();
     let mut samples = Vec::new();
     for (i, chunk) in unique.chunks(50).enumerate() {

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use rlhf_train::cli::StageArgs;
 use rlhf_data::config::load_config;
 use rlhf_sft::{BaseConfig, Outcome, RunOptions, SftConfig};
+use rlhf_train::cli::StageArgs;
 
 #[derive(Parser)]
 #[command(

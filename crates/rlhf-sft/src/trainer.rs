@@ -93,7 +93,8 @@ impl TrainStep for LmStep<'_> {
 
     fn backward(&mut self, micro: &[&[usize]], interval: &mut f64) -> Result<StepWork> {
         self.model.set_training(true);
-        let micro: Vec<Vec<&Example>> = micro.iter().map(|batch| batch.iter().map(|&i| &self.job.train[i]).collect()).collect();
+        let micro: Vec<Vec<&Example>> =
+            micro.iter().map(|batch| batch.iter().map(|&i| &self.job.train[i]).collect()).collect();
         let scored: usize = micro.iter().flatten().map(|e| e.scored()).sum();
         let mut loss = 0.0;
         for batch in &micro {

@@ -42,7 +42,12 @@ fn a_killed_run_resumes_to_the_same_weights() -> Result<()> {
 
     let killed = tmp.path().join("killed");
     let (checkpoints, final_dir) = (killed.join("sft/checkpoints"), killed.join("sft/final"));
-    kill_after_first_checkpoint(&mut sft(&config_path, &killed, &[]), &checkpoints, &final_dir, Duration::from_secs(120))?;
+    kill_after_first_checkpoint(
+        &mut sft(&config_path, &killed, &[]),
+        &checkpoints,
+        &final_dir,
+        Duration::from_secs(120),
+    )?;
 
     let out = run_ok(sft(&config_path, &killed, &[]).env("RUST_LOG", "info"))?;
     let log = String::from_utf8_lossy(&out.stderr);
@@ -51,7 +56,11 @@ fn a_killed_run_resumes_to_the_same_weights() -> Result<()> {
     assert_same_tensors(&whole.join("sft/final/model.safetensors"), &final_dir.join("model.safetensors"))?;
     let rows = |dir: &PathBuf| -> Result<Vec<(u64, String)>> {
         let metrics: Vec<rlhf_data::Metric> = rlhf_data::read_records(dir.join("sft/metrics.parquet"))?;
-        Ok(metrics.into_iter().filter(|m| m.name != "tokens_per_s" && m.name != "peak_memory_bytes").map(|m| (m.step, m.name)).collect())
+        Ok(metrics
+            .into_iter()
+            .filter(|m| m.name != "tokens_per_s" && m.name != "peak_memory_bytes")
+            .map(|m| (m.step, m.name))
+            .collect())
     };
     assert_eq!(rows(&whole)?, rows(&killed)?, "metrics rows after resume");
     Ok(())
@@ -84,7 +93,13 @@ fn bad_input_is_one_error_line_and_writes_nothing() -> Result<()> {
 
     // A demonstrations file that is another kind of table, and one that does not exist.
     let comparisons = tmp.path().join("comparisons.parquet");
-    let row = rlhf_data::Comparison { id: "1".into(), prompt: "p".into(), chosen: "a".into(), rejected: "b".into(), ..Default::default() };
+    let row = rlhf_data::Comparison {
+        id: "1".into(),
+        prompt: "p".into(),
+        chosen: "a".into(),
+        rejected: "b".into(),
+        ..Default::default()
+    };
     rlhf_data::write_records(&comparisons, &[row])?;
     let set = format!("data.demonstrations={}", comparisons.display());
     fails(sft(&config_path, &run, &["--set", &set]), &run, "comparisons.parquet")?;

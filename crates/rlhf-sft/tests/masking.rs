@@ -62,7 +62,8 @@ fn padding_in_a_batch_changes_nothing() -> Result<()> {
 fn demonstrations_tokenize_as_prompt_then_response_then_eos() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let tokenizer = Tokenizer::from_dir(common::tiny_base(tmp.path()))?;
-    let demo = Demonstration { id: "a".into(), prompt: "User: Hi?\nAssistant:".into(), response: " Hello there.".into() };
+    let demo =
+        Demonstration { id: "a".into(), prompt: "User: Hi?\nAssistant:".into(), response: " Hello there.".into() };
     let (examples, cut) = tokenize_demonstrations(&tokenizer, std::slice::from_ref(&demo), 256)?;
     assert_eq!(cut, 0);
     let mut response = tokenizer.encode(&demo.response)?;

@@ -67,7 +67,9 @@ fn full_fine_tuning_lowers_the_held_out_loss_and_skips_once_finished() -> Result
     let resolved: rlhf_sft::SftConfig = rlhf_data::config::load_config(Some(&run.join("sft/config.toml")), &[])?;
     assert_eq!(resolved, config);
     let final_dir = run.join("sft/final");
-    for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+    for file in
+        ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"]
+    {
         assert!(final_dir.join(file).is_file(), "{file}");
     }
     CausalLm::from_pretrained(&final_dir, tch::Device::Cpu, tch::Kind::Float)?;
@@ -92,7 +94,8 @@ fn lora_trains_adapters_and_saves_them_merged() -> Result<()> {
     let merged = rlhf_model::checkpoint::read_safetensors(&run.join("sft/final/model.safetensors"))?;
     assert_eq!(base.keys().collect::<Vec<_>>(), merged.keys().collect::<Vec<_>>(), "a plain checkpoint");
     let changed: Vec<&String> = merged.keys().filter(|k| !base[*k].equal(&merged[*k])).collect();
-    let targeted = |k: &str| ["q_proj", "v_proj", "up_proj", "down_proj"].iter().any(|t| k.ends_with(&format!("{t}.weight")));
+    let targeted =
+        |k: &str| ["q_proj", "v_proj", "up_proj", "down_proj"].iter().any(|t| k.ends_with(&format!("{t}.weight")));
     assert!(!changed.is_empty() && changed.iter().all(|k| targeted(k)), "{changed:?}");
     Ok(())
 }

@@ -27,7 +27,9 @@ pub struct Panel {
 impl Default for Panel {
     fn default() -> Self {
         let member = |name: &str, temperature, flip_rate| Annotator { name: name.into(), temperature, flip_rate };
-        Panel { annotators: vec![member("careful", 0.3, 0.02), member("typical", 0.6, 0.05), member("hasty", 1.2, 0.1)] }
+        Panel {
+            annotators: vec![member("careful", 0.3, 0.02), member("typical", 0.6, 0.05), member("hasty", 1.2, 0.1)],
+        }
     }
 }
 
@@ -155,7 +157,8 @@ mod tests {
 
     #[test]
     fn flips_and_identical_pairs_are_accounted() {
-        let panel = Panel { annotators: vec![Annotator { name: "contrarian".into(), temperature: 1e-6, flip_rate: 1.0 }] };
+        let panel =
+            Panel { annotators: vec![Annotator { name: "contrarian".into(), temperature: 1e-6, flip_rate: 1.0 }] };
         let prompt = "User: Tell me about the cat.\nAssistant:".to_string();
         let good = " Sure! The cat is lovely.".to_string();
         let bad = " Whatever. The river is dull.".to_string();
@@ -173,7 +176,11 @@ mod tests {
     fn rankings_are_permutations_led_by_the_best_when_noise_is_low() {
         let panel = Panel { annotators: vec![Annotator { name: "sharp".into(), temperature: 1e-3, flip_rate: 0.0 }] };
         let prompt = "User: Tell me about the cat.\nAssistant:".to_string();
-        let responses = vec![" Whatever.".into(), " Sure! The cat is lovely. I hope this helps.".into(), " The cat is dull.".into()];
+        let responses = vec![
+            " Whatever.".into(),
+            " Sure! The cat is lovely. I hope this helps.".into(),
+            " The cat is dull.".into(),
+        ];
         let ranked = panel.rank_groups(0, &[("g".into(), prompt, responses)]);
         assert_eq!(ranked[0].ranking, vec![1, 2, 0]);
     }

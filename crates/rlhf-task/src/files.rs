@@ -33,7 +33,11 @@ impl TaskFiles {
 
 /// Generates the task and writes its four tables into `dir` (each written atomically).
 pub fn write_task(config: &TaskConfig, dir: &Path) -> Result<TaskFiles> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), action: "create the directory", source })?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        action: "create the directory",
+        source,
+    })?;
     let data = generate(config);
     let files = TaskFiles::in_dir(dir);
     write_records(&files.train_prompts, &data.train_prompts)?;
@@ -91,7 +95,10 @@ pub fn label_file(input: &Path, output: &Path, panel: &Panel, mode: LabelMode, s
     if comparisons.is_empty() {
         return Err(Error::Config {
             origin: input.display().to_string(),
-            message: format!("no pairs to label: expected at least two different {} rows per prompt", Demonstration::KIND),
+            message: format!(
+                "no pairs to label: expected at least two different {} rows per prompt",
+                Demonstration::KIND
+            ),
         });
     }
     write_records(output, &comparisons)?;
@@ -108,7 +115,10 @@ fn gold_agreement(comparisons: &[Comparison]) -> LabelStats {
             agreed += usize::from(chosen > rejected);
         }
     }
-    LabelStats { gold_agreement: if decided == 0 { 1.0 } else { agreed as f64 / decided as f64 }, ..LabelStats::default() }
+    LabelStats {
+        gold_agreement: if decided == 0 { 1.0 } else { agreed as f64 / decided as f64 },
+        ..LabelStats::default()
+    }
 }
 
 #[cfg(test)]
@@ -118,7 +128,12 @@ mod tests {
     #[test]
     fn generated_files_label_into_comparisons_and_rankings() {
         let dir = tempfile::tempdir().unwrap();
-        let config = TaskConfig { heldout_prompts: 20, demonstrations: 200, heldout_demonstrations: 10, ..TaskConfig::default() };
+        let config = TaskConfig {
+            heldout_prompts: 20,
+            demonstrations: 200,
+            heldout_demonstrations: 10,
+            ..TaskConfig::default()
+        };
         let files = write_task(&config, dir.path()).unwrap();
         assert!(files.all().iter().all(|f| f.is_file()));
         // Two "samples" per prompt: the demonstrations of a prompt, grouped.
@@ -137,7 +152,11 @@ mod tests {
     fn a_file_without_pairs_is_an_error_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("one.parquet");
-        write_records(&input, &[Demonstration { id: "a".into(), prompt: "User: hi\nAssistant:".into(), response: " Hello.".into() }]).unwrap();
+        write_records(
+            &input,
+            &[Demonstration { id: "a".into(), prompt: "User: hi\nAssistant:".into(), response: " Hello.".into() }],
+        )
+        .unwrap();
         let out = dir.path().join("c.parquet");
         let err = label_file(&input, &out, &Panel::default(), LabelMode::Pairs, 0).unwrap_err().to_string();
         assert!(err.contains("no pairs to label"), "{err}");

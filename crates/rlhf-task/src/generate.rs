@@ -24,7 +24,13 @@ pub struct TaskConfig {
 
 impl Default for TaskConfig {
     fn default() -> Self {
-        TaskConfig { seed: 0, heldout_prompts: 200, demonstrations: 4000, heldout_demonstrations: 400, corpus_documents: 40_000 }
+        TaskConfig {
+            seed: 0,
+            heldout_prompts: 200,
+            demonstrations: 4000,
+            heldout_demonstrations: 400,
+            corpus_documents: 40_000,
+        }
     }
 }
 
@@ -116,7 +122,13 @@ mod tests {
     use crate::{judge, topic_of};
 
     fn small() -> TaskConfig {
-        TaskConfig { seed: 5, heldout_prompts: 50, demonstrations: 300, heldout_demonstrations: 40, corpus_documents: 100 }
+        TaskConfig {
+            seed: 5,
+            heldout_prompts: 50,
+            demonstrations: 300,
+            heldout_demonstrations: 40,
+            corpus_documents: 100,
+        }
     }
 
     #[test]
@@ -135,7 +147,9 @@ mod tests {
     #[test]
     fn demonstrations_leave_headroom_on_the_gold_judge() {
         let data = generate(&TaskConfig { demonstrations: 2000, ..small() });
-        let mean = |pairs: Vec<(String, String)>| pairs.iter().map(|(p, r)| judge(p, r).score).sum::<f64>() / pairs.len() as f64;
+        let mean = |pairs: Vec<(String, String)>| {
+            pairs.iter().map(|(p, r)| judge(p, r).score).sum::<f64>() / pairs.len() as f64
+        };
         let demos = mean(data.demonstrations.iter().map(|d| (d.prompt.clone(), d.response.clone())).collect());
         let mut rng = TaskRng::new(9);
         let web = mean(

@@ -113,7 +113,18 @@ mod tests {
             PROMPT,
             " Sure! The cat is lovely. The whiskers of the cat are wonderful. I think the cat has gentle paws. I hope this helps.",
         );
-        assert_eq!(v, Verdict { score: 5.5, on_topic: 2.0, courtesy: 1.5, sentiment: 1.5, length: 0.0, repetition: 0.0, ending: 0.5 });
+        assert_eq!(
+            v,
+            Verdict {
+                score: 5.5,
+                on_topic: 2.0,
+                courtesy: 1.5,
+                sentiment: 1.5,
+                length: 0.0,
+                repetition: 0.0,
+                ending: 0.5
+            }
+        );
     }
 
     #[test]

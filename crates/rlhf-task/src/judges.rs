@@ -83,7 +83,8 @@ impl Judge for PanelJudge {
             }
             let Decision { annotator, first, gold: (ga, gb) } = self.panel.decide(&mut rng, prompt, a, b);
             let p_first = annotator.probability_first(ga, gb);
-            let (preferred, confidence) = if first { (Preferred::First, p_first) } else { (Preferred::Second, 1.0 - p_first) };
+            let (preferred, confidence) =
+                if first { (Preferred::First, p_first) } else { (Preferred::Second, 1.0 - p_first) };
             Judgment { preferred, confidence, annotator: format!("sim:{}", annotator.name) }
         };
         Ok(items.iter().map(judgment).collect())
@@ -118,7 +119,8 @@ mod tests {
     #[test]
     fn gold_scores_by_the_rule_and_prefers_the_polite_on_topic_answer() {
         assert_eq!(GoldJudge.score(&[(PROMPT, POLITE), (PROMPT, RUDE)]).unwrap(), Some(vec![3.5, -5.0]));
-        let judged = GoldJudge.compare(&[(PROMPT, POLITE, RUDE), (PROMPT, RUDE, POLITE), (PROMPT, RUDE, RUDE)]).unwrap();
+        let judged =
+            GoldJudge.compare(&[(PROMPT, POLITE, RUDE), (PROMPT, RUDE, POLITE), (PROMPT, RUDE, RUDE)]).unwrap();
         let gold = |preferred, confidence| Judgment { preferred, confidence, annotator: "gold".into() };
         assert_eq!(judged, [gold(Preferred::First, 1.0), gold(Preferred::Second, 1.0), gold(Preferred::Neither, 0.5)]);
     }
@@ -135,7 +137,10 @@ mod tests {
         let items: Vec<_> = pairs.iter().map(|(_, p, a, b)| (p.as_str(), a.as_str(), b.as_str())).collect();
         let judged = PanelJudge::new(Panel::default(), 3).compare(&items).unwrap();
 
-        assert_eq!(judged[7], Judgment { preferred: Preferred::Neither, confidence: 0.5, annotator: "sim:panel".into() });
+        assert_eq!(
+            judged[7],
+            Judgment { preferred: Preferred::Neither, confidence: 0.5, annotator: "sim:panel".into() }
+        );
         let decided: Vec<_> = items.iter().zip(&judged).filter(|(_, j)| j.preferred != Preferred::Neither).collect();
         assert_eq!(decided.len(), labelled.len());
         for (c, (&(_, a, b), j)) in labelled.iter().zip(decided) {

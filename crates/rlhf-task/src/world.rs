@@ -31,10 +31,10 @@ pub const TOPICS: &[Topic] = &[
     Topic { name: "island", words: ["sand", "palms", "boats", "lagoons"] },
 ];
 
-pub const POSITIVE: &[&str] = &[
-    "wonderful", "lovely", "bright", "gentle", "warm", "delightful", "cheerful", "beautiful", "pleasant", "charming",
-];
-pub const NEGATIVE: &[&str] = &["boring", "dull", "gloomy", "awful", "dreary", "messy", "tiresome", "ugly", "harsh", "grim"];
+pub const POSITIVE: &[&str] =
+    &["wonderful", "lovely", "bright", "gentle", "warm", "delightful", "cheerful", "beautiful", "pleasant", "charming"];
+pub const NEGATIVE: &[&str] =
+    &["boring", "dull", "gloomy", "awful", "dreary", "messy", "tiresome", "ugly", "harsh", "grim"];
 pub const NEUTRAL: &[&str] = &["big", "small", "old", "round", "busy", "long", "green", "plain", "tall", "wide"];
 
 /// Openers the judge counts as polite.

@@ -19,7 +19,8 @@ fn stdout(output: &Output) -> String {
 fn generate_then_label() {
     let dir = TempDir::new().unwrap();
     let data = dir.path().to_str().unwrap();
-    let generated = rlhf_task(&["generate", "--out", data, "--set", "demonstrations=1500", "--set", "heldout_demonstrations=10"]);
+    let generated =
+        rlhf_task(&["generate", "--out", data, "--set", "demonstrations=1500", "--set", "heldout_demonstrations=10"]);
     let tables = ["prompts", "prompts_heldout", "demonstrations", "demonstrations_heldout"];
     assert_eq!(stdout(&generated), tables.map(|t| format!("wrote {data}/{t}.parquet\n")).concat());
 
@@ -35,7 +36,15 @@ fn generate_then_label() {
 fn labelling_a_table_without_responses_fails_with_one_line() {
     let dir = TempDir::new().unwrap();
     let data = dir.path().to_str().unwrap();
-    stdout(&rlhf_task(&["generate", "--out", data, "--set", "demonstrations=10", "--set", "heldout_demonstrations=10"]));
+    stdout(&rlhf_task(&[
+        "generate",
+        "--out",
+        data,
+        "--set",
+        "demonstrations=10",
+        "--set",
+        "heldout_demonstrations=10",
+    ]));
     let (prompts, out) = (format!("{data}/prompts.parquet"), format!("{data}/comparisons.parquet"));
     let failed = rlhf_task(&["label", "--in", &prompts, "--out", &out]);
     assert_eq!(failed.status.code(), Some(1));

@@ -40,7 +40,12 @@ pub struct BatchStream {
 
 impl BatchStream {
     /// Examples of these lengths, batched with others of similar length (less padding).
-    pub fn length_bucketed(lengths: Vec<usize>, batch_size: usize, rng: TrainRng, resume: Option<&StreamPosition>) -> Result<Self> {
+    pub fn length_bucketed(
+        lengths: Vec<usize>,
+        batch_size: usize,
+        rng: TrainRng,
+        resume: Option<&StreamPosition>,
+    ) -> Result<Self> {
         Self::start(Order::LengthBucketed(lengths), batch_size, rng, resume)
     }
 
@@ -98,7 +103,8 @@ impl BatchStream {
     /// The next micro-batch, starting a new epoch when this one is used up.
     pub fn next_batch(&mut self) -> &[usize] {
         if self.position.batches as usize == self.batches.len() {
-            self.position = StreamPosition { epoch: self.position.epoch + 1, batches: 0, rng_state: rng_state(&self.rng) };
+            self.position =
+                StreamPosition { epoch: self.position.epoch + 1, batches: 0, rng_state: rng_state(&self.rng) };
             self.draw_epoch();
         }
         self.position.batches += 1;
@@ -139,7 +145,8 @@ mod tests {
         };
         assert_eq!(bucketed(None).batches_per_epoch(), 13);
         resumes_identically(bucketed);
-        let shuffled = |p: Option<&StreamPosition>| BatchStream::shuffled(23, 4, TrainRng::seed_from_u64(3), p).unwrap();
+        let shuffled =
+            |p: Option<&StreamPosition>| BatchStream::shuffled(23, 4, TrainRng::seed_from_u64(3), p).unwrap();
         assert_eq!(shuffled(None).batches_per_epoch(), 6);
         resumes_identically(shuffled);
     }

@@ -36,7 +36,10 @@ impl Judge for RewardJudge {
     }
 
     fn score(&self, items: &[(&str, &str)]) -> rlhf_data::Result<Option<Vec<f64>>> {
-        let scores = self.model.score(items).map_err(|e| rlhf_data::Error::Judge { judge: self.name(), message: e.to_string() })?;
+        let scores = self
+            .model
+            .score(items)
+            .map_err(|e| rlhf_data::Error::Judge { judge: self.name(), message: e.to_string() })?;
         Ok(Some(scores.into_iter().map(f64::from).collect()))
     }
 
@@ -54,8 +57,9 @@ pub fn judge_by_name(name: &str, run_dir: &Path, placement: Placement, seed: u64
     if let Some(dir) = name.strip_prefix("rm:") {
         return Ok(Box::new(RewardJudge::load(&resolve(run_dir, dir), placement)?));
     }
-    rlhf_task::judge_by_name(name, seed)
-        .ok_or_else(|| Error::Invalid(format!("unknown judge {name:?}: expected \"gold\", \"sim:panel\" or \"rm:<dir>\"")))
+    rlhf_task::judge_by_name(name, seed).ok_or_else(|| {
+        Error::Invalid(format!("unknown judge {name:?}: expected \"gold\", \"sim:panel\" or \"rm:<dir>\""))
+    })
 }
 
 /// The gold judge a config names (`""`: none): a judge that scores, by its `rlhf-task` name
@@ -64,7 +68,8 @@ pub fn gold_judge(name: &str, seed: u64) -> Result<Option<Box<dyn Judge>>> {
     if name.is_empty() {
         return Ok(None);
     }
-    let unknown = || Error::Invalid(format!("gold_judge {name:?} is not a scoring judge: expected \"gold\" or \"\" (none)"));
+    let unknown =
+        || Error::Invalid(format!("gold_judge {name:?} is not a scoring judge: expected \"gold\" or \"\" (none)"));
     let judge = rlhf_task::judge_by_name(name, seed).ok_or_else(unknown)?;
     match judge.score(&[])? {
         Some(_) => Ok(Some(judge)),

@@ -33,4 +33,6 @@ pub use error::{Error, Result};
 pub use metrics_log::MetricsLog;
 pub use stage::{resolve, Outcome, RunOptions, StageDir};
 pub use train_state::{TrainRng, TrainState};
-pub use trainer::{progress_bar, seed_for, trainable_variables, Phase, StepWork, TrainSpec, TrainStep, TrainSummary, Trainer};
+pub use trainer::{
+    progress_bar, seed_for, trainable_variables, Phase, StepWork, TrainSpec, TrainStep, TrainSummary, Trainer,
+};

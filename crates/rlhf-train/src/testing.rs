@@ -14,7 +14,12 @@ pub fn has_checkpoint(checkpoints: &Path) -> bool {
 
 /// Spawns `cmd`, waits (up to `timeout`) until `checkpoints` holds a checkpoint, and kills the
 /// process with SIGKILL; fails if it ended first or had already written `final_dir`.
-pub fn kill_after_first_checkpoint(cmd: &mut Command, checkpoints: &Path, final_dir: &Path, timeout: Duration) -> Result<()> {
+pub fn kill_after_first_checkpoint(
+    cmd: &mut Command,
+    checkpoints: &Path,
+    final_dir: &Path,
+    timeout: Duration,
+) -> Result<()> {
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting the stage")?;
     let deadline = Instant::now() + timeout;
     while !has_checkpoint(checkpoints) {

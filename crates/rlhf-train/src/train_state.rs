@@ -81,29 +81,17 @@ pub fn save(
     for (name, vs) in models {
         let file = model_file(name)?;
         let path = temp_dir.join(&file);
-        vs.save(&path)
-            .map_err(|err| Error::checkpoint(&path, err))?;
+        vs.save(&path).map_err(|err| Error::checkpoint(&path, err))?;
         files.push(file);
     }
     optimizer.save(temp_dir.join(OPTIMIZER_FILE))?;
     files.push(OPTIMIZER_FILE.to_owned());
-    let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        files,
-        state: state.clone(),
-    };
+    let manifest = Manifest { format_version: FORMAT_VERSION, files, state: state.clone() };
     let state_path = temp_dir.join(STATE_FILE);
-    let json = serde_json::to_string_pretty(&manifest).map_err(|source| Error::Json {
-        path: state_path.clone(),
-        source,
-    })?;
+    let json =
+        serde_json::to_string_pretty(&manifest).map_err(|source| Error::Json { path: state_path.clone(), source })?;
     fs::write(&state_path, json).map_err(|err| Error::io(&state_path, err))?;
-    for file in manifest
-        .files
-        .iter()
-        .map(String::as_str)
-        .chain([STATE_FILE])
-    {
+    for file in manifest.files.iter().map(String::as_str).chain([STATE_FILE]) {
         sync(&temp_dir.join(file))?;
     }
     sync(&temp_dir)?;
@@ -123,9 +111,7 @@ pub fn save(
 
 /// The newest complete checkpoint in `checkpoints_dir`, if any (a missing directory has none).
 pub fn latest(checkpoints_dir: &Path) -> Result<Option<PathBuf>> {
-    Ok(complete_checkpoints(checkpoints_dir)?
-        .pop()
-        .map(|(_, dir)| dir))
+    Ok(complete_checkpoints(checkpoints_dir)?.pop().map(|(_, dir)| dir))
 }
 
 /// Loads a checkpoint written by [`save`] into the named models (each store's variables are
@@ -175,7 +161,9 @@ pub fn restore_store(store: &VarStore, file: &Path) -> Result<()> {
     let mut saved: HashMap<String, Tensor> =
         Tensor::read_safetensors(file).map_err(|e| Error::checkpoint(file, e))?.into_iter().collect();
     for (name, var) in store.variables() {
-        let src = saved.remove(&name).ok_or_else(|| Error::checkpoint(file, format!("has no tensor `{name}` for this model")))?;
+        let src = saved
+            .remove(&name)
+            .ok_or_else(|| Error::checkpoint(file, format!("has no tensor `{name}` for this model")))?;
         if src.size() != var.size() {
             return Err(Error::checkpoint(
                 file,
@@ -202,11 +190,7 @@ pub fn prune(checkpoints_dir: &Path, keep_last: usize) -> Result<()> {
     let stale = complete.into_iter().take(excess).map(|(_, dir)| dir);
     let partial = list_dir(checkpoints_dir)?
         .into_iter()
-        .filter(|(name, _)| {
-            PARTIAL_PREFIXES
-                .iter()
-                .any(|prefix| name.starts_with(prefix))
-        })
+        .filter(|(name, _)| PARTIAL_PREFIXES.iter().any(|prefix| name.starts_with(prefix)))
         .map(|(_, dir)| dir);
     for dir in stale.chain(partial) {
         fs::remove_dir_all(&dir).map_err(|err| Error::io(&dir, err))?;
@@ -222,9 +206,7 @@ pub fn config_hash(config: &impl Serialize) -> Result<String> {
         .map_err(|err| Error::Invalid(format!("config cannot be serialized for hashing: {err}")))?;
     let hash = canonical
         .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        });
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3));
     Ok(format!("{hash:016x}"))
 }
 
@@ -232,10 +214,8 @@ pub fn config_hash(config: &impl Serialize) -> Result<String> {
 pub fn rng_state(rng: &TrainRng) -> Vec<u64> {
     let seed = rng.get_seed();
     let word_pos = rng.get_word_pos();
-    let mut words: Vec<u64> = seed
-        .chunks_exact(8)
-        .map(|chunk| u64::from_le_bytes(chunk.try_into().expect("8-byte chunk")))
-        .collect();
+    let mut words: Vec<u64> =
+        seed.chunks_exact(8).map(|chunk| u64::from_le_bytes(chunk.try_into().expect("8-byte chunk"))).collect();
     words.extend([rng.get_stream(), word_pos as u64, (word_pos >> 64) as u64]);
     words
 }
@@ -256,10 +236,7 @@ pub fn restore_rng(words: &[u64]) -> Result<TrainRng> {
 }
 
 fn model_file(name: &str) -> Result<String> {
-    let valid = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !valid || format!("{name}.safetensors") == OPTIMIZER_FILE {
         return Err(Error::Invalid(format!(
             "checkpoint model name `{name}` must be non-empty ASCII letters, digits, '-' or '_', and not `optimizer`"
@@ -274,8 +251,7 @@ fn complete_checkpoints(checkpoints_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
         .into_iter()
         .filter_map(|(name, dir)| Some((name.strip_prefix(STEP_PREFIX)?.parse().ok()?, dir)))
         .filter(|(_, dir)| {
-            read_manifest(dir)
-                .is_ok_and(|manifest| manifest.files.iter().all(|file| dir.join(file).is_file()))
+            read_manifest(dir).is_ok_and(|manifest| manifest.files.iter().all(|file| dir.join(file).is_file()))
         })
         .collect();
     found.sort();
@@ -292,15 +268,8 @@ fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut dirs = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|err| Error::io(dir, err))?;
-        if entry
-            .file_type()
-            .map_err(|err| Error::io(entry.path(), err))?
-            .is_dir()
-        {
-            dirs.push((
-                entry.file_name().to_string_lossy().into_owned(),
-                entry.path(),
-            ));
+        if entry.file_type().map_err(|err| Error::io(entry.path(), err))?.is_dir() {
+            dirs.push((entry.file_name().to_string_lossy().into_owned(), entry.path()));
         }
     }
     Ok(dirs)
@@ -309,17 +278,12 @@ fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 fn read_manifest(checkpoint_dir: &Path) -> Result<Manifest> {
     let path = checkpoint_dir.join(STATE_FILE);
     let text = fs::read_to_string(&path).map_err(|err| Error::io(&path, err))?;
-    let manifest: Manifest = serde_json::from_str(&text).map_err(|source| Error::Json {
-        path: path.clone(),
-        source,
-    })?;
+    let manifest: Manifest =
+        serde_json::from_str(&text).map_err(|source| Error::Json { path: path.clone(), source })?;
     if manifest.format_version != FORMAT_VERSION {
         return Err(Error::checkpoint(
             &path,
-            format!(
-                "format_version {} is not the supported {FORMAT_VERSION}",
-                manifest.format_version
-            ),
+            format!("format_version {} is not the supported {FORMAT_VERSION}", manifest.format_version),
         ));
     }
     Ok(manifest)
@@ -327,7 +291,5 @@ fn read_manifest(checkpoint_dir: &Path) -> Result<Manifest> {
 
 /// Flushes a file or directory to disk, so a rename that follows never exposes unwritten data.
 fn sync(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|file| file.sync_all())
-        .map_err(|err| Error::io(path, err))
+    File::open(path).and_then(|file| file.sync_all()).map_err(|err| Error::io(path, err))
 }

@@ -21,10 +21,10 @@ use rlhf_model::device::{peak_memory_bytes, seed_everything};
 use rlhf_model::{AdamW, LrSchedule};
 use tch::nn::VarStore;
 
-use crate::metrics_log::MetricsLog;
 use crate::batching::{BatchStream, StreamPosition};
 use crate::config::{OnNonFinite, TrainConfig};
 use crate::error::Error;
+use crate::metrics_log::MetricsLog;
 use crate::train_state::{self, TrainRng, TrainState};
 
 /// A stream seed for step, iteration or round `index` of a run seeded with `seed`.
@@ -161,7 +161,8 @@ impl Throughput {
 /// A progress bar over `unit`s (hidden off a terminal).
 pub fn progress_bar(enabled: bool, prefix: &str, unit: &str) -> ProgressBar {
     let bar = if enabled { ProgressBar::new(0) } else { ProgressBar::hidden() };
-    let template = format!("{{prefix}} {{bar:30}} {{pos}}/{{len}} {unit}  {{msg}}  [{{elapsed_precise}} < {{eta_precise}}]");
+    let template =
+        format!("{{prefix}} {{bar:30}} {{pos}}/{{len}} {unit}  {{msg}}  [{{elapsed_precise}} < {{eta_precise}}]");
     bar.set_style(ProgressStyle::with_template(&template).expect("a valid progress template"));
     bar.set_prefix(prefix.to_string());
     bar
@@ -198,13 +199,19 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
             tch::set_num_threads(spec.config.threads as i32);
         }
         let mut optimizer = AdamW::from_named(trainable_variables(&stores), spec.config.adamw.clone());
-        let resumed = train_state::resume(&spec.checkpoints, &stores, &mut optimizer, &spec.config_hash, &spec.config_file)?
-            .map(|(dir, state)| Resumed {
-                dir,
-                step: state.step,
-                position: StreamPosition { epoch: state.epoch, batches: state.data_position, rng_state: state.rng_state },
-                extra: state.extra,
-            });
+        let resumed = train_state::resume(
+            &spec.checkpoints,
+            &stores,
+            &mut optimizer,
+            &spec.config_hash,
+            &spec.config_file,
+        )?
+        .map(|(dir, state)| Resumed {
+            dir,
+            step: state.step,
+            position: StreamPosition { epoch: state.epoch, batches: state.data_position, rng_state: state.rng_state },
+            extra: state.extra,
+        });
         let step = resumed.as_ref().map_or(0, |r| r.step);
         let (prefix, owns) = (spec.metric_prefix.clone(), spec.owns_metric);
         metrics.rewind(resumed.as_ref().map(|r| r.step), |name| owns(&prefix, name))?;
@@ -314,7 +321,8 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
             let work = stage.backward(&micro, &mut self.interval.0)?;
             let grad_norm = self.optimizer.clip_grad_norm(max_norm).map_err(Error::from)?;
             let lr = phase.schedule.lr_at(phase_step);
-            let nonfinite = [("loss", work.loss), ("gradient norm", grad_norm)].into_iter().find(|(_, v)| !v.is_finite());
+            let nonfinite =
+                [("loss", work.loss), ("gradient norm", grad_norm)].into_iter().find(|(_, v)| !v.is_finite());
             match nonfinite {
                 None => self.optimizer.step(lr).map_err(Error::from)?,
                 Some((quantity, _)) => {

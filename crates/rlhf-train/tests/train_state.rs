@@ -11,13 +11,8 @@ use tch::nn::{self, Module, VarStore};
 use tch::{Device, Kind, Tensor};
 
 const TCH_SEED: u64 = 7;
-const SCHEDULE: LrSchedule = LrSchedule {
-    kind: ScheduleKind::Cosine,
-    peak_lr: 0.05,
-    warmup_steps: 2,
-    total_steps: 8,
-    min_lr_ratio: 0.1,
-};
+const SCHEDULE: LrSchedule =
+    LrSchedule { kind: ScheduleKind::Cosine, peak_lr: 0.05, warmup_steps: 2, total_steps: 8, min_lr_ratio: 0.1 };
 
 /// A tiny trainer: a linear layer fitted to random targets, with data from its own RNG and
 /// noise from libtorch's generator (re-seeded every step from the saved seed).
@@ -35,26 +30,16 @@ impl Trainer {
         let vs = VarStore::new(Device::Cpu);
         let layer = nn::linear(vs.root() / "layer", 4, 3, Default::default());
         let optimizer = AdamW::new(&vs, AdamWConfig::default());
-        Trainer {
-            vs,
-            layer,
-            optimizer,
-            rng: TrainRng::seed_from_u64(42),
-            step: 0,
-        }
+        Trainer { vs, layer, optimizer, rng: TrainRng::seed_from_u64(42), step: 0 }
     }
 
     fn train_step(&mut self) -> Result<()> {
-        let inputs: Vec<f32> = (0..8)
-            .map(|_| (self.rng.next_u32() % 1000) as f32 / 500.0 - 1.0)
-            .collect();
+        let inputs: Vec<f32> = (0..8).map(|_| (self.rng.next_u32() % 1000) as f32 / 500.0 - 1.0).collect();
         let inputs = Tensor::from_slice(&inputs).reshape([2, 4]);
         seed_everything(TCH_SEED + self.step);
         let targets = Tensor::randn([2, 3], (Kind::Float, Device::Cpu));
         self.optimizer.zero_grad();
-        let loss = (self.layer.forward(&inputs) - targets)
-            .square()
-            .mean(Kind::Float);
+        let loss = (self.layer.forward(&inputs) - targets).square().mean(Kind::Float);
         loss.backward();
         self.optimizer.clip_grad_norm(1.0)?;
         self.optimizer.step(SCHEDULE.lr_at(self.step))?;
@@ -75,21 +60,12 @@ impl Trainer {
     }
 
     fn save(&self, dir: &Path) -> Result<PathBuf> {
-        Ok(train_state::save(
-            dir,
-            &self.state(),
-            &[("model", &self.vs)],
-            &self.optimizer,
-        )?)
+        Ok(train_state::save(dir, &self.state(), &[("model", &self.vs)], &self.optimizer)?)
     }
 
     fn resume(checkpoint: &Path) -> Result<Self> {
         let mut trainer = Trainer::new();
-        let state = train_state::load(
-            checkpoint,
-            &[("model", &mut trainer.vs)],
-            &mut trainer.optimizer,
-        )?;
+        let state = train_state::load(checkpoint, &[("model", &mut trainer.vs)], &mut trainer.optimizer)?;
         trainer.rng = restore_rng(&state.rng_state)?;
         trainer.step = state.step;
         Ok(trainer)
@@ -123,8 +99,7 @@ fn a_resumed_run_finishes_bit_identical_to_an_uninterrupted_one() -> Result<()> 
     for _ in 3..8 {
         resumed.train_step()?;
     }
-    for ((name, original), (_, continued)) in uninterrupted.weights().iter().zip(resumed.weights())
-    {
+    for ((name, original), (_, continued)) in uninterrupted.weights().iter().zip(resumed.weights()) {
         assert!(original.equal(&continued), "{name} differs after resume");
     }
     assert_eq!(rng_state(&resumed.rng), rng_state(&uninterrupted.rng));
@@ -138,11 +113,7 @@ fn the_saved_state_round_trips() -> Result<()> {
     trainer.train_step()?;
     let checkpoint = trainer.save(dir.path())?;
     let mut fresh = Trainer::new();
-    let state = train_state::load(
-        &checkpoint,
-        &[("model", &mut fresh.vs)],
-        &mut fresh.optimizer,
-    )?;
+    let state = train_state::load(&checkpoint, &[("model", &mut fresh.vs)], &mut fresh.optimizer)?;
     assert_eq!(state, trainer.state());
     Ok(())
 }
@@ -165,10 +136,7 @@ fn latest_picks_the_highest_complete_step_and_ignores_partial_saves() -> Result<
     // one whose state lists a missing file, and one with a broken state file.
     let partial = dir.path().join(".tmp-step-11-999");
     std::fs::create_dir_all(&partial)?;
-    std::fs::copy(
-        step_10.join("model.safetensors"),
-        partial.join("model.safetensors"),
-    )?;
+    std::fs::copy(step_10.join("model.safetensors"), partial.join("model.safetensors"))?;
     copy_dir(&step_10, &dir.path().join("step-12"))?;
     std::fs::remove_file(dir.path().join("step-12/train_state.json"))?;
     copy_dir(&step_10, &dir.path().join("step-13"))?;
@@ -177,11 +145,7 @@ fn latest_picks_the_highest_complete_step_and_ignores_partial_saves() -> Result<
     std::fs::write(dir.path().join("step-14/train_state.json"), "{\"step\": ")?;
     std::fs::create_dir_all(dir.path().join("step-notanumber"))?;
 
-    assert_eq!(
-        train_state::latest(dir.path())?,
-        Some(step_10.clone()),
-        "step-10 sorts after step-9"
-    );
+    assert_eq!(train_state::latest(dir.path())?, Some(step_10.clone()), "step-10 sorts after step-9");
     Ok(())
 }
 
@@ -197,20 +161,9 @@ fn saving_a_step_again_replaces_it() -> Result<()> {
     });
     let checkpoint = trainer.save(dir.path())?;
     let mut fresh = Trainer::new();
-    train_state::load(
-        &checkpoint,
-        &[("model", &mut fresh.vs)],
-        &mut fresh.optimizer,
-    )?;
-    assert_eq!(
-        Vec::<f32>::try_from(&fresh.vs.variables()["layer.bias"])?,
-        vec![3.0; 3]
-    );
-    assert_eq!(
-        subdirectories(dir.path()),
-        ["step-1"],
-        "no temp or old directory is left"
-    );
+    train_state::load(&checkpoint, &[("model", &mut fresh.vs)], &mut fresh.optimizer)?;
+    assert_eq!(Vec::<f32>::try_from(&fresh.vs.variables()["layer.bias"])?, vec![3.0; 3]);
+    assert_eq!(subdirectories(dir.path()), ["step-1"], "no temp or old directory is left");
     Ok(())
 }
 
@@ -236,23 +189,10 @@ fn loading_a_model_the_checkpoint_lacks_is_an_error() -> Result<()> {
     trainer.train_step()?;
     let checkpoint = trainer.save(dir.path())?;
     let mut fresh = Trainer::new();
-    let error = train_state::load(
-        &checkpoint,
-        &[("value", &mut fresh.vs)],
-        &mut fresh.optimizer,
-    )
-    .unwrap_err();
-    assert!(
-        error.to_string().contains("holds no model named `value`"),
-        "{error}"
-    );
-    let error = train_state::save(
-        dir.path(),
-        &trainer.state(),
-        &[("../x", &trainer.vs)],
-        &trainer.optimizer,
-    )
-    .unwrap_err();
+    let error = train_state::load(&checkpoint, &[("value", &mut fresh.vs)], &mut fresh.optimizer).unwrap_err();
+    assert!(error.to_string().contains("holds no model named `value`"), "{error}");
+    let error =
+        train_state::save(dir.path(), &trainer.state(), &[("../x", &trainer.vs)], &trainer.optimizer).unwrap_err();
     assert!(error.to_string().contains("model name `../x`"), "{error}");
     Ok(())
 }
@@ -266,14 +206,8 @@ fn rng_state_continues_the_same_sequence() -> Result<()> {
     }
     let mut restored = restore_rng(&rng_state(&rng))?;
     let expected: Vec<u64> = (0..5).map(|_| rng.next_u64()).collect();
-    assert_eq!(
-        (0..5).map(|_| restored.next_u64()).collect::<Vec<_>>(),
-        expected
-    );
-    assert!(restore_rng(&[1, 2, 3])
-        .unwrap_err()
-        .to_string()
-        .contains("7 words"));
+    assert_eq!((0..5).map(|_| restored.next_u64()).collect::<Vec<_>>(), expected);
+    assert!(restore_rng(&[1, 2, 3]).unwrap_err().to_string().contains("7 words"));
     Ok(())
 }
 
@@ -282,18 +216,9 @@ fn config_hash_is_stable_and_sensitive() -> Result<()> {
     let hash = config_hash(&SCHEDULE)?;
     assert_eq!(hash, config_hash(&SCHEDULE)?);
     assert_eq!(hash.len(), 16);
-    assert_ne!(
-        hash,
-        config_hash(&LrSchedule {
-            peak_lr: 0.06,
-            ..SCHEDULE
-        })?
-    );
+    assert_ne!(hash, config_hash(&LrSchedule { peak_lr: 0.06, ..SCHEDULE })?);
     // The value is part of every saved checkpoint: changing the hash function breaks resumes.
-    assert_eq!(
-        config_hash(&serde_json::json!({ "lr": 0.001, "steps": 10 }))?,
-        "8d799ffe9059bec8"
-    );
+    assert_eq!(config_hash(&serde_json::json!({ "lr": 0.001, "steps": 10 }))?, "8d799ffe9059bec8");
     Ok(())
 }
 

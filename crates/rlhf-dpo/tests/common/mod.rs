@@ -49,7 +49,9 @@ pub fn comparisons(n: usize) -> Vec<Comparison> {
         .zip(demos.iter().cycle().skip(1))
         .take(n)
         .enumerate()
-        .map(|(i, (d, other))| (format!("pair-{i:04}"), d.prompt.clone(), d.response.clone(), format!(" Whatever.{}", other.response)))
+        .map(|(i, (d, other))| {
+            (format!("pair-{i:04}"), d.prompt.clone(), d.response.clone(), format!(" Whatever.{}", other.response))
+        })
         .collect();
     Panel::default().label_pairs(7, &pairs).0
 }

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
 use rlhf_model::{CausalLm, DType, DeviceArgs, DeviceChoice, SequenceClassifier, SpecialTokens, Tokenizer};
-use rlhf_task::TaskConfig;
 use rlhf_ppo::config::{CriticKind, RewardModelEntry};
 use rlhf_ppo::{Outcome, PpoConfig, RunOptions, TrainSummary};
+use rlhf_task::TaskConfig;
 
 pub fn cpu() -> RunOptions {
     let device = DeviceArgs { device: DeviceChoice::Cpu, dtype: DType::F32 };

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use rlhf_data::Comparison;
 use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
 use rlhf_model::{CausalLm, DType, DeviceArgs, DeviceChoice, SpecialTokens, Tokenizer};
-use rlhf_task::TaskConfig;
 use rlhf_reward::config::TrainConfig;
 use rlhf_reward::{RewardConfig, RunOptions};
+use rlhf_task::TaskConfig;
 
 pub fn cpu() -> RunOptions {
     let device = DeviceArgs { device: DeviceChoice::Cpu, dtype: DType::F32 };
@@ -48,8 +48,14 @@ pub fn tiny_policy(dir: &Path) -> PathBuf {
 /// Comparisons on the task's training prompts that a tiny model learns quickly: the chosen
 /// response is polite and positive, the rejected one negative (the gold judge agrees).
 pub fn easy_comparisons(n: usize) -> Vec<Comparison> {
-    let prompts = rlhf_task::generate(&TaskConfig { seed: 1, heldout_prompts: 10, demonstrations: 0, heldout_demonstrations: 0, corpus_documents: 0 })
-        .train_prompts;
+    let prompts = rlhf_task::generate(&TaskConfig {
+        seed: 1,
+        heldout_prompts: 10,
+        demonstrations: 0,
+        heldout_demonstrations: 0,
+        corpus_documents: 0,
+    })
+    .train_prompts;
     let good = ["lovely", "wonderful", "bright", "gentle", "charming"];
     let bad = ["dull", "ugly", "boring", "awful", "gloomy"];
     (0..n)

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use rlhf_data::Demonstration;
 use rlhf_model::{DType, DeviceArgs, DeviceChoice};
-use rlhf_task::TaskConfig;
 use rlhf_sft::config::{BaseConfig, BaseModelConfig, CorpusConfig, TokenizerConfig};
 use rlhf_sft::{Outcome, RunOptions, SftConfig, TrainConfig};
+use rlhf_task::TaskConfig;
 
 pub fn cpu() -> RunOptions {
     let device = DeviceArgs { device: DeviceChoice::Cpu, dtype: DType::F32 };
