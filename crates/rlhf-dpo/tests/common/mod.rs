@@ -70,7 +70,7 @@ pub fn config(policy: &Path, comparisons: &Path) -> DpoConfig {
     config.data.heldout_fraction = 0.2;
     config.data.max_prompt_len = 64;
     config.data.max_response_len = 64;
-    let task_dir = comparisons.parent().expect("a file in a directory").join("task");
+    let task_dir = policy.parent().expect("a policy directory in a directory").join("task");
     config.online.prompts = rlhf_task::write_task(&small_task(), &task_dir).unwrap().train_prompts;
     config.online.max_new_tokens = 24;
     config.train = TrainConfig {
