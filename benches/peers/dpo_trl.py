@@ -26,8 +26,8 @@ import time
 import torch
 import torch.nn.functional as F
 import transformers
-from peer_common import peak_rss_mb, read_ours, summarize_pair_cases, word_level_tokenizer, write_report
-from transformers import LlamaConfig, LlamaForCausalLM
+from peer_common import bench_model, peak_rss_mb, read_ours, summarize_pair_cases, word_level_tokenizer, write_report
+from transformers import LlamaForCausalLM
 
 PAIRS, BATCH, STEPS, WARMUP = 96, 8, 12, 2
 PROMPT_LEN, RESPONSE_LEN = 64, 64
@@ -37,9 +37,7 @@ BETA, LR = 0.1, 1e-5
 
 def make_model():
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=256, intermediate_size=768, num_hidden_layers=8,
-                      num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=1024,
-                      tie_word_embeddings=False, bos_token_id=2, eos_token_id=EOS, pad_token_id=PAD)
+    cfg = bench_model("llama-8k", bos_token_id=2, eos_token_id=EOS, pad_token_id=PAD)
     return LlamaForCausalLM(cfg)
 
 

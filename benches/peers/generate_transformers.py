@@ -18,7 +18,8 @@ import time
 
 import torch
 import transformers
-from transformers import LlamaConfig, LlamaForCausalLM
+from peer_common import bench_model
+from transformers import LlamaForCausalLM
 
 PROMPT_LEN = 16
 NEW_TOKENS = 128
@@ -33,9 +34,7 @@ def main():
         torch.set_num_threads(int(os.environ["RLHF_BENCH_THREADS"]))
     threads = torch.get_num_threads()
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=8192, hidden_size=256, intermediate_size=768, num_hidden_layers=8,
-                      num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=1024,
-                      tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    cfg = bench_model("llama-8k", bos_token_id=1, eos_token_id=2, pad_token_id=0)
     model = LlamaForCausalLM(cfg).eval()
     params = sum(p.numel() for p in model.parameters())
     print(f"transformers {transformers.__version__}, torch {torch.__version__}: {params / 1e6:.1f}M parameters, "

@@ -9,6 +9,16 @@ import resource
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def bench_model(name, **token_ids):
+    """The benchmark model `benches/models/<name>.json` (the Rust bench reads the same file), with
+    the token ids the case uses."""
+    from transformers import LlamaConfig
+    cfg = LlamaConfig.from_json_file(os.path.join(ROOT, "benches", "models", f"{name}.json"))
+    for key, value in token_ids.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
 def bench_dir():
     return os.environ.get("RLHF_BENCH_DIR", os.path.join(ROOT, "target", "bench"))
 

@@ -1,7 +1,24 @@
-//! What the workspace's benchmarks (`cargo xtask bench`) share: the process's CPU time and peak
-//! memory, and writing the JSON report to `$RLHF_BENCH_DIR` (default `<workspace>/target/bench`).
+//! What the workspace's benchmarks (`cargo xtask bench`) share: the benchmark models
+//! (`benches/models/*.json`, Hugging Face `config.json`s the peer scripts read too), the process's
+//! CPU time and peak memory, and writing the JSON report to `$RLHF_BENCH_DIR` (default
+//! `<workspace>/target/bench`).
 
 use std::path::PathBuf;
+
+/// The benchmark model `benches/models/<name>.json`.
+pub fn model_file(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../benches/models").join(format!("{name}.json"))
+}
+
+/// How a report describes the benchmark model `name`: its config, its parameter count and dtype.
+pub fn model_report(name: &str, parameters: i64) -> std::io::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(model_file(name))?;
+    let mut model: serde_json::Value = serde_json::from_str(&text)?;
+    model["name"] = name.into();
+    model["parameters"] = parameters.into();
+    model["dtype"] = "float32".into();
+    Ok(model)
+}
 
 /// CPU time (user + system, all threads) of this process in seconds, steadier than wall time on a
 /// busy machine; NaN where `/proc` does not report it. `/proc` counts USER_HZ ticks, 100 a second.

@@ -3,12 +3,10 @@
 //! The only place in the crate that reads argv or the environment (`RUST_LOG`) and installs a
 //! tracing subscriber. Errors are printed as one `error: …` line on stderr, with exit code 1.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rlhf_data::{import, inspect, validate_table, Format, ImportOptions, Kind};
+use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
 #[command(name = "rlhf-data", version, about = "Import, inspect and validate rlhf-rs data tables")]
@@ -106,29 +104,4 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    rlhf_data::cli::run_main("warn", || run(cli))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn the_cli_is_well_formed() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn help() {
-        let mut cli = Cli::command();
-        cli.build();
-        insta::assert_snapshot!("rlhf-data", cli.render_long_help().to_string());
-        for name in ["import", "inspect", "validate"] {
-            let command = cli.find_subcommand_mut(name).expect("a subcommand");
-            insta::assert_snapshot!(name, command.render_long_help().to_string());
-        }
-    }
-}
+rlhf_data::binary_main!("warn", run);

@@ -149,6 +149,28 @@ fn parquet_inputs_in_hf_layouts() {
     insta::assert_yaml_snapshot!("ultrafeedback.parquet", records);
 }
 
+/// Tables written by pyarrow, pandas, polars and DuckDB with their defaults (snappy; zstd for
+/// polars) and by pyarrow with every other codec: all import to the same demonstrations.
+#[test]
+fn parquet_from_the_ecosystem_in_every_default_codec() {
+    let defaults = ["pyarrow_default", "pandas_default", "polars_default", "duckdb_default"];
+    let codecs = ["pyarrow_gzip", "pyarrow_lz4", "pyarrow_brotli", "pyarrow_zstd", "pyarrow_none"];
+    for name in defaults.into_iter().chain(codecs) {
+        let input = fixture(&format!("parquet/{name}.parquet"));
+        let records = import_auto::<Demonstration>(&input, Kind::Demonstrations, Format::PromptResponse);
+        let pairs: Vec<(&str, &str)> = records.iter().map(|r| (r.prompt.as_str(), r.response.as_str())).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("What is the capital of France?", " The capital of France is Paris."),
+                ("Name a colour.", " Blue."),
+                ("Say hello in Spanish. ¿Sí?", " Hola."),
+            ],
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn a_large_file_keeps_line_numbers_and_ids_across_blocks() {
     let dir = TempDir::new().unwrap();

@@ -19,7 +19,7 @@ use rlhf_dpo::data::Pair;
 use rlhf_dpo::reference::Reference;
 use rlhf_dpo::trainer::{TrainJob, Trainer};
 use rlhf_dpo::LossConfig;
-use rlhf_model::{CausalLm, LlamaConfig, ModelConfig};
+use rlhf_model::{CausalLm, ModelConfig};
 use rlhf_train::{StageDir, TrainRng};
 use tch::{Device, Kind};
 
@@ -32,11 +32,9 @@ const RESPONSE_LEN: usize = 64;
 const EOS: i64 = 1;
 const PAD: i64 = 0;
 
-/// The benchmark model: shared with the generate bench and the peer script (keep in sync).
-fn bench_config() -> ModelConfig {
-    let mut l = LlamaConfig::new(8192, 256, 768, 8, 8, 4);
-    l.max_position_embeddings = 1024;
-    ModelConfig::llama(l)
+/// The benchmark model, `benches/models/llama-8k.json`: the peer script reads the same file.
+fn bench_config() -> anyhow::Result<ModelConfig> {
+    Ok(ModelConfig::from_file(rlhf_bench::model_file("llama-8k"))?)
 }
 
 /// Random pairs; responses end with eos (as the tokenizer rule makes them).
@@ -70,7 +68,7 @@ fn main() -> anyhow::Result<()> {
     tch::set_num_threads(threads);
     let started = Instant::now();
     tch::manual_seed(0);
-    let policy = CausalLm::new(bench_config(), Device::Cpu, Kind::Float)?;
+    let policy = CausalLm::new(bench_config()?, Device::Cpu, Kind::Float)?;
     let params: i64 = policy.trainable_variables().iter().map(|(_, t)| t.numel() as i64).sum();
     println!("dpo bench: {:.1}M parameters, {threads} threads, {BATCH} pairs/step, prompt {PROMPT_LEN}, responses {RESPONSE_LEN}", params as f64 / 1e6);
 
@@ -129,13 +127,7 @@ fn main() -> anyhow::Result<()> {
         "engine": "rlhf-dpo (tch)",
         "device": "cpu",
         "threads": threads,
-        "model": {
-            "family": "llama",
-            "parameters": params,
-            "vocab_size": 8192, "hidden_size": 256, "intermediate_size": 768,
-            "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 4,
-            "dtype": "float32",
-        },
+        "model": rlhf_bench::model_report("llama-8k", params)?,
         "loss": "sigmoid",
         "batch_pairs": BATCH,
         "prompt_len": PROMPT_LEN,

@@ -8,8 +8,8 @@ use rlhf_train::{config::ensure, resolve};
 pub use rlhf_train::{LoraSection, TrainConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
 use crate::loss::LossConfig;
+use crate::Result;
 
 /// Everything one `rlhf-dpo` run does.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

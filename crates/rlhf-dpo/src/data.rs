@@ -11,8 +11,8 @@ use rlhf_data::Comparison;
 use rlhf_model::{build_batch, sequence_logprobs, CausalLm, LogprobOptions, PaddingSide, Tokenizer};
 use tch::{Kind, Tensor};
 
-use crate::error::{Error, Result};
 use crate::loss::{PolicyLogps, ReferenceLogps};
+use crate::{Error, Result};
 
 /// One comparison as token ids.
 #[derive(Clone, Debug, Default, PartialEq)]

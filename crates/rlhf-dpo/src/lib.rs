@@ -10,7 +10,6 @@
 
 pub mod config;
 pub mod data;
-mod error;
 pub mod loss;
 pub mod online;
 pub mod reference;
@@ -18,9 +17,8 @@ pub mod stage;
 pub mod trainer;
 
 pub use config::DpoConfig;
-pub use error::{Error, Result};
 pub use loss::{LossConfig, LossKind};
-pub use rlhf_train::RunOptions;
+pub use rlhf_train::{Error, Result, RunOptions};
 pub use trainer::{PreferenceStats, TrainSummary};
 
 /// The stage directory inside a run directory.

@@ -1,11 +1,9 @@
 //! The `rlhf-dpo` binary: parses the command line, loads the TOML config with `--set` overrides,
 //! picks device and dtype, installs the log subscriber, and prints one `error: ...` line on failure.
 
-use std::process::ExitCode;
-
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use rlhf_dpo::{DpoConfig, Outcome};
-use rlhf_train::cli::StageArgs;
+use rlhf_train::cli::{StageCli, TrainOnly};
 
 #[derive(Parser)]
 #[command(
@@ -16,24 +14,15 @@ use rlhf_train::cli::StageArgs;
         Trains the policy (default <run-dir>/sft/final) on <run-dir>/data/comparisons.parquet, and/or on pairs \
         it samples and has labelled in online rounds, into <run-dir>/dpo/final/. Relative paths in the config \
         resolve against the run directory. Resumes from its newest checkpoint when interrupted and skips when \
-        its final model exists.",
-    args_conflicts_with_subcommands = true
+        its final model exists."
 )]
 struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
     #[command(flatten)]
-    train: StageArgs,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Train the policy on preference pairs (the default).
-    Train(StageArgs),
+    command: StageCli<TrainOnly>,
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let Command::Train(args) = cli.command.unwrap_or(Command::Train(cli.train));
+    let args = cli.command.into_args();
     let config: DpoConfig = args.load_config()?;
     let options = args.options()?;
     match rlhf_dpo::stage::run(&config, &args.run_dir, &options)? {
@@ -57,19 +46,4 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    rlhf_train::cli::run_main("info", || run(cli))
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::CommandFactory;
-
-    #[test]
-    fn help() {
-        let mut cli = super::Cli::command();
-        cli.build();
-        insta::assert_snapshot!("help", cli.render_long_help().to_string());
-    }
-}
+rlhf_data::binary_main!("info", run);

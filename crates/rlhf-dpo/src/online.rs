@@ -12,7 +12,7 @@ use rlhf_task::Panel;
 use rlhf_train::TrainRng;
 
 use crate::config::{Labeler, OnlineConfig};
-use crate::error::Result;
+use crate::Result;
 
 /// `(id, prompt, response a, response b)`: what annotators are shown.
 pub type SampledPair = (String, String, String, String);

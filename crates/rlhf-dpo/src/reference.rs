@@ -16,8 +16,8 @@ use rlhf_data::{Comparison, Table, TableReader, TableWriter};
 use rlhf_model::{CausalLm, Placement};
 
 use crate::data::{live_reference, Fnv, Limits, Pair};
-use crate::error::{Error, Result};
 use crate::loss::ReferenceLogps;
+use crate::{Error, Result};
 
 /// Column of the chosen response's summed reference log-prob.
 pub const CHOSEN_COLUMN: &str = "ref_chosen_logp";

@@ -12,29 +12,19 @@ use rlhf_data::config::write_config;
 use rlhf_data::{read_records, read_table, write_records, Comparison, Prompt, Table};
 use rlhf_model::device::seed_everything;
 use rlhf_model::{CausalLm, Placement, Tokenizer};
+use rlhf_train::stage::require_checkpoint_dir;
 use rlhf_train::{train_state, StageDir};
 
 use crate::config::{DpoConfig, Labeler, ReferenceMode};
 use crate::data::{is_heldout, tokenize, Limits, Pair};
-use crate::error::{Error, Result};
 use crate::online;
 use crate::reference::{cache_key, cache_path, read_cache, write_cache, Reference, ReferenceSpec};
 use crate::trainer::{TrainJob, Trainer};
+use crate::{Error, Result};
 use crate::{Outcome, RunOptions, STAGE_DIR};
 
 /// Online rounds' comparisons inside the stage directory.
 pub const ROUNDS_DIR: &str = "rounds";
-
-fn require_dir(dir: &Path, setting: &str, hint: &str) -> Result<()> {
-    if dir.is_dir() {
-        Ok(())
-    } else {
-        Err(Error::File {
-            path: dir.to_path_buf(),
-            message: format!("{setting}: checkpoint directory not found ({hint})"),
-        })
-    }
-}
 
 fn read_comparisons(path: &Path) -> Result<Table<Comparison>> {
     let table = read_table::<Comparison>(path)?;
@@ -137,20 +127,20 @@ struct Inputs {
 impl Inputs {
     fn load(config: &DpoConfig, placement: Placement) -> Result<Self> {
         let policy_dir = &config.model.policy;
-        require_dir(policy_dir, "model.policy", "the SFT model: run `rlhf-sft` first or set model.policy")?;
+        require_checkpoint_dir(policy_dir, "model.policy", "the SFT model: run `rlhf-sft` first or set model.policy")?;
         let separate_reference = !config.model.reference.as_os_str().is_empty();
         let reference = ReferenceSpec {
             adapters_off: config.lora.enabled && !separate_reference,
             dir: if separate_reference { config.model.reference.clone() } else { policy_dir.clone() },
         };
-        require_dir(
+        require_checkpoint_dir(
             &reference.dir,
             "model.reference",
             "set it to a checkpoint, or leave it empty for the starting policy",
         )?;
         let online = &config.online;
         if online.rounds > 0 && online.labeler == Labeler::RewardModel {
-            require_dir(
+            require_checkpoint_dir(
                 &online.reward_model,
                 "online.reward_model",
                 "run `rlhf-reward` first or use labeler = \"panel\"",

@@ -14,10 +14,10 @@ use tch::{Kind, Tensor};
 
 use crate::config::TrainConfig;
 use crate::data::{cached_reference, policy_logps, Pair};
-use crate::error::{Error, Result};
 use crate::loss::{LossConfig, PairTerms, PolicyLogps, ReferenceLogps};
 use crate::online::RoundStats;
 use crate::reference::Reference;
+use crate::{Error, Result};
 
 /// Name of the trainable tensors' file in a checkpoint.
 const CHECKPOINT_MODEL: &str = "policy";
@@ -178,8 +178,7 @@ impl TrainStep for PairStep<'_> {
     const EXAMPLES: &'static str = "pairs";
 
     fn backward(&mut self, micro: &[&[usize]], interval: &mut Totals) -> Result<StepWork> {
-        let micro: Vec<Vec<&Pair>> =
-            micro.iter().map(|batch| batch.iter().map(|&i| &self.pairs[i]).collect()).collect();
+        let micro = rlhf_train::gather(&self.pairs, micro);
         let step_pairs: usize = micro.iter().map(Vec::len).sum();
         let step_chosen_tokens: usize = micro.iter().flatten().map(|p| p.chosen.len()).sum();
         let mut loss = 0.0;
@@ -232,17 +231,8 @@ impl<'a> Trainer<'a> {
     /// Sets up the optimizer and metrics, continuing from the newest checkpoint in `job.dir` when
     /// there is one (then [`Self::resume_point`] tells which round to continue).
     pub fn new(policy: &'a CausalLm, live_reference: Option<Reference>, mut job: TrainJob<'a>) -> Result<Self> {
-        let spec = TrainSpec {
-            name: crate::STAGE_DIR.to_string(),
-            config: job.train,
-            checkpoints: job.dir.checkpoints(),
-            config_file: job.dir.config_file(),
-            config_hash: job.config_hash.clone(),
-            seed: job.seed,
-            metric_prefix: String::new(),
-            owns_metric: |_, _| true,
-            progress: job.progress,
-        };
+        let spec =
+            TrainSpec::for_stage(crate::STAGE_DIR, job.train, job.dir, job.config_hash.clone(), job.seed, job.progress);
         let mut step = PairStep {
             policy,
             live_reference,
@@ -259,7 +249,7 @@ impl<'a> Trainer<'a> {
             Some(resumed) => {
                 let field = |name: &str| resumed.extra.get(name).and_then(serde_json::Value::as_u64);
                 let (Some(round), Some(round_step)) = (field("round"), field("round_step")) else {
-                    return Err(Error::Resume {
+                    return Err(Error::Checkpoint {
                         path: resumed.dir.clone(),
                         message: "has no round in its train state".into(),
                     });

@@ -4,26 +4,19 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::path::Path;
+use std::process::Command;
 
 use anyhow::{ensure, Result};
 use rlhf_data::config::write_config;
 use rlhf_dpo::DpoConfig;
-use rlhf_train::testing::{assert_same_tensors, kill_after_first_checkpoint};
+use rlhf_train::testing::{assert_kill_resume_identical, assert_one_error_line};
 
 fn dpo(config: &Path, run_dir: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlhf-dpo"));
     cmd.arg("--config").arg(config).arg("--run-dir").arg(run_dir).args(["--device", "cpu"]).args(extra);
     cmd.env("RUST_LOG", "warn");
     cmd
-}
-
-fn run_ok(cmd: &mut Command) -> Result<Output> {
-    let out = cmd.output()?;
-    ensure!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(out)
 }
 
 #[test]
@@ -40,43 +33,13 @@ fn a_killed_run_resumes_to_the_same_weights() -> Result<()> {
     let config_path = tmp.path().join("dpo.toml");
     write_config(&config, &config_path)?;
 
-    let whole = tmp.path().join("whole");
-    run_ok(&mut dpo(&config_path, &whole, &[]))?;
-
-    let killed = tmp.path().join("killed");
-    let (checkpoints, final_dir) = (killed.join("dpo/checkpoints"), killed.join("dpo/final"));
-    kill_after_first_checkpoint(
-        &mut dpo(&config_path, &killed, &[]),
-        &checkpoints,
-        &final_dir,
-        Duration::from_secs(120),
-    )?;
-
-    let out = run_ok(dpo(&config_path, &killed, &[]).env("RUST_LOG", "info"))?;
-    let log = String::from_utf8_lossy(&out.stderr);
-    ensure!(log.contains("resuming"), "did not resume:\n{log}");
-
-    assert_same_tensors(&whole.join("dpo/final/model.safetensors"), &final_dir.join("model.safetensors"))?;
-    let rows = |dir: &PathBuf| -> Result<Vec<(u64, String, i64)>> {
-        let metrics: Vec<rlhf_data::Metric> = rlhf_data::read_records(dir.join("dpo/metrics.parquet"))?;
-        Ok(metrics
-            .into_iter()
-            .filter(|m| !["tokens_per_s", "pairs_per_s", "peak_memory_bytes"].contains(&m.name.as_str()))
-            .map(|m| (m.step, m.name, (m.value * 1e6).round() as i64))
-            .collect())
-    };
-    assert_eq!(rows(&whole)?, rows(&killed)?, "metrics rows after resume");
+    assert_kill_resume_identical(tmp.path(), "dpo", |run_dir| dpo(&config_path, run_dir, &[]))?;
     Ok(())
 }
 
 /// Runs the binary expecting failure: one `error:` line naming `needle`, and no `dpo/` written.
 fn fails(mut cmd: Command, run_dir: &Path, needle: &str) -> Result<()> {
-    let out = cmd.output()?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(!out.status.success(), "succeeded on bad input");
-    let lines: Vec<&str> = stderr.lines().collect();
-    ensure!(lines.len() == 1 && lines[0].starts_with("error: "), "not one error line: {stderr}");
-    ensure!(lines[0].contains(needle), "{:?} does not name {needle:?}", lines[0]);
+    assert_one_error_line(&mut cmd, needle)?;
     ensure!(!run_dir.join("dpo").exists(), "bad input left {}", run_dir.join("dpo").display());
     Ok(())
 }

@@ -4,8 +4,7 @@
 use rlhf_data::Judge;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::judges::{scorer, scorer_names};
+use crate::Result;
 
 /// The report's settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -91,11 +90,7 @@ impl EvalConfig {
     /// The judge `gold_judge` names (seeded with `seed`), `None` for ""; a name that is no judge, or
     /// a judge that gives no scores, is an error naming the setting and the names it accepts.
     pub fn gold_judge(&self) -> Result<Option<Box<dyn Judge>>> {
-        if self.gold_judge.is_empty() {
-            return Ok(None);
-        }
-        let accepted = [scorer_names(), vec!["\"\" (none)".into()]].concat();
-        scorer("gold_judge", &self.gold_judge, self.seed, accepted).map(Some)
+        rlhf_train::judges::gold_judge(&self.gold_judge, self.seed)
     }
 }
 

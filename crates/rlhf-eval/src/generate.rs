@@ -14,7 +14,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use rlhf_data::{read_records, Demonstration, Prompt, Record, TableWriter};
 use rlhf_model::{generate_from_tokens, CausalLm, GenerationConfig, Placement, Tokenizer};
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// How to sample.
 #[derive(Clone, Debug, PartialEq)]

@@ -3,18 +3,16 @@
 //!
 //! [`report`] evaluates every policy of a run directory on held-out prompts and [`render`] writes
 //! `<run>/eval/` (report.md, report.html, headline.md, metrics.parquet, PNG [`plots`]); [`score`]
-//! backs the `logprobs` and `compare` tools; [`judges`] finds the judges they name (the report's gold
-//! judge, [`config::EvalConfig::gold_judge()`], and `compare --judge`). The library takes config
+//! backs the `logprobs` and `compare` tools; the judges they name (the report's gold judge,
+//! `compare --judge`) come from `rlhf_train::judges`. The library takes config
 //! structs and writes files; the binary only parses the command line.
 
 pub mod config;
-mod error;
 pub mod generate;
-pub mod judges;
 pub mod plots;
 pub mod render;
 pub mod report;
 pub mod score;
 pub mod stats;
 
-pub use error::{Error, Result};
+pub use rlhf_train::{Error, Result};

@@ -3,16 +3,15 @@
 //! `compare` score tables. It parses the command line, picks device and dtype, installs the log
 //! subscriber, and prints one `error: ...` line on failure.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-
 use clap::{Args, Parser, Subcommand};
 use rlhf_eval::config::EvalConfig;
 use rlhf_eval::generate::{generate_file, SampleConfig};
-use rlhf_eval::judges::{scorer, scorer_names};
 use rlhf_eval::render::write_report;
 use rlhf_eval::report::evaluate;
 use rlhf_eval::score::{compare_files, logprobs_file};
+use rlhf_train::cli::TableArgs;
+use rlhf_train::judges::{scorer, scorer_names};
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
@@ -94,11 +93,8 @@ struct LogprobsArgs {
     /// The policy: a Hugging Face causal-LM checkpoint directory with its tokenizer.
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
-    /// A table with prompt and response columns (other columns are kept).
-    #[arg(long, value_name = "IN.parquet")]
-    data: PathBuf,
-    #[arg(long, value_name = "OUT.parquet")]
-    out: PathBuf,
+    #[command(flatten)]
+    table: TableArgs,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     #[command(flatten)]
@@ -139,8 +135,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match command {
         Command::Report(args) => report(&args)?,
         Command::Logprobs(args) => {
-            let rows = logprobs_file(&args.model, &args.data, &args.out, args.batch_size, args.device.resolve()?)?;
-            tracing::info!(rows, out = %args.out.display(), "scored");
+            let rows =
+                logprobs_file(&args.model, &args.table.data, &args.table.out, args.batch_size, args.device.resolve()?)?;
+            tracing::info!(rows, out = %args.table.out.display(), "scored");
         }
         Command::Compare(args) => {
             let judge = scorer("--judge", &args.judge, args.seed, scorer_names())?;
@@ -178,25 +175,4 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    rlhf_data::cli::run_main("info", || run(cli))
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::CommandFactory;
-
-    #[test]
-    fn help() {
-        let mut cli = super::Cli::command();
-        cli.build();
-        insta::assert_snapshot!("help", cli.render_long_help().to_string());
-        let generate = cli.find_subcommand_mut("generate").expect("a generate subcommand");
-        insta::assert_snapshot!("help_generate", generate.render_long_help().to_string());
-        for name in ["report", "logprobs", "compare"] {
-            let sub = cli.find_subcommand_mut(name).expect("a subcommand");
-            insta::assert_snapshot!(format!("help_{name}"), sub.render_long_help().to_string());
-        }
-    }
-}
+rlhf_data::binary_main!("info", run);

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use plotters::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 const SIZE: (u32, u32) = (900, 540);
 const FONT: &str = "sans-serif";

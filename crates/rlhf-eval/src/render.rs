@@ -14,9 +14,9 @@ use base64::Engine as _;
 use rlhf_data::{read_records, write_records, Metric};
 
 use crate::config::FlagConfig;
-use crate::error::{Error, Result};
 use crate::plots::{self, Series};
 use crate::report::{Evaluation, PolicyResult};
+use crate::{Error, Result};
 
 /// Stages whose `metrics.parquet` the report plots.
 pub const STAGES: &[&str] = &["base", "sft", "rm", "ppo", "dpo"];

@@ -11,11 +11,11 @@ use rlhf_data::{read_records, Demonstration, Judge, Metric, Prompt};
 use rlhf_model::Placement;
 
 use crate::config::EvalConfig;
-use crate::error::{Error, Result};
 use crate::generate::{sample_tokens, write_samples, Sample, SampleConfig, TokenSample};
-use crate::judges::scores;
 use crate::score::{encode_pairs, load_policy, proxy_rewards, response_logprobs};
 use crate::stats::{distinct_n, mean, win_rate, WinRate};
+use crate::{Error, Result};
+use rlhf_train::judges::scores;
 
 /// One policy's results.
 #[derive(Clone, Debug, PartialEq)]

@@ -13,9 +13,9 @@ use rlhf_model::{
     build_batch, sequence_logprobs, CausalLm, LogprobOptions, PaddingSide, Placement, RewardModel, Tokenizer,
 };
 
-use crate::error::{Error, Result};
-use crate::judges::scores;
 use crate::stats::{win_rate, WinRate};
+use crate::{Error, Result};
+use rlhf_train::judges::scores;
 
 /// Summed log-prob and token count of each row's response tokens (`prompt ++ response`, nothing
 /// appended), in batches of `batch_size`, without gradients.

@@ -48,13 +48,7 @@ fn run_ok(mut cmd: Command) -> Result<String> {
 
 /// Runs the binary expecting failure: one `error:` line holding `needle`.
 fn fails(mut cmd: Command, needle: &str) -> Result<()> {
-    let out = cmd.output()?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(!out.status.success(), "succeeded: {stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    ensure!(lines.len() == 1 && lines[0].starts_with("error: "), "not one error line: {stderr}");
-    ensure!(lines[0].contains(needle), "{:?} does not mention {needle:?}", lines[0]);
-    Ok(())
+    rlhf_train::testing::assert_one_error_line(&mut cmd, needle)
 }
 
 /// A run directory with an SFT policy, a PPO policy that is a copy of it, and 6 held-out prompts.

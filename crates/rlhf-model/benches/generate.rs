@@ -7,18 +7,16 @@
 //! The same workload in transformers: `benches/peers/generate_transformers.py`.
 
 use rlhf_bench::{cpu_seconds, peak_rss_bytes, write_report};
-use rlhf_model::{generate, CausalLm, GenerationConfig, LlamaConfig, ModelConfig};
+use rlhf_model::{generate, CausalLm, GenerationConfig, ModelConfig};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 const PROMPT_LEN: i64 = 16;
 const NEW_TOKENS: i64 = 128;
 
-/// The benchmark model: shared with the transformers peer script (keep in sync).
-fn bench_config() -> ModelConfig {
-    let mut l = LlamaConfig::new(8192, 256, 768, 8, 8, 4);
-    l.max_position_embeddings = 1024;
-    ModelConfig::llama(l)
+/// The benchmark model, `benches/models/llama-8k.json`: the peer script reads the same file.
+fn bench_config() -> anyhow::Result<ModelConfig> {
+    Ok(ModelConfig::from_file(rlhf_bench::model_file("llama-8k"))?)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,7 +27,7 @@ fn main() -> anyhow::Result<()> {
     let threads = tch::get_num_threads();
     let started = Instant::now();
     tch::manual_seed(0);
-    let model = CausalLm::new(bench_config(), Device::Cpu, Kind::Float)?;
+    let model = CausalLm::new(bench_config()?, Device::Cpu, Kind::Float)?;
     let params: i64 = model.var_store().variables().values().map(|t| t.numel() as i64).sum();
     println!(
         "generate bench: {:.1}M parameters, {threads} threads, prompt {PROMPT_LEN}, {NEW_TOKENS} new tokens",
@@ -95,13 +93,7 @@ fn main() -> anyhow::Result<()> {
         "engine": "rlhf-model (tch)",
         "device": "cpu",
         "threads": threads,
-        "model": {
-            "family": "llama",
-            "parameters": params,
-            "vocab_size": 8192, "hidden_size": 256, "intermediate_size": 768,
-            "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 4,
-            "dtype": "float32",
-        },
+        "model": rlhf_bench::model_report("llama-8k", params)?,
         "prompt_len": PROMPT_LEN,
         "new_tokens": NEW_TOKENS,
         "sampling": {"do_sample": true, "temperature": 1.0, "top_k": 50, "top_p": 0.9},

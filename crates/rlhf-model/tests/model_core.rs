@@ -479,3 +479,14 @@ fn generate_validates_input() -> Result<()> {
     assert_eq!(g.tokens.size(), [1, 0]);
     Ok(())
 }
+
+#[test]
+fn the_benchmark_models_parse_as_the_benches_describe_them() -> Result<()> {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../benches/models/llama-8k.json");
+    let ModelConfig { arch: rlhf_model::config::ArchConfig::Llama(l), .. } = ModelConfig::from_file(file)? else {
+        panic!("{file} is not a Llama");
+    };
+    let sizes = (l.vocab_size, l.hidden_size, l.intermediate_size, l.num_hidden_layers, l.num_attention_heads);
+    assert_eq!((sizes, l.num_key_value_heads, l.tie_word_embeddings), ((8192, 256, 768, 8, 8), Some(4), false));
+    Ok(())
+}

@@ -11,7 +11,6 @@
 
 pub mod advantage;
 pub mod config;
-mod error;
 pub mod kl;
 pub mod loss;
 pub mod reward;
@@ -20,8 +19,7 @@ pub mod stage;
 pub mod trainer;
 
 pub use config::PpoConfig;
-pub use error::{Error, Result};
-pub use rlhf_train::RunOptions;
+pub use rlhf_train::{Error, Result, RunOptions};
 pub use trainer::TrainSummary;
 
 /// The stage directory inside a run directory.

@@ -1,11 +1,9 @@
 //! The `rlhf-ppo` binary: parses the command line, loads the TOML config with `--set` overrides,
 //! picks device and dtype, installs the log subscriber, and prints one `error: ...` line on failure.
 
-use std::process::ExitCode;
-
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use rlhf_ppo::{Outcome, PpoConfig};
-use rlhf_train::cli::StageArgs;
+use rlhf_train::cli::{StageCli, TrainOnly};
 
 #[derive(Parser)]
 #[command(
@@ -15,24 +13,15 @@ use rlhf_train::cli::StageArgs;
     long_about = "Stage 3: PPO against a reward model with a per-token KL penalty to the SFT policy (also GRPO, RLOO).\n\n\
         `rlhf-ppo [train]` trains <run-dir>/sft/final against <run-dir>/rm/final (by default) into \
         <run-dir>/ppo/final/, appending rollouts.parquet and metrics.parquet every iteration. It resumes \
-        from its newest checkpoint when interrupted and skips when its final model exists.",
-    args_conflicts_with_subcommands = true
+        from its newest checkpoint when interrupted and skips when its final model exists."
 )]
 struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
     #[command(flatten)]
-    train: StageArgs,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Train the policy with PPO, GRPO or RLOO (the default).
-    Train(StageArgs),
+    command: StageCli<TrainOnly>,
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let Command::Train(args) = cli.command.unwrap_or(Command::Train(cli.train));
+    let args = cli.command.into_args();
     let config: PpoConfig = args.load_config()?;
     let options = args.options()?;
     match rlhf_ppo::stage::run(&config, &args.run_dir, &options)? {
@@ -50,19 +39,4 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    rlhf_train::cli::run_main("info", || run(cli))
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::CommandFactory;
-
-    #[test]
-    fn help() {
-        let mut cli = super::Cli::command();
-        cli.build();
-        insta::assert_snapshot!("help", cli.render_long_help().to_string());
-    }
-}
+rlhf_data::binary_main!("info", run);

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use rlhf_train::resolve;
 
 use crate::config::{MissingEos, RewardSection};
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// The reward models of a run, each with its weight.
 pub struct RewardModels {

@@ -13,7 +13,7 @@ use rlhf_model::{
 };
 use tch::{Device, Kind, Tensor};
 
-use crate::error::Result;
+use crate::Result;
 
 /// One sampled response to one prompt.
 #[derive(Clone, Debug, PartialEq)]

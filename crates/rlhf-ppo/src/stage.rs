@@ -11,13 +11,14 @@ use rlhf_data::{read_records, Prompt};
 use rlhf_model::device::seed_everything;
 use rlhf_model::{CausalLm, SequenceClassifier, Tokenizer, ValueHead};
 use rlhf_train::config::ensure;
+use rlhf_train::stage::require_checkpoint_dir;
 use rlhf_train::{resolve, train_state, StageDir};
 
 use crate::config::{AdvantageKind, CriticKind, PpoConfig};
-use crate::error::{Error, Result};
 use crate::reward::RewardModels;
 use crate::rollout::Critic;
 use crate::trainer::{self, Models, Prompts, TrainJob};
+use crate::{Error, Result};
 use crate::{Outcome, RunOptions, STAGE_DIR};
 
 fn check_config(config: &PpoConfig) -> Result<()> {
@@ -52,17 +53,6 @@ fn check_config(config: &PpoConfig) -> Result<()> {
     ensure(train.lr > 0.0 && train.max_grad_norm >= 0.0, "train.lr must be > 0 and train.max_grad_norm >= 0")?;
     ensure(config.data.max_prompt_len > 0, "data.max_prompt_len must be at least 1")?;
     Ok(())
-}
-
-fn require_dir(dir: &Path, setting: &str, hint: &str) -> Result<()> {
-    if dir.is_dir() {
-        Ok(())
-    } else {
-        Err(Error::File {
-            path: dir.to_path_buf(),
-            message: format!("{setting}: checkpoint directory not found ({hint})"),
-        })
-    }
 }
 
 /// The prompts, tokenized and cut to their last `max_len` tokens.
@@ -107,7 +97,7 @@ pub fn run(config: &PpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
     let placement = options.placement;
 
     let policy_dir = resolve(run_dir, &config.model.policy);
-    require_dir(&policy_dir, "model.policy", "run `rlhf-sft` first")?;
+    require_checkpoint_dir(&policy_dir, "model.policy", "run `rlhf-sft` first")?;
     let tokenizer = Tokenizer::from_dir(&policy_dir)?;
     let mut policy = CausalLm::from_pretrained(&policy_dir, placement.device, placement.kind)?;
     tokenizer.check_fits_embedding(policy.config().vocab_size())?;
@@ -122,7 +112,7 @@ pub fn run(config: &PpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
             if let Some(lora) = lora {
                 policy.add_lora(&lora)?;
             }
-            require_dir(&reference_dir, "model.reference", "the SFT model")?;
+            require_checkpoint_dir(&reference_dir, "model.reference", "the SFT model")?;
             let mut reference = CausalLm::from_pretrained(&reference_dir, placement.device, placement.kind)?;
             reference.freeze();
             if reference.config().vocab_size() != policy.config().vocab_size() {
@@ -144,7 +134,7 @@ pub fn run(config: &PpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
             } else {
                 resolve(run_dir, &config.model.critic)
             };
-            require_dir(&critic_dir, "model.critic", "a reward-model checkpoint")?;
+            require_checkpoint_dir(&critic_dir, "model.critic", "a reward-model checkpoint")?;
             Critic::Separate(Box::new(SequenceClassifier::from_pretrained(
                 &critic_dir,
                 placement.device,

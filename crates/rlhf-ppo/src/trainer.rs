@@ -32,11 +32,11 @@ use tch::{Kind, Tensor};
 
 use crate::advantage::{explained_variance, gae, grpo, masked_mean, masked_whiten, per_token, rloo};
 use crate::config::{AdvantageKind, PpoConfig};
-use crate::error::{Error, Result};
 use crate::kl::KlController;
 use crate::loss::{policy_loss, value_loss};
 use crate::reward::{shape_scores, ResponseShape, RewardModels, RunningMoments};
 use crate::rollout::{critic_values, policy_pass, sample, Critic, Layout, Sample};
+use crate::{Error, Result};
 
 /// Every iteration's rollouts.
 pub const ROLLOUTS_FILE: &str = "rollouts.parquet";
@@ -137,7 +137,7 @@ fn now() -> f64 {
 /// The numerical guard: `Ok(())` to skip the batch, or the abort error.
 fn guard(mode: OnNonFinite, quantity: &str, iteration: u64) -> Result<()> {
     match mode {
-        OnNonFinite::Abort => Err(Error::NonFinite { quantity: quantity.into(), iteration }),
+        OnNonFinite::Abort => Err(Error::non_finite(quantity, "iteration", iteration)),
         OnNonFinite::Skip => {
             tracing::warn!(iteration, "non-finite {quantity}: skipping the batch");
             Ok(())
@@ -319,7 +319,7 @@ impl Loop<'_> {
 
     fn save_checkpoint(&self, iteration: u64, stream: &PromptStream) -> Result<()> {
         if !train_state::all_finite(&checkpoint_stores(self.models)) {
-            return Err(Error::NonFinite { quantity: "parameters".into(), iteration });
+            return Err(Error::non_finite("parameters", "iteration", iteration));
         }
         let state = TrainState {
             step: iteration,
@@ -356,7 +356,7 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
     )?;
     if let Some((dir, saved)) = resumed {
         state = serde_json::from_value(saved.extra)
-            .map_err(|e| Error::Resume { path: dir.clone(), message: e.to_string() })?;
+            .map_err(|e| Error::Checkpoint { path: dir.clone(), message: e.to_string() })?;
         rng = train_state::restore_rng(&saved.rng_state)?;
         stream = PromptStream::new(config.seed, job.prompts.records.len(), saved.epoch, saved.data_position as usize);
         summary.resumed_from = Some(saved.step);
@@ -581,7 +581,7 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
     }
     pb.finish_and_clear();
     if !train_state::all_finite(&checkpoint_stores(models)) {
-        return Err(Error::NonFinite { quantity: "parameters".into(), iteration: total });
+        return Err(Error::non_finite("parameters", "iteration", total));
     }
     models.policy.save_pretrained(job.dir.final_dir())?;
     summary.iterations = total;

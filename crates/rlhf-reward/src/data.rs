@@ -13,7 +13,7 @@ use std::path::Path;
 use rlhf_data::{read_table, Comparison, Location, Ranking, Record};
 use rlhf_model::Tokenizer;
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// One judged pair: indices into the responses, the better first, and the stated margin.
 #[derive(Clone, Copy, Debug, PartialEq)]

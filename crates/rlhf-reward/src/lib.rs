@@ -12,7 +12,6 @@
 
 pub mod config;
 pub mod data;
-mod error;
 pub mod loss;
 pub mod model;
 pub mod stage;
@@ -20,9 +19,8 @@ pub mod table;
 pub mod trainer;
 
 pub use config::{Combine, RewardConfig};
-pub use error::{Error, Result};
 pub use model::RewardModel;
-pub use rlhf_train::RunOptions;
+pub use rlhf_train::{Error, Result, RunOptions};
 pub use trainer::{Evaluation, TrainSummary};
 
 /// What a stage run did.

@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::LossConfig;
 use crate::data::TokenizedPreference;
-use crate::error::Result;
+use crate::Result;
 
 /// The pairs of a batch as indices into its rows, with margins and loss weights.
 #[derive(Debug)]

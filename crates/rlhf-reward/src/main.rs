@@ -2,12 +2,10 @@
 //! (`score`). It parses the command line, loads the TOML config with `--set` overrides, picks
 //! device and dtype, installs the log subscriber, and prints one `error: ...` line on failure.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-
 use clap::{Args, Parser, Subcommand};
 use rlhf_reward::{Outcome, RewardConfig, RewardModel};
-use rlhf_train::cli::StageArgs;
+use rlhf_train::cli::{StageCli, StageCommand, TableArgs};
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
@@ -19,20 +17,16 @@ use rlhf_train::cli::StageArgs;
         default), trains it on comparisons and rankings and saves <run-dir>/rm/final/, a Hugging Face \
         *ForSequenceClassification checkpoint (or an ensemble of them). It resumes from its newest \
         checkpoint when interrupted and skips when its final model exists. `rlhf-reward score` adds \
-        a `reward` column to a table of prompts and responses.",
-    args_conflicts_with_subcommands = true
+        a `reward` column to a table of prompts and responses."
 )]
 struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
     #[command(flatten)]
-    train: StageArgs,
+    command: StageCli<Command>,
 }
 
+/// The stage's commands besides `train`.
 #[derive(Subcommand)]
 enum Command {
-    /// Train the reward model (the default).
-    Train(StageArgs),
     /// Score a table's `prompt` + `response` columns into a new `reward: f32` column.
     Score(ScoreArgs),
 }
@@ -42,12 +36,8 @@ struct ScoreArgs {
     /// The reward model: a checkpoint directory or an ensemble (e.g. runs/default/rm/final).
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
-    /// A Parquet table with `prompt` and `response` columns (other columns are kept).
-    #[arg(long, value_name = "IN.parquet")]
-    data: PathBuf,
-    /// Where to write the table with its new `reward` column.
-    #[arg(long, value_name = "OUT.parquet")]
-    out: PathBuf,
+    #[command(flatten)]
+    table: TableArgs,
     /// Rows per scoring batch (rows are sorted by length first).
     #[arg(long, default_value_t = rlhf_reward::model::DEFAULT_BATCH_SIZE)]
     batch_size: usize,
@@ -56,8 +46,8 @@ struct ScoreArgs {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Command::Train(cli.train)) {
-        Command::Train(args) => {
+    match cli.command.command() {
+        StageCommand::Train(args) => {
             let config: RewardConfig = args.load_config()?;
             let options = args.options()?;
             match rlhf_reward::stage::run(&config, &args.run_dir, &options)? {
@@ -78,32 +68,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Score(args) => {
+        StageCommand::Other(Command::Score(args)) => {
             let placement = args.device.resolve()?;
             let mut model = RewardModel::load_as(&args.model, placement.device, placement.kind)?;
             model.batch_size = args.batch_size.max(1);
-            let rows = rlhf_reward::table::score_table(&model, &args.data, &args.out)?;
-            tracing::info!(rows, out = %args.out.display(), "scored");
+            let rows = rlhf_reward::table::score_table(&model, &args.table.data, &args.table.out)?;
+            tracing::info!(rows, out = %args.table.out.display(), "scored");
         }
     }
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    rlhf_train::cli::run_main("info", || run(cli))
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::CommandFactory;
-
-    #[test]
-    fn help() {
-        let mut cli = super::Cli::command();
-        cli.build();
-        insta::assert_snapshot!("help", cli.render_long_help().to_string());
-        let score = cli.find_subcommand_mut("score").expect("a score subcommand");
-        insta::assert_snapshot!("help_score", score.render_long_help().to_string());
-    }
-}
+rlhf_data::binary_main!("info", run);

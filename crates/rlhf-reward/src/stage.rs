@@ -27,10 +27,10 @@ use rlhf_train::{resolve, train_state, StageDir};
 
 use crate::config::RewardConfig;
 use crate::data::{tokenize, tokenize_rows, Preference, Preferences};
-use crate::error::{Error, Result};
 use crate::model::write_manifest;
 use crate::table::read_prompt_responses;
 use crate::trainer::{self, in_namespace, HeldOut, TrainJob};
+use crate::{Error, Result};
 use crate::{Outcome, RunOptions};
 
 /// The stage directory inside a run directory.
@@ -65,9 +65,7 @@ fn gold_labels(judge: Option<&dyn Judge>, heldout: &[Preference]) -> Result<Opti
     let Some(judge) = judge.filter(|_| !heldout.is_empty()) else { return Ok(None) };
     let items: Vec<(&str, &str)> =
         heldout.iter().flat_map(|p| p.responses.iter().map(|r| (p.prompt.as_str(), r.as_str()))).collect();
-    let scores = judge
-        .score(&items)?
-        .ok_or_else(|| Error::Invalid(format!("gold_judge {:?} only compares; it gives no scores", judge.name())))?;
+    let scores = rlhf_train::judges::scores(judge, &items)?;
     let mut offset = 0;
     let mut labels = Vec::new();
     for p in heldout {

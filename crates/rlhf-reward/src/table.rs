@@ -8,8 +8,8 @@ use arrow::array::{Array, AsArray, Float32Array};
 use arrow::datatypes::{DataType, Field};
 use rlhf_data::{append_column, TableReader};
 
-use crate::error::{Error, Result};
 use crate::model::RewardModel;
+use crate::{Error, Result};
 
 /// Name of the column [`score_table`] adds.
 pub const REWARD_COLUMN: &str = "reward";

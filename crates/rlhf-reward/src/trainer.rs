@@ -13,8 +13,8 @@ use tch::{Device, Tensor};
 
 use crate::config::{LossConfig, TrainConfig};
 use crate::data::TokenizedPreference;
-use crate::error::{Error, Result};
 use crate::loss::{accuracy_and_margin, preference_loss, PairIndex, PreferenceBatch};
+use crate::{Error, Result};
 
 /// Name of the weights' file in a training checkpoint.
 const CHECKPOINT_MODEL: &str = "model";
@@ -149,8 +149,7 @@ impl TrainStep for RewardStep<'_> {
 
     fn backward(&mut self, micro: &[&[usize]], interval: &mut Interval) -> Result<StepWork> {
         self.model.set_training(true);
-        let micro: Vec<Vec<&TokenizedPreference>> =
-            micro.iter().map(|batch| batch.iter().map(|&i| &self.job.train[i]).collect()).collect();
+        let micro = rlhf_train::gather(self.job.train, micro);
         let in_step: usize = micro.iter().map(Vec::len).sum();
         let mut loss_sum = 0.0;
         for preferences in &micro {

@@ -7,14 +7,13 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use arrow::array::{AsArray, StringArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Float32Type, UInt32Type};
 use rlhf_data::{append_column, write_records, Demonstration, TableReader};
 use rlhf_reward::{RewardConfig, RewardModel};
-use rlhf_train::testing::{assert_same_tensors, kill_after_first_checkpoint};
+use rlhf_train::testing::assert_kill_resume_identical;
 
 /// The binary with `args`, on the CPU.
 fn reward(args: &[&str]) -> Command {
@@ -123,24 +122,7 @@ fn a_killed_run_resumes_to_the_same_weights() -> Result<()> {
     rlhf_data::config::write_config(&config, &config_path)?;
     let train = |run_dir: &Path| reward(&["--config", s(&config_path), "--run-dir", s(run_dir)]);
 
-    let whole = tmp.path().join("whole");
-    let out = train(&whole).output()?;
-    ensure!(out.status.success(), "{}", stderr(&out));
-    let killed = tmp.path().join("killed");
-    let (checkpoints, final_dir) = (killed.join("rm/checkpoints"), killed.join("rm/final"));
-    kill_after_first_checkpoint(&mut train(&killed), &checkpoints, &final_dir, Duration::from_secs(120))?;
-    let out = train(&killed).env("RUST_LOG", "info").output()?;
-    ensure!(out.status.success() && stderr(&out).contains("resuming"), "did not resume: {}", stderr(&out));
-    assert_same_tensors(&whole.join("rm/final/model.safetensors"), &final_dir.join("model.safetensors"))?;
-    let rows = |dir: &Path| -> Result<Vec<(u64, String, i64)>> {
-        let metrics: Vec<rlhf_data::Metric> = rlhf_data::read_records(dir.join("rm/metrics.parquet"))?;
-        Ok(metrics
-            .into_iter()
-            .filter(|m| !["tokens_per_s", "pairs_per_s", "peak_memory_bytes"].contains(&m.name.as_str()))
-            .map(|m| (m.step, m.name, (m.value * 1e6).round() as i64))
-            .collect())
-    };
-    assert_eq!(rows(&whole)?, rows(&killed)?, "metrics rows after resume");
+    assert_kill_resume_identical(tmp.path(), "rm", train)?;
     Ok(())
 }
 

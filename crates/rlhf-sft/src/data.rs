@@ -8,7 +8,7 @@
 use rlhf_data::Demonstration;
 use rlhf_model::Tokenizer;
 
-use crate::error::Result;
+use crate::Result;
 
 /// One training row: the loss covers `target`, given `prompt`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

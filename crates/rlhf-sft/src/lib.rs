@@ -13,14 +13,12 @@
 
 pub mod config;
 pub mod data;
-mod error;
 pub mod pretrain;
 pub mod sft;
 pub mod trainer;
 
 pub use config::{BaseConfig, SftConfig, TrainConfig};
-pub use error::{Error, Result};
-pub use rlhf_train::RunOptions;
+pub use rlhf_train::{Error, Result, RunOptions};
 pub use trainer::{Evaluation, TrainSummary};
 
 /// What a stage run did.

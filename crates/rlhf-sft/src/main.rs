@@ -2,14 +2,12 @@
 //! model (`pretrain`). It parses the command line, loads the TOML config with `--set` overrides,
 //! picks device and dtype, installs the log subscriber, and prints one `error: ...` line on failure.
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
-use std::process::ExitCode;
-
 use clap::{Args, Parser, Subcommand};
 use rlhf_data::config::load_config;
 use rlhf_sft::{BaseConfig, Outcome, RunOptions, SftConfig};
-use rlhf_train::cli::StageArgs;
+use rlhf_train::cli::{StageCli, StageCommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
@@ -19,20 +17,16 @@ use rlhf_train::cli::StageArgs;
     long_about = "Stage 1: supervised fine-tuning on demonstrations (loss on response tokens only).\n\n\
         `rlhf-sft [train]` fine-tunes a base checkpoint into <run-dir>/sft/final/; `rlhf-sft pretrain` \
         builds the embedded task's base model. Both resume from their newest checkpoint when \
-        interrupted and skip when their final model exists.",
-    args_conflicts_with_subcommands = true
+        interrupted and skip when their final model exists."
 )]
 struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
     #[command(flatten)]
-    train: StageArgs,
+    command: StageCli<Command>,
 }
 
+/// The stage's commands besides `train`.
 #[derive(Subcommand)]
 enum Command {
-    /// Fine-tune a base checkpoint on demonstrations (the default).
-    Train(StageArgs),
     /// Train a BPE tokenizer and pretrain a small transformer on the embedded task's corpus.
     Pretrain(PretrainArgs),
 }
@@ -76,13 +70,13 @@ fn report(stage: &str, outcome: Outcome) {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Command::Train(cli.train)) {
-        Command::Train(args) => {
+    match cli.command.command() {
+        StageCommand::Train(args) => {
             let config: SftConfig = args.load_config()?;
             let outcome = rlhf_sft::sft::run(&config, &args.run_dir, &args.options()?)?;
             report("sft", outcome);
         }
-        Command::Pretrain(args) => {
+        StageCommand::Other(Command::Pretrain(args)) => {
             let config: BaseConfig = load_config(args.config.as_deref(), &args.overrides)?;
             let outcome = rlhf_sft::pretrain::pretrain(&config, &args.out, &options(&args.device)?)?;
             report("pretrain", outcome);
@@ -91,21 +85,4 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    rlhf_train::cli::run_main("info", || run(cli))
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::CommandFactory;
-
-    #[test]
-    fn help() {
-        let mut cli = super::Cli::command();
-        cli.build();
-        insta::assert_snapshot!("help", cli.render_long_help().to_string());
-        let pretrain = cli.find_subcommand_mut("pretrain").expect("a pretrain subcommand");
-        insta::assert_snapshot!("help_pretrain", pretrain.render_long_help().to_string());
-    }
-}
+rlhf_data::binary_main!("info", run);

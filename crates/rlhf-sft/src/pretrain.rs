@@ -14,8 +14,8 @@ use rlhf_train::{train_state, StageDir};
 
 use crate::config::{BaseConfig, BaseModelConfig};
 use crate::data::{document_rows, Example};
-use crate::error::{Error, Result};
 use crate::trainer::{self, TrainJob};
+use crate::{Error, Result};
 use crate::{Outcome, RunOptions};
 
 /// The trained tokenizer inside the stage directory.

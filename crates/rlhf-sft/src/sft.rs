@@ -15,8 +15,8 @@ use rlhf_train::{train_state, StageDir};
 
 use crate::config::SftConfig;
 use crate::data::{tokenize_demonstrations, Example};
-use crate::error::{Error, Result};
 use crate::trainer::{self, TrainJob};
+use crate::{Error, Result};
 use crate::{Outcome, RunOptions};
 
 /// The stage directory inside a run directory.

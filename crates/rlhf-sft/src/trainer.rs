@@ -13,7 +13,7 @@ use tch::{Kind, Tensor};
 
 use crate::config::TrainConfig;
 use crate::data::Example;
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// Name of the trainable tensors' file in a checkpoint.
 const CHECKPOINT_MODEL: &str = "model";
@@ -93,8 +93,7 @@ impl TrainStep for LmStep<'_> {
 
     fn backward(&mut self, micro: &[&[usize]], interval: &mut f64) -> Result<StepWork> {
         self.model.set_training(true);
-        let micro: Vec<Vec<&Example>> =
-            micro.iter().map(|batch| batch.iter().map(|&i| &self.job.train[i]).collect()).collect();
+        let micro = rlhf_train::gather(self.job.train, micro);
         let scored: usize = micro.iter().flatten().map(|e| e.scored()).sum();
         let mut loss = 0.0;
         for batch in &micro {
@@ -135,17 +134,7 @@ pub fn train(model: &CausalLm, job: &TrainJob<'_>) -> Result<TrainSummary> {
         return Err(Error::Invalid("no training example has a token to learn from".into()));
     }
     let store = model.lora().map_or_else(|| model.var_store(), |lora| &lora.var_store);
-    let spec = TrainSpec {
-        name: job.stage.to_string(),
-        config: cfg,
-        checkpoints: job.dir.checkpoints(),
-        config_file: job.dir.config_file(),
-        config_hash: job.config_hash.clone(),
-        seed: job.seed,
-        metric_prefix: String::new(),
-        owns_metric: |_, _| true,
-        progress: job.progress,
-    };
+    let spec = TrainSpec::for_stage(job.stage, cfg, job.dir, job.config_hash.clone(), job.seed, job.progress);
     let mut step = LmStep { model, job };
     let metrics = MetricsLog::open(job.dir.metrics(), job.stage)?;
     let lengths: Vec<usize> = job.train.iter().map(Example::len).collect();

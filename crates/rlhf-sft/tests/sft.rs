@@ -6,7 +6,8 @@ mod common;
 use anyhow::Result;
 use rlhf_data::{import, read_records, Format, ImportOptions, Kind, Metric};
 use rlhf_model::CausalLm;
-use rlhf_sft::{sft, Outcome, TrainSummary};
+use rlhf_sft::{sft, Outcome};
+use rlhf_train::testing::trained;
 use tempfile::TempDir;
 
 struct Fixture {
@@ -31,13 +32,6 @@ fn fixture() -> Result<Fixture> {
     let heldout = paths.pop().unwrap();
     let demos = paths.pop().unwrap();
     Ok(Fixture { tmp, base, demos, heldout })
-}
-
-fn trained(outcome: Outcome) -> TrainSummary {
-    match outcome {
-        Outcome::Trained { summary, .. } => summary,
-        Outcome::AlreadyDone(dir) => panic!("{} was already finished", dir.display()),
-    }
 }
 
 fn metric(rows: &[Metric], name: &str) -> Vec<f64> {

@@ -4,11 +4,9 @@
 //! The only place in the crate that reads argv or the environment (`RUST_LOG`) and installs a
 //! tracing subscriber. Errors are printed as one `error: …` line on stderr, with exit code 1.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-
 use clap::{Args, Parser, Subcommand};
 use rlhf_task::{label_file, write_task, LabelMode, Panel, TaskConfig};
+use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -83,29 +81,4 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    rlhf_data::cli::run_main("warn", || run(cli))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn the_cli_is_well_formed() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn help() {
-        let mut cli = Cli::command();
-        cli.build();
-        insta::assert_snapshot!("rlhf-task", cli.render_long_help().to_string());
-        for name in ["generate", "label"] {
-            let command = cli.find_subcommand_mut(name).expect("a subcommand");
-            insta::assert_snapshot!(name, command.render_long_help().to_string());
-        }
-    }
-}
+rlhf_data::binary_main!("warn", run);

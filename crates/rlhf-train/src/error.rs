@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Errors raised by `rlhf-train`.
+/// Errors raised by `rlhf-train` and by the stages built on it (one type: a stage adds no variants of its own).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// From the engine: model, tokenizer, libtorch.
@@ -25,17 +25,26 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A file or directory a stage needs is missing or unusable.
+    #[error("{}: {message}", .path.display())]
+    File { path: PathBuf, message: String },
     /// A training checkpoint that is incomplete or does not belong to this run or model.
     #[error("{}: {message}", .path.display())]
     Checkpoint { path: PathBuf, message: String },
-    /// A setting that cannot be trained with.
+    /// A setting that cannot be trained with, or an input that cannot be used.
     #[error("{0}")]
     Invalid(String),
+    /// A judge name that is no judge; `accepted` lists what the setting takes.
+    #[error("{setting} = {name:?}: no such judge; accepted: {}", accepted.join(", "))]
+    UnknownJudge { setting: &'static str, name: String, accepted: Vec<String> },
+    /// A judge that only compares where scores are needed.
+    #[error("{setting} = {name:?}: this judge only compares two responses and gives no scores; accepted: {}", accepted.join(", "))]
+    NotAScorer { setting: &'static str, name: String, accepted: Vec<String> },
     /// The numerical guard stopped the run (`on_nonfinite = "abort"`, or a state about to be saved).
     #[error(
-        "non-finite {quantity} at step {step}; stopped without saving it (lower the learning rate, or set on_nonfinite = \"skip\")"
+        "non-finite {quantity} at {at}; stopped without saving it (lower train.lr, or set on_nonfinite = \"skip\")"
     )]
-    NonFinite { quantity: String, step: u64 },
+    NonFinite { quantity: String, at: String },
 }
 
 impl From<tch::TchError> for Error {
@@ -48,8 +57,17 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
     }
-    pub(crate) fn checkpoint(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+    /// A [`Error::File`] for `path`.
+    pub fn file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        Error::File { path: path.into(), message: message.to_string() }
+    }
+    /// A [`Error::Checkpoint`] for `path`.
+    pub fn checkpoint(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
         Error::Checkpoint { path: path.into(), message: message.to_string() }
+    }
+    /// A [`Error::NonFinite`]: `quantity` went NaN or infinite at `unit` (`"step"`, `"iteration"`) `index`.
+    pub fn non_finite(quantity: impl Into<String>, unit: &str, index: u64) -> Self {
+        Error::NonFinite { quantity: quantity.into(), at: format!("{unit} {index}") }
     }
 }
 

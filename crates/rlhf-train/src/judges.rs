@@ -62,17 +62,72 @@ pub fn judge_by_name(name: &str, run_dir: &Path, placement: Placement, seed: u64
     })
 }
 
-/// The gold judge a config names (`""`: none): a judge that scores, by its `rlhf-task` name
-/// (`gold`, the embedded task's rule). Checked before anything runs.
+/// Whether `judge` gives scores (a judge that only compares two responses gives none).
+fn gives_scores(judge: &dyn Judge) -> Result<bool> {
+    Ok(judge.score(&[])?.is_some())
+}
+
+/// The `rlhf-task` judges that give scores, quoted, as errors list them.
+pub fn scorer_names() -> Vec<String> {
+    rlhf_task::JUDGE_NAMES
+        .iter()
+        .filter(|name| {
+            rlhf_task::judge_by_name(name, 0).is_some_and(|judge| gives_scores(judge.as_ref()).unwrap_or(false))
+        })
+        .map(|name| format!("{name:?}"))
+        .collect()
+}
+
+/// The `rlhf-task` judge `name` that `setting` gives, seeded with `seed`; it must give scores. An
+/// unknown name or a judge that only compares is an error naming the setting and `accepted`.
+pub fn scorer(setting: &'static str, name: &str, seed: u64, accepted: Vec<String>) -> Result<Box<dyn Judge>> {
+    let Some(judge) = rlhf_task::judge_by_name(name, seed) else {
+        return Err(Error::UnknownJudge { setting, name: name.into(), accepted });
+    };
+    if !gives_scores(judge.as_ref())? {
+        return Err(Error::NotAScorer { setting, name: name.into(), accepted });
+    }
+    Ok(judge)
+}
+
+/// `judge`'s scores of (prompt, response) pairs; a judge that gives none is an [`rlhf_data::Error::Judge`].
+pub fn scores(judge: &dyn Judge, pairs: &[(&str, &str)]) -> Result<Vec<f64>> {
+    let message = "gives no scores, only comparisons".to_string();
+    Ok(judge.score(pairs)?.ok_or(rlhf_data::Error::Judge { judge: judge.name(), message })?)
+}
+
+/// The gold judge a config's `gold_judge` names, seeded with `seed` (`""`: none): a judge that
+/// scores (`gold`, the embedded task's rule). Checked before anything runs.
 pub fn gold_judge(name: &str, seed: u64) -> Result<Option<Box<dyn Judge>>> {
     if name.is_empty() {
         return Ok(None);
     }
-    let unknown =
-        || Error::Invalid(format!("gold_judge {name:?} is not a scoring judge: expected \"gold\" or \"\" (none)"));
-    let judge = rlhf_task::judge_by_name(name, seed).ok_or_else(unknown)?;
-    match judge.score(&[])? {
-        Some(_) => Ok(Some(judge)),
-        None => Err(unknown()),
+    let accepted = [scorer_names(), vec!["\"\" (none)".into()]].concat();
+    scorer("gold_judge", name, seed, accepted).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_judges_that_score_are_accepted() {
+        assert_eq!(scorer_names(), ["\"gold\""]);
+        assert_eq!(scorer("--judge", "gold", 0, scorer_names()).unwrap().name(), "gold");
+        let err = scorer("--judge", "sim:panel", 0, scorer_names()).map(|j| j.name()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--judge = \"sim:panel\": this judge only compares two responses and gives no scores; accepted: \"gold\""
+        );
+        let err = scorer("--judge", "rm:x", 0, scorer_names()).map(|j| j.name()).unwrap_err().to_string();
+        assert_eq!(err, "--judge = \"rm:x\": no such judge; accepted: \"gold\"");
+        let panel = rlhf_task::judge_by_name("sim:panel", 0).unwrap();
+        assert_eq!(
+            scores(panel.as_ref(), &[]).unwrap_err().to_string(),
+            "judge sim:panel: gives no scores, only comparisons"
+        );
+        assert!(gold_judge("", 0).unwrap().is_none());
+        let err = gold_judge("sim:panel", 0).map(|j| j.is_some()).unwrap_err().to_string();
+        assert!(err.ends_with("accepted: \"gold\", \"\" (none)"), "{err}");
     }
 }

@@ -34,5 +34,5 @@ pub use metrics_log::MetricsLog;
 pub use stage::{resolve, Outcome, RunOptions, StageDir};
 pub use train_state::{TrainRng, TrainState};
 pub use trainer::{
-    progress_bar, seed_for, trainable_variables, Phase, StepWork, TrainSpec, TrainStep, TrainSummary, Trainer,
+    gather, progress_bar, seed_for, trainable_variables, Phase, StepWork, TrainSpec, TrainStep, TrainSummary, Trainer,
 };

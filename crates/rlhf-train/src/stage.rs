@@ -77,6 +77,16 @@ pub fn resolve(run_dir: &Path, path: impl AsRef<Path>) -> PathBuf {
     }
 }
 
+/// Fails unless the checkpoint directory `dir` that `setting` names exists; `hint` says where it
+/// comes from (e.g. "run `rlhf-sft` first").
+pub fn require_checkpoint_dir(dir: &Path, setting: &str, hint: &str) -> crate::Result<()> {
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(crate::Error::file(dir, format!("{setting}: checkpoint directory not found ({hint})")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,11 +1,73 @@
 //! What the stages' kill-and-resume tests share: killing a stage process with SIGKILL once it has
-//! written a checkpoint, and comparing two checkpoints' tensors bit for bit.
+//! written a checkpoint, comparing two checkpoints' tensors bit for bit, and the whole
+//! run-kill-resume-compare check ([`assert_kill_resume_identical`]); and the fixtures every stage's
+//! tests build on (a tiny Llama with a tokenizer trained on the embedded task, fast settings, the CPU).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
+use rlhf_model::{CausalLm, DType, DeviceArgs, DeviceChoice, SpecialTokens, Tokenizer};
+
+use crate::{Outcome, RunOptions, TrainConfig};
+
+/// Run options for tests: the CPU in f32, no progress bar.
+pub fn cpu() -> RunOptions {
+    let device = DeviceArgs { device: DeviceChoice::Cpu, dtype: DType::F32 };
+    RunOptions { placement: device.resolve().expect("the CPU is always there"), progress: false }
+}
+
+/// The summary of a run that trained; panics on a run that was already finished.
+pub fn trained<S>(outcome: Outcome<S>) -> S {
+    match outcome {
+        Outcome::Trained { summary, .. } => summary,
+        Outcome::AlreadyDone(dir) => panic!("{} was already finished", dir.display()),
+    }
+}
+
+/// `base` with the settings of a fast test: batches of 8, lr 3e-3 after 2 warm-up steps, a log row
+/// every step, no evaluation, no checkpoints, one thread.
+pub fn fast_train(base: TrainConfig) -> TrainConfig {
+    TrainConfig {
+        batch_size: 8,
+        lr: 3e-3,
+        warmup_steps: 2,
+        log_every: 1,
+        eval_every: 0,
+        checkpoint_every: 0,
+        threads: 1,
+        ..base
+    }
+}
+
+/// A BPE tokenizer of `vocab_size` entries trained on 300 documents of the embedded task's corpus.
+pub fn task_tokenizer(corpus_seed: u64, vocab_size: usize) -> Tokenizer {
+    Tokenizer::train_bpe(&rlhf_task::corpus(corpus_seed, 300), vocab_size, &SpecialTokens::default())
+        .expect("a tokenizer trains on the task's corpus")
+}
+
+/// The tests' tiny Llama (hidden 32, MLP 64, 2 heads, 1 KV head, tied embeddings; ~40k parameters)
+/// with `layers` layers and eos/pad taken from `tokenizer`.
+pub fn tiny_llama(tokenizer: &Tokenizer, layers: i64, max_positions: i64) -> ModelConfig {
+    let mut arch = LlamaConfig::new(tokenizer.vocab_size() as i64, 32, 64, layers, 2, 1);
+    arch.max_position_embeddings = max_positions;
+    arch.tie_word_embeddings = true;
+    let mut config = ModelConfig::llama(arch);
+    config.eos_token_id = Some(TokenIds::One(tokenizer.eos_id()));
+    config.pad_token_id = Some(tokenizer.pad_id());
+    config
+}
+
+/// Saves a random `config` model (after `tch::manual_seed(seed)`) with `tokenizer` into `dir`.
+pub fn save_random_policy(dir: &Path, config: ModelConfig, tokenizer: &Tokenizer, seed: i64) -> PathBuf {
+    tch::manual_seed(seed);
+    let model = CausalLm::new(config, tch::Device::Cpu, tch::Kind::Float).expect("a tiny model builds");
+    model.save_pretrained(dir).expect("the policy saves");
+    tokenizer.save(dir).expect("the tokenizer saves");
+    dir.to_path_buf()
+}
 
 /// Whether `checkpoints` holds a complete `step-N` checkpoint.
 pub fn has_checkpoint(checkpoints: &Path) -> bool {
@@ -42,4 +104,55 @@ pub fn assert_same_tensors(a: &Path, b: &Path) -> Result<()> {
         ensure!(tensor.equal(&b_tensors[name]), "tensor {name} differs between {} and {}", a.display(), b.display());
     }
     Ok(())
+}
+
+/// Runs `cmd` expecting the one-line failure every binary gives bad input: a non-zero exit and
+/// stderr of exactly one `error: ...` line that names `needle`.
+pub fn assert_one_error_line(cmd: &mut Command, needle: &str) -> Result<()> {
+    let out = cmd.output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "succeeded on bad input: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    ensure!(lines.len() == 1 && lines[0].starts_with("error: "), "not one error line: {stderr}");
+    ensure!(lines[0].contains(needle), "{:?} does not name {needle:?}", lines[0]);
+    Ok(())
+}
+
+/// Metrics that measure the machine, not the run: left out when two runs are compared.
+fn measures_the_machine(name: &str) -> bool {
+    name.ends_with("_per_s") || name == "peak_memory_bytes" || name.starts_with("perf/") || name.starts_with("time/")
+}
+
+/// The metric rows of `table` as (step, name, value rounded to 1e-6), machine measurements left out.
+pub fn metric_rows(table: &Path) -> Result<Vec<(u64, String, i64)>> {
+    let rows: Vec<rlhf_data::Metric> = rlhf_data::read_records(table)?;
+    Ok(rows
+        .into_iter()
+        .filter(|m| !measures_the_machine(&m.name))
+        .map(|m| (m.step, m.name, (m.value * 1e6).round() as i64))
+        .collect())
+}
+
+/// The kill-and-resume check: `stage(run_dir)` is the stage's command for a run directory, writing
+/// `<run_dir>/<stage_dir>/`. Runs it whole in `<tmp>/whole`; in `<tmp>/killed` kills it with SIGKILL after
+/// its first checkpoint and runs it again, which must resume; then asserts bit-identical final weights
+/// and the same metric rows. Returns the two run directories for the stage's own further checks.
+pub fn assert_kill_resume_identical(
+    tmp: &Path,
+    stage_dir: &str,
+    stage: impl Fn(&Path) -> Command,
+) -> Result<(PathBuf, PathBuf)> {
+    let (whole, killed) = (tmp.join("whole"), tmp.join("killed"));
+    let out = stage(&whole).output()?;
+    ensure!(out.status.success(), "the whole run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let (checkpoints, final_dir) = (killed.join(stage_dir).join("checkpoints"), killed.join(stage_dir).join("final"));
+    kill_after_first_checkpoint(&mut stage(&killed), &checkpoints, &final_dir, Duration::from_secs(120))?;
+    let out = stage(&killed).env("RUST_LOG", "info").output()?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success() && log.contains("resuming"), "did not resume:\n{log}");
+    let file = |run: &Path, name: &str| run.join(stage_dir).join(name);
+    assert_same_tensors(&file(&whole, "final/model.safetensors"), &file(&killed, "final/model.safetensors"))?;
+    let (a, b) = (metric_rows(&file(&whole, "metrics.parquet"))?, metric_rows(&file(&killed, "metrics.parquet"))?);
+    ensure!(a == b, "metric rows differ after resume:\n{a:?}\n{b:?}");
+    Ok((whole, killed))
 }

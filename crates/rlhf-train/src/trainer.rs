@@ -25,6 +25,7 @@ use crate::batching::{BatchStream, StreamPosition};
 use crate::config::{OnNonFinite, TrainConfig};
 use crate::error::Error;
 use crate::metrics_log::MetricsLog;
+use crate::stage::StageDir;
 use crate::train_state::{self, TrainRng, TrainState};
 
 /// A stream seed for step, iteration or round `index` of a run seeded with `seed`.
@@ -40,6 +41,11 @@ pub struct StepWork {
     /// Examples (demonstrations, preferences, pairs) and input tokens of the step.
     pub examples: usize,
     pub tokens: usize,
+}
+
+/// The examples a step's micro-batches index into `examples`, batch by batch.
+pub fn gather<'a, T>(examples: &'a [T], micro: &[&[usize]]) -> Vec<Vec<&'a T>> {
+    micro.iter().map(|batch| batch.iter().map(|&i| &examples[i]).collect()).collect()
 }
 
 /// A stage's part of the loop.
@@ -86,6 +92,31 @@ pub struct TrainSpec<'a> {
     /// Which metric names this run owns: those logged after the resumed step are dropped.
     pub owns_metric: fn(&str, &str) -> bool,
     pub progress: bool,
+}
+
+impl<'a> TrainSpec<'a> {
+    /// The one run of a stage in `dir`: its checkpoints and config file there, no metric prefix,
+    /// every metric its own.
+    pub fn for_stage(
+        name: &str,
+        config: &'a TrainConfig,
+        dir: &StageDir,
+        config_hash: String,
+        seed: u64,
+        progress: bool,
+    ) -> Self {
+        TrainSpec {
+            name: name.to_string(),
+            config,
+            checkpoints: dir.checkpoints(),
+            config_file: dir.config_file(),
+            config_hash,
+            seed,
+            metric_prefix: String::new(),
+            owns_metric: |_, _| true,
+            progress,
+        }
+    }
 }
 
 /// Where a resumed run continues.
@@ -327,7 +358,7 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
                 None => self.optimizer.step(lr).map_err(Error::from)?,
                 Some((quantity, _)) => {
                     if cfg.on_nonfinite == OnNonFinite::Abort {
-                        return Err(Error::NonFinite { quantity: quantity.into(), step: self.step + 1 }.into());
+                        return Err(Error::non_finite(quantity, "step", self.step + 1).into());
                     }
                     tracing::warn!(step = self.step + 1, "non-finite {quantity}: skipping the step");
                     self.summary.skipped += 1;
@@ -389,7 +420,7 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
 
     fn checkpoint(&mut self, position: &StreamPosition, extra: serde_json::Value) -> Result<(), S::Error> {
         if !train_state::all_finite(&self.stores) {
-            return Err(Error::NonFinite { quantity: "parameters".into(), step: self.step }.into());
+            return Err(Error::non_finite("parameters", "step", self.step).into());
         }
         self.metrics.flush()?;
         let state = TrainState {
@@ -414,7 +445,7 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
             self.summary.eval_after = self.evaluate(stage)?;
         }
         if !train_state::all_finite(&self.stores) {
-            return Err(Error::NonFinite { quantity: "parameters".into(), step: self.step }.into());
+            return Err(Error::non_finite("parameters", "step", self.step).into());
         }
         self.metrics.flush()?;
         self.summary.steps = self.step;

@@ -1,22 +1,17 @@
 //! Tiny fixtures shared by the integration tests: a ~40k-parameter Llama policy with a BPE tokenizer
 //! trained on the embedded task's corpus (random weights: DPO only needs a differentiable policy),
 //! comparisons labelled by the task's simulated annotators, and a fast config.
-#![allow(dead_code)] // each test binary uses its own subset
+#![allow(dead_code, unused_imports)] // each test binary uses its own subset
 #![allow(clippy::field_reassign_with_default)] // test configs: defaults with a few fields set
 
 use std::path::{Path, PathBuf};
 
 use rlhf_data::{write_records, Comparison};
 use rlhf_dpo::config::{DpoConfig, TrainConfig};
-use rlhf_dpo::{Outcome, RunOptions, TrainSummary};
-use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
-use rlhf_model::{CausalLm, DType, DeviceArgs, DeviceChoice, SpecialTokens, Tokenizer};
 use rlhf_task::{Panel, TaskConfig};
+use rlhf_train::testing::{fast_train, save_random_policy, task_tokenizer, tiny_llama};
 
-pub fn cpu() -> RunOptions {
-    let device = DeviceArgs { device: DeviceChoice::Cpu, dtype: DType::F32 };
-    RunOptions { placement: device.resolve().unwrap(), progress: false }
-}
+pub use rlhf_train::testing::{cpu, trained};
 
 pub fn small_task() -> TaskConfig {
     TaskConfig { seed: 1, heldout_prompts: 30, demonstrations: 240, heldout_demonstrations: 0, corpus_documents: 0 }
@@ -24,20 +19,8 @@ pub fn small_task() -> TaskConfig {
 
 /// A random tiny Llama with a tokenizer trained on the task's corpus, saved to `dir` (seeded).
 pub fn tiny_policy(dir: &Path, seed: i64) -> PathBuf {
-    let tokenizer = Tokenizer::train_bpe(&rlhf_task::corpus(2, 300), 300, &SpecialTokens::default()).unwrap();
-    let tokenizer_dir = dir.with_extension("tokenizer");
-    tokenizer.save(&tokenizer_dir).unwrap();
-    let mut arch = LlamaConfig::new(tokenizer.vocab_size() as i64, 32, 64, 2, 2, 1);
-    arch.max_position_embeddings = 256;
-    arch.tie_word_embeddings = true;
-    let mut config = ModelConfig::llama(arch);
-    config.eos_token_id = Some(TokenIds::One(tokenizer.eos_id()));
-    config.pad_token_id = Some(tokenizer.pad_id());
-    tch::manual_seed(seed);
-    let mut model = CausalLm::new(config, tch::Device::Cpu, tch::Kind::Float).unwrap();
-    model.set_source_dir(Some(tokenizer_dir));
-    model.save_pretrained(dir).unwrap();
-    dir.to_path_buf()
+    let tokenizer = task_tokenizer(2, 300);
+    save_random_policy(dir, tiny_llama(&tokenizer, 2, 256), &tokenizer, seed)
 }
 
 /// Comparisons on the small task: each demonstration's response against a rude answer to another
@@ -73,23 +56,6 @@ pub fn config(policy: &Path, comparisons: &Path) -> DpoConfig {
     let task_dir = policy.parent().expect("a policy directory in a directory").join("task");
     config.online.prompts = rlhf_task::write_task(&small_task(), &task_dir).unwrap().train_prompts;
     config.online.max_new_tokens = 24;
-    config.train = TrainConfig {
-        epochs: 2,
-        batch_size: 8,
-        lr: 3e-3,
-        warmup_steps: 2,
-        log_every: 2,
-        eval_every: 0,
-        checkpoint_every: 0,
-        threads: 1,
-        ..DpoConfig::default().train
-    };
+    config.train = TrainConfig { epochs: 2, log_every: 2, ..fast_train(DpoConfig::default().train) };
     config
-}
-
-pub fn trained(outcome: Outcome) -> TrainSummary {
-    match outcome {
-        Outcome::Trained { summary, .. } => summary,
-        Outcome::AlreadyDone(dir) => panic!("{} was already finished", dir.display()),
-    }
 }

@@ -3,34 +3,21 @@
 //! function of the last response token (its transformer layers add nothing to the residual stream,
 //! `pad_token_id = eos` makes it read the token before eos). With the missing-eos penalty the
 //! reward is mostly "end the response": a random policy rarely does, PPO learns to.
-#![allow(dead_code)] // each test binary uses its own subset
+#![allow(dead_code, unused_imports)] // each test binary uses its own subset
 #![allow(clippy::field_reassign_with_default)] // test configs: defaults with a few fields set
 
 use std::path::{Path, PathBuf};
 
-use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
-use rlhf_model::{CausalLm, DType, DeviceArgs, DeviceChoice, SequenceClassifier, SpecialTokens, Tokenizer};
+use rlhf_model::SequenceClassifier;
 use rlhf_ppo::config::{CriticKind, RewardModelEntry};
-use rlhf_ppo::{Outcome, PpoConfig, RunOptions, TrainSummary};
+use rlhf_ppo::PpoConfig;
 use rlhf_task::TaskConfig;
+use rlhf_train::testing::{save_random_policy, task_tokenizer, tiny_llama};
 
-pub fn cpu() -> RunOptions {
-    let device = DeviceArgs { device: DeviceChoice::Cpu, dtype: DType::F32 };
-    RunOptions { placement: device.resolve().unwrap(), progress: false }
-}
+pub use rlhf_train::testing::{cpu, trained};
 
 pub fn small_task() -> TaskConfig {
     TaskConfig { seed: 1, heldout_prompts: 30, demonstrations: 0, heldout_demonstrations: 0, corpus_documents: 0 }
-}
-
-fn model_config(tokenizer: &Tokenizer) -> ModelConfig {
-    let mut arch = LlamaConfig::new(tokenizer.vocab_size() as i64, 32, 64, 2, 2, 1);
-    arch.max_position_embeddings = 128;
-    arch.tie_word_embeddings = true;
-    let mut config = ModelConfig::llama(arch);
-    config.eos_token_id = Some(TokenIds::One(tokenizer.eos_id()));
-    config.pad_token_id = Some(tokenizer.pad_id());
-    config
 }
 
 /// The policy and the reward model of a test, under `dir`.
@@ -43,17 +30,13 @@ pub struct Fixture {
 
 /// A random tiny policy (seeded) and the last-token reward model (its score weight NaN when asked).
 pub fn fixture(dir: &Path, nan_reward: bool) -> Fixture {
-    let tokenizer = Tokenizer::train_bpe(&rlhf_task::corpus(2, 300), 300, &SpecialTokens::default()).unwrap();
+    let tokenizer = task_tokenizer(2, 300);
     let tokenizer_dir = dir.join("tokenizer");
     tokenizer.save(&tokenizer_dir).unwrap();
 
-    tch::manual_seed(11);
-    let mut policy = CausalLm::new(model_config(&tokenizer), tch::Device::Cpu, tch::Kind::Float).unwrap();
-    policy.set_source_dir(Some(tokenizer_dir.clone()));
-    let policy_dir = dir.join("policy");
-    policy.save_pretrained(&policy_dir).unwrap();
+    let policy_dir = save_random_policy(&dir.join("policy"), tiny_llama(&tokenizer, 2, 128), &tokenizer, 11);
 
-    let mut config = model_config(&tokenizer);
+    let mut config = tiny_llama(&tokenizer, 2, 128);
     config.pad_token_id = Some(tokenizer.eos_id());
     let mut reward = SequenceClassifier::new(config, tch::Device::Cpu, tch::Kind::Float).unwrap();
     tch::no_grad(|| {
@@ -100,11 +83,4 @@ pub fn config(fixture: &Fixture) -> PpoConfig {
     config.train.keep_checkpoints = 2;
     config.train.threads = 1;
     config
-}
-
-pub fn trained(outcome: Outcome) -> TrainSummary {
-    match outcome {
-        Outcome::Trained { summary, .. } => summary,
-        Outcome::AlreadyDone(dir) => panic!("{} was already finished", dir.display()),
-    }
 }

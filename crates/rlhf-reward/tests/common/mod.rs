@@ -1,21 +1,18 @@
 //! Shared by the integration tests: fixtures, a tiny random policy checkpoint with a trained BPE
 //! tokenizer, easy comparisons on the embedded task's prompts, and a fast config.
-#![allow(dead_code)] // each test binary uses its own subset
+#![allow(dead_code, unused_imports)] // each test binary uses its own subset
 #![allow(clippy::field_reassign_with_default)] // test configs: defaults with a few fields set
 
 use std::path::{Path, PathBuf};
 
 use rlhf_data::Comparison;
-use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
-use rlhf_model::{CausalLm, DType, DeviceArgs, DeviceChoice, SpecialTokens, Tokenizer};
+use rlhf_model::config::ArchConfig;
 use rlhf_reward::config::TrainConfig;
-use rlhf_reward::{RewardConfig, RunOptions};
+use rlhf_reward::RewardConfig;
 use rlhf_task::TaskConfig;
+use rlhf_train::testing::{fast_train, save_random_policy, task_tokenizer, tiny_llama};
 
-pub fn cpu() -> RunOptions {
-    let device = DeviceArgs { device: DeviceChoice::Cpu, dtype: DType::F32 };
-    RunOptions { placement: device.resolve().unwrap(), progress: false }
-}
+pub use rlhf_train::testing::cpu;
 
 /// A fixture directory of this crate.
 pub fn fixture(name: &str) -> PathBuf {
@@ -25,20 +22,12 @@ pub fn fixture(name: &str) -> PathBuf {
 /// Saves a ~40k-parameter random Llama policy with a BPE tokenizer trained on the task's corpus
 /// into `dir`; `vocab_rows` overrides the embedding size (to make a mismatched checkpoint).
 pub fn tiny_policy_with(dir: &Path, vocab_rows: Option<i64>) -> PathBuf {
-    let corpus = rlhf_task::corpus(0, 300);
-    let tokenizer = Tokenizer::train_bpe(&corpus, 320, &SpecialTokens::default()).unwrap();
-    let vocab = vocab_rows.unwrap_or(tokenizer.vocab_size() as i64);
-    let mut arch = LlamaConfig::new(vocab, 32, 64, 2, 2, 1);
-    arch.max_position_embeddings = 128;
-    arch.tie_word_embeddings = true;
-    let mut config = ModelConfig::llama(arch);
-    config.eos_token_id = Some(TokenIds::One(tokenizer.eos_id()));
-    config.pad_token_id = Some(tokenizer.pad_id());
-    tch::manual_seed(5);
-    let model = CausalLm::new(config, tch::Device::Cpu, tch::Kind::Float).unwrap();
-    model.save_pretrained(dir).unwrap();
-    tokenizer.save(dir).unwrap();
-    dir.to_path_buf()
+    let tokenizer = task_tokenizer(0, 320);
+    let mut config = tiny_llama(&tokenizer, 2, 128);
+    if let (Some(rows), ArchConfig::Llama(arch)) = (vocab_rows, &mut config.arch) {
+        arch.vocab_size = rows;
+    }
+    save_random_policy(dir, config, &tokenizer, 5)
 }
 
 pub fn tiny_policy(dir: &Path) -> PathBuf {
@@ -80,16 +69,6 @@ pub fn fast_config(policy: &Path, comparisons: &Path, max_steps: u64) -> RewardC
     config.model.policy = policy.to_path_buf();
     config.data.comparisons = comparisons.display().to_string();
     config.data.heldout_fraction = 0.25;
-    config.train = TrainConfig {
-        max_steps,
-        batch_size: 8,
-        lr: 3e-3,
-        warmup_steps: 2,
-        log_every: 1,
-        eval_every: 0,
-        checkpoint_every: 0,
-        threads: 1,
-        ..RewardConfig::default().train
-    };
+    config.train = TrainConfig { max_steps, ..fast_train(RewardConfig::default().train) };
     config
 }

@@ -1,19 +1,16 @@
 //! Tiny fixtures shared by the integration tests: a base checkpoint pretrained for a few steps by
 //! the library itself, small demonstration tables, and a fast SFT config.
-#![allow(dead_code)] // each test binary uses its own subset
+#![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
 use std::path::{Path, PathBuf};
 
 use rlhf_data::Demonstration;
-use rlhf_model::{DType, DeviceArgs, DeviceChoice};
 use rlhf_sft::config::{BaseConfig, BaseModelConfig, CorpusConfig, TokenizerConfig};
-use rlhf_sft::{Outcome, RunOptions, SftConfig, TrainConfig};
+use rlhf_sft::{Outcome, SftConfig, TrainConfig};
 use rlhf_task::TaskConfig;
+use rlhf_train::testing::fast_train;
 
-pub fn cpu() -> RunOptions {
-    let device = DeviceArgs { device: DeviceChoice::Cpu, dtype: DType::F32 };
-    RunOptions { placement: device.resolve().unwrap(), progress: false }
-}
+pub use rlhf_train::testing::cpu;
 
 /// A small task: 200 demonstrations, 40 held out.
 pub fn small_task() -> TaskConfig {
@@ -21,17 +18,7 @@ pub fn small_task() -> TaskConfig {
 }
 
 pub fn small_train(max_steps: u64) -> TrainConfig {
-    TrainConfig {
-        max_steps,
-        batch_size: 8,
-        lr: 3e-3,
-        warmup_steps: 2,
-        log_every: 1,
-        eval_every: 0,
-        checkpoint_every: 0,
-        threads: 1,
-        ..TrainConfig::default()
-    }
+    TrainConfig { max_steps, ..fast_train(TrainConfig::default()) }
 }
 
 /// Pretrains a ~50k-parameter Llama for a few steps into `dir`; returns `dir/final`.
