@@ -7,10 +7,10 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use rlhf_data::config::write_config;
 use rlhf_dpo::DpoConfig;
-use rlhf_train::testing::{assert_kill_resume_identical, assert_one_error_line};
+use rlhf_train::testing::{assert_kill_resume_identical, assert_rejected};
 
 fn dpo(config: &Path, run_dir: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlhf-dpo"));
@@ -39,9 +39,7 @@ fn a_killed_run_resumes_to_the_same_weights() -> Result<()> {
 
 /// Runs the binary expecting failure: one `error:` line naming `needle`, and no `dpo/` written.
 fn fails(mut cmd: Command, run_dir: &Path, needle: &str) -> Result<()> {
-    assert_one_error_line(&mut cmd, needle)?;
-    ensure!(!run_dir.join("dpo").exists(), "bad input left {}", run_dir.join("dpo").display());
-    Ok(())
+    assert_rejected(&mut cmd, needle, &run_dir.join("dpo"))
 }
 
 #[test]

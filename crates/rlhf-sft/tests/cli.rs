@@ -6,11 +6,11 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use rlhf_data::config::write_config;
 use rlhf_model::checkpoint::read_safetensors;
 use rlhf_sft::{BaseConfig, SftConfig};
-use rlhf_train::testing::{assert_kill_resume_identical, assert_one_error_line};
+use rlhf_train::testing::{assert_kill_resume_identical, assert_rejected};
 
 fn sft(config: &Path, run_dir: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlhf-sft"));
@@ -36,9 +36,7 @@ fn a_killed_run_resumes_to_the_same_weights() -> Result<()> {
 
 /// Runs the binary expecting failure: one `error:` line naming `needle`, and no `sft/` written.
 fn fails(mut cmd: Command, run_dir: &Path, needle: &str) -> Result<()> {
-    assert_one_error_line(&mut cmd, needle)?;
-    ensure!(!run_dir.join("sft").exists(), "sft/ was written");
-    Ok(())
+    assert_rejected(&mut cmd, needle, &run_dir.join("sft"))
 }
 
 #[test]

@@ -118,6 +118,13 @@ pub fn assert_one_error_line(cmd: &mut Command, needle: &str) -> Result<()> {
     Ok(())
 }
 
+/// [`assert_one_error_line`], and bad input left nothing at `untouched` (e.g. the stage directory).
+pub fn assert_rejected(cmd: &mut Command, needle: &str, untouched: &Path) -> Result<()> {
+    assert_one_error_line(cmd, needle)?;
+    ensure!(!untouched.exists(), "bad input left {}", untouched.display());
+    Ok(())
+}
+
 /// Metrics that measure the machine, not the run: left out when two runs are compared.
 fn measures_the_machine(name: &str) -> bool {
     name.ends_with("_per_s") || name == "peak_memory_bytes" || name.starts_with("perf/") || name.starts_with("time/")
