@@ -8,15 +8,11 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::Result;
-use rlhf_data::config::write_config;
 use rlhf_dpo::DpoConfig;
-use rlhf_train::testing::{assert_kill_resume_identical, assert_rejected};
+use rlhf_train::testing::{assert_kill_resume_identical, assert_rejected, stage_command};
 
 fn dpo(config: &Path, run_dir: &Path, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlhf-dpo"));
-    cmd.arg("--config").arg(config).arg("--run-dir").arg(run_dir).args(["--device", "cpu"]).args(extra);
-    cmd.env("RUST_LOG", "warn");
-    cmd
+    stage_command(env!("CARGO_BIN_EXE_rlhf-dpo"), config, run_dir, extra)
 }
 
 #[test]
@@ -30,36 +26,29 @@ fn a_killed_run_resumes_to_the_same_weights() -> Result<()> {
     config.train.eval_every = 20;
     config.online.rounds = 1;
     config.online.prompts_per_round = 16;
-    let config_path = tmp.path().join("dpo.toml");
-    write_config(&config, &config_path)?;
-
-    assert_kill_resume_identical(tmp.path(), "dpo", |run_dir| dpo(&config_path, run_dir, &[]))?;
+    assert_kill_resume_identical(tmp.path(), "dpo", &config, |file, run_dir| dpo(file, run_dir, &[]))?;
     Ok(())
-}
-
-/// Runs the binary expecting failure: one `error:` line naming `needle`, and no `dpo/` written.
-fn fails(mut cmd: Command, run_dir: &Path, needle: &str) -> Result<()> {
-    assert_rejected(&mut cmd, needle, &run_dir.join("dpo"))
 }
 
 #[test]
 fn bad_input_is_one_error_line_and_writes_nothing() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let run = tmp.path().join("run");
+    let stage_dir = run.join("dpo");
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/dpo.toml");
-    fails(dpo(&shipped, &run, &[]), &run, "sft/final")?;
-    fails(dpo(&shipped, &run, &["--set", "loss.betta=1"]), &run, "unknown field `betta`")?;
-    fails(dpo(&shipped, &run, &["--set", "loss.label_smoothing=0.7"]), &run, "label_smoothing")?;
+    assert_rejected(&mut dpo(&shipped, &run, &[]), "sft/final", &stage_dir)?;
+    assert_rejected(&mut dpo(&shipped, &run, &["--set", "loss.betta=1"]), "unknown field `betta`", &stage_dir)?;
+    assert_rejected(&mut dpo(&shipped, &run, &["--set", "loss.label_smoothing=0.7"]), "label_smoothing", &stage_dir)?;
 
     // Relative paths resolve against the run directory: the policy is found, the comparisons are not.
     common::tiny_policy(&run.join("sft/final"), 1);
-    fails(dpo(&shipped, &run, &[]), &run, "data/comparisons.parquet")?;
+    assert_rejected(&mut dpo(&shipped, &run, &[]), "data/comparisons.parquet", &stage_dir)?;
     std::fs::create_dir_all(run.join("data"))?;
     std::fs::write(run.join("data/comparisons.parquet"), "not parquet")?;
-    fails(dpo(&shipped, &run, &[]), &run, "comparisons.parquet")?;
+    assert_rejected(&mut dpo(&shipped, &run, &[]), "comparisons.parquet", &stage_dir)?;
     let prompts_only =
         ["--set", "data.comparisons=", "--set", "online.rounds=1", "--set", "online.prompts=missing.parquet"];
-    fails(dpo(&shipped, &run, &prompts_only), &run, "missing.parquet")?;
+    assert_rejected(&mut dpo(&shipped, &run, &prompts_only), "missing.parquet", &stage_dir)?;
     Ok(())
 }
 

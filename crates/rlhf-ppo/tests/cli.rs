@@ -8,15 +8,13 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::Result;
-use rlhf_data::config::{load_config, write_config};
+use rlhf_data::config::load_config;
 use rlhf_data::Rollout;
 use rlhf_ppo::PpoConfig;
 use rlhf_train::testing::assert_kill_resume_identical;
 
 fn ppo(config: &Path, run_dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlhf-ppo"));
-    cmd.arg("--config").arg(config).arg("--run-dir").arg(run_dir).args(["--device", "cpu"]).env("RUST_LOG", "warn");
-    cmd
+    rlhf_train::testing::stage_command(env!("CARGO_BIN_EXE_rlhf-ppo"), config, run_dir, &[])
 }
 
 #[test]
@@ -26,10 +24,7 @@ fn a_killed_run_resumes_to_the_same_weights() -> Result<()> {
     let mut config = common::config(&fixture);
     config.ppo.iterations = 16;
     config.train.checkpoint_every = 3;
-    let config_path = tmp.path().join("ppo.toml");
-    write_config(&config, &config_path)?;
-
-    let (whole, killed) = assert_kill_resume_identical(tmp.path(), "ppo", |run_dir| ppo(&config_path, run_dir))?;
+    let (whole, killed) = assert_kill_resume_identical(tmp.path(), "ppo", &config, ppo)?;
     let rollouts = |dir: &Path| -> Result<Vec<(String, String, u32, i64)>> {
         let rows: Vec<Rollout> = rlhf_data::read_records(dir.join("ppo/rollouts.parquet"))?;
         Ok(rows.into_iter().map(|r| (r.id, r.response, r.step, (r.reward as f64 * 1e6).round() as i64)).collect())

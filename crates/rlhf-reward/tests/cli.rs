@@ -118,11 +118,8 @@ fn a_killed_run_resumes_to_the_same_weights() -> Result<()> {
     let mut config = common::fast_config(&policy, &data, 60);
     config.train.checkpoint_every = 5;
     config.train.eval_every = 20;
-    let config_path = tmp.path().join("reward.toml");
-    rlhf_data::config::write_config(&config, &config_path)?;
-    let train = |run_dir: &Path| reward(&["--config", s(&config_path), "--run-dir", s(run_dir)]);
-
-    assert_kill_resume_identical(tmp.path(), "rm", train)?;
+    let train = |file: &Path, run_dir: &Path| reward(&["--config", s(file), "--run-dir", s(run_dir)]);
+    assert_kill_resume_identical(tmp.path(), "rm", &config, train)?;
     Ok(())
 }
 

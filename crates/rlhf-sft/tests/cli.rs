@@ -10,13 +10,10 @@ use anyhow::{Context, Result};
 use rlhf_data::config::write_config;
 use rlhf_model::checkpoint::read_safetensors;
 use rlhf_sft::{BaseConfig, SftConfig};
-use rlhf_train::testing::{assert_kill_resume_identical, assert_rejected};
+use rlhf_train::testing::{assert_kill_resume_identical, assert_rejected, stage_command};
 
 fn sft(config: &Path, run_dir: &Path, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlhf-sft"));
-    cmd.arg("--config").arg(config).arg("--run-dir").arg(run_dir).args(["--device", "cpu"]).args(extra);
-    cmd.env("RUST_LOG", "warn");
-    cmd
+    stage_command(env!("CARGO_BIN_EXE_rlhf-sft"), config, run_dir, extra)
 }
 
 #[test]
@@ -27,16 +24,8 @@ fn a_killed_run_resumes_to_the_same_weights() -> Result<()> {
     let mut config = common::sft_config(&base, &demos, &heldout, 60);
     config.train.checkpoint_every = 5;
     config.train.eval_every = 20;
-    let config_path = tmp.path().join("sft.toml");
-    write_config(&config, &config_path)?;
-
-    assert_kill_resume_identical(tmp.path(), "sft", |run_dir| sft(&config_path, run_dir, &[]))?;
+    assert_kill_resume_identical(tmp.path(), "sft", &config, |file, run_dir| sft(file, run_dir, &[]))?;
     Ok(())
-}
-
-/// Runs the binary expecting failure: one `error:` line naming `needle`, and no `sft/` written.
-fn fails(mut cmd: Command, run_dir: &Path, needle: &str) -> Result<()> {
-    assert_rejected(&mut cmd, needle, &run_dir.join("sft"))
 }
 
 #[test]
@@ -44,13 +33,14 @@ fn bad_input_is_one_error_line_and_writes_nothing() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let base = common::tiny_base(&tmp.path().join("base"));
     let run = tmp.path().join("run");
+    let stage_dir = run.join("sft");
     let config_path = tmp.path().join("sft.toml");
     let (demos, heldout) = common::small_task_files(&tmp.path().join("data"));
     write_config(&common::sft_config(&base, &demos, &heldout, 5), &config_path)?;
 
-    fails(sft(&config_path, &run, &["--set", "model.base=/no/such/base"]), &run, "/no/such/base")?;
-    fails(sft(&config_path, &run, &["--set", "train.lrr=1"]), &run, "unknown field `lrr`")?;
-    fails(sft(&tmp.path().join("missing.toml"), &run, &[]), &run, "missing.toml")?;
+    assert_rejected(&mut sft(&config_path, &run, &["--set", "model.base=/no/such/base"]), "/no/such/base", &stage_dir)?;
+    assert_rejected(&mut sft(&config_path, &run, &["--set", "train.lrr=1"]), "unknown field `lrr`", &stage_dir)?;
+    assert_rejected(&mut sft(&tmp.path().join("missing.toml"), &run, &[]), "missing.toml", &stage_dir)?;
 
     // A demonstrations file that is another kind of table, and one that does not exist.
     let comparisons = tmp.path().join("comparisons.parquet");
@@ -63,8 +53,12 @@ fn bad_input_is_one_error_line_and_writes_nothing() -> Result<()> {
     };
     rlhf_data::write_records(&comparisons, &[row])?;
     let set = format!("data.demonstrations={}", comparisons.display());
-    fails(sft(&config_path, &run, &["--set", &set]), &run, "comparisons.parquet")?;
-    fails(sft(&config_path, &run, &["--set", "data.demonstrations=/no/demos.parquet"]), &run, "/no/demos.parquet")?;
+    assert_rejected(&mut sft(&config_path, &run, &["--set", &set]), "comparisons.parquet", &stage_dir)?;
+    assert_rejected(
+        &mut sft(&config_path, &run, &["--set", "data.demonstrations=/no/demos.parquet"]),
+        "/no/demos.parquet",
+        &stage_dir,
+    )?;
 
     // A checkpoint whose weights do not fit its config.json.
     let broken = tmp.path().join("broken");
@@ -77,7 +71,7 @@ fn bad_input_is_one_error_line_and_writes_nothing() -> Result<()> {
     *norm = norm.narrow(0, 0, 4);
     rlhf_model::checkpoint::write_safetensors(&broken.join("model.safetensors"), &tensors)?;
     let set = format!("model.base={}", broken.display());
-    fails(sft(&config_path, &run, &["--set", &set]), &run, "model.norm.weight")?;
+    assert_rejected(&mut sft(&config_path, &run, &["--set", &set]), "model.norm.weight", &stage_dir)?;
 
     // A tokenizer with more tokens than the model's embedding has rows.
     let small = tmp.path().join("small-vocab");
@@ -93,7 +87,7 @@ fn bad_input_is_one_error_line_and_writes_nothing() -> Result<()> {
     *embed = embed.narrow(0, 0, 100);
     rlhf_model::checkpoint::write_safetensors(&small.join("model.safetensors"), &tensors)?;
     let set = format!("model.base={}", small.display());
-    fails(sft(&config_path, &run, &["--set", &set]), &run, "tokenizer mismatch")?;
+    assert_rejected(&mut sft(&config_path, &run, &["--set", &set]), "tokenizer mismatch", &stage_dir)?;
     Ok(())
 }
 

@@ -106,6 +106,15 @@ pub fn assert_same_tensors(a: &Path, b: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The stage binary `binary` (`env!("CARGO_BIN_EXE_rlhf-<stage>")`) on `config` in `run_dir`, on the
+/// CPU, logging warnings only, with `extra` arguments.
+pub fn stage_command(binary: &str, config: &Path, run_dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.arg("--config").arg(config).arg("--run-dir").arg(run_dir).args(["--device", "cpu"]).args(extra);
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
 /// Runs `cmd` expecting the one-line failure every binary gives bad input: a non-zero exit and
 /// stderr of exactly one `error: ...` line that names `needle`.
 pub fn assert_one_error_line(cmd: &mut Command, needle: &str) -> Result<()> {
@@ -140,15 +149,20 @@ pub fn metric_rows(table: &Path) -> Result<Vec<(u64, String, i64)>> {
         .collect())
 }
 
-/// The kill-and-resume check: `stage(run_dir)` is the stage's command for a run directory, writing
+/// The kill-and-resume check: `config` is written to `<tmp>/<stage_dir>.toml`, and
+/// `stage(config_file, run_dir)` is the stage's command for it in a run directory, writing
 /// `<run_dir>/<stage_dir>/`. Runs it whole in `<tmp>/whole`; in `<tmp>/killed` kills it with SIGKILL after
 /// its first checkpoint and runs it again, which must resume; then asserts bit-identical final weights
 /// and the same metric rows. Returns the two run directories for the stage's own further checks.
-pub fn assert_kill_resume_identical(
+pub fn assert_kill_resume_identical<C: serde::Serialize>(
     tmp: &Path,
     stage_dir: &str,
-    stage: impl Fn(&Path) -> Command,
+    config: &C,
+    stage: impl Fn(&Path, &Path) -> Command,
 ) -> Result<(PathBuf, PathBuf)> {
+    let config_path = tmp.join(format!("{stage_dir}.toml"));
+    rlhf_data::config::write_config(config, &config_path)?;
+    let stage = |run_dir: &Path| stage(&config_path, run_dir);
     let (whole, killed) = (tmp.join("whole"), tmp.join("killed"));
     let out = stage(&whole).output()?;
     ensure!(out.status.success(), "the whole run failed: {}", String::from_utf8_lossy(&out.stderr));
