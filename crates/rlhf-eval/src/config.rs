@@ -53,6 +53,8 @@ pub struct GenerationSettings {
     pub temperature: f64,
     pub top_p: f64,
     pub batch_size: usize,
+    /// Prompts through each policy's chat template when its tokenizer has one (auto) or not (none).
+    pub chat_template: rlhf_model::ChatMode,
 }
 
 /// When the report flags reward hacking.
@@ -107,7 +109,13 @@ impl Default for DataConfig {
 
 impl Default for GenerationSettings {
     fn default() -> Self {
-        GenerationSettings { max_new_tokens: 48, temperature: 1.0, top_p: 1.0, batch_size: 64 }
+        GenerationSettings {
+            max_new_tokens: 48,
+            temperature: 1.0,
+            top_p: 1.0,
+            batch_size: 64,
+            chat_template: rlhf_model::ChatMode::Auto,
+        }
     }
 }
 

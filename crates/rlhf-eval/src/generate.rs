@@ -3,7 +3,10 @@
 //! the sample index; `id` is the prompt's id, shared by its K rows).
 //!
 //! Rows are generated prompt-major in batches of `batch_size`; batch `b` samples with seed
-//! `seed + b`, so a run is reproducible for a given batch size. Responses are decoded without
+//! `seed + b`, so a run is reproducible for a given batch size. A prompt goes through the
+//! tokenizer's chat template when it has one (`chat_template = auto`), as one user turn with the
+//! generation prompt. Temperature 0 is greedy decoding. Generation stops at any end token of the
+//! model's config, its `generation_config.json` and the tokenizer. Responses are decoded without
 //! special tokens; empty ones (eos straight away) are dropped and counted.
 
 use std::path::Path;
@@ -12,7 +15,9 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use rlhf_data::{read_records, Demonstration, Prompt, Record, TableWriter};
-use rlhf_model::{generate_from_tokens, CausalLm, GenerationConfig, Placement, Tokenizer};
+use rlhf_model::{
+    generate_from_tokens, CausalLm, ChatMode, GenerationConfig, GenerationDefaults, Placement, Tokenizer,
+};
 
 use crate::{Error, Result};
 
@@ -20,13 +25,45 @@ use crate::{Error, Result};
 #[derive(Clone, Debug, PartialEq)]
 pub struct SampleConfig {
     pub samples_per_prompt: u32,
+    /// 0: greedy decoding.
     pub temperature: f64,
     /// Nucleus mass (1.0 = off).
     pub top_p: f64,
+    /// Only the k most likely tokens (0 = off).
+    pub top_k: i64,
     pub max_new_tokens: i64,
+    /// Prompts through the tokenizer's chat template (auto) or as plain text (none).
+    pub chat_template: ChatMode,
+    /// End tokens besides the model config's and the tokenizer's (`generation_config.json`'s).
+    pub extra_eos_token_ids: Vec<i64>,
     pub seed: u64,
     /// Rows (prompt × sample) per generation batch.
     pub batch_size: usize,
+}
+
+/// Sampling settings given on a command line; unset ones come from the checkpoint's
+/// `generation_config.json`, then from [`SampleConfig::default`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SampleSettings {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<i64>,
+    pub max_new_tokens: Option<i64>,
+}
+
+impl SampleConfig {
+    /// `self` with `settings` laid over `defaults` (a checkpoint's `generation_config.json`) laid
+    /// over it; the end tokens of `defaults` are added.
+    pub fn with_settings(self, settings: &SampleSettings, defaults: &GenerationDefaults) -> Self {
+        SampleConfig {
+            temperature: settings.temperature.or(defaults.temperature()).unwrap_or(self.temperature),
+            top_p: settings.top_p.or(defaults.top_p).unwrap_or(self.top_p),
+            top_k: settings.top_k.or(defaults.top_k).unwrap_or(self.top_k),
+            max_new_tokens: settings.max_new_tokens.or(defaults.max_new_tokens).unwrap_or(self.max_new_tokens),
+            extra_eos_token_ids: [self.extra_eos_token_ids, defaults.eos_token_ids()].concat(),
+            ..self
+        }
+    }
 }
 
 impl Default for SampleConfig {
@@ -35,7 +72,10 @@ impl Default for SampleConfig {
             samples_per_prompt: 4,
             temperature: 1.0,
             top_p: 1.0,
+            top_k: 0,
             max_new_tokens: 96,
+            chat_template: ChatMode::Auto,
+            extra_eos_token_ids: Vec::new(),
             seed: 0,
             batch_size: 64,
         }
@@ -80,21 +120,35 @@ pub fn sample_tokens(
     if config.samples_per_prompt == 0 || config.batch_size == 0 || config.max_new_tokens <= 0 {
         return Err(Error::Invalid("samples per prompt, batch size and max new tokens must be at least 1".into()));
     }
+    let valid = config.temperature >= 0.0 && config.top_k >= 0 && config.top_p > 0.0 && config.top_p <= 1.0;
+    if !valid {
+        return Err(Error::Invalid(format!(
+            "temperature must be >= 0 (0: greedy), top_k >= 0 and top_p in (0, 1]; got {}, {}, {}",
+            config.temperature, config.top_k, config.top_p
+        )));
+    }
     let _span = tracing::info_span!("generate", prompts = prompts.len(), k = config.samples_per_prompt).entered();
-    let encoded = tokenizer.encode_batch(&prompts.iter().map(|p| p.prompt.as_str()).collect::<Vec<_>>())?;
+    let encoded = prompts
+        .iter()
+        .map(|p| tokenizer.encode_generation_prompt(&p.prompt, config.chat_template))
+        .collect::<rlhf_model::Result<Vec<_>>>()?;
     let rows: Vec<(usize, u32)> =
         (0..prompts.len()).flat_map(|i| (0..config.samples_per_prompt).map(move |k| (i, k))).collect();
     let mut eos_token_ids = model.config().eos_token_ids();
-    if !eos_token_ids.contains(&tokenizer.eos_id()) {
-        eos_token_ids.push(tokenizer.eos_id());
+    for id in config.extra_eos_token_ids.iter().copied().chain([tokenizer.eos_id()]) {
+        if !eos_token_ids.contains(&id) {
+            eos_token_ids.push(id);
+        }
     }
+    let greedy = config.temperature == 0.0;
     let mut samples = Vec::with_capacity(rows.len());
     for (b, chunk) in rows.chunks(config.batch_size).enumerate() {
         let generation_config = GenerationConfig {
             max_new_tokens: config.max_new_tokens,
-            do_sample: true,
-            temperature: config.temperature,
+            do_sample: !greedy,
+            temperature: if greedy { 1.0 } else { config.temperature },
             top_p: config.top_p,
+            top_k: config.top_k,
             eos_token_ids: eos_token_ids.clone(),
             pad_token_id: tokenizer.pad_id(),
             seed: config.seed + b as u64,
@@ -171,15 +225,18 @@ pub struct GenerateSummary {
 }
 
 /// Loads the policy in `model_dir`, samples for every prompt of the `prompts` table (the first
-/// `max_prompts`, 0: all) and writes `out` (atomically).
+/// `max_prompts`, 0: all) and writes `out` (atomically). `settings` override the checkpoint's
+/// `generation_config.json`, which overrides `config`.
 pub fn generate_file(
     model_dir: &Path,
     prompts: &Path,
     out: &Path,
-    config: &SampleConfig,
+    config: SampleConfig,
+    settings: &SampleSettings,
     max_prompts: usize,
     placement: Placement,
 ) -> Result<GenerateSummary> {
+    let config = config.with_settings(settings, &GenerationDefaults::from_dir(model_dir)?);
     let mut prompt_rows: Vec<Prompt> = read_records(prompts)?;
     if max_prompts > 0 {
         prompt_rows.truncate(max_prompts);
@@ -190,7 +247,7 @@ pub fn generate_file(
     let tokenizer = Tokenizer::from_dir(model_dir)?;
     let model = CausalLm::from_pretrained(model_dir, placement.device, placement.kind)?;
     tokenizer.check_fits_embedding(model.config().vocab_size())?;
-    let (samples, empty) = sample_responses(&model, &tokenizer, &prompt_rows, config)?;
+    let (samples, empty) = sample_responses(&model, &tokenizer, &prompt_rows, &config)?;
     if empty > 0 {
         tracing::warn!(empty, "dropped empty responses");
     }

@@ -5,10 +5,11 @@
 
 use clap::{Args, Parser, Subcommand};
 use rlhf_eval::config::EvalConfig;
-use rlhf_eval::generate::{generate_file, SampleConfig};
+use rlhf_eval::generate::{generate_file, SampleConfig, SampleSettings};
 use rlhf_eval::render::write_report;
 use rlhf_eval::report::evaluate;
 use rlhf_eval::score::{compare_files, logprobs_file};
+use rlhf_model::ChatMode;
 use rlhf_train::cli::TableArgs;
 use rlhf_train::judges::{scorer, scorer_names};
 use std::path::PathBuf;
@@ -56,13 +57,21 @@ struct GenerateArgs {
     /// Use only the first N prompts (0: all).
     #[arg(long, default_value_t = 0, value_name = "N")]
     max_prompts: usize,
-    #[arg(long, default_value_t = SampleConfig::default().temperature)]
-    temperature: f64,
-    /// Nucleus sampling mass (1 = off).
-    #[arg(long, default_value_t = SampleConfig::default().top_p)]
-    top_p: f64,
-    #[arg(long, default_value_t = SampleConfig::default().max_new_tokens)]
-    max_new_tokens: i64,
+    /// Sampling temperature; 0 is greedy decoding [default: the checkpoint's generation_config.json, else 1]
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Nucleus sampling mass, 1 = off [default: generation_config.json, else 1]
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Sample from the k most likely tokens only, 0 = off [default: generation_config.json, else 0]
+    #[arg(long)]
+    top_k: Option<i64>,
+    /// [default: generation_config.json, else 96]
+    #[arg(long)]
+    max_new_tokens: Option<i64>,
+    /// Put each prompt through the tokenizer's chat template (auto: when it has one) or not (none).
+    #[arg(long, value_enum, default_value_t = ChatMode::Auto)]
+    chat_template: ChatMode,
     /// Seed of the sampling streams (batch b uses seed + b).
     #[arg(long, default_value_t = SampleConfig::default().seed)]
     seed: u64,
@@ -155,17 +164,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => {
             let config = SampleConfig {
                 samples_per_prompt: args.samples_per_prompt,
-                temperature: args.temperature,
-                top_p: args.top_p,
-                max_new_tokens: args.max_new_tokens,
                 seed: args.seed,
                 batch_size: args.batch_size,
+                chat_template: args.chat_template,
+                ..SampleConfig::default()
+            };
+            let settings = SampleSettings {
+                temperature: args.temperature,
+                top_p: args.top_p,
+                top_k: args.top_k,
+                max_new_tokens: args.max_new_tokens,
             };
             let summary = generate_file(
                 &args.model,
                 &args.prompts,
                 &args.out,
-                &config,
+                config,
+                &settings,
                 args.max_prompts,
                 args.device.resolve()?,
             )?;

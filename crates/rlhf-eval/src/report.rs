@@ -153,6 +153,12 @@ pub fn evaluate(
     gold_judge: Option<&dyn Judge>,
     placement: Placement,
 ) -> Result<Evaluation> {
+    if config.generation.temperature.is_nan() || config.generation.temperature <= 0.0 {
+        return Err(Error::Invalid(format!(
+            "generation.temperature = {}: the report needs a sampling temperature > 0 (its KL is of the sampling distribution)",
+            config.generation.temperature
+        )));
+    }
     let prompts_path = run_dir.join(&config.data.prompts);
     let prompts: Vec<Prompt> = first_n(read_records(&prompts_path)?, config.data.num_prompts);
     if prompts.is_empty() {
@@ -182,6 +188,8 @@ pub fn evaluate(
         max_new_tokens: config.generation.max_new_tokens,
         seed: config.seed,
         batch_size: config.generation.batch_size,
+        chat_template: config.generation.chat_template,
+        ..SampleConfig::default()
     };
     let eval_dir = run_dir.join("eval");
     std::fs::create_dir_all(&eval_dir).map_err(|e| Error::Invalid(format!("{}: {e}", eval_dir.display())))?;

@@ -64,6 +64,17 @@ impl PromptResponseIds {
     }
 }
 
+/// Whether a plain prompt is wrapped in the tokenizer's chat template before generation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatMode {
+    /// The chat template when the tokenizer has one, else the plain text.
+    #[default]
+    Auto,
+    /// Always the plain text.
+    None,
+}
+
 /// A loaded (or trained) tokenizer with its special tokens and optional chat template.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
@@ -179,6 +190,21 @@ impl Tokenizer {
             .encode_batch_fast(inputs, false)
             .map_err(|err| Error::Tokenizer(format!("cannot tokenize a batch of {} texts: {err}", texts.len())))?;
         Ok(encodings.iter().map(|encoding| to_i64(encoding.get_ids())).collect())
+    }
+
+    /// The tokens a model generates a reply to `prompt` from. With a chat template (`mode` auto and the
+    /// tokenizer has one): the prompt as one user turn rendered with the generation prompt, then
+    /// tokenized as `transformers`' `apply_chat_template(..., add_generation_prompt=True,
+    /// tokenize=True)` does (the rendered text, its special tokens as written, nothing added).
+    /// Otherwise `tokens(prompt)`.
+    pub fn encode_generation_prompt(&self, prompt: &str, mode: ChatMode) -> Result<Vec<i64>> {
+        match (mode, &self.chat_template) {
+            (ChatMode::Auto, Some(template)) => {
+                let text = template.render(&[ChatMessage::new("user", prompt)], true)?;
+                self.encode(&text)
+            }
+            _ => self.encode(prompt),
+        }
     }
 
     /// The project's tokenization rule: `tokens(prompt)`, and `tokens(response) ++ [eos]`.

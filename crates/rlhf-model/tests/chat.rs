@@ -83,3 +83,25 @@ fn a_tokenizer_without_template_says_so() -> Result<()> {
     assert!(error.to_string().contains("no chat_template"), "{error}");
     Ok(())
 }
+
+#[test]
+fn generation_prompts_use_the_template_when_there_is_one() -> Result<()> {
+    use rlhf_model::ChatMode;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat/smollm2");
+    let tokenizer = Tokenizer::from_dir(&dir)?;
+    let rendered = tokenizer.apply_chat_template(&[ChatMessage::new("user", "Hi")], true)?;
+    assert!(rendered.starts_with("<|im_start|>system\n") && rendered.ends_with("<|im_start|>assistant\n"));
+    let ids = tokenizer.encode_generation_prompt("Hi", ChatMode::Auto)?;
+    assert_eq!(
+        ids,
+        tokenizer.encode(&rendered)?,
+        "apply_chat_template(tokenize=True): the rendered text, nothing added"
+    );
+    let start = tokenizer.encode("<|im_start|>")?;
+    assert_eq!((start.len(), ids[0]), (1, start[0]), "special tokens in the text are single tokens");
+    assert_eq!(tokenizer.encode_generation_prompt("Hi", ChatMode::None)?, tokenizer.encode("Hi")?);
+
+    let plain = Tokenizer::train_bpe(&["some text"], 300, &Default::default())?;
+    assert_eq!(plain.encode_generation_prompt("some", ChatMode::Auto)?, plain.encode("some")?, "no template: plain");
+    Ok(())
+}
