@@ -37,9 +37,9 @@ fn comparison(index: usize) -> Comparison {
         prompt: format!("prompt {index} \u{e9}\u{4e2d}\n"),
         chosen: format!("chosen {index}"),
         rejected: format!("rejected {index}"),
-        margin: (index % 2 == 0).then_some(index as f32 / 4.0),
-        annotator: (index % 3 == 0).then(|| format!("annotator-{}", index % 5)),
-        source: (index % 4 == 0).then(|| "hh".to_string()),
+        margin: index.is_multiple_of(2).then_some(index as f32 / 4.0),
+        annotator: index.is_multiple_of(3).then(|| format!("annotator-{}", index % 5)),
+        source: index.is_multiple_of(4).then(|| "hh".to_string()),
     }
 }
 

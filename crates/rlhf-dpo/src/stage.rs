@@ -8,7 +8,6 @@
 
 use std::path::Path;
 
-use rlhf_data::config::write_config;
 use rlhf_data::{read_records, read_table, write_records, Comparison, Prompt, Table};
 use rlhf_model::device::seed_everything;
 use rlhf_model::{CausalLm, Placement, Tokenizer};
@@ -260,7 +259,7 @@ pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
     };
     // After the checkpoint check, so a refused resume keeps the config it was written under.
     let mut trainer = Trainer::new(&inputs.policy, live_reference, job)?;
-    write_config(&config, &dir.config_file())?;
+    let _writer = dir.begin(&config)?;
     let rounds_dir = dir.root.join(ROUNDS_DIR);
     if trainer.resume_point().is_none() && rounds_dir.exists() {
         // Left by a run that never reached a checkpoint: sampled by a policy we cannot vouch for.

@@ -129,8 +129,7 @@ struct CompareArgs {
 fn report(args: &ReportArgs) -> anyhow::Result<()> {
     let config: EvalConfig = rlhf_data::config::load_config(args.config.as_deref(), &args.set)?;
     let gold_judge = config.gold_judge()?;
-    rlhf_data::config::write_config(&config, &args.run_dir.join("eval").join("config.toml"))?;
-    let evaluation = evaluate(&args.run_dir, &config, gold_judge.as_deref(), args.device.resolve()?)?;
+    let (evaluation, _writer) = evaluate(&args.run_dir, &config, gold_judge.as_deref(), args.device.resolve()?)?;
     let written = write_report(&evaluation, &config.flags)?;
     println!("report: {}\n        {}\n\n{}", written.report.display(), written.html.display(), written.headline);
     for flag in &written.flags {

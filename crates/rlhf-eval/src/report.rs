@@ -16,6 +16,7 @@ use crate::score::{encode_pairs, load_policy, proxy_rewards, response_logprobs};
 use crate::stats::{distinct_n, mean, win_rate, WinRate};
 use crate::{Error, Result};
 use rlhf_train::judges::scores;
+use rlhf_train::stage::{StageDir, StageLock};
 
 /// One policy's results.
 #[derive(Clone, Debug, PartialEq)]
@@ -146,13 +147,15 @@ pub fn expand_policy_names(run_dir: &Path, names: &[String]) -> Vec<String> {
 }
 
 /// Evaluates the policies of `run_dir`, with `gold_judge` (normally [`EvalConfig::gold_judge()`]'s)
-/// scoring gold; also writes each policy's responses to `<run>/eval/responses_<policy>.parquet`.
+/// scoring gold. Once its inputs are checked it takes the writer's lock on `<run>/eval/` (returned:
+/// hold it while the report is written) and writes `config.toml` and each policy's responses
+/// (`responses_<policy>.parquet`) there.
 pub fn evaluate(
     run_dir: &Path,
     config: &EvalConfig,
     gold_judge: Option<&dyn Judge>,
     placement: Placement,
-) -> Result<Evaluation> {
+) -> Result<(Evaluation, StageLock)> {
     if config.generation.temperature.is_nan() || config.generation.temperature <= 0.0 {
         return Err(Error::Invalid(format!(
             "generation.temperature = {}: the report needs a sampling temperature > 0 (its KL is of the sampling distribution)",
@@ -191,8 +194,9 @@ pub fn evaluate(
         chat_template: config.generation.chat_template,
         ..SampleConfig::default()
     };
-    let eval_dir = run_dir.join("eval");
-    std::fs::create_dir_all(&eval_dir).map_err(|e| Error::Invalid(format!("{}: {e}", eval_dir.display())))?;
+    let stage = StageDir::new(run_dir, "eval");
+    let writer = stage.begin(config)?;
+    let eval_dir = stage.root;
     let temperature = config.generation.temperature;
     let mut sampled = Vec::new();
     for (name, dir) in found {
@@ -288,12 +292,13 @@ pub fn evaluate(
             }
         })
         .collect();
-    Ok(Evaluation {
+    let evaluation = Evaluation {
         run_dir: run_dir.to_path_buf(),
         reference: reference.map(|r| sampled[r].name.clone()),
         gold_judge: gold_judge.map(|judge| NamedJudge { name: judge.name(), description: judge.description() }),
         reward_models,
         prompts: prompts.len(),
         policies,
-    })
+    };
+    Ok((evaluation, writer))
 }

@@ -150,7 +150,7 @@ pub fn run(config: &PpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
     let prompts = read_prompts(config, run_dir, &tokenizer, config.data.max_prompt_len.min(room))?;
     tracing::info!(prompts = prompts.records.len(), advantage = ?config.advantage, lora = config.lora.enabled, "ppo inputs");
 
-    rlhf_data::config::write_config(config, &dir.config_file())?;
+    let _writer = dir.begin(config)?;
     let models = Models { policy, reference, critic, rewards, tokenizer, gold_judge };
     let summary = trainer::train(
         &models,

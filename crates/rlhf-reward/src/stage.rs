@@ -196,7 +196,7 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
         "preferences"
     );
 
-    rlhf_data::config::write_config(config, &stage.config_file())?;
+    let _writer = stage.begin(config)?;
     let mut metrics = MetricsLog::open(stage.metrics(), STAGE_NAME)?;
     let data_stats = [
         ("train_preferences", train.items.len()),

@@ -53,6 +53,7 @@ pub fn pretrain(config: &BaseConfig, dir: &Path, options: &RunOptions) -> Result
     }
     config.train.check()?;
     let config_hash = train_state::config_hash(config)?;
+    let _writer = dir.begin(config)?;
     let tokenizer_dir = dir.root.join(TOKENIZER_DIR);
     let documents = rlhf_task::corpus(corpus.seed, corpus.documents);
     let tokenizer = if tokenizer_dir.is_dir() {
@@ -63,7 +64,6 @@ pub fn pretrain(config: &BaseConfig, dir: &Path, options: &RunOptions) -> Result
         save_dir_atomically(&tokenizer_dir, |tmp| tokenizer.save(tmp))?;
         tokenizer
     };
-    rlhf_data::config::write_config(config, &dir.config_file())?;
 
     let mut ids = tokenizer.encode_batch(&documents)?;
     let heldout = ids.split_off(corpus.documents - corpus.heldout_documents);

@@ -82,7 +82,7 @@ pub fn run(config: &SftConfig, run_dir: &Path, options: &RunOptions) -> Result<O
     };
     tracing::info!(train = train.len(), heldout = eval.len(), lora = config.lora.enabled, "demonstrations");
 
-    rlhf_data::config::write_config(config, &dir.config_file())?;
+    let _writer = dir.begin(config)?;
     let summary = trainer::train(
         &model,
         &TrainJob {

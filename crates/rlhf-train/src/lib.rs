@@ -31,7 +31,7 @@ pub mod trainer;
 pub use config::{LoraSection, OnNonFinite, TrainConfig};
 pub use error::{Error, Result};
 pub use metrics_log::MetricsLog;
-pub use stage::{resolve, Outcome, RunOptions, StageDir};
+pub use stage::{resolve, Outcome, RunOptions, StageDir, StageLock};
 pub use train_state::{TrainRng, TrainState};
 pub use trainer::{
     gather, progress_bar, seed_for, trainable_variables, Phase, StepWork, TrainSpec, TrainStep, TrainSummary, Trainer,

@@ -7,10 +7,12 @@
 //! `checkpoints/step-N/` (see [`crate::train_state`]) and `metrics.parquet` (long-format metric
 //! rows). `final/` only ever appears by an atomic rename of a complete directory, so its presence
 //! is what "finished" means: a stage that finds it skips, one that finds checkpoints resumes.
+//! `.lock` makes one process at a time its writer ([`StageDir::begin`]).
 
 use std::path::{Path, PathBuf};
 
 use rlhf_model::Placement;
+use serde::Serialize;
 
 /// How to run, as chosen by the caller (not part of the config).
 #[derive(Clone, Copy, Debug)]
@@ -61,9 +63,74 @@ impl StageDir {
     pub fn is_finished(&self) -> bool {
         self.final_dir().is_dir()
     }
+    /// The lock file that makes one process at a time the writer of this stage.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join(LOCK_FILE)
+    }
+    /// Starts writing the stage, once its inputs are checked: creates the directory, takes the
+    /// writer's lock ([`StageLock`], held until it is dropped) and writes `config` as `config.toml`.
+    /// A second process on the same stage gets one error naming the holder; a lock left by a killed
+    /// process is free (the operating system drops it with its holder) and is taken over.
+    pub fn begin(&self, config: &impl Serialize) -> crate::Result<StageLock> {
+        let lock = StageLock::acquire(&self.lock_file())?;
+        if self.is_finished() {
+            return Err(crate::Error::file(&self.root, "was finished by another process while this one started"));
+        }
+        rlhf_data::config::write_config(config, &self.config_file())?;
+        Ok(lock)
+    }
     /// `Outcome::AlreadyDone` when finished.
     pub fn already_done<S>(&self) -> Option<Outcome<S>> {
         self.is_finished().then(|| Outcome::AlreadyDone(self.final_dir()))
+    }
+}
+
+/// The lock file's name in a stage (or eval) directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// An exclusive advisory lock (`flock`) on a lock file, released when dropped or when the process
+/// dies; the file holds the holder's process id for the error a second writer gets.
+#[derive(Debug)]
+pub struct StageLock {
+    _file: std::fs::File,
+}
+
+impl StageLock {
+    /// Takes the lock on `path` (creating it and its directory), or fails naming the holder.
+    pub fn acquire(path: &Path) -> crate::Result<Self> {
+        use std::io::{Read, Seek, Write};
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| crate::Error::io(path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let holder =
+                    if holder.is_empty() { "another process".to_string() } else { format!("process {holder}") };
+                return Err(crate::Error::file(
+                    dir,
+                    format!("{holder} is writing here (lock {}); wait for it to finish or stop it", path.display()),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(crate::Error::io(path, e)),
+        }
+        let mut write_pid = || -> std::io::Result<()> {
+            file.set_len(0)?;
+            file.rewind()?;
+            write!(file, "{}", std::process::id())?;
+            file.flush()
+        };
+        write_pid().map_err(|e| crate::Error::io(path, e))?;
+        Ok(StageLock { _file: file })
     }
 }
 
@@ -89,6 +156,19 @@ pub fn require_checkpoint_dir(dir: &Path, setting: &str, hint: &str) -> crate::R
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn one_writer_at_a_time_and_the_lock_is_free_once_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let stage = StageDir::new(tmp.path(), "sft");
+        let first = stage.begin(&serde_json::json!({"seed": 1})).unwrap();
+        let err = stage.begin(&serde_json::json!({"seed": 1})).unwrap_err().to_string();
+        let pid = std::process::id();
+        assert!(err.contains(&format!("process {pid} is writing here")) && err.contains(".lock"), "{err}");
+        drop(first);
+        let _again = stage.begin(&serde_json::json!({"seed": 1})).unwrap();
+        assert!(stage.config_file().is_file());
+    }
+
     use super::*;
 
     #[test]

@@ -74,13 +74,15 @@ pub fn has_checkpoint(checkpoints: &Path) -> bool {
     crate::train_state::latest(checkpoints).is_ok_and(|latest| latest.is_some())
 }
 
-/// Spawns `cmd`, waits (up to `timeout`) until `checkpoints` holds a checkpoint, and kills the
-/// process with SIGKILL; fails if it ended first or had already written `final_dir`.
+/// Spawns `cmd`, waits (up to `timeout`) until `checkpoints` holds a checkpoint, runs
+/// `while_running` (the process still holds its lock then), and kills the process with SIGKILL;
+/// fails if it ended first or had already written `final_dir`.
 pub fn kill_after_first_checkpoint(
     cmd: &mut Command,
     checkpoints: &Path,
     final_dir: &Path,
     timeout: Duration,
+    while_running: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting the stage")?;
     let deadline = Instant::now() + timeout;
@@ -89,8 +91,10 @@ pub fn kill_after_first_checkpoint(
         ensure!(Instant::now() < deadline, "no checkpoint in {} after {timeout:?}", checkpoints.display());
         std::thread::sleep(Duration::from_millis(5));
     }
+    let checked = while_running();
     child.kill()?; // SIGKILL
     child.wait()?;
+    checked?;
     ensure!(!final_dir.exists(), "the run finished before it was killed");
     Ok(())
 }
@@ -151,9 +155,10 @@ pub fn metric_rows(table: &Path) -> Result<Vec<(u64, String, i64)>> {
 
 /// The kill-and-resume check: `config` is written to `<tmp>/<stage_dir>.toml`, and
 /// `stage(config_file, run_dir)` is the stage's command for it in a run directory, writing
-/// `<run_dir>/<stage_dir>/`. Runs it whole in `<tmp>/whole`; in `<tmp>/killed` kills it with SIGKILL after
-/// its first checkpoint and runs it again, which must resume; then asserts bit-identical final weights
-/// and the same metric rows. Returns the two run directories for the stage's own further checks.
+/// `<run_dir>/<stage_dir>/`. Runs it whole in `<tmp>/whole`; in `<tmp>/killed` starts it, checks that a
+/// second writer is refused while it runs (the run lock), kills it with SIGKILL after its first
+/// checkpoint and runs it again, which must take the dead process's lock over and resume; then
+/// asserts bit-identical final weights and the same metric rows. Returns the two run directories for the stage's own further checks.
 pub fn assert_kill_resume_identical<C: serde::Serialize>(
     tmp: &Path,
     stage_dir: &str,
@@ -167,7 +172,20 @@ pub fn assert_kill_resume_identical<C: serde::Serialize>(
     let out = stage(&whole).output()?;
     ensure!(out.status.success(), "the whole run failed: {}", String::from_utf8_lossy(&out.stderr));
     let (checkpoints, final_dir) = (killed.join(stage_dir).join("checkpoints"), killed.join(stage_dir).join("final"));
-    kill_after_first_checkpoint(&mut stage(&killed), &checkpoints, &final_dir, Duration::from_secs(120))?;
+    let second_writer = || {
+        let out = stage(&killed).output()?;
+        let log = String::from_utf8_lossy(&out.stderr);
+        let last = log.lines().last().unwrap_or_default();
+        ensure!(!out.status.success() && last.starts_with("error: ") && last.contains("is writing here"), "{log}");
+        Ok(())
+    };
+    kill_after_first_checkpoint(
+        &mut stage(&killed),
+        &checkpoints,
+        &final_dir,
+        Duration::from_secs(120),
+        second_writer,
+    )?;
     let out = stage(&killed).env("RUST_LOG", "info").output()?;
     let log = String::from_utf8_lossy(&out.stderr);
     ensure!(out.status.success() && log.contains("resuming"), "did not resume:\n{log}");

@@ -373,13 +373,13 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
             self.progress.inc(1);
             let phase_done = phase_step + 1 == phase.steps;
 
-            if self.step % cfg.log_every.max(1) == 0 || phase_done {
+            if self.step.is_multiple_of(cfg.log_every.max(1)) || phase_done {
                 self.log_interval(stage, lr, grad_norm);
             }
-            if cfg.eval_every > 0 && self.step % cfg.eval_every == 0 {
+            if cfg.eval_every > 0 && self.step.is_multiple_of(cfg.eval_every) {
                 self.summary.eval_after = self.evaluate(stage)?;
             }
-            let on_cadence = cfg.checkpoint_every > 0 && self.step % cfg.checkpoint_every == 0;
+            let on_cadence = cfg.checkpoint_every > 0 && self.step.is_multiple_of(cfg.checkpoint_every);
             let at_end = cfg.checkpoint_every > 0 && phase_done && phase.checkpoint_at_end;
             if (on_cadence || at_end) && !(phase_done && phase.last) {
                 self.checkpoint(phase.stream.position(), (phase.extra)(phase_step + 1))?;
