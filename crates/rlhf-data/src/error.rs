@@ -88,6 +88,8 @@ pub enum Error {
     MissingKey { location: Location, key: String },
     #[error("{location}: {key:?} is {found}, expected {expected}")]
     WrongType { location: Location, key: String, expected: &'static str, found: &'static str },
+    #[error("{location}: {key:?} is {value}, expected a finite number")]
+    NotFinite { location: Location, key: String, value: String },
     #[error("{location}: {field:?} is empty")]
     EmptyField { location: Location, field: String },
     #[error("{location}: {key:?} {reason}")]

@@ -186,7 +186,11 @@ fn cell(array: &dyn Array, row: usize) -> Value {
         DataType::Boolean => array.as_boolean().value(row).into(),
         DataType::Int64 => array.as_primitive::<Int64Type>().value(row).into(),
         DataType::UInt64 => array.as_primitive::<UInt64Type>().value(row).into(),
-        DataType::Float64 => array.as_primitive::<Float64Type>().value(row).into(),
+        DataType::Float64 => match array.as_primitive::<Float64Type>().value(row) {
+            value if value.is_finite() => value.into(),
+            // JSON has no NaN or infinity: as text, for the field's check to reject by name.
+            value => Value::String(value.to_string()),
+        },
         DataType::Utf8 => array.as_string::<i32>().value(row).into(),
         DataType::List(_) => {
             let list = array.as_list::<i32>();

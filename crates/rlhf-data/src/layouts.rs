@@ -334,10 +334,18 @@ impl<'a> Row<'a> {
             .collect()
     }
 
+    /// The optional `margin`: a finite number (NaN and infinities, as a Parquet float column can
+    /// hold them, are rejected by name).
     fn margin(&mut self) -> Result<Option<f32>> {
+        let not_finite =
+            |row: &Self, value: String| Error::NotFinite { location: row.location(), key: "margin".into(), value };
         match self.optional("margin") {
             None => Ok(None),
-            Some(Value::Number(margin)) => Ok(margin.as_f64().map(|margin| margin as f32)),
+            Some(Value::Number(margin)) => match margin.as_f64().map(|margin| margin as f32) {
+                Some(margin) if margin.is_finite() => Ok(Some(margin)),
+                _ => Err(not_finite(self, format!("{margin} (beyond f32)"))),
+            },
+            Some(Value::String(text)) if ["NaN", "inf", "-inf"].contains(&text.as_str()) => Err(not_finite(self, text)),
             Some(other) => Err(self.wrong_type("margin", "a number", &other)),
         }
     }

@@ -426,3 +426,30 @@ fn unusable_inputs_and_options_are_refused() {
         assert!(!output.exists());
     }
 }
+
+#[test]
+fn a_margin_that_is_not_a_finite_number_names_the_row() {
+    let dir = TempDir::new().unwrap();
+    for (value, shown) in [(f64::NAN, "NaN"), (f64::INFINITY, "inf"), (1e300, "1e+300 (beyond f32)")] {
+        let input = dir.path().join("pairs.parquet");
+        let text = |rows: [&str; 2]| -> ArrayRef { Arc::new(arrow::array::StringArray::from(rows.to_vec())) };
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("prompt", text(["a", "b"])),
+            ("chosen", text(["yes", "yes"])),
+            ("rejected", text(["no", "no"])),
+            ("margin", Arc::new(Float64Array::from(vec![1.0, value]))),
+        ];
+        let schema = Arc::new(Schema::new(
+            columns.iter().map(|(name, a)| Field::new(*name, a.data_type().clone(), false)).collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_new(schema.clone(), columns.into_iter().map(|(_, a)| a).collect()).unwrap();
+        let mut writer = TableWriter::create(&input, schema).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        let output = dir.path().join("out.parquet");
+        let error = import(&input, &output, &options(Kind::Comparisons)).unwrap_err().to_string();
+        let expected = format!("{} row 1: \"margin\" is {shown}, expected a finite number", input.display());
+        assert_eq!(error, expected);
+        assert!(!output.exists());
+    }
+}
