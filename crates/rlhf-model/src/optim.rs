@@ -3,12 +3,16 @@
 //! [`AdamW`] follows `torch.optim.AdamW` (single-tensor path, the CPU default) operation for
 //! operation, so the same gradients give the same parameters. Its state is keyed by parameter name
 //! and saved to safetensors, so a resumed run continues bit-exactly.
+//!
+//! Mixed precision: a bf16 parameter is updated through an fp32 master copy with fp32 moments (the
+//! gradient is upcast, the updated master is rounded back into the parameter), so small updates
+//! are not lost to bf16 rounding. f16 parameters are refused: they need loss scaling.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// AdamW hyper-parameters (the learning rate comes from [`LrSchedule`] at each step).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,6 +45,13 @@ struct Moments {
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
     step: i64,
+    /// The fp32 master copy of a bf16 parameter (`None` for an f32 one, updated in place).
+    master: Option<Tensor>,
+}
+
+/// Whether a parameter of `kind` trains through an fp32 master copy.
+fn needs_master(kind: Kind) -> bool {
+    kind == Kind::BFloat16
 }
 
 struct Param {
@@ -91,17 +102,31 @@ impl AdamW {
                 if !grad.defined() {
                     continue;
                 }
+                if param.tensor.kind() == Kind::Half {
+                    return Err(Error::invalid(format!(
+                        "`{}` is f16: training in f16 needs loss scaling, which rlhf-rs does not do; use bf16 (fp32 master weights) or f32",
+                        param.name
+                    )));
+                }
+                let master = needs_master(param.tensor.kind());
                 let moments = match &mut param.moments {
                     Some(moments) => moments,
-                    None => param.moments.insert(Moments {
-                        exp_avg: param.tensor.f_zeros_like()?,
-                        exp_avg_sq: param.tensor.f_zeros_like()?,
-                        step: 0,
-                    }),
+                    None => {
+                        let master = if master { Some(param.tensor.f_to_kind(Kind::Float)?) } else { None };
+                        let like = master.as_ref().unwrap_or(&param.tensor);
+                        param.moments.insert(Moments {
+                            exp_avg: like.f_zeros_like()?,
+                            exp_avg_sq: like.f_zeros_like()?,
+                            step: 0,
+                            master,
+                        })
+                    }
                 };
+                let grad = if master { grad.f_to_kind(Kind::Float)? } else { grad };
+                let mut target = moments.master.as_ref().unwrap_or(&param.tensor).shallow_clone();
                 moments.step += 1;
                 if param.decay && weight_decay != 0.0 {
-                    let _ = param.tensor.f_mul_scalar_(1.0 - lr * weight_decay)?;
+                    let _ = target.f_mul_scalar_(1.0 - lr * weight_decay)?;
                 }
                 let _ = moments.exp_avg.f_lerp_(&grad, 1.0 - beta1)?;
                 // PyTorch: exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2). tch's addcmul_
@@ -117,7 +142,10 @@ impl AdamW {
                 let denom = moments.exp_avg_sq.f_sqrt()?.f_div_scalar(bias_correction2_sqrt)?.f_add_scalar(eps)?;
                 // PyTorch: param.addcdiv_(exp_avg, denom, value=-step_size); same folding as above.
                 let scaled_exp_avg = moments.exp_avg.f_mul_scalar(-step_size)?;
-                let _ = param.tensor.f_addcdiv_(&scaled_exp_avg, &denom)?;
+                let _ = target.f_addcdiv_(&scaled_exp_avg, &denom)?;
+                if master {
+                    param.tensor.f_copy_(&target)?;
+                }
             }
             Ok(())
         })
@@ -157,7 +185,7 @@ impl AdamW {
     }
 
     /// Saves every parameter's moments and step count (`<name>.exp_avg`, `<name>.exp_avg_sq`,
-    /// `<name>.step`) to a safetensors file.
+    /// `<name>.step`, and a bf16 parameter's fp32 `<name>.master`) to a safetensors file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let mut named = Vec::new();
@@ -167,6 +195,9 @@ impl AdamW {
                     named.push((state_key(&param.name, suffix), tensor.f_to_device(Device::Cpu)?.f_contiguous()?));
                 }
                 named.push((state_key(&param.name, "step"), Tensor::from(moments.step)));
+                if let Some(master) = &moments.master {
+                    named.push((state_key(&param.name, "master"), master.f_to_device(Device::Cpu)?.f_contiguous()?));
+                }
             }
         }
         Tensor::write_safetensors(&named, path).map_err(|err| Error::checkpoint(path, err))
@@ -196,10 +227,25 @@ impl AdamW {
                         ));
                     }
                     let device = param.tensor.device();
+                    // A bf16 parameter resumes from its saved master (the parameter is its rounding);
+                    // state saved without one (f32 training) starts the master from the parameter.
+                    let master = match (needs_master(param.tensor.kind()), take("master")) {
+                        (true, Some(master)) if master.size() == shape => Some(master.f_to_device(device)?),
+                        (true, Some(_)) => {
+                            return Err(Error::checkpoint(
+                                path,
+                                format!("master copy of `{}` has another shape", param.name),
+                            ));
+                        }
+                        (true, None) => Some(param.tensor.f_to_kind(Kind::Float)?),
+                        (false, _) => None,
+                    };
+                    let kind = if master.is_some() { Kind::Float } else { param.tensor.kind() };
                     Some(Moments {
-                        exp_avg: exp_avg.f_to_device(device)?,
-                        exp_avg_sq: exp_avg_sq.f_to_device(device)?,
+                        exp_avg: exp_avg.f_to_device(device)?.f_to_kind(kind)?,
+                        exp_avg_sq: exp_avg_sq.f_to_device(device)?.f_to_kind(kind)?,
                         step: step.f_int64_value(&[])?,
+                        master,
                     })
                 }
                 _ => {

@@ -205,3 +205,50 @@ fn schedule_warms_up_linearly_then_decays_by_cosine_to_the_floor() {
     assert!(close(no_warmup.lr_at(0), 1e-3), "the first step runs at the peak");
     assert!(close(no_warmup.lr_at(10), 1e-4));
 }
+
+/// One tensor `w` trained by AdamW from `init` with the same gradient each step, in `kind`.
+fn train_one(init: &Tensor, grad: &Tensor, kind: Kind, steps: usize, lr: f64) -> Result<(Tensor, AdamW)> {
+    let w = init.copy().to_kind(kind).set_requires_grad(true);
+    let mut optimizer = AdamW::from_named([("w".to_string(), w.shallow_clone())], AdamWConfig::default());
+    for _ in 0..steps {
+        optimizer.zero_grad();
+        (&w * grad.to_kind(kind)).sum(Kind::Float).backward();
+        optimizer.step(lr)?;
+    }
+    Ok((w, optimizer))
+}
+
+#[test]
+fn bf16_trains_through_an_fp32_master_copy_and_resumes_from_it() -> Result<()> {
+    tch::manual_seed(3);
+    let init = Tensor::randn([64], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16).to_kind(Kind::Float);
+    let grad = Tensor::randn([64], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16).to_kind(Kind::Float);
+    // Updates of 1e-4 are far below bf16's spacing near 1: without a master copy nothing would move.
+    let (w32, _) = train_one(&init, &grad, Kind::Float, 30, 1e-4)?;
+    let (w16, optimizer) = train_one(&init, &grad, Kind::BFloat16, 30, 1e-4)?;
+    assert_eq!(w16.kind(), Kind::BFloat16);
+    assert!(w16.equal(&w32.to_kind(Kind::BFloat16)), "the bf16 parameter is the rounding of the fp32 trajectory");
+    assert!(!w16.equal(&init.to_kind(Kind::BFloat16)), "small updates accumulate in the master copy");
+
+    // Resume: the saved state holds the master copy, so continuing gives the same bits.
+    let dir = tempfile::tempdir()?;
+    optimizer.save(dir.path().join("optimizer.safetensors"))?;
+    let resumed_w = w16.detach().copy().set_requires_grad(true);
+    let mut resumed = AdamW::from_named([("w".to_string(), resumed_w.shallow_clone())], AdamWConfig::default());
+    resumed.load(dir.path().join("optimizer.safetensors"))?;
+    let (w32_more, _) = train_one(&init, &grad, Kind::Float, 40, 1e-4)?;
+    for _ in 0..10 {
+        resumed.zero_grad();
+        (&resumed_w * grad.to_kind(Kind::BFloat16)).sum(Kind::Float).backward();
+        resumed.step(1e-4)?;
+    }
+    assert!(resumed_w.equal(&w32_more.to_kind(Kind::BFloat16)), "resumed from the master, not from the rounding");
+    Ok(())
+}
+
+#[test]
+fn f16_training_is_refused_with_a_clear_error() {
+    let init = Tensor::ones([4], (Kind::Float, Device::Cpu));
+    let err = train_one(&init, &init, Kind::Half, 1, 1e-3).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("`w` is f16: training in f16 needs loss scaling") && err.contains("bf16"), "{err}");
+}

@@ -6,7 +6,6 @@ use clap::{Args, Parser, Subcommand};
 use rlhf_data::config::load_config;
 use rlhf_sft::{BaseConfig, Outcome, RunOptions, SftConfig};
 use rlhf_train::cli::{StageCli, StageCommand};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -47,10 +46,6 @@ struct PretrainArgs {
     device: rlhf_model::DeviceArgs,
 }
 
-fn options(device: &rlhf_model::DeviceArgs) -> anyhow::Result<RunOptions> {
-    Ok(RunOptions { placement: device.resolve()?, progress: std::io::stderr().is_terminal() })
-}
-
 fn report(stage: &str, outcome: Outcome) {
     match outcome {
         Outcome::AlreadyDone(dir) => tracing::info!("{stage}: {} already exists; nothing to do", dir.display()),
@@ -78,7 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         StageCommand::Other(Command::Pretrain(args)) => {
             let config: BaseConfig = load_config(args.config.as_deref(), &args.overrides)?;
-            let outcome = rlhf_sft::pretrain::pretrain(&config, &args.out, &options(&args.device)?)?;
+            let outcome = rlhf_sft::pretrain::pretrain(&config, &args.out, &RunOptions::for_training(&args.device)?)?;
             report("pretrain", outcome);
         }
     }

@@ -40,6 +40,11 @@ fn bad_input_is_one_error_line_and_writes_nothing() -> Result<()> {
 
     assert_rejected(&mut sft(&config_path, &run, &["--set", "model.base=/no/such/base"]), "/no/such/base", &stage_dir)?;
     assert_rejected(&mut sft(&config_path, &run, &["--set", "train.lrr=1"]), "unknown field `lrr`", &stage_dir)?;
+    assert_rejected(
+        &mut sft(&config_path, &run, &["--dtype", "f16"]),
+        "training in f16 needs loss scaling",
+        &stage_dir,
+    )?;
     assert_rejected(&mut sft(&tmp.path().join("missing.toml"), &run, &[]), "missing.toml", &stage_dir)?;
 
     // A demonstrations file that is another kind of table, and one that does not exist.

@@ -2,7 +2,6 @@
 //! [--run-dir DIR] [--device ...] [--dtype ...]` ([`StageArgs`]) and the stage's other commands
 //! ([`StageCli`]). The entry point itself is `rlhf_data::binary_main!`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
@@ -89,7 +88,7 @@ impl StageArgs {
 
     /// The device and dtype asked for; a progress bar when stderr is a terminal.
     pub fn options(&self) -> anyhow::Result<RunOptions> {
-        Ok(RunOptions { placement: self.device.resolve()?, progress: std::io::stderr().is_terminal() })
+        Ok(RunOptions::for_training(&self.device)?)
     }
 }
 

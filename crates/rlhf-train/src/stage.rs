@@ -32,6 +32,20 @@ pub enum Outcome<S> {
     Trained { dir: PathBuf, summary: S },
 }
 
+impl RunOptions {
+    /// Training on `device`, a progress bar when stderr is a terminal. f16 is refused here, before
+    /// anything is written: it needs loss scaling (bf16 trains through fp32 master weights).
+    pub fn for_training(device: &rlhf_model::DeviceArgs) -> crate::Result<Self> {
+        use std::io::IsTerminal;
+        if device.dtype == rlhf_model::DType::F16 {
+            return Err(crate::Error::Invalid(
+                "--dtype f16: training in f16 needs loss scaling, which rlhf-rs does not do; use --dtype bf16 (fp32 master weights) or f32".into(),
+            ));
+        }
+        Ok(RunOptions { placement: device.resolve()?, progress: std::io::stderr().is_terminal() })
+    }
+}
+
 /// One stage's directory and the names inside it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StageDir {
