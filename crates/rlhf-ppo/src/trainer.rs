@@ -471,85 +471,16 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
         let training_s = training_began.elapsed().as_secs_f64();
         let seconds = began.elapsed().as_secs_f64();
 
-        // Rollouts of the iteration.
-        let per_row = |t: &Tensor| -> Result<Vec<Vec<f32>>> {
-            let flat =
-                Vec::<f32>::try_from(t.to_kind(Kind::Float).to_device(tch::Device::Cpu).contiguous().view([-1]))?;
-            let n = exp.layout.response_width() as usize;
-            Ok(exp
-                .layout
-                .response_lens
-                .iter()
-                .enumerate()
-                .map(|(i, &l)| flat[i * n..i * n + l as usize].to_vec())
-                .collect())
-        };
-        let (logprobs, ref_logprobs, values) =
-            (per_row(&exp.logprobs)?, per_row(&exp.ref_logprobs)?, per_row(&exp.values)?);
-        let kl_rows = Vec::<f32>::try_from(kl_seq.to_device(tch::Device::Cpu))?;
-        let to_i32 = |v: &[i64]| v.iter().map(|&t| t as i32).collect::<Vec<i32>>();
-        let records: Vec<Rollout> = samples
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Rollout {
-                id: format!("{}-it{step:05}-{i:04}", job.prompts.records[s.prompt].id),
-                prompt: prompt_texts[i].to_string(),
-                response: texts[i].clone(),
-                prompt_tokens: to_i32(&s.prompt_tokens),
-                response_tokens: to_i32(&s.response_tokens),
-                logprobs: logprobs[i].clone(),
-                ref_logprobs: ref_logprobs[i].clone(),
-                values: values[i].clone(),
-                reward: scores[i],
-                kl: kl_rows[i],
-                step: step as u32,
-            })
-            .collect();
-        rollouts.extend(records);
+        let scored =
+            Scored { samples: &samples, prompts: &prompt_texts, texts: &texts, scores: &scores, kl_seq: &kl_seq };
+        rollouts.extend(rollout_rows(job, &exp, &scored, step)?);
         rollouts.flush()?;
 
-        // Metrics of the iteration.
         let n = samples.len() as f64;
-        let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / n;
-        let mean_score = mean(&scores);
-        let non_score_reward = non_score.sum(Kind::Float).double_value(&[]) / n;
-        let tokens: i64 = exp.layout.prompt_lens.iter().chain(&exp.layout.response_lens).sum();
-        let per_step = |x: f64| if stats.steps > 0 { x / stats.steps as f64 } else { f64::NAN };
-        let mut values_out = vec![
-            ("objective/score", mean_score),
-            ("objective/rm_score", mean(&rm_scores)),
-            ("objective/non_score_reward", non_score_reward),
-            ("objective/rlhf_reward", mean_score + non_score_reward),
-            ("objective/kl", mean_kl),
-            ("objective/kl_coef", beta),
-            ("objective/entropy", masked_mean(&exp.entropy, mask).double_value(&[])),
-            ("policy/approx_kl", per_step(stats.approx_kl)),
-            ("policy/clip_fraction", per_step(stats.clip_fraction)),
-            ("loss/policy", per_step(stats.policy_loss)),
-            ("train/grad_norm", per_step(stats.grad_norm)),
-            ("train/updates", stats.steps as f64),
-            ("train/skipped", run.state.skipped as f64),
-            ("response/length", exp.layout.response_lens.iter().sum::<i64>() as f64 / n),
-            ("response/eos_rate", samples.iter().filter(|s| s.has_eos).count() as f64 / n),
-            ("perf/tokens_per_s", tokens as f64 / seconds.max(1e-9)),
-            ("perf/samples_per_s", n / seconds.max(1e-9)),
-            ("time/generation_s", generation_s),
-            ("time/scoring_s", scoring_s),
-            ("time/training_s", training_s),
-            ("time/generation_share", generation_s / seconds.max(1e-9)),
-        ];
-        if !matches!(models.critic, Critic::None) {
-            values_out.push(("loss/value", per_step(stats.value_loss)));
-            values_out.push(("value/clip_fraction", per_step(stats.value_clip_fraction)));
-            values_out.push(("value/explained_variance", explained));
-        }
-        if let Some(judge) = &models.gold_judge {
-            let gold = judge.score(&pairs)?.unwrap_or_default();
-            values_out.push(("objective/gold", gold.iter().sum::<f64>() / n));
-        }
-        if let Some(bytes) = peak_memory_bytes(device) {
-            values_out.push(("perf/peak_memory_bytes", bytes as f64));
-        }
+        let mean_score = scores.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let timings = Timings { generation_s, scoring_s, training_s, seconds };
+        let values_out =
+            iteration_metrics(&run, &exp, &scored, &rm_scores, &non_score, &stats, (beta, explained), &timings)?;
         let wall_time = now();
         metrics.extend(values_out.iter().map(|&(name, value)| Metric {
             stage: STAGE_NAME.into(),
@@ -588,6 +519,122 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
     summary.beta = run.state.kl.beta;
     summary.skipped = run.state.skipped;
     Ok(summary)
+}
+
+/// One iteration's samples with what scoring made of them.
+struct Scored<'s> {
+    samples: &'s [Sample],
+    /// The prompts' and responses' texts, the shaped scores and each response's KL to the reference.
+    prompts: &'s [&'s str],
+    texts: &'s [String],
+    scores: &'s [f32],
+    kl_seq: &'s Tensor,
+}
+
+/// Where an iteration's time went, in seconds.
+struct Timings {
+    generation_s: f64,
+    scoring_s: f64,
+    training_s: f64,
+    seconds: f64,
+}
+
+/// The rollout rows of iteration `step`.
+fn rollout_rows(job: &TrainJob<'_>, exp: &Experience, scored: &Scored<'_>, step: u64) -> Result<Vec<Rollout>> {
+    let per_row = |t: &Tensor| -> Result<Vec<Vec<f32>>> {
+        let flat = Vec::<f32>::try_from(t.to_kind(Kind::Float).to_device(tch::Device::Cpu).contiguous().view([-1]))?;
+        let n = exp.layout.response_width() as usize;
+        Ok(exp
+            .layout
+            .response_lens
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| flat[i * n..i * n + l as usize].to_vec())
+            .collect())
+    };
+    let (logprobs, ref_logprobs, values) =
+        (per_row(&exp.logprobs)?, per_row(&exp.ref_logprobs)?, per_row(&exp.values)?);
+    let kl_rows = Vec::<f32>::try_from(scored.kl_seq.to_device(tch::Device::Cpu))?;
+    let to_i32 = |v: &[i64]| v.iter().map(|&t| t as i32).collect::<Vec<i32>>();
+    Ok(scored
+        .samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Rollout {
+            id: format!("{}-it{step:05}-{i:04}", job.prompts.records[s.prompt].id),
+            prompt: scored.prompts[i].to_string(),
+            response: scored.texts[i].clone(),
+            prompt_tokens: to_i32(&s.prompt_tokens),
+            response_tokens: to_i32(&s.response_tokens),
+            logprobs: logprobs[i].clone(),
+            ref_logprobs: ref_logprobs[i].clone(),
+            values: values[i].clone(),
+            reward: scored.scores[i],
+            kl: kl_rows[i],
+            step: step as u32,
+        })
+        .collect())
+}
+
+/// The metric rows of an iteration (names as TRL's `PPOTrainer` logs them where it has them).
+#[allow(clippy::too_many_arguments)]
+fn iteration_metrics(
+    run: &Loop<'_>,
+    exp: &Experience,
+    scored: &Scored<'_>,
+    rm_scores: &[f32],
+    non_score: &Tensor,
+    stats: &UpdateStats,
+    (beta, explained): (f64, f64),
+    timings: &Timings,
+) -> Result<Vec<(&'static str, f64)>> {
+    let (models, samples, mask) = (run.models, scored.samples, &exp.layout.response_mask);
+    let Timings { generation_s, scoring_s, training_s, seconds } = *timings;
+    let n = samples.len() as f64;
+    let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let mean_score = mean(scored.scores);
+    let mean_kl = scored.kl_seq.mean(Kind::Float).double_value(&[]);
+    let non_score_reward = non_score.sum(Kind::Float).double_value(&[]) / n;
+    let tokens: i64 = exp.layout.prompt_lens.iter().chain(&exp.layout.response_lens).sum();
+    let per_step = |x: f64| if stats.steps > 0 { x / stats.steps as f64 } else { f64::NAN };
+    let mut values_out = vec![
+        ("objective/score", mean_score),
+        ("objective/rm_score", mean(rm_scores)),
+        ("objective/non_score_reward", non_score_reward),
+        ("objective/rlhf_reward", mean_score + non_score_reward),
+        ("objective/kl", mean_kl),
+        ("objective/kl_coef", beta),
+        ("objective/entropy", masked_mean(&exp.entropy, mask).double_value(&[])),
+        ("policy/approx_kl", per_step(stats.approx_kl)),
+        ("policy/clip_fraction", per_step(stats.clip_fraction)),
+        ("loss/policy", per_step(stats.policy_loss)),
+        ("train/grad_norm", per_step(stats.grad_norm)),
+        ("train/updates", stats.steps as f64),
+        ("train/skipped", run.state.skipped as f64),
+        ("response/length", exp.layout.response_lens.iter().sum::<i64>() as f64 / n),
+        ("response/eos_rate", samples.iter().filter(|s| s.has_eos).count() as f64 / n),
+        ("perf/tokens_per_s", tokens as f64 / seconds.max(1e-9)),
+        ("perf/samples_per_s", n / seconds.max(1e-9)),
+        ("time/generation_s", generation_s),
+        ("time/scoring_s", scoring_s),
+        ("time/training_s", training_s),
+        ("time/generation_share", generation_s / seconds.max(1e-9)),
+    ];
+    if !matches!(models.critic, Critic::None) {
+        values_out.push(("loss/value", per_step(stats.value_loss)));
+        values_out.push(("value/clip_fraction", per_step(stats.value_clip_fraction)));
+        values_out.push(("value/explained_variance", explained));
+    }
+    if let Some(judge) = &models.gold_judge {
+        let pairs: Vec<(&str, &str)> =
+            scored.prompts.iter().copied().zip(scored.texts.iter().map(String::as_str)).collect();
+        let gold = judge.score(&pairs)?.unwrap_or_default();
+        values_out.push(("objective/gold", gold.iter().sum::<f64>() / n));
+    }
+    if let Some(bytes) = peak_memory_bytes(models.policy.device()) {
+        values_out.push(("perf/peak_memory_bytes", bytes as f64));
+    }
+    Ok(values_out)
 }
 
 /// Advantages and returns of the iteration: GAE over `−β·KL` per token plus the score at the last
