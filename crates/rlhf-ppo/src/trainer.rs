@@ -231,7 +231,47 @@ struct Loop<'a> {
     state: LoopState,
 }
 
-impl Loop<'_> {
+impl<'a> Loop<'a> {
+    /// The loop of `job`, from its newest checkpoint when there is one: the optimizer, RNG, KL
+    /// controller and prompt stream as they were saved (`summary.resumed_from` says where).
+    fn open(models: &'a Models, job: &'a TrainJob<'a>) -> Result<(Self, PromptStream, TrainSummary)> {
+        let config = job.config;
+        let mut optimizer =
+            AdamW::from_named(trainable_variables(&checkpoint_stores(models)), config.train.adamw.clone());
+        let mut summary = TrainSummary::default();
+        let mut state = LoopState {
+            kl: config.kl.controller(),
+            moments: RunningMoments::default(),
+            optimizer_steps: 0,
+            skipped: 0,
+        };
+        let mut rng = TrainRng::seed_from_u64(config.seed);
+        let mut stream = PromptStream::new(config.seed, job.prompts.records.len(), 0, 0);
+        let resumed = train_state::resume(
+            &job.dir.checkpoints(),
+            &checkpoint_stores(models),
+            &mut optimizer,
+            &job.config_hash,
+            &job.dir.config_file(),
+        )?;
+        if let Some((dir, saved)) = resumed {
+            state = serde_json::from_value(saved.extra)
+                .map_err(|e| Error::Checkpoint { path: dir.clone(), message: e.to_string() })?;
+            rng = train_state::restore_rng(&saved.rng_state)?;
+            stream =
+                PromptStream::new(config.seed, job.prompts.records.len(), saved.epoch, saved.data_position as usize);
+            summary.resumed_from = Some(saved.step);
+        }
+        let schedule = LrSchedule {
+            kind: ScheduleKind::Constant,
+            peak_lr: config.train.lr,
+            warmup_steps: config.train.warmup_steps,
+            total_steps: 0,
+            min_lr_ratio: 1.0,
+        };
+        Ok((Loop { models, job, optimizer, schedule, rng, state }, stream, summary))
+    }
+
     /// PPO epochs over iteration `iteration`'s rollouts (steps the guard skipped are not counted).
     fn update(&mut self, exp: &Experience, targets: &Targets, iteration: u64) -> Result<UpdateStats> {
         let cfg = &self.job.config.ppo;
@@ -341,40 +381,13 @@ impl Loop<'_> {
 pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
     let config = job.config;
     let _span = tracing::info_span!("ppo", advantage = ?config.advantage).entered();
-    let mut optimizer = AdamW::from_named(trainable_variables(&checkpoint_stores(models)), config.train.adamw.clone());
-    let mut summary = TrainSummary::default();
-    let mut state =
-        LoopState { kl: config.kl.controller(), moments: RunningMoments::default(), optimizer_steps: 0, skipped: 0 };
-    let mut rng = TrainRng::seed_from_u64(config.seed);
-    let mut stream = PromptStream::new(config.seed, job.prompts.records.len(), 0, 0);
-    let resumed = train_state::resume(
-        &job.dir.checkpoints(),
-        &checkpoint_stores(models),
-        &mut optimizer,
-        &job.config_hash,
-        &job.dir.config_file(),
-    )?;
-    if let Some((dir, saved)) = resumed {
-        state = serde_json::from_value(saved.extra)
-            .map_err(|e| Error::Checkpoint { path: dir.clone(), message: e.to_string() })?;
-        rng = train_state::restore_rng(&saved.rng_state)?;
-        stream = PromptStream::new(config.seed, job.prompts.records.len(), saved.epoch, saved.data_position as usize);
-        summary.resumed_from = Some(saved.step);
-    }
+    let (mut run, mut stream, mut summary) = Loop::open(models, job)?;
     let start = summary.resumed_from.unwrap_or(0);
     // Rows after the checkpoint go (on a fresh start all of them: steps count from 1).
     let mut metrics = AppendTable::<Metric>::open(job.dir.metrics())?;
     metrics.retain(|m| m.step <= start)?;
     let mut rollouts = AppendTable::<Rollout>::open(job.dir.root.join(ROLLOUTS_FILE))?;
     rollouts.retain(|r| u64::from(r.step) <= start)?;
-    let schedule = LrSchedule {
-        kind: ScheduleKind::Constant,
-        peak_lr: config.train.lr,
-        warmup_steps: config.train.warmup_steps,
-        total_steps: 0,
-        min_lr_ratio: 1.0,
-    };
-    let mut run = Loop { models, job, optimizer, schedule, rng, state };
 
     let total = config.ppo.iterations;
     let pb = progress_bar(job.progress, STAGE_NAME, "iterations");
