@@ -128,10 +128,8 @@ pub fn sample_tokens(
         )));
     }
     let _span = tracing::info_span!("generate", prompts = prompts.len(), k = config.samples_per_prompt).entered();
-    let encoded = prompts
-        .iter()
-        .map(|p| tokenizer.encode_generation_prompt(&p.prompt, config.chat_template))
-        .collect::<rlhf_model::Result<Vec<_>>>()?;
+    let texts: Vec<&str> = prompts.iter().map(|p| p.prompt.as_str()).collect();
+    let encoded = tokenizer.encode_generation_prompts(&texts, config.chat_template)?;
     let rows: Vec<(usize, u32)> =
         (0..prompts.len()).flat_map(|i| (0..config.samples_per_prompt).map(move |k| (i, k))).collect();
     let mut eos_token_ids = model.config().eos_token_ids();

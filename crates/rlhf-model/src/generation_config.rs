@@ -44,8 +44,8 @@ impl GenerationDefaults {
         }
     }
 
-    /// The temperature of its sampling defaults, 0 for greedy (`do_sample` false, transformers'
-    /// default when the file does not say).
+    /// The temperature its sampling defaults give: 0 (greedy) for `do_sample: false`, its
+    /// `temperature` (else 1) for `do_sample: true`, `None` when it does not set `do_sample`.
     pub fn temperature(&self) -> Option<f64> {
         match self.do_sample {
             Some(true) => self.temperature.or(Some(1.0)),

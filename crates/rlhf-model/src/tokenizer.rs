@@ -198,12 +198,20 @@ impl Tokenizer {
     /// tokenize=True)` does (the rendered text, its special tokens as written, nothing added).
     /// Otherwise `tokens(prompt)`.
     pub fn encode_generation_prompt(&self, prompt: &str, mode: ChatMode) -> Result<Vec<i64>> {
+        Ok(self.encode_generation_prompts(&[prompt], mode)?.remove(0))
+    }
+
+    /// [`Tokenizer::encode_generation_prompt`] for many prompts, tokenized in parallel.
+    pub fn encode_generation_prompts<S: AsRef<str>>(&self, prompts: &[S], mode: ChatMode) -> Result<Vec<Vec<i64>>> {
         match (mode, &self.chat_template) {
             (ChatMode::Auto, Some(template)) => {
-                let text = template.render(&[ChatMessage::new("user", prompt)], true)?;
-                self.encode(&text)
+                let texts = prompts
+                    .iter()
+                    .map(|prompt| template.render(&[ChatMessage::new("user", prompt.as_ref())], true))
+                    .collect::<Result<Vec<String>>>()?;
+                self.encode_batch(&texts)
             }
-            _ => self.encode(prompt),
+            _ => self.encode_batch(&prompts.iter().map(AsRef::as_ref).collect::<Vec<&str>>()),
         }
     }
 
