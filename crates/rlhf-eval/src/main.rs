@@ -1,6 +1,6 @@
 //! The `rlhf-eval` binary: `report` (also the default: `rlhf-eval --config FILE --run-dir DIR`)
 //! evaluates a run directory's policies; `generate` samples responses from a policy; `logprobs` and
-//! `compare` score tables. It parses the command line, picks device and dtype, installs the log
+//! `compare` score tables; `import-gguf` turns a llama.cpp GGUF file into a checkpoint directory. It parses the command line, picks device and dtype, installs the log
 //! subscriber, and prints one `error: ...` line on failure.
 
 use clap::{Args, Parser, Subcommand};
@@ -39,6 +39,18 @@ enum Command {
     Compare(CompareArgs),
     /// Sample responses to prompts from a policy checkpoint (rows id, prompt, response, sample).
     Generate(GenerateArgs),
+    /// Turn a GGUF file (llama.cpp, Ollama) into a Hugging Face checkpoint directory (f32 weights, tokenizer, chat template).
+    ImportGguf(ImportGgufArgs),
+}
+
+#[derive(Args)]
+struct ImportGgufArgs {
+    /// The GGUF file (architecture llama or qwen2, byte-level BPE tokenizer).
+    #[arg(value_name = "FILE.gguf")]
+    gguf: PathBuf,
+    /// The checkpoint directory to write (replaced atomically if it exists).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -184,6 +196,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 args.device.resolve()?,
             )?;
             tracing::info!(prompts = summary.prompts, rows = summary.rows, empty = summary.empty, out = %args.out.display(), "generated");
+        }
+        Command::ImportGguf(args) => {
+            let import = rlhf_model::gguf::import_gguf(&args.gguf, &args.out)?;
+            let types: Vec<String> = import.tensor_types.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
+            println!(
+                "imported {} ({}, {:.1}M parameters; tensors: {}) into {}",
+                args.gguf.display(),
+                import.architecture,
+                import.num_parameters as f64 / 1e6,
+                types.join(", "),
+                args.out.display()
+            );
         }
     }
     Ok(())

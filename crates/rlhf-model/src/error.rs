@@ -61,6 +61,10 @@ pub enum Error {
     /// A training checkpoint or optimizer state is incomplete or does not match the model.
     #[error("{}: {message}", path.display())]
     Checkpoint { path: PathBuf, message: String },
+    /// A GGUF file is malformed, or holds a tensor type, architecture or tokenizer this import
+    /// does not support.
+    #[error("{}: GGUF: {message}", .path.display())]
+    Gguf { path: PathBuf, message: String },
     /// An error reported by libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

@@ -12,6 +12,7 @@ pub mod device;
 pub mod error;
 pub mod generate;
 pub mod generation_config;
+pub mod gguf;
 pub mod gpt2;
 pub mod heads;
 mod layers;
