@@ -62,11 +62,18 @@ pub struct ModelSection {
     /// The reference model's checkpoint; empty = the starting policy (with LoRA: the policy with
     /// its adapters switched off, no second copy).
     pub reference: PathBuf,
+    /// Put prompts and responses through the tokenizer's chat template: "auto" (when it has one)
+    /// or "none" (the plain text).
+    pub chat_template: rlhf_model::ChatMode,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
-        ModelSection { policy: PathBuf::from("sft/final"), reference: PathBuf::new() }
+        ModelSection {
+            policy: PathBuf::from("sft/final"),
+            reference: PathBuf::new(),
+            chat_template: rlhf_model::ChatMode::Auto,
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rlhf_data::Judge;
 use rlhf_data::{Comparison, Prompt};
-use rlhf_model::{generate_from_tokens, CausalLm, GenerationConfig, Placement, RewardModel, Tokenizer};
+use rlhf_model::{generate_from_tokens, CausalLm, ChatMode, GenerationConfig, Placement, RewardModel, Tokenizer};
 use rlhf_task::Panel;
 use rlhf_train::TrainRng;
 
@@ -54,7 +54,7 @@ pub fn sample_pairs(
     for (i, chunk) in prompts.chunks(config.batch_size).enumerate() {
         let mut ids = Vec::with_capacity(2 * chunk.len());
         for prompt in chunk {
-            let mut tokens = tokenizer.encode(&prompt.prompt)?;
+            let mut tokens = tokenizer.encode_generation_prompt(&prompt.prompt)?;
             tokens.drain(..tokens.len().saturating_sub(max_prompt_len));
             ids.extend([tokens.clone(), tokens]);
         }
@@ -85,10 +85,12 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// Labels sampled pairs with the configured labeller; `source` tags the comparisons; `gold`
-/// (the configured gold judge) scores the samples for the round's metrics.
+/// (the configured gold judge) scores the samples for the round's metrics; a reward-model labeller
+/// reads them in chat mode `chat`.
 pub fn label(
     config: &OnlineConfig,
     samples: &[SampledPair],
+    chat: ChatMode,
     placement: Placement,
     seed: u64,
     source: &str,
@@ -112,7 +114,9 @@ pub fn label(
             };
             (comparisons, stats)
         }
-        Labeler::RewardModel => label_with_reward_model(&config.reward_model, samples, placement, config.batch_size)?,
+        Labeler::RewardModel => {
+            label_with_reward_model(&config.reward_model, samples, chat, placement, config.batch_size)?
+        }
     };
     for comparison in &mut comparisons {
         comparison.source = Some(source.to_string());
@@ -125,10 +129,11 @@ pub fn label(
 fn label_with_reward_model(
     dir: &Path,
     samples: &[SampledPair],
+    chat: ChatMode,
     placement: Placement,
     batch_size: usize,
 ) -> Result<(Vec<Comparison>, RoundStats)> {
-    let mut model = RewardModel::load_as(dir, placement.device, placement.kind)?;
+    let mut model = RewardModel::load_as(dir, placement.device, placement.kind)?.with_chat_mode(chat);
     model.batch_size = 2 * batch_size;
     let texts: Vec<(&str, &str)> =
         samples.iter().flat_map(|(_, p, a, b)| [(p.as_str(), a.as_str()), (p.as_str(), b.as_str())]).collect();

@@ -148,7 +148,7 @@ impl Inputs {
         let offline = optional_comparisons(&config.data.comparisons)?;
         let heldout = optional_comparisons(&config.data.heldout)?;
         let prompts = if online.rounds > 0 { read_prompts(config)? } else { Vec::new() };
-        let tokenizer = Tokenizer::from_dir(policy_dir)?;
+        let tokenizer = Tokenizer::from_dir(policy_dir)?.with_chat_mode(config.model.chat_template);
         let policy = CausalLm::from_pretrained(policy_dir, placement.device, placement.kind)?;
         tokenizer.check_fits_embedding(policy.config().vocab_size())?;
         let limits =
@@ -181,8 +181,15 @@ fn sample_round(
     let samples =
         online::sample_pairs(&inputs.policy, &inputs.tokenizer, &prompts, online, inputs.limits.max_prompt_len, seed)?;
     let gold = inputs.gold_judge.as_deref();
-    let (comparisons, stats) =
-        online::label(online, &samples, placement, seed, &format!("online-round-{round}"), gold)?;
+    let (comparisons, stats) = online::label(
+        online,
+        &samples,
+        config.model.chat_template,
+        placement,
+        seed,
+        &format!("online-round-{round}"),
+        gold,
+    )?;
     if comparisons.is_empty() {
         return Err(Error::Invalid(format!(
             "online round {round}: every sampled pair was dropped (identical responses)"

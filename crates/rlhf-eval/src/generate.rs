@@ -32,8 +32,6 @@ pub struct SampleConfig {
     /// Only the k most likely tokens (0 = off).
     pub top_k: i64,
     pub max_new_tokens: i64,
-    /// Prompts through the tokenizer's chat template (auto) or as plain text (none).
-    pub chat_template: ChatMode,
     /// End tokens besides the model config's and the tokenizer's (`generation_config.json`'s).
     pub extra_eos_token_ids: Vec<i64>,
     pub seed: u64,
@@ -49,6 +47,8 @@ pub struct SampleSettings {
     pub top_p: Option<f64>,
     pub top_k: Option<i64>,
     pub max_new_tokens: Option<i64>,
+    /// Prompts through the tokenizer's chat template (auto) or as plain text (none).
+    pub chat_template: ChatMode,
 }
 
 impl SampleConfig {
@@ -74,7 +74,6 @@ impl Default for SampleConfig {
             top_p: 1.0,
             top_k: 0,
             max_new_tokens: 96,
-            chat_template: ChatMode::Auto,
             extra_eos_token_ids: Vec::new(),
             seed: 0,
             batch_size: 64,
@@ -129,7 +128,7 @@ pub fn sample_tokens(
     }
     let _span = tracing::info_span!("generate", prompts = prompts.len(), k = config.samples_per_prompt).entered();
     let texts: Vec<&str> = prompts.iter().map(|p| p.prompt.as_str()).collect();
-    let encoded = tokenizer.encode_generation_prompts(&texts, config.chat_template)?;
+    let encoded = tokenizer.encode_generation_prompts(&texts)?;
     let rows: Vec<(usize, u32)> =
         (0..prompts.len()).flat_map(|i| (0..config.samples_per_prompt).map(move |k| (i, k))).collect();
     let mut eos_token_ids = model.config().eos_token_ids();
@@ -242,7 +241,7 @@ pub fn generate_file(
     if prompt_rows.is_empty() {
         return Err(Error::Invalid(format!("{}: has no prompts", prompts.display())));
     }
-    let tokenizer = Tokenizer::from_dir(model_dir)?;
+    let tokenizer = Tokenizer::from_dir(model_dir)?.with_chat_mode(settings.chat_template);
     let model = CausalLm::from_pretrained(model_dir, placement.device, placement.kind)?;
     tokenizer.check_fits_embedding(model.config().vocab_size())?;
     let (samples, empty) = sample_responses(&model, &tokenizer, &prompt_rows, &config)?;

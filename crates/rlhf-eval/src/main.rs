@@ -118,6 +118,9 @@ struct LogprobsArgs {
     table: TableArgs,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Put each row through the tokenizer's chat template (auto: when it has one) or not (none).
+    #[arg(long, value_enum, default_value_t = ChatMode::Auto)]
+    chat_template: ChatMode,
     #[command(flatten)]
     device: rlhf_model::DeviceArgs,
 }
@@ -155,8 +158,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match command {
         Command::Report(args) => report(&args)?,
         Command::Logprobs(args) => {
-            let rows =
-                logprobs_file(&args.model, &args.table.data, &args.table.out, args.batch_size, args.device.resolve()?)?;
+            let rows = logprobs_file(
+                &args.model,
+                &args.table.data,
+                &args.table.out,
+                args.batch_size,
+                args.chat_template,
+                args.device.resolve()?,
+            )?;
             tracing::info!(rows, out = %args.table.out.display(), "scored");
         }
         Command::Compare(args) => {
@@ -177,7 +186,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 samples_per_prompt: args.samples_per_prompt,
                 seed: args.seed,
                 batch_size: args.batch_size,
-                chat_template: args.chat_template,
                 ..SampleConfig::default()
             };
             let settings = SampleSettings {
@@ -185,6 +193,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 top_p: args.top_p,
                 top_k: args.top_k,
                 max_new_tokens: args.max_new_tokens,
+                chat_template: args.chat_template,
             };
             let summary = generate_file(
                 &args.model,

@@ -191,7 +191,6 @@ pub fn evaluate(
         max_new_tokens: config.generation.max_new_tokens,
         seed: config.seed,
         batch_size: config.generation.batch_size,
-        chat_template: config.generation.chat_template,
         ..SampleConfig::default()
     };
     let stage = StageDir::new(run_dir, "eval");
@@ -201,7 +200,7 @@ pub fn evaluate(
     let mut sampled = Vec::new();
     for (name, dir) in found {
         let _span = tracing::info_span!("policy", name = name.as_str()).entered();
-        let (model, tokenizer) = load_policy(&dir, placement)?;
+        let (model, tokenizer) = load_policy(&dir, placement, config.generation.chat_template)?;
         let rows = sample_tokens(&model, &tokenizer, &prompts, &sample_config)?;
         let pairs: Vec<(Vec<i64>, Vec<i64>)> =
             rows.iter().map(|r| (r.prompt_tokens.clone(), r.tokens.clone())).collect();
@@ -236,7 +235,7 @@ pub fn evaluate(
     let reference = sampled.iter().position(|s| s.name == config.reference);
     let mut kls: Vec<Option<f64>> = vec![None; sampled.len()];
     if let Some(r) = reference {
-        let (model, tokenizer) = load_policy(&sampled[r].dir, placement)?;
+        let (model, tokenizer) = load_policy(&sampled[r].dir, placement, config.generation.chat_template)?;
         for (i, s) in sampled.iter().enumerate() {
             kls[i] = Some(if i == r {
                 0.0
@@ -261,7 +260,8 @@ pub fn evaluate(
     let mut proxy: Vec<Vec<f64>> = vec![Vec::new(); sampled.len()];
     for rm in &reward_models {
         let all: Vec<(&str, &str)> = text_pairs.iter().flatten().copied().collect();
-        let scores = proxy_rewards(&run_dir.join(rm), &all, config.batch_size, placement)?;
+        let scores =
+            proxy_rewards(&run_dir.join(rm), &all, config.batch_size, config.generation.chat_template, placement)?;
         let mut offset = 0;
         for (i, pairs) in text_pairs.iter().enumerate() {
             proxy[i].push(mean(scores[offset..offset + pairs.len()].iter().copied()));

@@ -10,7 +10,7 @@ use arrow::array::{Float64Array, UInt32Array};
 use arrow::datatypes::{DataType, Field};
 use rlhf_data::{append_column, read_records, Demonstration, Judge};
 use rlhf_model::{
-    build_batch, sequence_logprobs, CausalLm, LogprobOptions, PaddingSide, Placement, RewardModel, Tokenizer,
+    build_batch, sequence_logprobs, CausalLm, ChatMode, LogprobOptions, PaddingSide, Placement, RewardModel, Tokenizer,
 };
 
 use crate::stats::{win_rate, WinRate};
@@ -46,17 +46,23 @@ pub fn encode_pairs(tokenizer: &Tokenizer, pairs: &[(&str, &str)]) -> Result<Vec
     Ok(tokenizer.encode_prompt_response_batch(pairs)?.into_iter().map(|ids| (ids.prompt, ids.response)).collect())
 }
 
-/// Loads a policy checkpoint and its tokenizer, checking they fit.
-pub fn load_policy(dir: &Path, placement: Placement) -> Result<(CausalLm, Tokenizer)> {
-    let tokenizer = Tokenizer::from_dir(dir)?;
+/// Loads a policy checkpoint and its tokenizer (in chat mode `chat`), checking they fit.
+pub fn load_policy(dir: &Path, placement: Placement, chat: ChatMode) -> Result<(CausalLm, Tokenizer)> {
+    let tokenizer = Tokenizer::from_dir(dir)?.with_chat_mode(chat);
     let model = CausalLm::from_pretrained(dir, placement.device, placement.kind)?;
     tokenizer.check_fits_embedding(model.config().vocab_size())?;
     Ok((model, tokenizer))
 }
 
 /// Proxy rewards of (prompt, response) pairs under the reward-model directory `dir`.
-pub fn proxy_rewards(dir: &Path, pairs: &[(&str, &str)], batch_size: usize, placement: Placement) -> Result<Vec<f64>> {
-    let mut model = RewardModel::load_as(dir, placement.device, placement.kind)?;
+pub fn proxy_rewards(
+    dir: &Path,
+    pairs: &[(&str, &str)],
+    batch_size: usize,
+    chat: ChatMode,
+    placement: Placement,
+) -> Result<Vec<f64>> {
+    let mut model = RewardModel::load_as(dir, placement.device, placement.kind)?.with_chat_mode(chat);
     model.batch_size = batch_size;
     Ok(model.score(pairs)?.into_iter().map(f64::from).collect())
 }
@@ -68,10 +74,11 @@ pub fn logprobs_file(
     input: &Path,
     out: &Path,
     batch_size: usize,
+    chat: ChatMode,
     placement: Placement,
 ) -> Result<u64> {
     let rows: Vec<Demonstration> = read_records(input)?;
-    let (model, tokenizer) = load_policy(model_dir, placement)?;
+    let (model, tokenizer) = load_policy(model_dir, placement, chat)?;
     let pairs: Vec<(&str, &str)> = rows.iter().map(|r| (r.prompt.as_str(), r.response.as_str())).collect();
     let scored = response_logprobs(&model, tokenizer.pad_id(), &encode_pairs(&tokenizer, &pairs)?, batch_size, 1.0)?;
     let tmp = out.with_extension("partial.parquet");

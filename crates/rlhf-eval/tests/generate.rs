@@ -57,6 +57,7 @@ fn temperature_zero_is_greedy_decoding_with_every_end_token() -> Result<()> {
     common::tiny_policy(&dir);
     let (model, tokenizer) =
         (CausalLm::from_pretrained(&dir, tch::Device::Cpu, tch::Kind::Float)?, Tokenizer::from_dir(&dir)?);
+    let plain_tokenizer = Tokenizer::from_dir(&dir)?.with_chat_mode(ChatMode::None);
     let prompts = prompts(4);
     let config = SampleConfig {
         samples_per_prompt: 2,
@@ -110,11 +111,12 @@ fn prompts_go_through_the_chat_template_when_the_tokenizer_has_one() -> Result<(
     std::fs::write(&config_file, tokenizer_config.to_string())?;
     let (model, tokenizer) =
         (CausalLm::from_pretrained(&dir, tch::Device::Cpu, tch::Kind::Float)?, Tokenizer::from_dir(&dir)?);
+    let plain_tokenizer = Tokenizer::from_dir(&dir)?.with_chat_mode(ChatMode::None);
 
     let prompts = prompts(2);
     let config = SampleConfig { samples_per_prompt: 1, max_new_tokens: 4, ..SampleConfig::default() };
     let chat = sample_tokens(&model, &tokenizer, &prompts, &config)?;
-    let plain = sample_tokens(&model, &tokenizer, &prompts, &SampleConfig { chat_template: ChatMode::None, ..config })?;
+    let plain = sample_tokens(&model, &plain_tokenizer, &prompts, &config)?;
     for ((row, plain), prompt) in chat.iter().zip(&plain).zip(&prompts) {
         let rendered = tokenizer.apply_chat_template(&[ChatMessage::new("user", &prompt.prompt)], true)?;
         assert!(rendered.ends_with("<|assistant|>") && rendered.contains(&prompt.prompt), "{rendered}");

@@ -156,6 +156,13 @@ impl RewardModel {
         &self.tokenizer
     }
 
+    /// This reward model reading its inputs through the chat template (`Auto`) or not (`None`):
+    /// it must match how it was trained (the reward stage's `model.chat_template`).
+    pub fn with_chat_mode(mut self, mode: crate::ChatMode) -> Self {
+        self.tokenizer = self.tokenizer.with_chat_mode(mode);
+        self
+    }
+
     /// The longest row scored whole (longer rows are cut to it).
     pub fn max_len(&self) -> usize {
         self.max_len

@@ -4,7 +4,10 @@
 //! A checkpoint directory holds `tokenizer.json` (the `tokenizers` format) and optionally
 //! `tokenizer_config.json` (special-token names, `chat_template`) and `chat_template.jinja`.
 //! The tokenization rule used everywhere is `tokens(prompt) ++ tokens(response) ++ [eos]`, each
-//! part tokenized on its own and no other special tokens ([`Tokenizer::encode_prompt_response`]).
+//! part tokenized on its own ([`Tokenizer::encode_prompt_response`]). With a chat template (and the
+//! tokenizer's [`ChatMode`] `auto`) the prompt is the conversation rendered with the generation
+//! prompt, and the response is the rest of the rendered conversation up to its end-of-turn token,
+//! as TRL splits a conversational example into prompt and completion.
 
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::{Error, Result};
@@ -64,7 +67,8 @@ impl PromptResponseIds {
     }
 }
 
-/// Whether a plain prompt is wrapped in the tokenizer's chat template before generation.
+/// Whether prompts and responses go through the tokenizer's chat template (a per-stage setting,
+/// `chat_template = "auto" | "none"`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChatMode {
@@ -84,6 +88,7 @@ pub struct Tokenizer {
     bos_id: Option<u32>,
     pad_id: Option<u32>,
     chat_template: Option<ChatTemplate>,
+    chat_mode: ChatMode,
 }
 
 impl Tokenizer {
@@ -192,34 +197,60 @@ impl Tokenizer {
         Ok(encodings.iter().map(|encoding| to_i64(encoding.get_ids())).collect())
     }
 
-    /// The tokens a model generates a reply to `prompt` from. With a chat template (`mode` auto and the
-    /// tokenizer has one): the prompt as one user turn rendered with the generation prompt, then
-    /// tokenized as `transformers`' `apply_chat_template(..., add_generation_prompt=True,
-    /// tokenize=True)` does (the rendered text, its special tokens as written, nothing added).
-    /// Otherwise `tokens(prompt)`.
-    pub fn encode_generation_prompt(&self, prompt: &str, mode: ChatMode) -> Result<Vec<i64>> {
-        Ok(self.encode_generation_prompts(&[prompt], mode)?.remove(0))
+    /// This tokenizer with prompts and responses put through the chat template (`Auto`, when it
+    /// has one) or not (`None`).
+    pub fn with_chat_mode(mut self, mode: ChatMode) -> Self {
+        self.chat_mode = mode;
+        self
+    }
+
+    /// The chat template in use: the tokenizer's, unless the mode is `None`.
+    fn active_template(&self) -> Option<&ChatTemplate> {
+        self.chat_template.as_ref().filter(|_| self.chat_mode == ChatMode::Auto)
+    }
+
+    /// Whether prompts go through a chat template.
+    pub fn uses_chat_template(&self) -> bool {
+        self.active_template().is_some()
+    }
+
+    /// The tokens a model generates a reply to `prompt` from. With a chat template: the prompt as
+    /// one user turn rendered with the generation prompt, then tokenized as `transformers`'
+    /// `apply_chat_template(..., add_generation_prompt=True, tokenize=True)` does (the rendered
+    /// text, its special tokens as written, nothing added). Otherwise `prompt` as
+    /// `tokenizer(prompt)` gives it: with what the post-processor adds (a BOS, for tokenizers that
+    /// add one).
+    pub fn encode_generation_prompt(&self, prompt: &str) -> Result<Vec<i64>> {
+        Ok(self.encode_generation_prompts(&[prompt])?.remove(0))
     }
 
     /// [`Tokenizer::encode_generation_prompt`] for many prompts, tokenized in parallel.
-    pub fn encode_generation_prompts<S: AsRef<str>>(&self, prompts: &[S], mode: ChatMode) -> Result<Vec<Vec<i64>>> {
-        match (mode, &self.chat_template) {
-            (ChatMode::Auto, Some(template)) => {
+    pub fn encode_generation_prompts<S: AsRef<str>>(&self, prompts: &[S]) -> Result<Vec<Vec<i64>>> {
+        match self.active_template() {
+            Some(template) => {
                 let texts = prompts
                     .iter()
                     .map(|prompt| template.render(&[ChatMessage::new("user", prompt.as_ref())], true))
                     .collect::<Result<Vec<String>>>()?;
                 self.encode_batch(&texts)
             }
-            _ => self.encode_batch(&prompts.iter().map(AsRef::as_ref).collect::<Vec<&str>>()),
+            None => {
+                let inputs: Vec<&str> = prompts.iter().map(AsRef::as_ref).collect();
+                let encodings = self.inner.encode_batch_fast(inputs, true).map_err(|err| {
+                    Error::Tokenizer(format!("cannot tokenize a batch of {} prompts: {err}", prompts.len()))
+                })?;
+                Ok(encodings.iter().map(|encoding| to_i64(encoding.get_ids())).collect())
+            }
         }
     }
 
-    /// The project's tokenization rule: `tokens(prompt)`, and `tokens(response) ++ [eos]`.
+    /// The project's tokenization rule: the prompt as [`Tokenizer::encode_generation_prompt`] gives
+    /// it, and `tokens(response) ++ [eos]`. With a chat template, the response part is the rendered
+    /// conversation (user prompt, assistant response) after the rendered prompt, cut after its last
+    /// end-of-turn (eos) token, so it ends exactly where generation stops; a template that writes
+    /// no eos gets one appended.
     pub fn encode_prompt_response(&self, prompt: &str, response: &str) -> Result<PromptResponseIds> {
-        let mut response_ids = self.encode(response)?;
-        response_ids.push(i64::from(self.eos_id));
-        Ok(PromptResponseIds { prompt: self.encode(prompt)?, response: response_ids })
+        Ok(self.encode_prompt_response_batch(&[(prompt, response)])?.remove(0))
     }
 
     /// [`Tokenizer::encode_prompt_response`] for many pairs, in parallel.
@@ -228,15 +259,48 @@ impl Tokenizer {
         P: AsRef<str> + Sync,
         R: AsRef<str> + Sync,
     {
-        let texts: Vec<&str> =
-            pairs.iter().flat_map(|(prompt, response)| [prompt.as_ref(), response.as_ref()]).collect();
-        let mut ids = self.encode_batch(&texts)?.into_iter();
-        let mut encoded = Vec::with_capacity(pairs.len());
-        while let (Some(prompt), Some(mut response)) = (ids.next(), ids.next()) {
-            response.push(i64::from(self.eos_id));
-            encoded.push(PromptResponseIds { prompt, response });
-        }
-        Ok(encoded)
+        let prompts = self.encode_generation_prompts(&pairs.iter().map(|(p, _)| p.as_ref()).collect::<Vec<_>>())?;
+        let responses: Vec<String> = match self.active_template() {
+            None => pairs.iter().map(|(_, r)| r.as_ref().to_owned()).collect(),
+            Some(template) => pairs
+                .iter()
+                .map(|(p, r)| self.rendered_response(template, p.as_ref(), r.as_ref()))
+                .collect::<Result<_>>()?,
+        };
+        let eos_text = self.inner.id_to_token(self.eos_id);
+        let encoded = self.encode_batch(&responses)?;
+        Ok(prompts
+            .into_iter()
+            .zip(encoded)
+            .zip(&responses)
+            .map(|((prompt, mut response), text)| {
+                let ends_in_eos =
+                    self.uses_chat_template() && eos_text.as_deref().is_some_and(|eos| text.ends_with(eos));
+                if !ends_in_eos {
+                    response.push(i64::from(self.eos_id));
+                }
+                PromptResponseIds { prompt, response }
+            })
+            .collect())
+    }
+
+    /// The assistant's part of a rendered (user, assistant) conversation, cut after its last eos.
+    fn rendered_response(&self, template: &ChatTemplate, prompt: &str, response: &str) -> Result<String> {
+        let head = template.render(&[ChatMessage::new("user", prompt)], true)?;
+        let full =
+            template.render(&[ChatMessage::new("user", prompt), ChatMessage::new("assistant", response)], false)?;
+        let Some(tail) = full.strip_prefix(&head) else {
+            return Err(Error::ChatTemplate(
+                "the conversation does not start with the rendered prompt (add_generation_prompt=True), so its \
+                 assistant turn cannot be told apart"
+                    .into(),
+            ));
+        };
+        let eos = self.inner.id_to_token(self.eos_id).unwrap_or_default();
+        Ok(match tail.rfind(&eos).filter(|_| !eos.is_empty()) {
+            Some(at) => tail[..at + eos.len()].to_owned(),
+            None => tail.to_owned(),
+        })
     }
 
     /// Text of `ids`; special tokens (eos, pad, ...) are dropped when `skip_special_tokens`.
@@ -320,7 +384,7 @@ impl Tokenizer {
         let chat_template = chat_template_source(&config, config_path)?
             .map(|source| ChatTemplate::new(source, special_tokens))
             .transpose()?;
-        Ok(Tokenizer { inner, config, eos_id, bos_id, pad_id, chat_template })
+        Ok(Tokenizer { inner, config, eos_id, bos_id, pad_id, chat_template, chat_mode: ChatMode::Auto })
     }
 }
 

@@ -91,7 +91,7 @@ fn generation_prompts_use_the_template_when_there_is_one() -> Result<()> {
     let tokenizer = Tokenizer::from_dir(&dir)?;
     let rendered = tokenizer.apply_chat_template(&[ChatMessage::new("user", "Hi")], true)?;
     assert!(rendered.starts_with("<|im_start|>system\n") && rendered.ends_with("<|im_start|>assistant\n"));
-    let ids = tokenizer.encode_generation_prompt("Hi", ChatMode::Auto)?;
+    let ids = tokenizer.encode_generation_prompt("Hi")?;
     assert_eq!(
         ids,
         tokenizer.encode(&rendered)?,
@@ -99,9 +99,57 @@ fn generation_prompts_use_the_template_when_there_is_one() -> Result<()> {
     );
     let start = tokenizer.encode("<|im_start|>")?;
     assert_eq!((start.len(), ids[0]), (1, start[0]), "special tokens in the text are single tokens");
-    assert_eq!(tokenizer.encode_generation_prompt("Hi", ChatMode::None)?, tokenizer.encode("Hi")?);
+    let tokenizer = tokenizer.with_chat_mode(ChatMode::None);
+    assert_eq!(tokenizer.encode_generation_prompt("Hi")?, tokenizer.encode("Hi")?);
 
     let plain = Tokenizer::train_bpe(&["some text"], 300, &Default::default())?;
-    assert_eq!(plain.encode_generation_prompt("some", ChatMode::Auto)?, plain.encode("some")?, "no template: plain");
+    assert_eq!(plain.encode_generation_prompt("some")?, plain.encode("some")?, "no template: plain");
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct IdsFixture {
+    eos_id: i64,
+    cases: Vec<IdsCase>,
+}
+
+#[derive(Deserialize)]
+struct IdsCase {
+    prompt: String,
+    response: String,
+    prompt_ids: Vec<i64>,
+    conversation_ids: Vec<i64>,
+    plain_prompt_ids: Vec<i64>,
+    plain_response_ids: Vec<i64>,
+}
+
+/// `tests/fixtures/chat_ids/<family>`: byte-level BPE tokenizers with five families' templates and
+/// post-processors; `ids.json` holds transformers' token ids (`make_fixtures.py` there).
+#[test]
+fn prompt_and_response_ids_match_transformers_in_both_modes() -> Result<()> {
+    use rlhf_model::ChatMode;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat_ids");
+    let families = ["llama2", "llama3", "qwen2_5", "smollm2", "zephyr"];
+    for family in families {
+        let dir = root.join(family);
+        let fixture: IdsFixture = serde_json::from_str(&std::fs::read_to_string(dir.join("ids.json"))?)?;
+        let chat = Tokenizer::from_dir(&dir)?;
+        assert_eq!(chat.eos_id(), fixture.eos_id, "{family}");
+        assert!(chat.uses_chat_template(), "{family}");
+        for case in &fixture.cases {
+            let ids = chat.encode_prompt_response(&case.prompt, &case.response)?;
+            assert_eq!(ids.prompt, case.prompt_ids, "{family}: apply_chat_template(add_generation_prompt=True)");
+            let completion = case.conversation_ids.strip_prefix(case.prompt_ids.as_slice()).context(family)?;
+            // TRL's completion is the conversation after the prompt; ours stops at its last eos.
+            let end = completion.iter().rposition(|&id| id == fixture.eos_id).context(family)?;
+            assert_eq!(ids.response, completion[..=end], "{family}: the assistant turn up to its end token");
+
+            let plain = Tokenizer::from_dir(&dir)?.with_chat_mode(ChatMode::None);
+            let ids = plain.encode_prompt_response(&case.prompt, &case.response)?;
+            assert_eq!(ids.prompt, case.plain_prompt_ids, "{family}: tokenizer(prompt), post-processor included");
+            let expected = [case.plain_response_ids.as_slice(), &[fixture.eos_id]].concat();
+            assert_eq!(ids.response, expected, "{family}: tokens(response) ++ [eos]");
+        }
+    }
     Ok(())
 }

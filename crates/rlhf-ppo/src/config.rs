@@ -96,11 +96,19 @@ pub struct ModelSection {
     /// Where the separate critic starts: a reward-model checkpoint; "" = the first reward model
     /// (its first member when it is an ensemble).
     pub critic: PathBuf,
+    /// Put prompts (and the reward model's inputs) through the tokenizer's chat template: "auto"
+    /// (when it has one) or "none" (the plain text).
+    pub chat_template: rlhf_model::ChatMode,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
-        ModelSection { policy: "sft/final".into(), reference: "sft/final".into(), critic: PathBuf::new() }
+        ModelSection {
+            policy: "sft/final".into(),
+            reference: "sft/final".into(),
+            critic: PathBuf::new(),
+            chat_template: rlhf_model::ChatMode::Auto,
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use rlhf_model::reward::combine;
-use rlhf_model::{Placement, RewardModel};
+use rlhf_model::{ChatMode, Placement, RewardModel};
 use serde::{Deserialize, Serialize};
 
 use rlhf_train::resolve;
@@ -22,7 +22,7 @@ pub struct RewardModels {
 
 impl RewardModels {
     /// Loads every `reward.models` entry (paths relative to `run_dir`).
-    pub fn load(config: &RewardSection, run_dir: &Path, placement: Placement) -> Result<Self> {
+    pub fn load(config: &RewardSection, run_dir: &Path, chat: ChatMode, placement: Placement) -> Result<Self> {
         if config.models.is_empty() {
             return Err(Error::Invalid("reward.models lists no reward model".into()));
         }
@@ -38,7 +38,7 @@ impl RewardModels {
                             .into(),
                     });
                 }
-                let mut model = RewardModel::load_as(&dir, placement.device, placement.kind)?;
+                let mut model = RewardModel::load_as(&dir, placement.device, placement.kind)?.with_chat_mode(chat);
                 model.batch_size = config.batch_size;
                 Ok((model, entry.weight))
             })

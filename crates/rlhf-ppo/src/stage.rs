@@ -70,7 +70,7 @@ fn read_prompts(config: &PpoConfig, run_dir: &Path, tokenizer: &Tokenizer, max_l
         return Err(Error::Invalid(format!("data.prompts {:?} holds no prompts", config.data.prompts)));
     }
     let texts: Vec<&str> = records.iter().map(|p| p.prompt.as_str()).collect();
-    let mut tokens = tokenizer.encode_batch(&texts)?;
+    let mut tokens = tokenizer.encode_generation_prompts(&texts)?;
     for (row, record) in tokens.iter_mut().zip(&records) {
         if row.is_empty() {
             return Err(Error::Invalid(format!("prompt {:?} has no tokens", record.id)));
@@ -98,7 +98,7 @@ pub fn run(config: &PpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
 
     let policy_dir = resolve(run_dir, &config.model.policy);
     require_checkpoint_dir(&policy_dir, "model.policy", "run `rlhf-sft` first")?;
-    let tokenizer = Tokenizer::from_dir(&policy_dir)?;
+    let tokenizer = Tokenizer::from_dir(&policy_dir)?.with_chat_mode(config.model.chat_template);
     let mut policy = CausalLm::from_pretrained(&policy_dir, placement.device, placement.kind)?;
     tokenizer.check_fits_embedding(policy.config().vocab_size())?;
     seed_everything(config.seed);
@@ -125,7 +125,7 @@ pub fn run(config: &PpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
             Some(reference)
         }
     };
-    let rewards = RewardModels::load(&config.reward, run_dir, placement)?;
+    let rewards = RewardModels::load(&config.reward, run_dir, config.model.chat_template, placement)?;
     let critic = match (config.advantage, config.critic) {
         (AdvantageKind::Gae, CriticKind::Separate) => {
             let critic_dir = if config.model.critic.as_os_str().is_empty() {

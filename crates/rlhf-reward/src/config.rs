@@ -50,11 +50,14 @@ pub struct ModelSection {
     pub policy: PathBuf,
     /// `prompt ++ response ++ eos` rows longer than this many tokens are cut at the end.
     pub max_seq_len: usize,
+    /// Put prompts and responses through the tokenizer's chat template: "auto" (when it has one)
+    /// or "none" (the plain text).
+    pub chat_template: rlhf_model::ChatMode,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
-        ModelSection { policy: PathBuf::from("sft/final"), max_seq_len: 256 }
+        ModelSection { policy: PathBuf::from("sft/final"), max_seq_len: 256, chat_template: rlhf_model::ChatMode::Auto }
     }
 }
 

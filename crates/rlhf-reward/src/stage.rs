@@ -134,7 +134,7 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
             "policy checkpoint not found (set model.policy, or run `rlhf-sft` to make <run-dir>/sft/final)",
         ));
     }
-    let tokenizer = Tokenizer::from_dir(&policy)?;
+    let tokenizer = Tokenizer::from_dir(&policy)?.with_chat_mode(config.model.chat_template);
     let policy_config = read_config(&policy)?;
     tokenizer.check_fits_embedding(policy_config.vocab_size())?;
     let eos_ids = policy_config.eos_token_ids();

@@ -120,6 +120,9 @@ pub struct SftModelConfig {
     /// A Hugging Face checkpoint directory (config.json, model.safetensors, tokenizer.json);
     /// relative paths are under the run directory.
     pub base: PathBuf,
+    /// Put prompts and responses through the tokenizer's chat template: "auto" (when it has one)
+    /// or "none" (the plain text).
+    pub chat_template: rlhf_model::ChatMode,
 }
 
 /// Where the demonstrations come from.
@@ -138,7 +141,7 @@ pub struct SftDataConfig {
 
 impl Default for SftModelConfig {
     fn default() -> Self {
-        SftModelConfig { base: PathBuf::from("base/final") }
+        SftModelConfig { base: PathBuf::from("base/final"), chat_template: rlhf_model::ChatMode::Auto }
     }
 }
 

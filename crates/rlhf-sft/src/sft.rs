@@ -61,7 +61,7 @@ pub fn run(config: &SftConfig, run_dir: &Path, options: &RunOptions) -> Result<O
             base.display()
         )));
     }
-    let tokenizer = Tokenizer::from_dir(base)?;
+    let tokenizer = Tokenizer::from_dir(base)?.with_chat_mode(config.model.chat_template);
     let placement = options.placement;
     let mut model = CausalLm::from_pretrained(base, placement.device, placement.kind)?;
     tokenizer.check_fits_embedding(model.config().vocab_size())?;

@@ -64,9 +64,7 @@ fn meta<'a>(file: &'a GgufFile, key: &str) -> Result<&'a Value> {
 }
 
 fn meta_int(file: &GgufFile, key: &str) -> Result<i64> {
-    meta(file, key)?
-        .as_i64()
-        .ok_or_else(|| gguf_error(file.path(), format!("metadata `{key}` is not an integer")))
+    meta(file, key)?.as_i64().ok_or_else(|| gguf_error(file.path(), format!("metadata `{key}` is not an integer")))
 }
 
 fn meta_float(file: &GgufFile, key: &str) -> Result<Option<f64>> {
@@ -109,8 +107,7 @@ fn model_config(file: &GgufFile, architecture: &str, tokenizer: &TokenizerFiles)
         llama.head_dim = Some(head_dim);
     }
     llama.tie_word_embeddings = !file.tensors.iter().any(|t| t.name == "output.weight");
-    let mut config =
-        if architecture == "qwen2" { ModelConfig::qwen2(llama) } else { ModelConfig::llama(llama) };
+    let mut config = if architecture == "qwen2" { ModelConfig::qwen2(llama) } else { ModelConfig::llama(llama) };
     let class = if architecture == "qwen2" { "Qwen2ForCausalLM" } else { "LlamaForCausalLM" };
     config.architectures = Some(vec![class.into()]);
     config.bos_token_id = tokenizer.bos_id.map(TokenIds::One);
@@ -126,7 +123,8 @@ fn tensor_names<'a>(file: &'a GgufFile, config: &ModelConfig) -> Result<Vec<(&'a
     let mut named = Vec::with_capacity(file.tensors.len());
     for info in &file.tensors {
         let hf = hf_name(&info.name).ok_or_else(|| {
-            let hint = if info.name == "rope_freqs.weight" { " (Llama 3.1-style rope scaling is not supported)" } else { "" };
+            let hint =
+                if info.name == "rope_freqs.weight" { " (Llama 3.1-style rope scaling is not supported)" } else { "" };
             gguf_error(file.path(), format!("tensor `{}` has no Hugging Face counterpart{hint}", info.name))
         })?;
         named.push((info, hf));
@@ -281,7 +279,9 @@ impl TokenizerFiles {
         let vocab: Map<String, Json> = tokens.iter().enumerate().map(|(id, t)| (spelled(t), json!(id))).collect();
         let merges = merges
             .iter()
-            .map(|m| m.split_once(' ').map(|(a, b)| json!([a, b])).ok_or_else(|| bad(format!("merge {m:?} is not `a b`"))))
+            .map(|m| {
+                m.split_once(' ').map(|(a, b)| json!([a, b])).ok_or_else(|| bad(format!("merge {m:?} is not `a b`")))
+            })
             .collect::<Result<Vec<_>>>()?;
 
         let named: BTreeSet<i64> = [bos_id, eos_id, unk_id, pad_id].into_iter().flatten().collect();
@@ -299,9 +299,7 @@ impl TokenizerFiles {
             })
             .collect();
 
-        let byte_level = |use_regex: bool| {
-            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
-        };
+        let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
         let split = split_regex(pre).map_err(|()| bad(format!("pre-tokenizer `{pre}` is not supported")))?;
         let pre_tokenizer = match split {
             None => byte_level(true),

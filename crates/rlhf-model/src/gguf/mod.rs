@@ -177,7 +177,9 @@ fn locate(
     else {
         return Err(gguf_error(
             path,
-            format!("tensor `{name}` of type {kind:?} has dims {dims:?}: the first must be a multiple of {block_elements}"),
+            format!(
+                "tensor `{name}` of type {kind:?} has dims {dims:?}: the first must be a multiple of {block_elements}"
+            ),
         ));
     };
     let len = elements / block_elements as u64 * block_bytes as u64;
@@ -282,7 +284,10 @@ impl Reader<'_> {
                 let count = self.u64()?;
                 // Every item takes at least one byte: a count beyond the file is corrupt, not huge.
                 if count > (self.bytes.len() - self.pos) as u64 {
-                    return Err(gguf_error(self.path, format!("an array of {count} items runs past the end of the file")));
+                    return Err(gguf_error(
+                        self.path,
+                        format!("an array of {count} items runs past the end of the file"),
+                    ));
                 }
                 let items = (0..count).map(|_| self.value(item_kind, depth + 1)).collect::<Result<Vec<_>>>()?;
                 Value::Array(items)
