@@ -57,7 +57,6 @@ fn temperature_zero_is_greedy_decoding_with_every_end_token() -> Result<()> {
     common::tiny_policy(&dir);
     let (model, tokenizer) =
         (CausalLm::from_pretrained(&dir, tch::Device::Cpu, tch::Kind::Float)?, Tokenizer::from_dir(&dir)?);
-    let plain_tokenizer = Tokenizer::from_dir(&dir)?.with_chat_mode(ChatMode::None);
     let prompts = prompts(4);
     let config = SampleConfig {
         samples_per_prompt: 2,

@@ -92,7 +92,7 @@ impl GgmlType {
 /// Dequantizes `n` elements of type `kind` from `bytes`; an error says why the sizes disagree.
 pub fn dequantize(kind: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, String> {
     let (block_elements, block_bytes) = kind.block();
-    if n % block_elements != 0 || bytes.len() != n / block_elements * block_bytes {
+    if !n.is_multiple_of(block_elements) || bytes.len() != n / block_elements * block_bytes {
         return Err(format!(
             "{kind:?} data of {} bytes does not hold {n} elements ({block_bytes} bytes per {block_elements})",
             bytes.len()
