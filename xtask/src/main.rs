@@ -8,6 +8,8 @@
 //! - `bench`     the benchmarks; each writes `target/bench/<name>.json`
 
 mod libtorch;
+mod models;
+mod pypi;
 use xtask::pipeline;
 
 use std::path::{Path, PathBuf};
@@ -138,12 +140,15 @@ fn has_nextest() -> bool {
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     tidy(root)?;
     let torch = libtorch::ensure(root)?;
+    // The real-model tests (GGUF import, greedy decoding against transformers) read it.
+    let smollm2 = models::ensure(root, "smollm2")?;
     // One optimised build serves both the binaries the integration tests drive and the tests
     // themselves (tensor code is unbearably slow unoptimised, and building twice costs minutes).
     let mut build = cargo(root, &torch);
     build.args(["build", "--release", "--workspace", "--bins"]);
     run(build)?;
     let mut cmd = cargo(root, &torch);
+    cmd.env("RLHF_SMOLLM2_GGUF", smollm2);
     if has_nextest() {
         cmd.args(["nextest", "run", "--release", "--workspace", "--no-fail-fast"]);
     } else {
@@ -178,6 +183,9 @@ fn run_pipeline(root: &Path, args: &PipelineArgs, only: Option<&str>) -> Result<
         if !given {
             bail!("preset {} needs --{input} DIR", args.preset);
         }
+    }
+    for model in &preset.models {
+        models::ensure(root, model)?;
     }
     let torch = libtorch::ensure(root)?;
     let mut build = cargo(root, &torch);

@@ -3,7 +3,8 @@
 //! step's binary can be swapped for another that honours the same command line and files.
 //!
 //! Arguments may name `{run}` (the run directory), `{data}` (the task tables; default `{run}/data`)
-//! and `{base}` (the base checkpoint; default `{run}/base/final`). With `--rounds N`, the preset's
+//! and `{base}` (the base checkpoint; default `{run}/base/final`), `{models}` (the fetched real models,
+//! `<root>/.models`, which a preset's `models = [...]` fetches first). With `--rounds N`, the preset's
 //! `round_steps` run again for each round r = 2..N right after `ppo`, with `{r}` the round and
 //! `{prev}` the previous round's directory (`{run}` for round 1, else `{run}/round-{r-1}`).
 
@@ -23,6 +24,8 @@ pub struct Preset {
     pub round_steps: Vec<Step>,
     /// Inputs the preset cannot make itself: "base" (`--base DIR`) and/or "data" (`--data DIR`).
     pub requires: Vec<String>,
+    /// Real models fetched into `{models}` before the first step (e.g. "smollm2").
+    pub models: Vec<String>,
 }
 
 /// A preset file: either a full list of steps, or another preset plus extra arguments per step.
@@ -38,6 +41,8 @@ struct PresetFile {
     round_steps: Vec<Step>,
     #[serde(default)]
     requires: Vec<String>,
+    #[serde(default)]
+    models: Vec<String>,
     /// Step name -> arguments appended to that step's and to the round step's of the same name
     /// (with `extends`).
     #[serde(default)]
@@ -63,16 +68,17 @@ impl Preset {
         let path = root.join("configs").join("pipeline").join(format!("{name}.toml"));
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading preset {}", path.display()))?;
         let file: PresetFile = toml::from_str(&text).with_context(|| format!("{}: invalid preset", path.display()))?;
-        let (mut steps, mut round_steps, mut requires) = match &file.extends {
+        let (mut steps, mut round_steps, mut requires, mut models) = match &file.extends {
             Some(parent) => {
                 let parent = Preset::load(root, parent)?;
-                (parent.steps, parent.round_steps, parent.requires)
+                (parent.steps, parent.round_steps, parent.requires, parent.models)
             }
-            None => (Vec::new(), Vec::new(), Vec::new()),
+            None => (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
         };
         steps.extend(file.steps);
         round_steps.extend(file.round_steps);
         requires.extend(file.requires);
+        models.extend(file.models);
         for (name, extra) in file.extra_args {
             let mut matching = steps.iter_mut().chain(round_steps.iter_mut()).filter(|s| s.name == name).peekable();
             if matching.peek().is_none() {
@@ -80,7 +86,7 @@ impl Preset {
             }
             matching.for_each(|step| step.args.extend(extra.iter().cloned()));
         }
-        Ok(Preset { run_dir: file.run_dir, steps, round_steps, requires })
+        Ok(Preset { run_dir: file.run_dir, steps, round_steps, requires, models })
     }
 
     /// The steps of a run with `rounds` rounds of RLHF: the round steps of rounds 2..=rounds go
@@ -158,6 +164,7 @@ impl<'a> Plan<'a> {
         text.replace("{data}", &given(&self.data, "{run}/data"))
             .replace("{base}", &given(&self.base, "{run}/base/final"))
             .replace("{run}", &self.run_dir.display().to_string())
+            .replace("{models}", &self.root.join(".models").display().to_string())
     }
 
     fn binary(&self, step: &Step) -> PathBuf {
@@ -248,6 +255,7 @@ mod tests {
             steps: vec![step("sft", "s"), step("ppo", "p"), step("eval", "e")],
             round_steps: vec![step("reward", "{run}/round-{r}/rm"), step("ppo", "{run}/round-{r}/ppo")],
             requires: Vec::new(),
+            models: Vec::new(),
         };
         let names =
             |rounds| -> Vec<String> { preset.plan_steps(rounds).unwrap().into_iter().map(|s| s.name).collect() };

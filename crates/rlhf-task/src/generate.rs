@@ -20,6 +20,10 @@ pub struct TaskConfig {
     pub heldout_demonstrations: usize,
     /// Web-text documents for pretraining the base model.
     pub corpus_documents: usize,
+    /// Prompts as a chat user's bare question (for a model with a chat template, which frames the
+    /// turns itself) instead of the base model's `User: ...\nAssistant:` frame; responses then
+    /// have no leading space.
+    pub chat: bool,
 }
 
 impl Default for TaskConfig {
@@ -30,6 +34,7 @@ impl Default for TaskConfig {
             demonstrations: 4000,
             heldout_demonstrations: 400,
             corpus_documents: 40_000,
+            chat: false,
         }
     }
 }
@@ -78,16 +83,18 @@ pub fn generate(config: &TaskConfig) -> TaskData {
     }
     let split = config.heldout_prompts.min(questions.len() / 2);
     let (heldout, train) = questions.split_at(split);
+    let frame = |question: &str| if config.chat { question.to_owned() } else { prompt_for(question) };
     let as_prompts = |qs: &[(usize, String)], tag: &str| -> Vec<Prompt> {
-        qs.iter().enumerate().map(|(i, (_, q))| Prompt { id: format!("{tag}-{i:05}"), prompt: prompt_for(q) }).collect()
+        qs.iter().enumerate().map(|(i, (_, q))| Prompt { id: format!("{tag}-{i:05}"), prompt: frame(q) }).collect()
     };
     let demonstrate = |qs: &[(usize, String)], n: usize, tag: &str| -> Vec<Demonstration> {
         let mut rng = TaskRng::derive(config.seed, tag);
         (0..n)
             .map(|i| {
                 let (topic, question) = &qs[rng.below(qs.len())];
-                let response = format!(" {}", writer::response(&mut rng, &TOPICS[*topic], &ANNOTATOR));
-                Demonstration { id: format!("{tag}-{i:05}"), prompt: prompt_for(question), response }
+                let body = writer::response(&mut rng, &TOPICS[*topic], &ANNOTATOR);
+                let response = if config.chat { body } else { format!(" {body}") };
+                Demonstration { id: format!("{tag}-{i:05}"), prompt: frame(question), response }
             })
             .collect()
     };
@@ -128,6 +135,7 @@ mod tests {
             demonstrations: 300,
             heldout_demonstrations: 40,
             corpus_documents: 100,
+            chat: false,
         }
     }
 

@@ -43,6 +43,7 @@ pub fn easy_comparisons(n: usize) -> Vec<Comparison> {
         demonstrations: 0,
         heldout_demonstrations: 0,
         corpus_documents: 0,
+        chat: false,
     })
     .train_prompts;
     let good = ["lovely", "wonderful", "bright", "gentle", "charming"];

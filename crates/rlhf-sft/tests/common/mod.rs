@@ -14,7 +14,14 @@ pub use rlhf_train::testing::cpu;
 
 /// A small task: 200 demonstrations, 40 held out.
 pub fn small_task() -> TaskConfig {
-    TaskConfig { seed: 1, heldout_prompts: 30, demonstrations: 200, heldout_demonstrations: 40, corpus_documents: 0 }
+    TaskConfig {
+        seed: 1,
+        heldout_prompts: 30,
+        demonstrations: 200,
+        heldout_demonstrations: 40,
+        corpus_documents: 0,
+        chat: false,
+    }
 }
 
 pub fn small_train(max_steps: u64) -> TrainConfig {

@@ -1,14 +1,9 @@
-"""Writes the GGUF fixtures of crates/rlhf-model/tests/gguf.rs (run by hand; committed output).
+"""Writes the GGUF fixture of crates/rlhf-model/tests/gguf.rs (run by hand; committed output).
 
-- quants.gguf: one small tensor of every ggml type the importer reads, each block random bytes with
+quants.gguf: one small tensor of every ggml type the importer reads, each block random bytes with
   finite f16 scales, next to `<name>.expected`: the same tensor dequantized to F32 by gguf-py
   (`gguf.quants.dequantize`, the code transformers loads GGUF files with).
-- tiny-llama.gguf (+ tiny-llama.expected.json): a small random Llama written the way llama.cpp's
-  convert_hf_to_gguf.py writes one (q/k rows permuted, GPT-2 byte-level tokenizer with merges, a
-  chat template), some weights Q8_0; the expected file holds what transformers' own GGUF loading
-  gives for it: logits of a few token ids, and token ids of test strings.
-
-Needs: numpy, gguf (0.19), torch, transformers (5.x), tokenizers.  python make_fixtures.py
+Needs: numpy, gguf (0.19).  python make_fixtures.py
 """
 
 import json
