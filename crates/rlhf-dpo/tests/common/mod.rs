@@ -14,7 +14,14 @@ use rlhf_train::testing::{fast_train, save_random_policy, task_tokenizer, tiny_l
 pub use rlhf_train::testing::{cpu, trained};
 
 pub fn small_task() -> TaskConfig {
-    TaskConfig { seed: 1, heldout_prompts: 30, demonstrations: 240, heldout_demonstrations: 0, corpus_documents: 0 }
+    TaskConfig {
+        seed: 1,
+        heldout_prompts: 30,
+        demonstrations: 240,
+        heldout_demonstrations: 0,
+        corpus_documents: 0,
+        chat: false,
+    }
 }
 
 /// A random tiny Llama with a tokenizer trained on the task's corpus, saved to `dir` (seeded).

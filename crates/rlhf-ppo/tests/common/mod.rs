@@ -17,7 +17,14 @@ use rlhf_train::testing::{save_random_policy, task_tokenizer, tiny_llama};
 pub use rlhf_train::testing::{cpu, trained};
 
 pub fn small_task() -> TaskConfig {
-    TaskConfig { seed: 1, heldout_prompts: 30, demonstrations: 0, heldout_demonstrations: 0, corpus_documents: 0 }
+    TaskConfig {
+        seed: 1,
+        heldout_prompts: 30,
+        demonstrations: 0,
+        heldout_demonstrations: 0,
+        corpus_documents: 0,
+        chat: false,
+    }
 }
 
 /// The policy and the reward model of a test, under `dir`.
