@@ -15,7 +15,10 @@ fn check_report(run: &Path) -> Result<String> {
         ensure!(eval.join(file).is_file(), "missing {}", eval.join(file).display());
     }
     let report = std::fs::read_to_string(eval.join("report.md"))?;
-    ensure!(report.contains("| policy | gold | proxy | KL | win rate vs sft (95% CI) | length |"), "{report}");
+    ensure!(
+        report.contains("| policy | gold | proxy | KL | win rate vs sft (95% CI) | win rate vs base | length |"),
+        "{report}"
+    );
     let html = std::fs::read_to_string(eval.join("report.html"))?;
     ensure!(html.contains("data:image/png;base64,"), "the html report inlines no plot");
     Ok(report)

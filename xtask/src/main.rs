@@ -90,6 +90,7 @@ const BENCHES: &[(&str, &str)] = &[
     ("reward", "rlhf-reward"),
     ("dpo", "rlhf-dpo"),
     ("ppo", "rlhf-ppo"),
+    ("smollm2", "rlhf-model"),
 ];
 
 fn bench_names() -> clap::builder::PossibleValuesParser {
@@ -217,6 +218,9 @@ fn bench(root: &Path, name: &str) -> Result<()> {
     for (bench, package) in BENCHES.iter().filter(|(bench, _)| name == "all" || *bench == name) {
         let mut cmd = cargo(root, &torch);
         cmd.args(["bench", "-p", package, "--bench", bench]).env("RLHF_BENCH_DIR", &out_dir);
+        if *bench == "smollm2" {
+            cmd.env("RLHF_SMOLLM2_GGUF", models::ensure(root, "smollm2")?);
+        }
         run(cmd)?;
         println!("xtask: wrote {}", out_dir.join(format!("{bench}.json")).display());
     }

@@ -17,6 +17,9 @@ pub struct EvalConfig {
     pub policies: Vec<String>,
     /// The baseline for KL and win rates (one of `policies`).
     pub reference: String,
+    /// More gold win-rate baselines besides the reference (those of `policies` that were found),
+    /// e.g. `base`: the model before any RLHF.
+    pub baselines: Vec<String>,
     /// Reward-model directories (one checkpoint or an ensemble each).
     pub reward_models: Vec<String>,
     /// The judge whose scores the report calls gold (and its win rates): `gold` is the embedded
@@ -77,6 +80,7 @@ impl Default for EvalConfig {
             seed: 0,
             policies: ["base", "sft", "ppo", "round-*/ppo", "dpo"].map(String::from).to_vec(),
             reference: "sft".into(),
+            baselines: vec!["base".into()],
             reward_models: vec!["rm/final".into()],
             gold_judge: String::new(),
             data: DataConfig::default(),

@@ -41,6 +41,21 @@ enum Command {
     Generate(GenerateArgs),
     /// Turn a GGUF file (llama.cpp, Ollama) into a Hugging Face checkpoint directory (f32 weights, tokenizer, chat template).
     ImportGguf(ImportGgufArgs),
+    /// Write a policy checkpoint (llama or qwen2, byte-level BPE tokenizer) as a GGUF file for llama.cpp and Ollama.
+    ExportGguf(ExportGgufArgs),
+}
+
+#[derive(Args)]
+struct ExportGgufArgs {
+    /// The policy checkpoint directory.
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// The GGUF file to write.
+    #[arg(long, value_name = "FILE.gguf")]
+    out: PathBuf,
+    /// How matrices are stored (vectors stay f32).
+    #[arg(long = "type", value_enum, default_value = "f16")]
+    kind: rlhf_model::gguf::ExportType,
 }
 
 #[derive(Args)]
@@ -205,6 +220,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 args.device.resolve()?,
             )?;
             tracing::info!(prompts = summary.prompts, rows = summary.rows, empty = summary.empty, out = %args.out.display(), "generated");
+        }
+        Command::ExportGguf(args) => {
+            let tensors = rlhf_model::gguf::export_gguf(&args.model, &args.out, args.kind)?;
+            println!("wrote {} ({tensors} tensors, {:?})", args.out.display(), args.kind);
         }
         Command::ImportGguf(args) => {
             let import = rlhf_model::gguf::import_gguf(&args.gguf, &args.out)?;

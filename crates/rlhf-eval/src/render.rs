@@ -16,6 +16,7 @@ use rlhf_data::{read_records, write_records, Metric};
 use crate::config::FlagConfig;
 use crate::plots::{self, Series};
 use crate::report::{Evaluation, PolicyResult};
+use crate::stats::WinRate;
 use crate::{Error, Result};
 
 /// Stages whose `metrics.parquet` the report plots.
@@ -146,25 +147,26 @@ fn table<'a>(eval: &Evaluation, columns: impl IntoIterator<Item = Option<Column<
     s
 }
 
-/// The headline table: policy, gold, proxy, KL, win rate vs the reference, length (gold and win
-/// rate only with a gold judge).
+/// The headline table: policy, gold, proxy, KL, win rate vs the reference (and vs each extra
+/// baseline), length (gold and win rates only with a gold judge).
 pub fn headline(eval: &Evaluation) -> String {
     let reference = eval.reference.as_deref().unwrap_or("reference");
     let gold = eval.gold_judge.is_some();
-    let win = |p: &PolicyResult| {
-        p.win.map_or("–".into(), |w| format!("{:.1}% [{:.1}, {:.1}]", 100.0 * w.rate, 100.0 * w.low, 100.0 * w.high))
+    let cell = |w: Option<WinRate>| {
+        w.map_or("–".into(), |w| format!("{:.1}% [{:.1}, {:.1}]", 100.0 * w.rate, 100.0 * w.low, 100.0 * w.high))
     };
-    table(
-        eval,
-        [
-            Some(column("policy", |p| p.name.clone())),
-            gold.then(|| column("gold", |p| fmt(p.gold))),
-            Some(column("proxy", |p| fmt(eval.proxy(p)))),
-            Some(column("KL", |p| fmt(p.kl))),
-            gold.then(|| column(format!("win rate vs {reference} (95% CI)"), win)),
-            Some(column("length", |p| format!("{:.1}", p.length))),
-        ],
-    )
+    let extra = eval.baselines.iter().enumerate().map(|(b, name)| {
+        Some(column(format!("win rate vs {name}"), move |p| cell(p.wins_over_baselines.get(b).copied().flatten())))
+    });
+    let head = [
+        Some(column("policy", |p| p.name.clone())),
+        gold.then(|| column("gold", |p| fmt(p.gold))),
+        Some(column("proxy", |p| fmt(eval.proxy(p)))),
+        Some(column("KL", |p| fmt(p.kl))),
+        gold.then(|| column(format!("win rate vs {reference} (95% CI)"), move |p| cell(p.win))),
+    ];
+    let tail = [Some(column("length", |p| format!("{:.1}", p.length)))];
+    table(eval, head.into_iter().chain(extra).chain(tail))
 }
 
 fn details(eval: &Evaluation) -> String {
@@ -332,7 +334,8 @@ pub fn write_report(eval: &Evaluation, limits: &FlagConfig) -> Result<Written> {
     let judges = judges(eval);
     let judge_list: String = judges.iter().map(|j| format!("- {j}\n")).collect();
     let win = if eval.gold_judge.is_some() {
-        " Win rate: gold-judge wins over the reference on the same prompt (ties count half), 95% bootstrap CI."
+        " Win rate: gold-judge wins over the reference (and over each extra baseline) on the same prompt (ties \
+         count half), 95% bootstrap CI."
     } else {
         ""
     };
@@ -390,6 +393,7 @@ mod tests {
             distinct1: 0.1,
             distinct2,
             win: None,
+            wins_over_baselines: Vec::new(),
         }
     }
 
@@ -397,6 +401,7 @@ mod tests {
         Evaluation {
             run_dir: PathBuf::from("run"),
             reference: Some("sft".into()),
+            baselines: Vec::new(),
             gold_judge: Some(NamedJudge { name: "gold".into(), description: "the rule".into() }),
             reward_models: vec!["rm/final".into()],
             prompts: 10,
@@ -429,6 +434,14 @@ mod tests {
         let with_gold = "| policy | gold | proxy | KL | win rate vs sft (95% CI) | length |\n|---|---|---|---|---|---|\n| sft | 2.000 | 0.000 | 1.000 | – | 20.0 |\n";
         assert!(headline(&eval).starts_with(with_gold), "{}", headline(&eval));
         assert_eq!(judges(&eval), ["gold: `gold` — the rule", "proxy: `rm:rm/final` (the headline's proxy)"]);
+
+        let mut with_base = evaluation();
+        with_base.baselines = vec!["base".into()];
+        with_base.policies[1].wins_over_baselines = vec![Some(WinRate { rate: 0.75, low: 0.5, high: 0.875, n: 8 })];
+        let table = headline(&with_base);
+        assert!(table
+            .starts_with("| policy | gold | proxy | KL | win rate vs sft (95% CI) | win rate vs base | length |\n"));
+        assert!(table.contains("| ppo | 1.500 | 1.000 | 1.000 | – | 75.0% [50.0, 87.5] | 20.0 |"), "{table}");
 
         eval.gold_judge = None;
         eval.policies.iter_mut().for_each(|p| p.gold = None);

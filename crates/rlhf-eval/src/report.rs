@@ -37,6 +37,8 @@ pub struct PolicyResult {
     /// Gold win rate over the reference; `None` for the reference itself, without one or without a
     /// gold judge.
     pub win: Option<WinRate>,
+    /// Gold win rate over each of [`Evaluation::baselines`] (`None` for the baseline itself).
+    pub wins_over_baselines: Vec<Option<WinRate>>,
 }
 
 /// A judge as the report names it.
@@ -53,6 +55,9 @@ pub struct NamedJudge {
 pub struct Evaluation {
     pub run_dir: PathBuf,
     pub reference: Option<String>,
+    /// The extra win-rate baselines that were evaluated (`baselines` of the config, minus the
+    /// reference and those not found); empty without a gold judge.
+    pub baselines: Vec<String>,
     /// The judge whose scores are gold; `None` without one (no gold scores or win rates).
     pub gold_judge: Option<NamedJudge>,
     /// Reward-model directories found (relative to the run directory).
@@ -92,6 +97,13 @@ impl Evaluation {
                 push("win_rate", w.rate);
                 push("win_rate_low", w.low);
                 push("win_rate_high", w.high);
+            }
+            for (baseline, w) in self.baselines.iter().zip(&p.wins_over_baselines) {
+                if let Some(w) = w {
+                    push(&format!("win_rate_vs/{baseline}"), w.rate);
+                    push(&format!("win_rate_vs/{baseline}_low"), w.low);
+                    push(&format!("win_rate_vs/{baseline}_high"), w.high);
+                }
             }
         }
         out
@@ -201,7 +213,14 @@ pub fn evaluate(
     for (name, dir) in found {
         let _span = tracing::info_span!("policy", name = name.as_str()).entered();
         let (model, tokenizer) = load_policy(&dir, placement, config.generation.chat_template)?;
-        let rows = sample_tokens(&model, &tokenizer, &prompts, &sample_config)?;
+        // Every policy samples with the report's settings; only its end tokens are its own.
+        let ends = rlhf_model::GenerationDefaults::from_dir(&dir)?.eos_token_ids();
+        let rows = sample_tokens(
+            &model,
+            &tokenizer,
+            &prompts,
+            &SampleConfig { extra_eos_token_ids: ends, ..sample_config.clone() },
+        )?;
         let pairs: Vec<(Vec<i64>, Vec<i64>)> =
             rows.iter().map(|r| (r.prompt_tokens.clone(), r.tokens.clone())).collect();
         let logprobs = response_logprobs(&model, tokenizer.pad_id(), &pairs, config.batch_size, temperature)?;
@@ -269,6 +288,15 @@ pub fn evaluate(
         }
     }
 
+    let baselines: Vec<usize> = match gold {
+        None => Vec::new(),
+        Some(_) => config
+            .baselines
+            .iter()
+            .filter(|name| **name != config.reference)
+            .filter_map(|name| sampled.iter().position(|s| &s.name == name))
+            .collect(),
+    };
     let policies = sampled
         .iter()
         .enumerate()
@@ -278,6 +306,13 @@ pub fn evaluate(
                 .as_ref()
                 .zip(reference.filter(|&r| r != i))
                 .and_then(|(gold, r)| win_rate(&gold[i], &gold[r], config.bootstrap, config.seed));
+            let wins_over_baselines = baselines
+                .iter()
+                .map(|&b| {
+                    let gold = gold.as_ref().filter(|_| b != i)?;
+                    win_rate(&gold[i], &gold[b], config.bootstrap, config.seed)
+                })
+                .collect();
             PolicyResult {
                 name: s.name.clone(),
                 gold: gold.as_ref().map(|gold| mean(gold[i].iter().copied())),
@@ -289,12 +324,14 @@ pub fn evaluate(
                 distinct1: distinct_n(&texts, 1),
                 distinct2: distinct_n(&texts, 2),
                 win,
+                wins_over_baselines,
             }
         })
         .collect();
     let evaluation = Evaluation {
         run_dir: run_dir.to_path_buf(),
         reference: reference.map(|r| sampled[r].name.clone()),
+        baselines: baselines.iter().map(|&b| sampled[b].name.clone()).collect(),
         gold_judge: gold_judge.map(|judge| NamedJudge { name: judge.name(), description: judge.description() }),
         reward_models,
         prompts: prompts.len(),

@@ -93,4 +93,116 @@ fn smollm2_imports_and_answers_like_transformers() {
         assert_eq!(answer, case.new_ids, "{}: greedy tokens", case.question);
         assert_eq!(tokenizer.decode(&answer, true).unwrap(), case.text);
     }
+
+    // Out to GGUF and back: F16 keeps every weight to f16 precision, the tokenizer and template
+    // exactly; Q8_0 still answers the first question the same.
+    let original = rlhf_model::checkpoint::read_safetensors(&dir.join("model.safetensors")).unwrap();
+    for (kind, name) in [(rlhf_model::gguf::ExportType::F16, "f16"), (rlhf_model::gguf::ExportType::Q8_0, "q8_0")] {
+        let file = tmp.path().join(format!("export-{name}.gguf"));
+        rlhf_model::gguf::export_gguf(&dir, &file, kind).unwrap();
+        let back = tmp.path().join(format!("back-{name}"));
+        rlhf_model::gguf::import_gguf(&file, &back).unwrap();
+        for part in ["tokenizer.json", "chat_template.jinja", "config.json"] {
+            assert_eq!(
+                std::fs::read(dir.join(part)).unwrap(),
+                std::fs::read(back.join(part)).unwrap(),
+                "{name}: {part}"
+            );
+        }
+        let reread = rlhf_model::checkpoint::read_safetensors(&back.join("model.safetensors")).unwrap();
+        assert_eq!(original.keys().collect::<Vec<_>>(), reread.keys().collect::<Vec<_>>());
+        if kind == rlhf_model::gguf::ExportType::F16 {
+            for (key, tensor) in &original {
+                let rounded = tensor.to_kind(tch::Kind::Half).to_kind(tch::Kind::Float);
+                let expected = if tensor.dim() < 2 { tensor } else { &rounded };
+                assert!(reread[key].equal(expected), "{key}: not the f16-rounded weight");
+            }
+        }
+        let model = CausalLm::from_pretrained(&back, tch::Device::Cpu, tch::Kind::Float).unwrap();
+        let case = &reference.greedy[0];
+        let answer = generate_from_tokens(&model, std::slice::from_ref(&case.prompt_ids), &config)
+            .unwrap()
+            .rows()
+            .unwrap()
+            .remove(0);
+        assert_eq!(tokenizer.decode(&answer, true).unwrap(), case.text, "{name}");
+    }
+}
+
+/// A minimal GGUF v3 file: string/u32 metadata and one F32 tensor of `dims` with type `kind`.
+fn tiny_gguf(metadata: &[(&str, Meta)], kind: u32, dims: &[u64]) -> Vec<u8> {
+    let string = |out: &mut Vec<u8>, s: &str| {
+        out.extend((s.len() as u64).to_le_bytes());
+        out.extend(s.as_bytes());
+    };
+    let mut out = b"GGUF".to_vec();
+    out.extend(3u32.to_le_bytes());
+    out.extend(1u64.to_le_bytes());
+    out.extend((metadata.len() as u64).to_le_bytes());
+    for (key, value) in metadata {
+        string(&mut out, key);
+        match value {
+            Meta::Str(s) => {
+                out.extend(8u32.to_le_bytes());
+                string(&mut out, s);
+            }
+            Meta::U32(v) => {
+                out.extend(4u32.to_le_bytes());
+                out.extend(v.to_le_bytes());
+            }
+        }
+    }
+    string(&mut out, "token_embd.weight");
+    out.extend((dims.len() as u32).to_le_bytes());
+    dims.iter().for_each(|d| out.extend(d.to_le_bytes()));
+    out.extend(kind.to_le_bytes());
+    out.extend(0u64.to_le_bytes());
+    while !out.len().is_multiple_of(32) {
+        out.push(0);
+    }
+    out.extend(vec![0u8; 4 * dims.iter().product::<u64>() as usize]);
+    out
+}
+
+enum Meta {
+    Str(&'static str),
+    U32(u32),
+}
+
+/// Imports `bytes` (written to a file) and returns the one-line error; nothing may be left behind.
+fn import_error(bytes: &[u8]) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("model.gguf");
+    std::fs::write(&file, bytes).unwrap();
+    let out = tmp.path().join("out");
+    let err = rlhf_model::gguf::import_gguf(&file, &out).unwrap_err().to_string();
+    assert!(!out.exists(), "a failed import leaves no output");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1, "nor temp files");
+    assert!(err.contains("model.gguf: GGUF: "), "{err}");
+    err
+}
+
+#[test]
+fn bad_gguf_files_are_one_clear_error_and_write_nothing() {
+    let arch = |name: &'static str| ("general.architecture", Meta::Str(name));
+    let err = import_error(b"PK\x03\x04 a zip, not a model");
+    assert!(err.contains("not a GGUF file"), "{err}");
+
+    let whole = std::fs::read(fixture("quants.gguf")).unwrap();
+    let err = import_error(&whole[..whole.len() / 2]);
+    assert!(err.contains("runs past the end of the file: truncated?"), "{err}");
+    let err = import_error(&whole[..40]);
+    assert!(err.contains("the header ends early"), "{err}");
+
+    let err = import_error(&tiny_gguf(&[arch("llama")], 16, &[32, 2]));
+    assert!(err.contains("tensor `token_embd.weight` has unknown ggml type 16"), "{err}");
+
+    let err = import_error(&tiny_gguf(&[arch("mamba")], 0, &[4, 2]));
+    assert!(err.contains("architecture `mamba` is not supported (supported: llama, qwen2)"), "{err}");
+
+    let err = import_error(&tiny_gguf(&[arch("llama"), ("tokenizer.ggml.model", Meta::Str("llama"))], 0, &[4, 2]));
+    assert!(err.contains("tokenizer `llama` is not supported"), "{err}");
+
+    let err = import_error(&tiny_gguf(&[arch("llama"), ("general.alignment", Meta::U32(24))], 0, &[4, 2]));
+    assert!(err.contains("is not a power of two"), "{err}");
 }

@@ -17,6 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use tch::Tensor;
 
+/// `general.architecture` values this import writes a checkpoint for.
+const SUPPORTED_ARCHITECTURES: [&str; 2] = ["llama", "qwen2"];
+
 /// What an import produced.
 #[derive(Clone, Debug)]
 pub struct GgufImport {
@@ -33,6 +36,15 @@ pub struct GgufImport {
 pub fn import_gguf(gguf: impl AsRef<Path>, out: impl AsRef<Path>) -> Result<GgufImport> {
     let file = GgufFile::open(gguf.as_ref())?;
     let architecture = file.get("general.architecture").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if !SUPPORTED_ARCHITECTURES.contains(&architecture.as_str()) {
+        return Err(gguf_error(
+            file.path(),
+            format!(
+                "architecture `{architecture}` is not supported (supported: {})",
+                SUPPORTED_ARCHITECTURES.join(", ")
+            ),
+        ));
+    }
     let tokenizer = TokenizerFiles::from_metadata(&file)?;
     let config = model_config(&file, &architecture, &tokenizer)?;
     let names = tensor_names(&file, &config)?;
@@ -75,12 +87,6 @@ fn meta_float(file: &GgufFile, key: &str) -> Result<Option<f64>> {
 
 /// The HF config of a `llama` / `qwen2` file, from llama.cpp's `<arch>.*` keys.
 fn model_config(file: &GgufFile, architecture: &str, tokenizer: &TokenizerFiles) -> Result<ModelConfig> {
-    if !matches!(architecture, "llama" | "qwen2") {
-        return Err(gguf_error(
-            file.path(),
-            format!("architecture `{architecture}` is not supported (supported: llama, qwen2)"),
-        ));
-    }
     let key = |name: &str| format!("{architecture}.{name}");
     if let Some(kind) = file.get(&key("rope.scaling.type")).and_then(Value::as_str).filter(|k| *k != "none") {
         return Err(gguf_error(file.path(), format!("rope scaling `{kind}` is not supported")));

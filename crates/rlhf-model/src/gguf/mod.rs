@@ -5,8 +5,10 @@
 //! architecture's hyper-parameters, the tokenizer's vocabulary and merges, the chat template), tensor
 //! descriptors, then the aligned tensor data. [`GgufFile::open`] maps the file and checks every
 //! descriptor against the file's size before anything is read; [`quants`] turns a tensor of any
-//! supported `ggml` type into `f32`; [`import`] writes the checkpoint directory.
+//! supported `ggml` type into `f32`; [`import`] writes the checkpoint directory, and [`export`] a
+//! trained checkpoint back out as GGUF (F16 or Q8_0) for llama.cpp and Ollama.
 
+pub mod export;
 pub mod import;
 pub mod quants;
 
@@ -15,6 +17,7 @@ use quants::GgmlType;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use export::{export_gguf, ExportType};
 pub use import::{import_gguf, GgufImport};
 
 const MAGIC: &[u8; 4] = b"GGUF";
