@@ -5,7 +5,7 @@
 //! the `tokenizer.*` keys. The file is written to a temporary name and renamed when complete.
 
 use super::quants::GgmlType;
-use super::Value;
+use super::{gguf_name, Value};
 use crate::checkpoint::{read_config, read_safetensors, weight_files, CONFIG_FILE};
 use crate::config::ArchConfig;
 use crate::error::{Error, Result};
@@ -91,35 +91,6 @@ pub fn export_gguf(dir: impl AsRef<Path>, out: impl AsRef<Path>, kind: ExportTyp
     }
     write_file(out, &metadata, &entries)?;
     Ok(entries.len())
-}
-
-/// transformers' tensor name -> llama.cpp's (the inverse of the import's map).
-fn gguf_name(hf: &str) -> Option<String> {
-    let top = match hf {
-        "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "model.norm.weight" => Some("output_norm.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        _ => None,
-    };
-    if let Some(name) = top {
-        return Some(name.into());
-    }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    let (part, suffix) = rest.rsplit_once('.')?;
-    let gguf_part = match part {
-        "input_layernorm" => "attn_norm",
-        "post_attention_layernorm" => "ffn_norm",
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{gguf_part}.{suffix}"))
 }
 
 /// llama.cpp's q/k permutation: rows (head, row, half) -> (head, half, row).

@@ -7,7 +7,7 @@
 //! Supported: architectures `llama` and `qwen2`; tokenizer `gpt2` (byte-level BPE, the SmolLM,
 //! Qwen and Llama 3 families). Anything else is one clear error before the output exists.
 
-use super::{gguf_error, GgufFile, TensorInfo, Value};
+use super::{gguf_error, hf_name, GgufFile, TensorInfo, Value};
 use crate::checkpoint::{default_generation_config, save_dir_atomically, write_json, write_safetensors};
 use crate::config::{LlamaConfig, ModelConfig, TokenIds};
 use crate::error::{Error, Result};
@@ -159,39 +159,6 @@ fn tensor_names<'a>(file: &'a GgufFile, config: &ModelConfig) -> Result<Vec<(&'a
         return Err(gguf_error(file.path(), format!("no tensor for `{missing}`")));
     }
     Ok(named)
-}
-
-/// llama.cpp's tensor name -> transformers' (Llama / Qwen2 layout).
-fn hf_name(gguf: &str) -> Option<String> {
-    let top = match gguf {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(name) = top {
-        return Some(name.to_owned());
-    }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    layer.parse::<u32>().ok()?;
-    let (part, suffix) = rest.split_once('.')?;
-    if !matches!(suffix, "weight" | "bias") {
-        return None;
-    }
-    let hf_part = match part {
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf_part}.{suffix}"))
 }
 
 /// One tensor dequantized, in PyTorch shape, with Llama's q/k permutation undone.

@@ -198,6 +198,55 @@ fn locate(
     }
 }
 
+/// llama.cpp's tensor names and transformers' (Llama / Qwen2 layout): the whole-model tensors, then
+/// the per-layer parts (`blk.N.<gguf>.weight|bias` = `model.layers.N.<hf>.weight|bias`).
+const TOP_TENSORS: [(&str, &str); 3] = [
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+];
+const LAYER_PARTS: [(&str, &str); 9] = [
+    ("attn_norm", "input_layernorm"),
+    ("ffn_norm", "post_attention_layernorm"),
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+];
+
+/// A llama.cpp tensor name as transformers names it.
+pub(crate) fn hf_name(gguf: &str) -> Option<String> {
+    translate(gguf, "blk.", "model.layers.", |(g, h)| (g, h))
+}
+
+/// A transformers tensor name as llama.cpp names it.
+pub(crate) fn gguf_name(hf: &str) -> Option<String> {
+    translate(hf, "model.layers.", "blk.", |(g, h)| (h, g))
+}
+
+/// `name` through the tables, `pick` orienting each pair as (from, to).
+fn translate(
+    name: &str,
+    from_prefix: &str,
+    to_prefix: &str,
+    pick: impl Fn((&'static str, &'static str)) -> (&'static str, &'static str),
+) -> Option<String> {
+    if let Some((_, to)) = TOP_TENSORS.into_iter().map(&pick).find(|(from, _)| *from == name) {
+        return Some(to.to_owned());
+    }
+    let (layer, rest) = name.strip_prefix(from_prefix)?.split_once('.')?;
+    layer.parse::<u32>().ok()?;
+    let (part, suffix) = rest.rsplit_once('.')?;
+    if !matches!(suffix, "weight" | "bias") {
+        return None;
+    }
+    let (_, to) = LAYER_PARTS.into_iter().map(pick).find(|(from, _)| *from == part)?;
+    Some(format!("{to_prefix}{layer}.{to}.{suffix}"))
+}
+
 pub(crate) fn gguf_error(path: &Path, message: impl Into<String>) -> Error {
     Error::Gguf { path: path.to_path_buf(), message: message.into() }
 }

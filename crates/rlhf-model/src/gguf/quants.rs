@@ -235,16 +235,23 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
     (sc as f32, m as f32)
 }
 
+/// The (scale, min) pairs of the two 32-value halves of chunk `chunk` (0..4) of a Q4_K/Q5_K
+/// super-block: `d·sc` and `dmin·m` of sub-blocks `2·chunk` and `2·chunk + 1`.
+fn chunk_scales(b: &[u8], chunk: usize) -> [(f32, f32); 2] {
+    let (d, dmin, scales) = (half(b, 0), half(b, 2), &b[4..16]);
+    [2 * chunk, 2 * chunk + 1].map(|j| {
+        let (sc, m) = scale_min_k4(j, scales);
+        (d * sc, dmin * m)
+    })
+}
+
 /// `{d, dmin, scales[12], qs[128]}`: 8 sub-blocks of 32 with 6-bit scales and mins.
 fn q4_k(b: &[u8], y: &mut [f32]) {
-    let (d, dmin) = (half(b, 0), half(b, 2));
-    let (scales, qs) = (&b[4..16], &b[16..144]);
+    let qs = &b[16..144];
     for chunk in 0..4 {
         let q = &qs[chunk * 32..chunk * 32 + 32];
         let y = &mut y[chunk * 64..chunk * 64 + 64];
-        let (s1, m1) = scale_min_k4(2 * chunk, scales);
-        let (s2, m2) = scale_min_k4(2 * chunk + 1, scales);
-        let (d1, m1, d2, m2) = (d * s1, dmin * m1, d * s2, dmin * m2);
+        let [(d1, m1), (d2, m2)] = chunk_scales(b, chunk);
         for (l, &byte) in q.iter().enumerate() {
             y[l] = d1 * (byte & 0x0f) as f32 - m1;
             y[l + 32] = d2 * (byte >> 4) as f32 - m2;
@@ -254,14 +261,11 @@ fn q4_k(b: &[u8], y: &mut [f32]) {
 
 /// `{d, dmin, scales[12], qh[32], qs[128]}`: Q4_K plus a fifth bit per value in `qh`.
 fn q5_k(b: &[u8], y: &mut [f32]) {
-    let (d, dmin) = (half(b, 0), half(b, 2));
-    let (scales, qh, qs) = (&b[4..16], &b[16..48], &b[48..176]);
+    let (qh, qs) = (&b[16..48], &b[48..176]);
     for chunk in 0..4 {
         let q = &qs[chunk * 32..chunk * 32 + 32];
         let y = &mut y[chunk * 64..chunk * 64 + 64];
-        let (s1, m1) = scale_min_k4(2 * chunk, scales);
-        let (s2, m2) = scale_min_k4(2 * chunk + 1, scales);
-        let (d1, m1, d2, m2) = (d * s1, dmin * m1, d * s2, dmin * m2);
+        let [(d1, m1), (d2, m2)] = chunk_scales(b, chunk);
         let (u1, u2) = (1u8 << (2 * chunk), 2u8 << (2 * chunk));
         for (l, &byte) in q.iter().enumerate() {
             let h1 = if qh[l] & u1 != 0 { 16 } else { 0 };
