@@ -227,13 +227,7 @@ impl Tokenizer {
     /// [`Tokenizer::encode_generation_prompt`] for many prompts, tokenized in parallel.
     pub fn encode_generation_prompts<S: AsRef<str>>(&self, prompts: &[S]) -> Result<Vec<Vec<i64>>> {
         match self.active_template() {
-            Some(template) => {
-                let texts = prompts
-                    .iter()
-                    .map(|prompt| template.render(&[ChatMessage::new("user", prompt.as_ref())], true))
-                    .collect::<Result<Vec<String>>>()?;
-                self.encode_batch(&texts)
-            }
+            Some(template) => self.encode_batch(&render_prompts(template, prompts)?),
             None => {
                 let inputs: Vec<&str> = prompts.iter().map(AsRef::as_ref).collect();
                 let encodings = self.inner.encode_batch_fast(inputs, true).map_err(|err| {
@@ -259,23 +253,30 @@ impl Tokenizer {
         P: AsRef<str> + Sync,
         R: AsRef<str> + Sync,
     {
-        let prompts = self.encode_generation_prompts(&pairs.iter().map(|(p, _)| p.as_ref()).collect::<Vec<_>>())?;
-        let responses: Vec<String> = match self.active_template() {
-            None => pairs.iter().map(|(_, r)| r.as_ref().to_owned()).collect(),
-            Some(template) => pairs
-                .iter()
-                .map(|(p, r)| self.rendered_response(template, p.as_ref(), r.as_ref()))
-                .collect::<Result<_>>()?,
+        let prompt_texts: Vec<&str> = pairs.iter().map(|(p, _)| p.as_ref()).collect();
+        // Each response's text, and whether it already ends with the eos token.
+        let (prompts, responses): (Vec<Vec<i64>>, Vec<(String, bool)>) = match self.active_template() {
+            None => (
+                self.encode_generation_prompts(&prompt_texts)?,
+                pairs.iter().map(|(_, r)| (r.as_ref().to_owned(), false)).collect(),
+            ),
+            Some(template) => {
+                let heads = render_prompts(template, &prompt_texts)?;
+                let tails = pairs
+                    .iter()
+                    .zip(&heads)
+                    .map(|((p, r), head)| self.assistant_turn(template, head, p.as_ref(), r.as_ref()))
+                    .collect::<Result<_>>()?;
+                (self.encode_batch(&heads)?, tails)
+            }
         };
-        let eos_text = self.inner.id_to_token(self.eos_id);
-        let encoded = self.encode_batch(&responses)?;
+        let texts: Vec<&str> = responses.iter().map(|(text, _)| text.as_str()).collect();
+        let encoded = self.encode_batch(&texts)?;
         Ok(prompts
             .into_iter()
             .zip(encoded)
             .zip(&responses)
-            .map(|((prompt, mut response), text)| {
-                let ends_in_eos =
-                    self.uses_chat_template() && eos_text.as_deref().is_some_and(|eos| text.ends_with(eos));
+            .map(|((prompt, mut response), (_, ends_in_eos))| {
                 if !ends_in_eos {
                     response.push(i64::from(self.eos_id));
                 }
@@ -284,12 +285,18 @@ impl Tokenizer {
             .collect())
     }
 
-    /// The assistant's part of a rendered (user, assistant) conversation, cut after its last eos.
-    fn rendered_response(&self, template: &ChatTemplate, prompt: &str, response: &str) -> Result<String> {
-        let head = template.render(&[ChatMessage::new("user", prompt)], true)?;
+    /// The assistant's part of the rendered (user, assistant) conversation after `head` (the
+    /// rendered prompt), cut after its last eos; and whether it has one.
+    fn assistant_turn(
+        &self,
+        template: &ChatTemplate,
+        head: &str,
+        prompt: &str,
+        response: &str,
+    ) -> Result<(String, bool)> {
         let full =
             template.render(&[ChatMessage::new("user", prompt), ChatMessage::new("assistant", response)], false)?;
-        let Some(tail) = full.strip_prefix(&head) else {
+        let Some(tail) = full.strip_prefix(head) else {
             return Err(Error::ChatTemplate(
                 "the conversation does not start with the rendered prompt (add_generation_prompt=True), so its \
                  assistant turn cannot be told apart"
@@ -298,8 +305,8 @@ impl Tokenizer {
         };
         let eos = self.inner.id_to_token(self.eos_id).unwrap_or_default();
         Ok(match tail.rfind(&eos).filter(|_| !eos.is_empty()) {
-            Some(at) => tail[..at + eos.len()].to_owned(),
-            None => tail.to_owned(),
+            Some(at) => (tail[..at + eos.len()].to_owned(), true),
+            None => (tail.to_owned(), false),
         })
     }
 
@@ -440,6 +447,11 @@ fn read_json_object(path: &Path) -> Result<Map<String, Value>> {
         Value::Object(object) => Ok(object),
         _ => Err(Error::TokenizerFile { path: path.to_path_buf(), message: "expected a JSON object".into() }),
     }
+}
+
+/// Each prompt as one user turn rendered with the generation prompt.
+fn render_prompts<S: AsRef<str>>(template: &ChatTemplate, prompts: &[S]) -> Result<Vec<String>> {
+    prompts.iter().map(|prompt| template.render(&[ChatMessage::new("user", prompt.as_ref())], true)).collect()
 }
 
 fn encode_error(text: &str, err: impl std::fmt::Display) -> Error {
