@@ -3,13 +3,55 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, ListArray, PrimitiveArray, RecordBatch, StringArray, StringBuilder};
-use arrow::buffer::OffsetBuffer;
-use arrow::datatypes::{ArrowPrimitiveType, DataType, Field};
+use arrow::array::{
+    Array, ArrayRef, AsArray, ListArray, PrimitiveArray, RecordBatch, StringArray, StringBuilder, StructArray,
+};
+use arrow::buffer::{NullBuffer, OffsetBuffer};
+use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Fields};
 
+use crate::conversation::ChatMessage;
 use crate::error::Result;
 use crate::records::Record;
 use crate::schema::check_batch;
+
+/// The fields of one conversation turn: `role`, `content`.
+fn turn_fields() -> Fields {
+    Fields::from(vec![Field::new("role", DataType::Utf8, false), Field::new("content", DataType::Utf8, false)])
+}
+
+/// `List<Struct<role: Utf8, content: Utf8>>`: a conversation column.
+pub(crate) fn conversation_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Struct(turn_fields()), false)))
+}
+
+/// A conversation column; `None` rows are null.
+pub(crate) fn optional_conversations<'a>(rows: impl Iterator<Item = Option<&'a [ChatMessage]>> + Clone) -> ArrayRef {
+    let turns = rows.clone().flatten().flatten();
+    let roles = strings(turns.clone().map(|turn| turn.role.as_str()));
+    let contents = strings(turns.map(|turn| turn.content.as_str()));
+    let values = Arc::new(StructArray::new(turn_fields(), vec![roles, contents], None));
+    let field = Arc::new(Field::new("item", DataType::Struct(turn_fields()), false));
+    let lengths = rows.clone().map(|row| row.map_or(0, <[ChatMessage]>::len));
+    let nulls = NullBuffer::from(rows.map(|row| row.is_some()).collect::<Vec<bool>>());
+    let nulls = (nulls.null_count() > 0).then_some(nulls);
+    Arc::new(ListArray::new(field, OffsetBuffer::from_lengths(lengths), values, nulls))
+}
+
+/// Row `row` of a conversation column, `None` when the column is absent or the row null. A null
+/// role or content reads as empty (validation names it).
+pub(crate) fn optional_conversation(list: Option<&ListArray>, row: usize) -> Option<Vec<ChatMessage>> {
+    let list = list.filter(|list| list.is_valid(row))?;
+    let turns = list.values().as_struct();
+    let (roles, contents) = (turns.column(0).as_string::<i32>(), turns.column(1).as_string::<i32>());
+    let text = |column: &StringArray, index: usize| {
+        if column.is_valid(index) {
+            column.value(index).to_string()
+        } else {
+            String::new()
+        }
+    };
+    Some(list_range(list, row).map(|index| ChatMessage::new(text(roles, index), text(contents, index))).collect())
+}
 
 pub(crate) fn strings<'a>(values: impl Iterator<Item = &'a str> + Clone) -> ArrayRef {
     let bytes = values.clone().map(str::len).sum();
@@ -82,6 +124,10 @@ impl<'a> Columns<'a> {
 
     pub(crate) fn lists(&self, name: &str) -> &'a ListArray {
         self.column(name).as_list()
+    }
+
+    pub(crate) fn optional_lists(&self, name: &str) -> Option<&'a ListArray> {
+        self.batch.column_by_name(name).map(|column| column.as_list())
     }
 }
 

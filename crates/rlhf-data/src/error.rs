@@ -94,6 +94,8 @@ pub enum Error {
     EmptyField { location: Location, field: String },
     #[error("{location}: {key:?} {reason}")]
     NoResponse { location: Location, key: String, reason: &'static str },
+    #[error("{location}: {reason}")]
+    InvalidConversation { location: Location, reason: String },
     #[error("{location}: chosen and rejected have different prompts (everything before their last assistant turn must be equal)")]
     PromptMismatch { location: Location },
     #[error("{location}: ranking {ranking:?} is not a permutation of the {responses} response indices")]

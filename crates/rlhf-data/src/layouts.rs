@@ -14,11 +14,13 @@
 //! With `auto`, the first format of the kind (in this order) whose keys the first record has wins.
 //!
 //! Texts are strings or conversations: lists of `{"role": …, "content": …}` turns.
-//! - A conversation used as a **prompt** is rendered as one `role: content` line per turn,
-//!   joined with `\n` (e.g. `system: Be brief.\nuser: Hi`).
+//! - A conversation used as a **prompt** is kept as the record's `prompt_messages`, and its plain
+//!   text ([`crate::conversation::plain_text`]: one `role: content` line per turn, e.g.
+//!   `system: Be brief.\nuser: Hi`) is the `prompt`.
 //! - A conversation used as a **response** (`chosen`, `rejected`, `completion`, `response`,
 //!   `messages`) must end with an `assistant` turn, whose content is the response. Where the row
-//!   has no `prompt` key (`chosen-rejected`, `messages`) the turns before it are the prompt, and
+//!   has no `prompt` key (`chosen-rejected`, `messages`) the turns before it are the prompt
+//!   (earlier assistant turns included: SFT trains on every assistant turn), and
 //!   for `chosen-rejected` they must be the same in both. Where it has one, earlier turns are
 //!   ignored (datasets such as UltraFeedback repeat the prompt there).
 //! - `chosen-rejected` with strings is the HH-RLHF full-text layout: each text is split at its
@@ -35,6 +37,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
+use crate::conversation::{plain_text, ChatMessage, ASSISTANT};
 use crate::error::{Error, Location, Result};
 use crate::records::{Comparison, Demonstration, Prompt, Ranking, Record};
 
@@ -126,16 +129,19 @@ pub(crate) struct Row<'a> {
     position: Position,
 }
 
-/// A role and its words.
-struct Turn {
-    role: String,
-    content: String,
-}
-
 /// A text field: a plain string or a conversation.
 enum Text {
     Plain(String),
-    Turns(Vec<Turn>),
+    Turns(Vec<ChatMessage>),
+}
+
+/// A prompt's plain text and, when it was a conversation, its turns.
+type PromptParts = (String, Option<Vec<ChatMessage>>);
+
+/// The prompt parts of the turns before a response (no turns: an empty prompt, which validation
+/// rejects).
+fn conversation_prompt(turns: Vec<ChatMessage>) -> PromptParts {
+    (plain_text(&turns), Some(turns).filter(|turns| !turns.is_empty()))
 }
 
 const TEXT: &str = "a string or a list of {role, content} turns";
@@ -150,12 +156,6 @@ pub(crate) fn json_type(value: &Value) -> &'static str {
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
     }
-}
-
-/// `role: content` lines.
-fn render(turns: &[Turn]) -> String {
-    let lines: Vec<String> = turns.iter().map(|turn| format!("{}: {}", turn.role, turn.content)).collect();
-    lines.join("\n")
 }
 
 const HH_ASSISTANT: &str = "\n\nAssistant:";
@@ -208,7 +208,7 @@ impl<'a> Row<'a> {
         }
     }
 
-    fn turns(&self, key: &str, value: Vec<Value>) -> Result<Vec<Turn>> {
+    fn turns(&self, key: &str, value: Vec<Value>) -> Result<Vec<ChatMessage>> {
         value
             .into_iter()
             .enumerate()
@@ -220,7 +220,7 @@ impl<'a> Row<'a> {
                     Some(value) => self.string_value(format!("{key}[{index}].{name}"), value),
                     None => Err(Error::MissingKey { location: self.location(), key: format!("{key}[{index}].{name}") }),
                 };
-                Ok(Turn { role: field("role")?, content: field("content")? })
+                Ok(ChatMessage { role: field("role")?, content: field("content")? })
             })
             .collect()
     }
@@ -233,18 +233,18 @@ impl<'a> Row<'a> {
         }
     }
 
-    fn prompt(&mut self, key: &str) -> Result<String> {
+    fn prompt(&mut self, key: &str) -> Result<PromptParts> {
         Ok(match self.text(key)? {
-            Text::Plain(text) => text,
-            Text::Turns(turns) => render(&turns),
+            Text::Plain(text) => (text, None),
+            Text::Turns(turns) => conversation_prompt(turns),
         })
     }
 
     /// Splits a conversation into the turns before its final assistant turn and that turn's
     /// content.
-    fn split_response(&self, key: &str, mut turns: Vec<Turn>) -> Result<(Vec<Turn>, String)> {
+    fn split_response(&self, key: &str, mut turns: Vec<ChatMessage>) -> Result<(Vec<ChatMessage>, String)> {
         match turns.pop() {
-            Some(last) if last.role == "assistant" => Ok((turns, last.content)),
+            Some(last) if last.role == ASSISTANT => Ok((turns, last.content)),
             _ => Err(Error::NoResponse {
                 location: self.location(),
                 key: key.to_string(),
@@ -275,17 +275,17 @@ impl<'a> Row<'a> {
     }
 
     /// `chosen`/`rejected` with the prompt inside them: (prompt, chosen, rejected).
-    fn chosen_rejected(&mut self) -> Result<(String, String, String)> {
+    fn chosen_rejected(&mut self) -> Result<(PromptParts, String, String)> {
         let (chosen_prompt, chosen, rejected_prompt, rejected) = match (self.text("chosen")?, self.text("rejected")?) {
             (Text::Plain(chosen), Text::Plain(rejected)) => {
                 let (chosen_prompt, chosen) = self.split_full_text("chosen", chosen)?;
                 let (rejected_prompt, rejected) = self.split_full_text("rejected", rejected)?;
-                (chosen_prompt, chosen, rejected_prompt, rejected)
+                ((chosen_prompt, None), chosen, (rejected_prompt, None), rejected)
             }
             (Text::Turns(chosen), Text::Turns(rejected)) => {
                 let (chosen_prompt, chosen) = self.split_response("chosen", chosen)?;
                 let (rejected_prompt, rejected) = self.split_response("rejected", rejected)?;
-                (render(&chosen_prompt), chosen, render(&rejected_prompt), rejected)
+                (conversation_prompt(chosen_prompt), chosen, conversation_prompt(rejected_prompt), rejected)
             }
             (chosen, _) => {
                 let (expected, found) = match chosen {
@@ -366,7 +366,9 @@ impl FromRow for Prompt {
     const FORMATS: &'static [Format] = &[Format::Prompt];
 
     fn from_row(_: Format, row: &mut Row) -> Result<Self> {
-        Ok(Prompt { id: row.id()?, prompt: row.prompt("prompt")? })
+        let id = row.id()?;
+        let (prompt, prompt_messages) = row.prompt("prompt")?;
+        Ok(Prompt { id, prompt, prompt_messages })
     }
 }
 
@@ -375,17 +377,17 @@ impl FromRow for Demonstration {
 
     fn from_row(format: Format, row: &mut Row) -> Result<Self> {
         let id = row.id()?;
-        let (prompt, response) = match format {
+        let ((prompt, prompt_messages), response) = match format {
             Format::Messages => {
                 let turns = row.list("messages", TEXT)?;
                 let turns = row.turns("messages", turns)?;
                 let (prompt, response) = row.split_response("messages", turns)?;
-                (render(&prompt), response)
+                (conversation_prompt(prompt), response)
             }
             Format::PromptResponse => (row.prompt("prompt")?, row.response("response")?),
             _ => (row.prompt("prompt")?, row.response("completion")?),
         };
-        Ok(Demonstration { id, prompt, response })
+        Ok(Demonstration { id, prompt, prompt_messages, response })
     }
 }
 
@@ -395,7 +397,7 @@ impl FromRow for Comparison {
 
     fn from_row(format: Format, row: &mut Row) -> Result<Self> {
         let id = row.id()?;
-        let (prompt, chosen, rejected) = match format {
+        let ((prompt, prompt_messages), chosen, rejected) = match format {
             Format::ChosenRejected => row.chosen_rejected()?,
             _ => (row.prompt("prompt")?, row.response("chosen")?, row.response("rejected")?),
         };
@@ -407,6 +409,7 @@ impl FromRow for Comparison {
             margin: row.margin()?,
             annotator: row.optional_string("annotator")?,
             source: row.optional_string("source")?,
+            prompt_messages,
         })
     }
 }
@@ -415,11 +418,14 @@ impl FromRow for Ranking {
     const FORMATS: &'static [Format] = &[Format::PromptResponsesRanking];
 
     fn from_row(_: Format, row: &mut Row) -> Result<Self> {
+        let id = row.id()?;
+        let (prompt, prompt_messages) = row.prompt("prompt")?;
         Ok(Ranking {
-            id: row.id()?,
-            prompt: row.prompt("prompt")?,
+            id,
+            prompt,
             responses: row.strings("responses")?,
             ranking: row.indices("ranking")?,
+            prompt_messages,
         })
     }
 }

@@ -15,6 +15,10 @@
 //! table: a directory's parts in order, hidden files (`.`, `_`) skipped (a stage's metrics table,
 //! `rlhf_train::MetricsLog`, is one).
 //!
+//! Prompts may be conversations ([`conversation`]): the tables that hold prompts (version 2) have an
+//! optional `prompt_messages` column beside the plain `prompt`, and [`AsPrompt`] hands either to a
+//! tokenizer.
+//!
 //! [`import()`] turns JSON Lines or Parquet in the common Hugging Face layouts into these tables;
 //! [`expand_ranking`] turns a ranking of K responses into K·(K−1)/2 comparisons;
 //! [`inspect`] and [`validate_table`] back the `rlhf-data inspect` and `validate` commands.
@@ -28,6 +32,7 @@ mod append_table;
 mod arrays;
 pub mod cli;
 pub mod config;
+pub mod conversation;
 mod error;
 mod import;
 mod inspect;
@@ -39,6 +44,7 @@ mod records;
 mod schema;
 
 pub use append_table::AppendTable;
+pub use conversation::{AsPrompt, ChatMessage, PromptText};
 pub use error::{Error, Location, Result};
 pub use import::{import, ImportOptions, ImportSummary};
 pub use inspect::{inspect, TableSummary};

@@ -439,7 +439,7 @@ pub struct RecordReader<R> {
 /// `kind`, or has one of the wrong type.
 fn check_schema(path: &Path, schema: &Schema, kind: Kind) -> Result<()> {
     if let Some(tag) = schema_tag(schema) {
-        if Kind::from_tag(tag) == Some(kind) && tag != kind.schema_tag() {
+        if Kind::from_tag(tag) == Some(kind) && !kind.reads_tag(tag) {
             return Err(Error::SchemaVersion {
                 path: path.to_path_buf(),
                 found: tag.to_string(),

@@ -8,9 +8,11 @@ use arrow::datatypes::{DataType, Float32Type, Float64Type, Int32Type, SchemaRef,
 use serde::{Deserialize, Serialize};
 
 use crate::arrays::{
-    optional_primitives, optional_string, optional_strings, optional_value, primitive_list, primitive_lists,
-    primitives, string_list, string_lists, strings, Columns,
+    conversation_type, optional_conversation, optional_conversations, optional_primitives, optional_string,
+    optional_strings, optional_value, primitive_list, primitive_lists, primitives, string_list, string_lists, strings,
+    Columns,
 };
+use crate::conversation::{check_prompt_messages, AsPrompt, ChatMessage};
 use crate::error::{Error, Location, Result};
 use crate::ranking::check_ranking;
 use crate::schema::{list_of, optional, required, tagged};
@@ -42,16 +44,24 @@ impl Kind {
         }
     }
 
-    /// The versioned tag stored under [`crate::SCHEMA_KEY`], e.g. `comparisons/v1`.
+    /// The versioned tag stored under [`crate::SCHEMA_KEY`], e.g. `comparisons/v2`. Version 2 of
+    /// the tables that hold prompts added the optional `prompt_messages` conversation column.
     pub fn schema_tag(self) -> &'static str {
         match self {
-            Kind::Prompts => "prompts/v1",
-            Kind::Demonstrations => "demonstrations/v1",
-            Kind::Comparisons => "comparisons/v1",
-            Kind::Rankings => "rankings/v1",
+            Kind::Prompts => "prompts/v2",
+            Kind::Demonstrations => "demonstrations/v2",
+            Kind::Comparisons => "comparisons/v2",
+            Kind::Rankings => "rankings/v2",
             Kind::Rollouts => "rollouts/v1",
             Kind::Metrics => "metrics/v1",
         }
+    }
+
+    /// Whether a table tagged `tag` (this kind at any version) reads as this version: every
+    /// earlier version does, since versions only add optional columns.
+    pub fn reads_tag(self, tag: &str) -> bool {
+        let version = |tag: &str| tag.rsplit_once("/v").and_then(|(_, n)| n.parse::<u32>().ok());
+        matches!((version(tag), version(self.schema_tag())), (Some(found), Some(current)) if found <= current)
     }
 
     /// The kind whose name is the part of `tag` before the `/`, whatever the version.
@@ -101,7 +111,11 @@ pub trait Record: Sized + Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Prompt {
     pub id: String,
+    /// The prompt's plain text (a conversation's `role: content` lines).
     pub prompt: String,
+    /// The prompt as a conversation, when it is one (see [`crate::conversation`]).
+    #[serde(default)]
+    pub prompt_messages: Option<Vec<ChatMessage>>,
 }
 
 /// A prompt with a reference response, for supervised fine-tuning.
@@ -109,6 +123,11 @@ pub struct Prompt {
 pub struct Demonstration {
     pub id: String,
     pub prompt: String,
+    /// The turns before `response`, when the prompt is a conversation; SFT trains on its
+    /// assistant turns too.
+    #[serde(default)]
+    pub prompt_messages: Option<Vec<ChatMessage>>,
+    /// The final assistant turn.
     pub response: String,
 }
 
@@ -124,6 +143,8 @@ pub struct Comparison {
     pub annotator: Option<String>,
     /// Where the pair came from (a dataset, a ranking, a generator).
     pub source: Option<String>,
+    #[serde(default)]
+    pub prompt_messages: Option<Vec<ChatMessage>>,
 }
 
 /// K responses to one prompt, ordered by preference.
@@ -134,6 +155,8 @@ pub struct Ranking {
     pub responses: Vec<String>,
     /// Indices into `responses`, best first: a permutation of `0..responses.len()`.
     pub ranking: Vec<u32>,
+    #[serde(default)]
+    pub prompt_messages: Option<Vec<ChatMessage>>,
 }
 
 /// One sampled response with the per-token quantities PPO needs.
@@ -177,6 +200,16 @@ fn not_empty(field: &str, value: &str, location: &impl Fn() -> Location) -> Resu
     Ok(())
 }
 
+/// The `prompt_messages` column: optional, a conversation.
+fn prompt_messages_field() -> arrow::datatypes::Field {
+    optional(crate::conversation::PROMPT_MESSAGES, conversation_type())
+}
+
+fn check_prompt(prompt: &str, messages: Option<&[ChatMessage]>, location: &impl Fn() -> Location) -> Result<()> {
+    not_empty("prompt", prompt, location)?;
+    messages.map_or(Ok(()), |turns| check_prompt_messages(turns, location))
+}
+
 fn same_length(field: &'static str, values: &[f32], tokens: &[i32], location: &impl Fn() -> Location) -> Result<()> {
     if values.len() != tokens.len() {
         return Err(Error::LengthMismatch { location: location(), field, found: values.len(), expected: tokens.len() });
@@ -188,26 +221,35 @@ impl Record for Prompt {
     const KIND: Kind = Kind::Prompts;
 
     fn schema() -> SchemaRef {
-        tagged(Self::KIND, vec![required("id", DataType::Utf8), required("prompt", DataType::Utf8)])
+        tagged(
+            Self::KIND,
+            vec![required("id", DataType::Utf8), required("prompt", DataType::Utf8), prompt_messages_field()],
+        )
     }
 
     fn to_batch(records: &[Self]) -> Result<RecordBatch> {
         batch::<Self>(vec![
             strings(records.iter().map(|r| r.id.as_str())),
             strings(records.iter().map(|r| r.prompt.as_str())),
+            optional_conversations(records.iter().map(|r| r.prompt_messages.as_deref())),
         ])
     }
 
     fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>> {
         let columns = Columns::checked::<Self>(batch)?;
         let (id, prompt) = (columns.strings("id"), columns.strings("prompt"));
+        let messages = columns.optional_lists("prompt_messages");
         Ok((0..batch.num_rows())
-            .map(|row| Prompt { id: id.value(row).to_string(), prompt: prompt.value(row).to_string() })
+            .map(|row| Prompt {
+                id: id.value(row).to_string(),
+                prompt: prompt.value(row).to_string(),
+                prompt_messages: optional_conversation(messages, row),
+            })
             .collect())
     }
 
     fn validate(&self, location: impl Fn() -> Location) -> Result<()> {
-        not_empty("prompt", &self.prompt, &location)
+        check_prompt(&self.prompt, self.prompt_messages.as_deref(), &location)
     }
 }
 
@@ -221,6 +263,7 @@ impl Record for Demonstration {
                 required("id", DataType::Utf8),
                 required("prompt", DataType::Utf8),
                 required("response", DataType::Utf8),
+                prompt_messages_field(),
             ],
         )
     }
@@ -230,23 +273,26 @@ impl Record for Demonstration {
             strings(records.iter().map(|r| r.id.as_str())),
             strings(records.iter().map(|r| r.prompt.as_str())),
             strings(records.iter().map(|r| r.response.as_str())),
+            optional_conversations(records.iter().map(|r| r.prompt_messages.as_deref())),
         ])
     }
 
     fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>> {
         let columns = Columns::checked::<Self>(batch)?;
         let (id, prompt, response) = (columns.strings("id"), columns.strings("prompt"), columns.strings("response"));
+        let messages = columns.optional_lists("prompt_messages");
         Ok((0..batch.num_rows())
             .map(|row| Demonstration {
                 id: id.value(row).to_string(),
                 prompt: prompt.value(row).to_string(),
+                prompt_messages: optional_conversation(messages, row),
                 response: response.value(row).to_string(),
             })
             .collect())
     }
 
     fn validate(&self, location: impl Fn() -> Location) -> Result<()> {
-        not_empty("prompt", &self.prompt, &location)?;
+        check_prompt(&self.prompt, self.prompt_messages.as_deref(), &location)?;
         not_empty("response", &self.response, &location)
     }
 }
@@ -265,6 +311,7 @@ impl Record for Comparison {
                 optional("margin", DataType::Float32),
                 optional("annotator", DataType::Utf8),
                 optional("source", DataType::Utf8),
+                prompt_messages_field(),
             ],
         )
     }
@@ -278,6 +325,7 @@ impl Record for Comparison {
             optional_primitives::<Float32Type>(records.iter().map(|r| r.margin)),
             optional_strings(records.iter().map(|r| r.annotator.as_deref())),
             optional_strings(records.iter().map(|r| r.source.as_deref())),
+            optional_conversations(records.iter().map(|r| r.prompt_messages.as_deref())),
         ])
     }
 
@@ -288,6 +336,7 @@ impl Record for Comparison {
         let margin = columns.optional_primitives::<Float32Type>("margin");
         let annotator = columns.optional_strings("annotator");
         let source = columns.optional_strings("source");
+        let messages = columns.optional_lists("prompt_messages");
         Ok((0..batch.num_rows())
             .map(|row| Comparison {
                 id: id.value(row).to_string(),
@@ -297,12 +346,13 @@ impl Record for Comparison {
                 margin: optional_value(margin, row),
                 annotator: optional_string(annotator, row),
                 source: optional_string(source, row),
+                prompt_messages: optional_conversation(messages, row),
             })
             .collect())
     }
 
     fn validate(&self, location: impl Fn() -> Location) -> Result<()> {
-        not_empty("prompt", &self.prompt, &location)?;
+        check_prompt(&self.prompt, self.prompt_messages.as_deref(), &location)?;
         not_empty("chosen", &self.chosen, &location)?;
         not_empty("rejected", &self.rejected, &location)
     }
@@ -319,6 +369,7 @@ impl Record for Ranking {
                 required("prompt", DataType::Utf8),
                 required("responses", list_of(DataType::Utf8)),
                 required("ranking", list_of(DataType::UInt32)),
+                prompt_messages_field(),
             ],
         )
     }
@@ -329,6 +380,7 @@ impl Record for Ranking {
             strings(records.iter().map(|r| r.prompt.as_str())),
             string_lists(records.iter().map(|r| r.responses.as_slice())),
             primitive_lists::<UInt32Type>(records.iter().map(|r| r.ranking.as_slice())),
+            optional_conversations(records.iter().map(|r| r.prompt_messages.as_deref())),
         ])
     }
 
@@ -336,18 +388,20 @@ impl Record for Ranking {
         let columns = Columns::checked::<Self>(batch)?;
         let (id, prompt) = (columns.strings("id"), columns.strings("prompt"));
         let (responses, ranking) = (columns.lists("responses"), columns.lists("ranking"));
+        let messages = columns.optional_lists("prompt_messages");
         Ok((0..batch.num_rows())
             .map(|row| Ranking {
                 id: id.value(row).to_string(),
                 prompt: prompt.value(row).to_string(),
                 responses: string_list(responses, row),
                 ranking: primitive_list::<UInt32Type>(ranking, row),
+                prompt_messages: optional_conversation(messages, row),
             })
             .collect())
     }
 
     fn validate(&self, location: impl Fn() -> Location) -> Result<()> {
-        not_empty("prompt", &self.prompt, &location)?;
+        check_prompt(&self.prompt, self.prompt_messages.as_deref(), &location)?;
         for (index, response) in self.responses.iter().enumerate() {
             not_empty(&format!("responses[{index}]"), response, &location)?;
         }
@@ -476,3 +530,18 @@ impl Record for Metric {
         not_empty("name", &self.name, &location)
     }
 }
+
+/// The records that hold a prompt hand it to tokenizers as text plus turns.
+macro_rules! prompt_records {
+    ($($record:ty),*) => {$(
+        impl AsPrompt for $record {
+            fn prompt_text(&self) -> &str {
+                &self.prompt
+            }
+            fn prompt_messages(&self) -> Option<&[ChatMessage]> {
+                self.prompt_messages.as_deref()
+            }
+        }
+    )*};
+}
+prompt_records!(Prompt, Demonstration, Comparison, Ranking);

@@ -48,6 +48,11 @@ pub fn type_name(data_type: &DataType) -> String {
     match data_type {
         DataType::List(item) => format!("List<{}>", type_name(item.data_type())),
         DataType::LargeList(item) => format!("LargeList<{}>", type_name(item.data_type())),
+        DataType::Struct(fields) => {
+            let fields: Vec<String> =
+                fields.iter().map(|field| format!("{}: {}", field.name(), type_name(field.data_type()))).collect();
+            format!("Struct<{}>", fields.join(", "))
+        }
         other => other.to_string(),
     }
 }
@@ -71,6 +76,12 @@ pub fn render_schema(schema: &Schema) -> String {
 fn same_type(found: &DataType, expected: &DataType) -> bool {
     match (found, expected) {
         (DataType::List(found), DataType::List(expected)) => same_type(found.data_type(), expected.data_type()),
+        (DataType::Struct(found), DataType::Struct(expected)) => {
+            found.len() == expected.len()
+                && found.iter().zip(expected.iter()).all(|(found, expected)| {
+                    found.name() == expected.name() && same_type(found.data_type(), expected.data_type())
+                })
+        }
         _ => found == expected,
     }
 }

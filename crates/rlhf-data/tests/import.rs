@@ -171,6 +171,24 @@ fn parquet_from_the_ecosystem_in_every_default_codec() {
     }
 }
 
+/// Chat datasets as pandas writes them (`list<struct<role, content>>` columns, snappy): conversations
+/// stay conversations (`make_conversation_fixtures.py`).
+#[test]
+fn conversations_from_pandas_parquet_stay_conversations() {
+    let sft = import_auto::<Demonstration>(
+        &fixture("parquet/pandas_messages.parquet"),
+        Kind::Demonstrations,
+        Format::Messages,
+    );
+    insta::assert_yaml_snapshot!("pandas_messages.parquet", sft);
+    let preferences = import_auto::<Comparison>(
+        &fixture("parquet/pandas_preferences.parquet"),
+        Kind::Comparisons,
+        Format::PromptChosenRejected,
+    );
+    insta::assert_yaml_snapshot!("pandas_preferences.parquet", preferences);
+}
+
 #[test]
 fn a_large_file_keeps_line_numbers_and_ids_across_blocks() {
     let dir = TempDir::new().unwrap();

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use rlhf_data::{
-    append_column, inspect, read_records, read_table, render_schema, validate_table, write_records, Comparison,
-    Demonstration, Kind, Metric, Prompt, Ranking, Record, RecordReader, Rollout, TableWriter, SCHEMA_KEY,
+    append_column, inspect, read_records, read_table, render_schema, validate_table, write_records, ChatMessage,
+    Comparison, Demonstration, Kind, Metric, Prompt, Ranking, Record, RecordReader, Rollout, TableWriter, SCHEMA_KEY,
 };
 use tempfile::TempDir;
 
@@ -40,23 +40,61 @@ fn comparison(index: usize) -> Comparison {
         margin: index.is_multiple_of(2).then_some(index as f32 / 4.0),
         annotator: index.is_multiple_of(3).then(|| format!("annotator-{}", index % 5)),
         source: index.is_multiple_of(4).then(|| "hh".to_string()),
+        prompt_messages: index.is_multiple_of(5).then(|| {
+            vec![ChatMessage::new("system", "Be brief."), ChatMessage::new("user", format!("prompt {index}"))]
+        }),
     }
+}
+
+const CONVERSATION: &str = "List<Struct<role: Utf8, content: Utf8>>";
+
+/// A multi-turn conversation before the final assistant turn.
+fn conversation() -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::new("system", "Be kind."),
+        ChatMessage::new("user", "Hi"),
+        ChatMessage::new("assistant", "Hello!"),
+        ChatMessage::new("user", "Say bye \u{e9}."),
+    ]
 }
 
 #[test]
 fn every_kind_round_trips() {
     round_trip((0..20_000).map(comparison).collect());
     round_trip(Vec::<Comparison>::new());
-    round_trip((0..3).map(|i| Prompt { id: format!("p{i}"), prompt: format!("prompt {i}") }).collect());
-    round_trip(vec![Demonstration { id: "d".into(), prompt: "Say hi.".into(), response: " Hi!".into() }]);
+    round_trip(
+        (0..3)
+            .map(|i| Prompt {
+                id: format!("p{i}"),
+                prompt: format!("prompt {i}"),
+                prompt_messages: (i == 1).then(conversation),
+            })
+            .collect(),
+    );
+    round_trip(vec![
+        Demonstration { id: "d".into(), prompt: "Say hi.".into(), response: " Hi!".into(), prompt_messages: None },
+        Demonstration {
+            id: "m".into(),
+            prompt: rlhf_data::conversation::plain_text(&conversation()),
+            response: "Bye.".into(),
+            prompt_messages: Some(conversation()),
+        },
+    ]);
     round_trip(vec![
         Ranking {
             id: "r0".into(),
             prompt: "p".into(),
             responses: vec!["a".into(), "b".into(), "c".into()],
             ranking: vec![2, 0, 1],
+            prompt_messages: Some(conversation()),
         },
-        Ranking { id: "r1".into(), prompt: "q".into(), responses: vec!["only".into()], ranking: vec![0] },
+        Ranking {
+            id: "r1".into(),
+            prompt: "q".into(),
+            responses: vec!["only".into()],
+            ranking: vec![0],
+            prompt_messages: None,
+        },
     ]);
     round_trip(vec![
         Rollout {
@@ -206,18 +244,98 @@ fn unreadable_files_are_named() {
     }
 }
 
+/// Writes `columns` tagged `tag`.
+fn write_tagged(path: &Path, tag: &str, columns: Columns) {
+    let fields: Vec<Field> =
+        columns.iter().map(|(name, array, nullable)| Field::new(*name, array.data_type().clone(), *nullable)).collect();
+    let metadata = [(SCHEMA_KEY.to_string(), tag.to_string())].into();
+    let schema = Arc::new(Schema::new(fields).with_metadata(metadata));
+    let arrays = columns.into_iter().map(|(_, array, _)| array).collect();
+    let mut writer = TableWriter::create(path, schema.clone()).unwrap();
+    writer.write(&RecordBatch::try_new(schema, arrays).unwrap()).unwrap();
+    writer.finish().unwrap();
+}
+
 #[test]
 fn a_newer_schema_version_is_refused() {
     let dir = TempDir::new().unwrap();
-    let path = dir.path().join("v2.parquet");
-    let schema = Prompt::schema();
-    let metadata = [(SCHEMA_KEY.to_string(), "prompts/v2".to_string())].into();
-    let schema = Arc::new(schema.as_ref().clone().with_metadata(metadata));
-    let mut writer = TableWriter::create(&path, schema.clone()).unwrap();
-    writer.write(&RecordBatch::try_new(schema, vec![text("id"), text("p")]).unwrap()).unwrap();
-    writer.finish().unwrap();
+    let path = dir.path().join("v3.parquet");
+    write_tagged(&path, "prompts/v3", vec![("id", text("id"), false), ("prompt", text("p"), false)]);
     let error = read_records::<Prompt>(&path).unwrap_err();
-    assert_eq!(error.to_string(), format!("{}: schema is \"prompts/v2\", expected \"prompts/v1\"", path.display()));
+    assert_eq!(error.to_string(), format!("{}: schema is \"prompts/v3\", expected \"prompts/v2\"", path.display()));
+}
+
+#[test]
+fn version_1_tables_without_conversations_still_read() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("v1.parquet");
+    let columns = vec![("id", text("d"), false), ("prompt", text("Say hi."), false), ("response", text("Hi!"), false)];
+    write_tagged(&path, "demonstrations/v1", columns);
+    let records = read_records::<Demonstration>(&path).unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!((records[0].prompt.as_str(), &records[0].prompt_messages), ("Say hi.", &None));
+}
+
+/// `(role, content)` turns; a `None` content is a null.
+type Turns<'a> = &'a [(&'a str, Option<&'a str>)];
+
+/// A conversation column as pyarrow writes it: nullable list elements and struct fields.
+fn pyarrow_conversations(rows: &[Option<Turns>]) -> ArrayRef {
+    use arrow::array::{ListArray, StructArray};
+    use arrow::buffer::{NullBuffer, OffsetBuffer};
+    let fields: arrow::datatypes::Fields =
+        vec![Field::new("role", DataType::Utf8, true), Field::new("content", DataType::Utf8, true)].into();
+    let turns: Vec<(&str, Option<&str>)> = rows.iter().flatten().flat_map(|row| row.iter().copied()).collect();
+    let roles = strings(&turns.iter().map(|(role, _)| Some(*role)).collect::<Vec<_>>());
+    let contents = strings(&turns.iter().map(|(_, content)| *content).collect::<Vec<_>>());
+    let values = Arc::new(StructArray::new(fields.clone(), vec![roles, contents], None));
+    let offsets = OffsetBuffer::from_lengths(rows.iter().map(|row| row.map_or(0, <[_]>::len)));
+    let nulls = NullBuffer::from(rows.iter().map(Option::is_some).collect::<Vec<_>>());
+    let element = Arc::new(Field::new("element", DataType::Struct(fields), true));
+    Arc::new(ListArray::new(element, offsets, values, Some(nulls)))
+}
+
+#[test]
+fn conversations_written_by_other_tools_read_and_bad_ones_are_named() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("prompts.parquet");
+    let turns: Turns = &[("system", Some("Be brief.")), ("user", Some("Hi"))];
+    let messages = pyarrow_conversations(&[Some(turns), None]);
+    write_columns(
+        &path,
+        vec![("id", text("p"), true), ("prompt", text("Hi"), true), ("prompt_messages", messages, true)],
+    );
+    let records = read_records::<Prompt>(&path).unwrap();
+    assert_eq!(
+        records[0].prompt_messages,
+        Some(vec![ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "Hi")])
+    );
+    assert_eq!(records[1].prompt_messages, None);
+    let cases: [(Turns, &str); 3] = [
+        (&[], "prompt_messages holds no turns (write null for a prompt without turns)"),
+        (&[("user", Some("Hi")), ("", Some("x"))], "prompt_messages[1] has an empty role"),
+        (&[("user", Some("Hi")), ("assistant", Some("Hello"))], "prompt_messages ends with an assistant turn"),
+    ];
+    for (turns, message) in cases {
+        let path = dir.path().join("bad.parquet");
+        let messages = pyarrow_conversations(&[None, Some(turns)]);
+        write_columns(
+            &path,
+            vec![("id", text("p"), true), ("prompt", text("Hi"), true), ("prompt_messages", messages, true)],
+        );
+        let error = validate_table(&path, Kind::Prompts).unwrap_err().to_string();
+        assert!(error.starts_with(&format!("{} row 1: {message}", path.display())), "{error}");
+    }
+    let path = dir.path().join("wrong.parquet");
+    write_columns(
+        &path,
+        vec![("id", text("p"), true), ("prompt", text("Hi"), true), ("prompt_messages", text("Hi"), true)],
+    );
+    let error = read_records::<Prompt>(&path).unwrap_err().to_string();
+    assert!(
+        error.ends_with("column \"prompt_messages\" has type Utf8, expected List<Struct<role: Utf8, content: Utf8>>"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -322,7 +440,7 @@ fn append_column_keeps_the_schema_tag_and_can_replace_its_input() {
     append_column(&path, &path, field, values).unwrap();
     let table = read_table::<Comparison>(&path).unwrap();
     assert_eq!(table.records, records);
-    assert_eq!(table.schema.metadata().get(SCHEMA_KEY).map(String::as_str), Some("comparisons/v1"));
+    assert_eq!(table.schema.metadata().get(SCHEMA_KEY).map(String::as_str), Some("comparisons/v2"));
     let read: Vec<f32> = table
         .batches
         .iter()
@@ -391,7 +509,7 @@ fn inspect_recognises_untagged_tables_by_their_columns() {
 fn a_directory_of_parts_reads_as_one_table_in_part_order() {
     let dir = TempDir::new().unwrap();
     let table = dir.path().join("prompts.parquet");
-    let prompt = |i: usize| Prompt { id: format!("p{i}"), prompt: format!("prompt {i}") };
+    let prompt = |i: usize| Prompt { id: format!("p{i}"), prompt: format!("prompt {i}"), prompt_messages: None };
     // Numbers compare as numbers; hidden and `_` files are not parts.
     for (name, index) in [("part-10.parquet", 2), ("part-2.parquet", 1), ("part-0.parquet", 0)] {
         write_records(table.join(name), &[prompt(index)]).unwrap();
@@ -412,7 +530,8 @@ fn a_directory_of_parts_reads_as_one_table_in_part_order() {
     assert_eq!(
         error,
         format!(
-            "{}: has columns (id: Utf8, prompt: Utf8, response: Utf8), expected (id: Utf8, prompt: Utf8) like {}",
+            "{}: has columns (id: Utf8, prompt: Utf8, response: Utf8, prompt_messages: {CONVERSATION}), expected (id: \
+             Utf8, prompt: Utf8, prompt_messages: {CONVERSATION}) like {}",
             other.display(),
             table.join("part-0.parquet").display()
         )

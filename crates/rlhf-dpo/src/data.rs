@@ -45,7 +45,7 @@ pub struct Limits {
 /// Tokenizes comparisons; returns the pairs and how many had a part cut to fit `limits`.
 pub fn tokenize(tokenizer: &Tokenizer, comparisons: &[Comparison], limits: Limits) -> Result<(Vec<Pair>, usize)> {
     let encode = |response: fn(&Comparison) -> &str| {
-        let texts: Vec<(&str, &str)> = comparisons.iter().map(|c| (c.prompt.as_str(), response(c))).collect();
+        let texts: Vec<(&Comparison, &str)> = comparisons.iter().map(|c| (c, response(c))).collect();
         tokenizer.encode_prompt_response_batch(&texts)
     };
     let chosen = encode(|c| c.chosen.as_str())?;

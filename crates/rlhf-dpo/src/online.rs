@@ -5,8 +5,7 @@ use std::path::Path;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use rlhf_data::Judge;
-use rlhf_data::{Comparison, Prompt};
+use rlhf_data::{ChatMessage, Comparison, Judge, Prompt};
 use rlhf_model::{generate_from_tokens, CausalLm, ChatMode, GenerationConfig, Placement, RewardModel, Tokenizer};
 use rlhf_task::Panel;
 use rlhf_train::TrainRng;
@@ -54,7 +53,7 @@ pub fn sample_pairs(
     for (i, chunk) in prompts.chunks(config.batch_size).enumerate() {
         let mut ids = Vec::with_capacity(2 * chunk.len());
         for prompt in chunk {
-            let mut tokens = tokenizer.encode_generation_prompt(&prompt.prompt)?;
+            let mut tokens = tokenizer.encode_generation_prompt(*prompt)?;
             tokens.drain(..tokens.len().saturating_sub(max_prompt_len));
             ids.extend([tokens.clone(), tokens]);
         }
@@ -84,11 +83,14 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     sum / n.max(1) as f64
 }
 
-/// Labels sampled pairs with the configured labeller; `source` tags the comparisons; `gold`
-/// (the configured gold judge) scores the samples for the round's metrics; a reward-model labeller
-/// reads them in chat mode `chat`.
+/// Labels sampled pairs of `prompts` (one pair per prompt, in order) with the configured labeller;
+/// `source` tags the comparisons, which keep their prompt's conversation; `gold` (the configured
+/// gold judge) scores the samples for the round's metrics; a reward-model labeller reads them in
+/// chat mode `chat`.
+#[allow(clippy::too_many_arguments)]
 pub fn label(
     config: &OnlineConfig,
+    prompts: &[&Prompt],
     samples: &[SampledPair],
     chat: ChatMode,
     placement: Placement,
@@ -115,11 +117,14 @@ pub fn label(
             (comparisons, stats)
         }
         Labeler::RewardModel => {
-            label_with_reward_model(&config.reward_model, samples, chat, placement, config.batch_size)?
+            label_with_reward_model(&config.reward_model, prompts, samples, chat, placement, config.batch_size)?
         }
     };
+    let conversations: std::collections::HashMap<&str, &Option<Vec<ChatMessage>>> =
+        prompts.iter().map(|prompt| (prompt.id.as_str(), &prompt.prompt_messages)).collect();
     for comparison in &mut comparisons {
         comparison.source = Some(source.to_string());
+        comparison.prompt_messages = conversations.get(comparison.id.as_str()).and_then(|turns| (*turns).clone());
     }
     stats.pairs = comparisons.len();
     stats.gold_score = gold_score;
@@ -128,6 +133,7 @@ pub fn label(
 
 fn label_with_reward_model(
     dir: &Path,
+    prompts: &[&Prompt],
     samples: &[SampledPair],
     chat: ChatMode,
     placement: Placement,
@@ -135,8 +141,8 @@ fn label_with_reward_model(
 ) -> Result<(Vec<Comparison>, RoundStats)> {
     let mut model = RewardModel::load_as(dir, placement.device, placement.kind)?.with_chat_mode(chat);
     model.batch_size = 2 * batch_size;
-    let texts: Vec<(&str, &str)> =
-        samples.iter().flat_map(|(_, p, a, b)| [(p.as_str(), a.as_str()), (p.as_str(), b.as_str())]).collect();
+    let texts: Vec<(&Prompt, &str)> =
+        prompts.iter().zip(samples).flat_map(|(&p, (_, _, a, b))| [(p, a.as_str()), (p, b.as_str())]).collect();
     let scores: Vec<f64> = model.score(&texts)?.into_iter().map(f64::from).collect();
     let mut comparisons = Vec::with_capacity(samples.len());
     for ((id, prompt, a, b), score) in samples.iter().zip(scores.chunks(2)) {
@@ -153,6 +159,7 @@ fn label_with_reward_model(
             margin: Some(margin as f32),
             annotator: Some("reward-model".into()),
             source: None,
+            prompt_messages: None,
         });
     }
     let stats = RoundStats {
@@ -169,7 +176,8 @@ mod tests {
 
     #[test]
     fn rounds_walk_through_a_fixed_permutation() {
-        let prompts: Vec<Prompt> = (0..5).map(|i| Prompt { id: format!("p{i}"), prompt: format!("q{i}") }).collect();
+        let prompts: Vec<Prompt> =
+            (0..5).map(|i| Prompt { id: format!("p{i}"), prompt: format!("q{i}"), prompt_messages: None }).collect();
         let ids = |round| round_prompts(&prompts, 3, round, 7).iter().map(|p| p.id.clone()).collect::<Vec<_>>();
         let (first, second) = (ids(1), ids(2));
         let mut seen: Vec<String> = first.iter().chain(&second[..2]).cloned().collect();

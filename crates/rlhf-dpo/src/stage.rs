@@ -183,6 +183,7 @@ fn sample_round(
     let gold = inputs.gold_judge.as_deref();
     let (comparisons, stats) = online::label(
         online,
+        &prompts,
         &samples,
         config.model.chat_template,
         placement,

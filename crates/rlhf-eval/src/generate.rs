@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema};
-use rlhf_data::{read_records, Demonstration, Prompt, Record, TableWriter};
+use rlhf_data::{read_records, Demonstration, Prompt, PromptText, Record, TableWriter};
 use rlhf_model::{
     generate_from_tokens, CausalLm, ChatMode, GenerationConfig, GenerationDefaults, Placement, Tokenizer,
 };
@@ -86,7 +86,8 @@ impl Default for SampleConfig {
 pub struct Sample {
     /// The prompt's id.
     pub id: String,
-    pub prompt: String,
+    /// The prompt's text and conversation.
+    pub prompt: PromptText,
     pub response: String,
     /// Index of this sample among the prompt's.
     pub sample: u32,
@@ -127,8 +128,7 @@ pub fn sample_tokens(
         )));
     }
     let _span = tracing::info_span!("generate", prompts = prompts.len(), k = config.samples_per_prompt).entered();
-    let texts: Vec<&str> = prompts.iter().map(|p| p.prompt.as_str()).collect();
-    let encoded = tokenizer.encode_generation_prompts(&texts)?;
+    let encoded = tokenizer.encode_generation_prompts(prompts)?;
     let rows: Vec<(usize, u32)> =
         (0..prompts.len()).flat_map(|i| (0..config.samples_per_prompt).map(move |k| (i, k))).collect();
     let mut eos_token_ids = model.config().eos_token_ids();
@@ -185,7 +185,7 @@ pub fn sample_responses(
         .filter(|row| !row.text.trim().is_empty())
         .map(|row| {
             let prompt = &prompts[row.prompt_index];
-            Sample { id: prompt.id.clone(), prompt: prompt.prompt.clone(), response: row.text, sample: row.sample }
+            Sample { id: prompt.id.clone(), prompt: PromptText::of(prompt), response: row.text, sample: row.sample }
         })
         .collect();
     let empty = total - samples.len();
@@ -202,7 +202,12 @@ pub fn write_samples(path: &Path, samples: &[Sample]) -> Result<u64> {
     for chunk in samples.chunks(rlhf_data::BATCH_ROWS) {
         let rows: Vec<Demonstration> = chunk
             .iter()
-            .map(|s| Demonstration { id: s.id.clone(), prompt: s.prompt.clone(), response: s.response.clone() })
+            .map(|s| Demonstration {
+                id: s.id.clone(),
+                prompt: s.prompt.text.clone(),
+                prompt_messages: s.prompt.messages.clone(),
+                response: s.response.clone(),
+            })
             .collect();
         let mut columns = Demonstration::to_batch(&rows)?.columns().to_vec();
         columns.push(Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|s| s.sample))));

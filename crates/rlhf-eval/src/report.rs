@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rlhf_data::{read_records, Demonstration, Judge, Metric, Prompt};
+use rlhf_data::{read_records, Demonstration, Judge, Metric, Prompt, PromptText};
 use rlhf_model::Placement;
 
 use crate::config::EvalConfig;
@@ -227,7 +227,7 @@ pub fn evaluate(
         let perplexity = if demos.is_empty() {
             None
         } else {
-            let texts: Vec<(&str, &str)> = demos.iter().map(|d| (d.prompt.as_str(), d.response.as_str())).collect();
+            let texts: Vec<(&Demonstration, &str)> = demos.iter().map(|d| (d, d.response.as_str())).collect();
             let scored = response_logprobs(
                 &model,
                 tokenizer.pad_id(),
@@ -242,7 +242,7 @@ pub fn evaluate(
             .iter()
             .map(|r| {
                 let p = &prompts[r.prompt_index];
-                Sample { id: p.id.clone(), prompt: p.prompt.clone(), response: r.text.clone(), sample: r.sample }
+                Sample { id: p.id.clone(), prompt: PromptText::of(p), response: r.text.clone(), sample: r.sample }
             })
             .collect();
         write_samples(&eval_dir.join(format!("responses_{}.parquet", name.replace('/', "_"))), &samples)?;
@@ -278,7 +278,8 @@ pub fn evaluate(
         config.reward_models.iter().filter(|rm| run_dir.join(rm).is_dir()).cloned().collect();
     let mut proxy: Vec<Vec<f64>> = vec![Vec::new(); sampled.len()];
     for rm in &reward_models {
-        let all: Vec<(&str, &str)> = text_pairs.iter().flatten().copied().collect();
+        let all: Vec<(&Prompt, &str)> =
+            sampled.iter().flat_map(|s| s.rows.iter().map(|r| (&prompts[r.prompt_index], r.text.as_str()))).collect();
         let scores =
             proxy_rewards(&run_dir.join(rm), &all, config.batch_size, config.generation.chat_template, placement)?;
         let mut offset = 0;

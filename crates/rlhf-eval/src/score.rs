@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow::array::{Float64Array, UInt32Array};
 use arrow::datatypes::{DataType, Field};
-use rlhf_data::{append_column, read_records, Demonstration, Judge};
+use rlhf_data::{append_column, read_records, AsPrompt, Demonstration, Judge};
 use rlhf_model::{
     build_batch, sequence_logprobs, CausalLm, ChatMode, LogprobOptions, PaddingSide, Placement, RewardModel, Tokenizer,
 };
@@ -42,7 +42,10 @@ pub fn response_logprobs(
 }
 
 /// `tokens(prompt)`, `tokens(response) ++ [eos]` of each (prompt, response) pair.
-pub fn encode_pairs(tokenizer: &Tokenizer, pairs: &[(&str, &str)]) -> Result<Vec<(Vec<i64>, Vec<i64>)>> {
+pub fn encode_pairs<P: AsPrompt + Sync>(
+    tokenizer: &Tokenizer,
+    pairs: &[(P, &str)],
+) -> Result<Vec<(Vec<i64>, Vec<i64>)>> {
     Ok(tokenizer.encode_prompt_response_batch(pairs)?.into_iter().map(|ids| (ids.prompt, ids.response)).collect())
 }
 
@@ -55,9 +58,9 @@ pub fn load_policy(dir: &Path, placement: Placement, chat: ChatMode) -> Result<(
 }
 
 /// Proxy rewards of (prompt, response) pairs under the reward-model directory `dir`.
-pub fn proxy_rewards(
+pub fn proxy_rewards<P: AsPrompt + Sync>(
     dir: &Path,
-    pairs: &[(&str, &str)],
+    pairs: &[(P, &str)],
     batch_size: usize,
     chat: ChatMode,
     placement: Placement,
@@ -79,7 +82,7 @@ pub fn logprobs_file(
 ) -> Result<u64> {
     let rows: Vec<Demonstration> = read_records(input)?;
     let (model, tokenizer) = load_policy(model_dir, placement, chat)?;
-    let pairs: Vec<(&str, &str)> = rows.iter().map(|r| (r.prompt.as_str(), r.response.as_str())).collect();
+    let pairs: Vec<(&Demonstration, &str)> = rows.iter().map(|r| (r, r.response.as_str())).collect();
     let scored = response_logprobs(&model, tokenizer.pad_id(), &encode_pairs(&tokenizer, &pairs)?, batch_size, 1.0)?;
     let tmp = out.with_extension("partial.parquet");
     let logprob = Arc::new(Float64Array::from_iter_values(scored.iter().map(|s| s.0)));

@@ -21,7 +21,11 @@ fn samples_k_responses_per_prompt_reproducibly() -> Result<()> {
     let model = tmp.path().join("policy");
     common::tiny_policy(&model);
     let prompts: Vec<Prompt> = (0..5)
-        .map(|i| Prompt { id: format!("p{i}"), prompt: format!("User: Tell me about the cat {i}.\nAssistant:") })
+        .map(|i| Prompt {
+            id: format!("p{i}"),
+            prompt: format!("User: Tell me about the cat {i}.\nAssistant:"),
+            prompt_messages: None,
+        })
         .collect();
     let prompts_path = tmp.path().join("prompts.parquet");
     write_records(&prompts_path, &prompts)?;
@@ -47,7 +51,9 @@ fn samples_k_responses_per_prompt_reproducibly() -> Result<()> {
 }
 
 fn prompts(n: usize) -> Vec<Prompt> {
-    (0..n).map(|i| Prompt { id: format!("p{i}"), prompt: format!("Tell me about the cat {i}.") }).collect()
+    (0..n)
+        .map(|i| Prompt { id: format!("p{i}"), prompt: format!("Tell me about the cat {i}."), prompt_messages: None })
+        .collect()
 }
 
 #[test]

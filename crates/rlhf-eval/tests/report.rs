@@ -60,7 +60,11 @@ fn tiny_run(run: &Path) -> Result<()> {
         std::fs::copy(entry.path(), run.join("ppo/final").join(entry.file_name()))?;
     }
     let prompts: Vec<Prompt> = (0..6)
-        .map(|i| Prompt { id: format!("p{i}"), prompt: format!("User: Tell me about the cat {i}.\nAssistant:") })
+        .map(|i| Prompt {
+            id: format!("p{i}"),
+            prompt: format!("User: Tell me about the cat {i}.\nAssistant:"),
+            prompt_messages: None,
+        })
         .collect();
     write_records(run.join("data/prompts_heldout.parquet"), &prompts)?;
     Ok(())
@@ -138,7 +142,14 @@ fn a_judge_that_is_unknown_or_gives_no_scores_is_one_error_line_and_writes_nothi
     let (a, b) = (tmp.path().join("a.parquet"), tmp.path().join("b.parquet"));
     let rows = |response: &str| -> Vec<Demonstration> {
         let prompt = |i| format!("User: Tell me about the cat {i}.\nAssistant:");
-        (0..3).map(|i| Demonstration { id: format!("p{i}"), prompt: prompt(i), response: response.into() }).collect()
+        (0..3)
+            .map(|i| Demonstration {
+                id: format!("p{i}"),
+                prompt: prompt(i),
+                response: response.into(),
+                prompt_messages: None,
+            })
+            .collect()
     };
     write_records(&a, &rows(" Sure! The cat is lovely. I hope this helps."))?;
     write_records(&b, &rows(" Whatever. The river is dull."))?;

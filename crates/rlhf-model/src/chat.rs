@@ -10,25 +10,13 @@
 use crate::error::{Error, Result};
 use minijinja::value::{Kwargs, ValueKind};
 use minijinja::{Environment, ErrorKind, Value};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 const TEMPLATE_NAME: &str = "chat_template";
 
-/// One turn of a conversation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    /// `system`, `user` or `assistant` (templates may accept others).
-    pub role: String,
-    pub content: String,
-}
-
-impl ChatMessage {
-    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        ChatMessage { role: role.into(), content: content.into() }
-    }
-}
+/// One turn of a conversation (the contracts' type, from `rlhf-data`).
+pub use rlhf_data::ChatMessage;
 
 /// A compiled chat template together with the special tokens it may refer to.
 pub struct ChatTemplate {

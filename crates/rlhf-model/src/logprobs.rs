@@ -117,6 +117,40 @@ where
     })
 }
 
+impl TokenBatch {
+    /// Also scores `spans[i]`, ranges of row `i`'s own tokens (0: its first token, which has no
+    /// context and stays unscored): SFT's earlier assistant turns inside a prompt.
+    pub fn score_spans(&mut self, spans: &[&[std::ops::Range<usize>]]) -> Result<()> {
+        let (b, t) = (self.input_ids.size()[0], self.input_ids.size()[1]);
+        if spans.len() as i64 != b {
+            return Err(Error::invalid(format!("score_spans: {} span lists for {b} rows", spans.len())));
+        }
+        if spans.iter().all(|row| row.is_empty()) {
+            return Ok(());
+        }
+        let device = self.response_mask.device();
+        let mut mask = Vec::<f32>::try_from(self.response_mask.to_device(Device::Cpu).view([-1]))?;
+        for (i, row) in spans.iter().enumerate() {
+            let len = (self.prompt_lens[i] + self.response_lens[i]) as usize;
+            let offset = match self.side {
+                PaddingSide::Right => 0,
+                PaddingSide::Left => t as usize - len,
+            };
+            for span in row.iter() {
+                if span.end > len {
+                    return Err(Error::invalid(format!("score_spans: span {span:?} beyond row {i} of {len} tokens")));
+                }
+                for j in span.clone().filter(|&j| j > 0) {
+                    mask[i * t as usize + offset + j] = 1.0;
+                    self.first_response_col = self.first_response_col.min((offset + j) as i64);
+                }
+            }
+        }
+        self.response_mask = Tensor::from_slice(&mask).view([b, t]).to_device(device);
+        Ok(())
+    }
+}
+
 /// Options of [`sequence_logprobs`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LogprobOptions {

@@ -172,7 +172,7 @@ impl RewardModel {
     /// than [`Self::max_len`] are cut.
     pub fn score<P, R>(&self, pairs: &[(P, R)]) -> Result<Vec<f32>>
     where
-        P: AsRef<str> + Sync,
+        P: rlhf_data::AsPrompt + Sync,
         R: AsRef<str> + Sync,
     {
         let rows: Vec<Vec<i64>> = self

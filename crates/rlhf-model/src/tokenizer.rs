@@ -7,12 +7,17 @@
 //! part tokenized on its own ([`Tokenizer::encode_prompt_response`]). With a chat template (and the
 //! tokenizer's [`ChatMode`] `auto`) the prompt is the conversation rendered with the generation
 //! prompt, and the response is the rest of the rendered conversation up to its end-of-turn token,
-//! as TRL splits a conversational example into prompt and completion.
+//! as TRL splits a conversational example into prompt and completion. A prompt is anything
+//! [`AsPrompt`]: a string (one user turn) or a record whose prompt is a conversation; the token
+//! ranges of a conversation's earlier assistant turns are reported for SFT to train on.
 
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::{Error, Result};
+use rlhf_data::conversation::ASSISTANT;
+use rlhf_data::AsPrompt;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{BpeTrainer, BPE};
@@ -58,6 +63,9 @@ pub struct PromptResponseIds {
     pub prompt: Vec<i64>,
     /// `tokens(response) ++ [eos]`.
     pub response: Vec<i64>,
+    /// Ranges of `prompt` holding the conversation's earlier assistant turns (each up to its
+    /// end-of-turn token, as `response` is), in order; empty without a chat template or such turns.
+    pub earlier_assistant_turns: Vec<Range<usize>>,
 }
 
 impl PromptResponseIds {
@@ -214,22 +222,25 @@ impl Tokenizer {
         self.active_template().is_some()
     }
 
-    /// The tokens a model generates a reply to `prompt` from. With a chat template: the prompt as
-    /// one user turn rendered with the generation prompt, then tokenized as `transformers`'
-    /// `apply_chat_template(..., add_generation_prompt=True, tokenize=True)` does (the rendered
-    /// text, its special tokens as written, nothing added). Otherwise `prompt` as
-    /// `tokenizer(prompt)` gives it: with what the post-processor adds (a BOS, for tokenizers that
-    /// add one).
-    pub fn encode_generation_prompt(&self, prompt: &str) -> Result<Vec<i64>> {
+    /// The tokens a model generates a reply to `prompt` from. With a chat template: the prompt's
+    /// turns (a string is one user turn) rendered with the generation prompt, then tokenized as
+    /// `transformers`' `apply_chat_template(..., add_generation_prompt=True, tokenize=True)` does
+    /// (the rendered text, its special tokens as written, nothing added). Otherwise the prompt's
+    /// plain text as `tokenizer(text)` gives it: with what the post-processor adds (a BOS, for
+    /// tokenizers that add one).
+    pub fn encode_generation_prompt(&self, prompt: impl AsPrompt) -> Result<Vec<i64>> {
         Ok(self.encode_generation_prompts(&[prompt])?.remove(0))
     }
 
     /// [`Tokenizer::encode_generation_prompt`] for many prompts, tokenized in parallel.
-    pub fn encode_generation_prompts<S: AsRef<str>>(&self, prompts: &[S]) -> Result<Vec<Vec<i64>>> {
+    pub fn encode_generation_prompts<P: AsPrompt>(&self, prompts: &[P]) -> Result<Vec<Vec<i64>>> {
         match self.active_template() {
-            Some(template) => self.encode_batch(&render_prompts(template, prompts)?),
+            Some(template) => {
+                let heads = prompts.iter().map(|prompt| render_head(template, prompt)).collect::<Result<Vec<_>>>()?;
+                self.encode_batch(&heads)
+            }
             None => {
-                let inputs: Vec<&str> = prompts.iter().map(AsRef::as_ref).collect();
+                let inputs: Vec<&str> = prompts.iter().map(AsPrompt::prompt_text).collect();
                 let encodings = self.inner.encode_batch_fast(inputs, true).map_err(|err| {
                     Error::Tokenizer(format!("cannot tokenize a batch of {} prompts: {err}", prompts.len()))
                 })?;
@@ -240,62 +251,102 @@ impl Tokenizer {
 
     /// The project's tokenization rule: the prompt as [`Tokenizer::encode_generation_prompt`] gives
     /// it, and `tokens(response) ++ [eos]`. With a chat template, the response part is the rendered
-    /// conversation (user prompt, assistant response) after the rendered prompt, cut after its last
-    /// end-of-turn (eos) token, so it ends exactly where generation stops; a template that writes
-    /// no eos gets one appended.
-    pub fn encode_prompt_response(&self, prompt: &str, response: &str) -> Result<PromptResponseIds> {
+    /// conversation (the prompt's turns, then the assistant's response) after the rendered prompt,
+    /// cut after its last end-of-turn (eos) token, so it ends exactly where generation stops; a
+    /// template that writes no eos gets one appended. A prompt conversation's earlier assistant
+    /// turns are found the same way and their token ranges reported.
+    pub fn encode_prompt_response(&self, prompt: impl AsPrompt + Sync, response: &str) -> Result<PromptResponseIds> {
         Ok(self.encode_prompt_response_batch(&[(prompt, response)])?.remove(0))
     }
 
     /// [`Tokenizer::encode_prompt_response`] for many pairs, in parallel.
     pub fn encode_prompt_response_batch<P, R>(&self, pairs: &[(P, R)]) -> Result<Vec<PromptResponseIds>>
     where
-        P: AsRef<str> + Sync,
+        P: AsPrompt + Sync,
         R: AsRef<str> + Sync,
     {
-        let prompt_texts: Vec<&str> = pairs.iter().map(|(p, _)| p.as_ref()).collect();
-        // Each response's text, and whether it already ends with the eos token.
-        let (prompts, responses): (Vec<Vec<i64>>, Vec<(String, bool)>) = match self.active_template() {
-            None => (
-                self.encode_generation_prompts(&prompt_texts)?,
-                pairs.iter().map(|(_, r)| (r.as_ref().to_owned(), false)).collect(),
-            ),
-            Some(template) => {
-                let heads = render_prompts(template, &prompt_texts)?;
-                let tails = pairs
-                    .iter()
-                    .zip(&heads)
-                    .map(|((p, r), head)| self.assistant_turn(template, head, p.as_ref(), r.as_ref()))
-                    .collect::<Result<_>>()?;
-                (self.encode_batch(&heads)?, tails)
-            }
-        };
-        let texts: Vec<&str> = responses.iter().map(|(text, _)| text.as_str()).collect();
-        let encoded = self.encode_batch(&texts)?;
-        Ok(prompts
-            .into_iter()
-            .zip(encoded)
-            .zip(&responses)
-            .map(|((prompt, mut response), (_, ends_in_eos))| {
-                if !ends_in_eos {
+        let Some(template) = self.active_template() else {
+            let prompts: Vec<&P> = pairs.iter().map(|(p, _)| p).collect();
+            let prompts = self.encode_generation_prompts(&prompts)?;
+            let responses: Vec<&str> = pairs.iter().map(|(_, r)| r.as_ref()).collect();
+            let responses = self.encode_batch(&responses)?;
+            return Ok(prompts
+                .into_iter()
+                .zip(responses)
+                .map(|(prompt, mut response)| {
                     response.push(i64::from(self.eos_id));
+                    PromptResponseIds { prompt, response, earlier_assistant_turns: Vec::new() }
+                })
+                .collect());
+        };
+        // Each pair's rendered prompt cut into pieces (odd pieces: earlier assistant turns), and its
+        // response text with whether it already ends with the eos token.
+        let rendered: Vec<(Vec<String>, (String, bool))> = pairs
+            .iter()
+            .map(|(prompt, response)| {
+                let turns = prompt_turns(prompt);
+                let (pieces, head) = self.prompt_pieces(template, &turns)?;
+                let mut conversation = turns.into_owned();
+                conversation.push(ChatMessage::new(ASSISTANT, response.as_ref()));
+                Ok((pieces, self.turn_after(template, &head, &conversation)?))
+            })
+            .collect::<Result<_>>()?;
+        let texts: Vec<&str> = rendered
+            .iter()
+            .flat_map(|(pieces, (response, _))| pieces.iter().map(String::as_str).chain([response.as_str()]))
+            .collect();
+        let mut encoded = self.encode_batch(&texts)?.into_iter();
+        Ok(rendered
+            .iter()
+            .map(|(pieces, (_, ends_in_eos))| {
+                let mut ids = PromptResponseIds::default();
+                for (index, piece) in encoded.by_ref().take(pieces.len()).enumerate() {
+                    let start = ids.prompt.len();
+                    ids.prompt.extend(piece);
+                    if index % 2 == 1 {
+                        ids.earlier_assistant_turns.push(start..ids.prompt.len());
+                    }
                 }
-                PromptResponseIds { prompt, response }
+                ids.response = encoded.next().expect("one response per pair");
+                if !ends_in_eos {
+                    ids.response.push(i64::from(self.eos_id));
+                }
+                ids
             })
             .collect())
     }
 
-    /// The assistant's part of the rendered (user, assistant) conversation after `head` (the
-    /// rendered prompt), cut after its last eos; and whether it has one.
-    fn assistant_turn(
-        &self,
-        template: &ChatTemplate,
-        head: &str,
-        prompt: &str,
-        response: &str,
-    ) -> Result<(String, bool)> {
-        let full =
-            template.render(&[ChatMessage::new("user", prompt), ChatMessage::new("assistant", response)], false)?;
+    /// The rendered prompt (with the generation prompt) cut into pieces that alternate between
+    /// the rest and the earlier assistant turns (`[rest, assistant, rest, …, rest]`), and the
+    /// whole rendered prompt.
+    fn prompt_pieces(&self, template: &ChatTemplate, turns: &[ChatMessage]) -> Result<(Vec<String>, String)> {
+        let head = template.render(turns, true)?;
+        let mut pieces = Vec::new();
+        let mut cut = 0;
+        for (index, _) in turns.iter().enumerate().filter(|(_, turn)| turn.role == ASSISTANT) {
+            let before = template.render(&turns[..index], true)?;
+            let (turn, _) = self.turn_after(template, &before, &turns[..=index])?;
+            let at = before.len();
+            if at < cut || !head.get(at..).is_some_and(|rest| rest.starts_with(&turn)) || !head.starts_with(&before) {
+                return Err(Error::ChatTemplate(format!(
+                    "turn {index} (assistant) renders differently inside the longer conversation, so the \
+                     conversation's assistant turns cannot be told apart (set chat_template = \"none\", or give \
+                     single-turn prompts)"
+                )));
+            }
+            pieces.push(head[cut..at].to_owned());
+            pieces.push(turn.clone());
+            cut = at + turn.len();
+        }
+        pieces.push(head[cut..].to_owned());
+        Ok((pieces, head))
+    }
+
+    /// The last turn of the rendered `conversation` (ending with that turn, no generation prompt)
+    /// after `head` (the rendered turns before it, with the generation prompt), cut after its
+    /// last eos; and whether it has one.
+    fn turn_after(&self, template: &ChatTemplate, head: &str, conversation: &[ChatMessage]) -> Result<(String, bool)> {
+        let full = template.render(conversation, false)?;
         let Some(tail) = full.strip_prefix(head) else {
             return Err(Error::ChatTemplate(
                 "the conversation does not start with the rendered prompt (add_generation_prompt=True), so its \
@@ -449,9 +500,17 @@ fn read_json_object(path: &Path) -> Result<Map<String, Value>> {
     }
 }
 
-/// Each prompt as one user turn rendered with the generation prompt.
-fn render_prompts<S: AsRef<str>>(template: &ChatTemplate, prompts: &[S]) -> Result<Vec<String>> {
-    prompts.iter().map(|prompt| template.render(&[ChatMessage::new("user", prompt.as_ref())], true)).collect()
+/// A prompt's turns: its conversation, or its text as one user turn.
+fn prompt_turns(prompt: &impl AsPrompt) -> std::borrow::Cow<'_, [ChatMessage]> {
+    match prompt.prompt_messages() {
+        Some(turns) => std::borrow::Cow::Borrowed(turns),
+        None => std::borrow::Cow::Owned(vec![ChatMessage::new("user", prompt.prompt_text())]),
+    }
+}
+
+/// A prompt's turns rendered with the generation prompt.
+fn render_head(template: &ChatTemplate, prompt: &impl AsPrompt) -> Result<String> {
+    template.render(&prompt_turns(prompt), true)
 }
 
 fn encode_error(text: &str, err: impl std::fmt::Display) -> Error {

@@ -5,6 +5,8 @@
 //! `make_fixtures.py` with `transformers`.
 
 use anyhow::{Context, Result};
+use rlhf_data::conversation::plain_text;
+use rlhf_data::PromptText;
 use rlhf_model::{ChatMessage, ChatTemplate, Tokenizer};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -111,6 +113,16 @@ fn generation_prompts_use_the_template_when_there_is_one() -> Result<()> {
 struct IdsFixture {
     eos_id: i64,
     cases: Vec<IdsCase>,
+    multi_turn: MultiTurnCase,
+}
+
+/// A conversation with earlier assistant turns, as transformers tokenizes it.
+#[derive(Deserialize)]
+struct MultiTurnCase {
+    messages: Vec<ChatMessage>,
+    conversation_ids: Vec<i64>,
+    prompt_ids: Vec<i64>,
+    assistant_spans: Vec<[usize; 2]>,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +162,51 @@ fn prompt_and_response_ids_match_transformers_in_both_modes() -> Result<()> {
             let expected = [case.plain_response_ids.as_slice(), &[fixture.eos_id]].concat();
             assert_eq!(ids.response, expected, "{family}: tokens(response) ++ [eos]");
         }
+
+        let case = &fixture.multi_turn;
+        let (last, turns) = case.messages.split_last().context(family)?;
+        let prompt = PromptText { text: plain_text(turns), messages: Some(turns.to_vec()) };
+        let ids = chat.encode_prompt_response(&prompt, &last.content)?;
+        assert_eq!(ids.prompt, case.prompt_ids, "{family}: the earlier turns with the generation prompt");
+        let completion = case.conversation_ids.strip_prefix(case.prompt_ids.as_slice()).context(family)?;
+        let end = completion.iter().rposition(|&id| id == fixture.eos_id).context(family)?;
+        assert_eq!(ids.response, completion[..=end], "{family}: the final assistant turn");
+        let spans: Vec<[usize; 2]> = ids.earlier_assistant_turns.iter().map(|span| [span.start, span.end]).collect();
+        assert_eq!(spans, case.assistant_spans, "{family}: the earlier assistant turns' token ranges");
+        for span in &ids.earlier_assistant_turns {
+            let text = chat.decode(&ids.prompt[span.clone()], true)?;
+            assert!(
+                turns.iter().any(|turn| turn.role == "assistant" && text.trim() == turn.content),
+                "{family}: {text:?}"
+            );
+        }
+        let plain = Tokenizer::from_dir(&dir)?.with_chat_mode(ChatMode::None);
+        let ids = plain.encode_prompt_response(&prompt, &last.content)?;
+        assert_eq!(ids.prompt, plain.encode_generation_prompt(plain_text(turns))?, "{family}: plain text");
+        assert!(ids.earlier_assistant_turns.is_empty(), "{family}: no turns without a template");
     }
+    Ok(())
+}
+
+/// A template that drops earlier assistant turns' content from longer conversations (as
+/// reasoning templates do with their thoughts) cannot be split into trained turns: one clear error.
+#[test]
+fn a_template_that_rewrites_earlier_turns_is_refused_for_multi_turn_prompts() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat_ids/smollm2");
+    for name in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(dir.join(name), tmp.path().join(name))?;
+    }
+    let template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' and not loop.last \
+                    %}...{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt \
+                    %}<|im_start|>assistant\n{% endif %}";
+    std::fs::write(tmp.path().join("chat_template.jinja"), template)?;
+    let tokenizer = Tokenizer::from_dir(tmp.path())?;
+    let turns =
+        vec![ChatMessage::new("user", "Hi"), ChatMessage::new("assistant", "Hello"), ChatMessage::new("user", "Bye")];
+    let prompt = PromptText { text: plain_text(&turns), messages: Some(turns) };
+    let error = tokenizer.encode_prompt_response(&prompt, "Goodbye").unwrap_err().to_string();
+    assert!(error.contains("turn 1 (assistant) renders differently inside the longer conversation"), "{error}");
+    assert!(tokenizer.encode_prompt_response("Hi", "Hello").is_ok(), "single turns still work");
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use rlhf_data::AsPrompt;
 use rlhf_model::reward::combine;
 use rlhf_model::{ChatMode, Placement, RewardModel};
 use serde::{Deserialize, Serialize};
@@ -47,7 +48,7 @@ impl RewardModels {
     }
 
     /// Combined reward-model scores of `(prompt, response)` texts (before shaping).
-    pub fn score(&self, pairs: &[(&str, &str)]) -> Result<Vec<f32>> {
+    pub fn score<P: AsPrompt + Sync>(&self, pairs: &[(P, &str)]) -> Result<Vec<f32>> {
         let per_model =
             self.models.iter().map(|(model, _)| model.score(pairs)).collect::<rlhf_model::Result<Vec<_>>>()?;
         Ok((0..pairs.len())

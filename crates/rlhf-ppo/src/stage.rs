@@ -69,8 +69,7 @@ fn read_prompts(config: &PpoConfig, run_dir: &Path, tokenizer: &Tokenizer, max_l
     if records.is_empty() {
         return Err(Error::Invalid(format!("data.prompts {:?} holds no prompts", config.data.prompts)));
     }
-    let texts: Vec<&str> = records.iter().map(|p| p.prompt.as_str()).collect();
-    let mut tokens = tokenizer.encode_generation_prompts(&texts)?;
+    let mut tokens = tokenizer.encode_generation_prompts(&records)?;
     for (row, record) in tokens.iter_mut().zip(&records) {
         if row.is_empty() {
             return Err(Error::Invalid(format!("prompt {:?} has no tokens", record.id)));

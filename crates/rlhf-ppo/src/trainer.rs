@@ -436,8 +436,9 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
                 models.tokenizer.decode(body, true)
             })
             .collect::<rlhf_model::Result<_>>()?;
-        let prompt_texts: Vec<&str> = samples.iter().map(|s| job.prompts.records[s.prompt].prompt.as_str()).collect();
-        let pairs: Vec<(&str, &str)> = prompt_texts.iter().copied().zip(texts.iter().map(String::as_str)).collect();
+        let prompts: Vec<&Prompt> = samples.iter().map(|s| &job.prompts.records[s.prompt]).collect();
+        let pairs: Vec<(&Prompt, &str)> = prompts.iter().copied().zip(texts.iter().map(String::as_str)).collect();
+        let prompt_texts: Vec<&str> = prompts.iter().map(|p| p.prompt.as_str()).collect();
         let rm_scores = models.rewards.score(&pairs)?;
         let shapes: Vec<ResponseShape> =
             samples.iter().map(|s| ResponseShape { tokens: s.response_tokens.len(), has_eos: s.has_eos }).collect();

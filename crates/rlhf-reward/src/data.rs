@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use rlhf_data::{read_table, Comparison, Location, Ranking, Record};
+use rlhf_data::{read_table, AsPrompt, Comparison, Location, PromptText, Ranking, Record};
 use rlhf_model::Tokenizer;
 
 use crate::{Error, Result};
@@ -27,7 +27,8 @@ pub struct Pair {
 /// A prompt, its responses and the judged pairs among them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Preference {
-    pub prompt: String,
+    /// The prompt's text and, when it is a conversation, its turns.
+    pub prompt: PromptText,
     pub responses: Vec<String>,
     pub pairs: Vec<Pair>,
 }
@@ -46,7 +47,7 @@ impl Preferences {
         self.items.iter().map(|p| p.pairs.len()).sum()
     }
 
-    fn push(&mut self, prompt: String, responses: Vec<String>, judged: impl IntoIterator<Item = Pair>) {
+    fn push(&mut self, prompt: PromptText, responses: Vec<String>, judged: impl IntoIterator<Item = Pair>) {
         let mut pairs = Vec::new();
         for pair in judged {
             if responses[pair.better] == responses[pair.worse] {
@@ -64,7 +65,8 @@ impl Preferences {
     pub fn add_comparisons(&mut self, path: &Path) -> Result<()> {
         for c in read_checked::<Comparison>(path, "comparisons")? {
             let margin = c.margin.unwrap_or(0.0);
-            self.push(c.prompt, vec![c.chosen, c.rejected], [Pair { better: 0, worse: 1, margin }]);
+            let prompt = PromptText { text: c.prompt, messages: c.prompt_messages };
+            self.push(prompt, vec![c.chosen, c.rejected], [Pair { better: 0, worse: 1, margin }]);
         }
         Ok(())
     }
@@ -80,7 +82,7 @@ impl Preferences {
                     order[pos + 1..].iter().map(move |&worse| Pair { better, worse, margin: 0.0 })
                 })
                 .collect();
-            self.push(r.prompt, r.responses, pairs);
+            self.push(PromptText { text: r.prompt, messages: r.prompt_messages }, r.responses, pairs);
         }
         Ok(())
     }
@@ -91,7 +93,7 @@ impl Preferences {
         let threshold = (fraction.clamp(0.0, 1.0) * u64::MAX as f64) as u64;
         let (mut kept, mut heldout) = (Preferences::default(), Preferences::default());
         for item in self.items {
-            let side = if prompt_hash(&item.prompt, seed) < threshold { &mut heldout } else { &mut kept };
+            let side = if prompt_hash(&item.prompt.text, seed) < threshold { &mut heldout } else { &mut kept };
             side.items.push(item);
         }
         kept.identical_pairs = self.identical_pairs;
@@ -145,8 +147,8 @@ pub fn tokenize(
     items: &[Preference],
     max_len: usize,
 ) -> Result<(Vec<TokenizedPreference>, usize)> {
-    let texts: Vec<(&str, &str)> =
-        items.iter().flat_map(|p| p.responses.iter().map(move |r| (p.prompt.as_str(), r.as_str()))).collect();
+    let texts: Vec<(&PromptText, &str)> =
+        items.iter().flat_map(|p| p.responses.iter().map(move |r| (&p.prompt, r.as_str()))).collect();
     let mut rows = tokenize_rows(tokenizer, &texts, max_len)?.into_iter();
     let mut cut = 0;
     let tokenized = items
@@ -166,7 +168,7 @@ pub fn tokenize(
 /// whether it was cut.
 pub fn tokenize_rows<P, R>(tokenizer: &Tokenizer, texts: &[(P, R)], max_len: usize) -> Result<Vec<(Vec<i64>, bool)>>
 where
-    P: AsRef<str> + Sync,
+    P: AsPrompt + Sync,
     R: AsRef<str> + Sync,
 {
     Ok(tokenizer
@@ -191,7 +193,11 @@ mod tests {
         for i in 0..200 {
             for j in 0..2 {
                 let responses = vec![format!("a{i}{j}"), format!("b{i}{j}")];
-                all.push(format!("prompt {i}"), responses, [Pair { better: 0, worse: 1, margin: 0.0 }]);
+                all.push(
+                    PromptText::of(&format!("prompt {i}")),
+                    responses,
+                    [Pair { better: 0, worse: 1, margin: 0.0 }],
+                );
             }
         }
         let (kept, heldout) = all.clone().split_by_prompt(0.2, 7);

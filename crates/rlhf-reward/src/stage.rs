@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use rlhf_data::Judge;
+use rlhf_data::{Judge, PromptText};
 use rlhf_model::checkpoint::{read_config, save_dir_atomically, CONFIG_FILE};
 use rlhf_model::device::seed_everything;
 use rlhf_model::reward::{score_rows, EnsembleManifest, ENSEMBLE_FILE};
@@ -64,7 +64,7 @@ fn check_config(config: &RewardConfig) -> Result<()> {
 fn gold_labels(judge: Option<&dyn Judge>, heldout: &[Preference]) -> Result<Option<Vec<Option<bool>>>> {
     let Some(judge) = judge.filter(|_| !heldout.is_empty()) else { return Ok(None) };
     let items: Vec<(&str, &str)> =
-        heldout.iter().flat_map(|p| p.responses.iter().map(|r| (p.prompt.as_str(), r.as_str()))).collect();
+        heldout.iter().flat_map(|p| p.responses.iter().map(|r| (p.prompt.text.as_str(), r.as_str()))).collect();
     let scores = rlhf_train::judges::scores(judge, &items)?;
     let mut offset = 0;
     let mut labels = Vec::new();
@@ -80,7 +80,7 @@ fn gold_labels(judge: Option<&dyn Judge>, heldout: &[Preference]) -> Result<Opti
 }
 
 /// The distinct `(prompt, response)` texts of the training preferences.
-fn training_responses(items: &[Preference]) -> Vec<(String, String)> {
+fn training_responses(items: &[Preference]) -> Vec<(PromptText, String)> {
     let mut seen = HashSet::new();
     items
         .iter()

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, Float32Array};
 use arrow::datatypes::{DataType, Field};
-use rlhf_data::{append_column, TableReader};
+use rlhf_data::conversation::batch_prompt_messages;
+use rlhf_data::{append_column, PromptText, TableReader};
 
 use crate::model::RewardModel;
 use crate::{Error, Result};
@@ -15,9 +16,10 @@ use crate::{Error, Result};
 pub const REWARD_COLUMN: &str = "reward";
 
 /// The `(prompt, response)` texts of every row of a table with `prompt` and `response` utf8
-/// columns (other columns are ignored). Missing columns, nulls and empty texts are errors naming
-/// the file and the row.
-pub fn read_prompt_responses(path: &Path) -> Result<Vec<(String, String)>> {
+/// columns, with the prompt's conversation from a `prompt_messages` column when the table has
+/// one (other columns are ignored). Missing columns, nulls and empty texts are errors naming the
+/// file and the row.
+pub fn read_prompt_responses(path: &Path) -> Result<Vec<(PromptText, String)>> {
     let reader = TableReader::open(path)?;
     for column in ["prompt", "response"] {
         match reader.schema().field_with_name(column) {
@@ -36,6 +38,7 @@ pub fn read_prompt_responses(path: &Path) -> Result<Vec<(String, String)>> {
         let batch = batch?;
         let column = |name: &str| batch.column_by_name(name).expect("checked above").as_string::<i32>().clone();
         let (prompts, responses) = (column("prompt"), column("response"));
+        let mut conversations = batch_prompt_messages(path, &batch)?.into_iter();
         for i in 0..batch.num_rows() {
             let row = texts.len();
             for (name, array) in [("prompt", &prompts), ("response", &responses)] {
@@ -43,7 +46,8 @@ pub fn read_prompt_responses(path: &Path) -> Result<Vec<(String, String)>> {
                     return Err(Error::file(path, format!("row {row}: {name:?} is empty")));
                 }
             }
-            texts.push((prompts.value(i).to_string(), responses.value(i).to_string()));
+            let prompt = PromptText { text: prompts.value(i).to_string(), messages: conversations.next().flatten() };
+            texts.push((prompt, responses.value(i).to_string()));
         }
     }
     Ok(texts)

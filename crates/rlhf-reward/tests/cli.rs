@@ -52,7 +52,12 @@ fn score_adds_a_reward_column_and_keeps_the_others() -> Result<()> {
     let rows: Vec<Demonstration> = texts
         .iter()
         .enumerate()
-        .map(|(i, (p, r))| Demonstration { id: format!("d{i}"), prompt: p.clone(), response: r.clone() })
+        .map(|(i, (p, r))| Demonstration {
+            id: format!("d{i}"),
+            prompt: p.clone(),
+            response: r.clone(),
+            prompt_messages: None,
+        })
         .collect();
     let (plain, with_sample, input) =
         (tmp.path().join("plain.parquet"), tmp.path().join("sample.parquet"), tmp.path().join("in.parquet"));
@@ -69,7 +74,7 @@ fn score_adds_a_reward_column_and_keeps_the_others() -> Result<()> {
     let input_schema = TableReader::open(&input)?.schema().clone();
     let reader = TableReader::open(&out_path)?;
     let names: Vec<String> = reader.schema().fields().iter().map(|f| f.name().clone()).collect();
-    assert_eq!(names, ["id", "prompt", "response", "sample", "note", "reward"]);
+    assert_eq!(names, ["id", "prompt", "response", "prompt_messages", "sample", "note", "reward"]);
     assert_eq!(reader.schema().metadata(), input_schema.metadata(), "the schema tag is kept");
     let batch = reader.into_iter().next().unwrap()?;
     assert_eq!(batch.column_by_name("note").unwrap().as_string::<i32>(), &notes);
@@ -80,7 +85,7 @@ fn score_adds_a_reward_column_and_keeps_the_others() -> Result<()> {
 
     // A table without a response column is one clear error, and no output appears.
     let (no_response, missing) = (tmp.path().join("prompts.parquet"), tmp.path().join("missing.parquet"));
-    write_records(&no_response, &[rlhf_data::Prompt { id: "p".into(), prompt: "hi".into() }])?;
+    write_records(&no_response, &[rlhf_data::Prompt { id: "p".into(), prompt: "hi".into(), prompt_messages: None }])?;
     let out = reward(&["score", "--model", s(&model_dir), "--data", s(&no_response), "--out", s(&missing)]).output()?;
     let err = one_error_line(&out)?;
     assert!(err.ends_with("prompts.parquet: missing column \"response\", expected utf8"), "{err}");

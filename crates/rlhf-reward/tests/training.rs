@@ -70,7 +70,7 @@ fn accuracy_rises_and_the_model_is_normalised() -> Result<()> {
     let texts: Vec<(&str, &str)> = kept
         .items
         .iter()
-        .flat_map(|p| p.responses.iter().map(|r| (p.prompt.as_str(), r.as_str())))
+        .flat_map(|p| p.responses.iter().map(|r| (p.prompt.text.as_str(), r.as_str())))
         .filter(|t| seen.insert(*t))
         .collect();
     let (mean, std) = mean_std(&model.score(&texts)?);
@@ -177,7 +177,7 @@ fn rankings_train_on_all_their_pairs() -> Result<()> {
             let mut ranking = vec![0u32, 1, 2];
             responses.rotate_left(i % 3);
             ranking.iter_mut().for_each(|r| *r = (*r + 3 - (i % 3) as u32) % 3);
-            Ranking { id: c.id.clone(), prompt: c.prompt.clone(), responses, ranking }
+            Ranking { id: c.id.clone(), prompt: c.prompt.clone(), responses, ranking, prompt_messages: None }
         })
         .collect();
     let path = tmp.path().join("rankings.parquet");

@@ -41,7 +41,7 @@ fn main() -> Result<()> {
     let mut rng = TrainRng::seed_from_u64(0);
     let mut tokens = |n: usize| (0..n).map(|_| rng.random_range(1..VOCAB)).collect::<Vec<i64>>();
     let examples: Vec<Example> = (0..config.batch_size * 64)
-        .map(|_| Example { prompt: tokens(PROMPT_TOKENS), target: tokens(RESPONSE_TOKENS) })
+        .map(|_| Example { prompt: tokens(PROMPT_TOKENS), target: tokens(RESPONSE_TOKENS), prompt_targets: Vec::new() })
         .collect();
 
     seed_everything(0);

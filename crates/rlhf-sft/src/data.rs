@@ -1,20 +1,26 @@
 //! Training examples as token ids.
 //!
-//! An [`Example`] is `prompt ++ target`: the loss covers the target tokens only. SFT examples follow
+//! An [`Example`] is `prompt ++ target`: the loss covers the target tokens, and the prompt's earlier
+//! assistant turns when the prompt is a multi-turn conversation under a chat template (every
+//! assistant turn is trained on, as TRL's `assistant_only_loss` does). SFT examples follow
 //! the project's rule `tokens(prompt) ++ tokens(response) ++ [eos]` (the eos is a target); pretraining
 //! rows are whole documents with an empty prompt (everything is a target but the first token, which
 //! has no context). The trainer deals them out with `rlhf_train::batching::BatchStream`.
+
+use std::ops::Range;
 
 use rlhf_data::Demonstration;
 use rlhf_model::Tokenizer;
 
 use crate::Result;
 
-/// One training row: the loss covers `target`, given `prompt`.
+/// One training row: the loss covers `target` given `prompt`, and `prompt_targets`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Example {
     pub prompt: Vec<i64>,
     pub target: Vec<i64>,
+    /// Ranges of `prompt` the loss covers too: a conversation's earlier assistant turns.
+    pub prompt_targets: Vec<Range<usize>>,
 }
 
 impl Example {
@@ -28,7 +34,8 @@ impl Example {
     }
     /// Tokens the loss is computed on (a row's first token has no context and is never one).
     pub fn scored(&self) -> usize {
-        self.target.len() - usize::from(self.prompt.is_empty() && !self.target.is_empty())
+        let in_prompt: usize = self.prompt_targets.iter().map(|span| span.len() - usize::from(span.start == 0)).sum();
+        in_prompt + self.target.len() - usize::from(self.prompt.is_empty() && !self.target.is_empty())
     }
 }
 
@@ -39,17 +46,22 @@ pub fn tokenize_demonstrations(
     demonstrations: &[Demonstration],
     max_len: usize,
 ) -> Result<(Vec<Example>, usize)> {
-    let pairs: Vec<(&str, &str)> = demonstrations.iter().map(|d| (d.prompt.as_str(), d.response.as_str())).collect();
+    let pairs: Vec<(&Demonstration, &str)> = demonstrations.iter().map(|d| (d, d.response.as_str())).collect();
     let mut cut = 0;
     let examples = tokenizer
         .encode_prompt_response_batch(&pairs)?
         .into_iter()
         .map(|ids| {
-            let mut example = Example { prompt: ids.prompt, target: ids.response };
+            let mut example =
+                Example { prompt: ids.prompt, target: ids.response, prompt_targets: ids.earlier_assistant_turns };
             if example.len() > max_len {
                 cut += 1;
                 example.prompt.truncate(max_len);
                 example.target.truncate(max_len - example.prompt.len());
+                example.prompt_targets.retain_mut(|span| {
+                    span.end = span.end.min(max_len);
+                    span.start < span.end
+                });
             }
             example
         })
@@ -65,7 +77,7 @@ pub fn document_rows(documents: Vec<Vec<i64>>, eos: i64, max_len: usize) -> Vec<
         .map(|mut doc| {
             doc.push(eos);
             doc.truncate(max_len);
-            Example { prompt: Vec::new(), target: doc }
+            Example { prompt: Vec::new(), target: doc, prompt_targets: Vec::new() }
         })
         .collect()
 }

@@ -80,7 +80,8 @@ pub fn run(config: &SftConfig, run_dir: &Path, options: &RunOptions) -> Result<O
             tokenize(&rows, &tokenizer, max_len, "held-out")?
         }
     };
-    tracing::info!(train = train.len(), heldout = eval.len(), lora = config.lora.enabled, "demonstrations");
+    let multi_turn = train.iter().filter(|example| !example.prompt_targets.is_empty()).count();
+    tracing::info!(train = train.len(), multi_turn, heldout = eval.len(), lora = config.lora.enabled, "demonstrations");
 
     let _writer = dir.begin(config)?;
     let summary = trainer::train(

@@ -52,7 +52,9 @@ pub struct Evaluation {
 /// Sum of the target tokens' negative log-likelihood of `examples` (a graph for backward).
 pub fn nll_sum(model: &CausalLm, examples: &[&Example], pad_id: i64) -> Result<Tensor> {
     let pairs: Vec<(&[i64], &[i64])> = examples.iter().map(|e| (e.prompt.as_slice(), e.target.as_slice())).collect();
-    let batch = build_batch(&pairs, None, pad_id, PaddingSide::Right, model.device())?;
+    let mut batch = build_batch(&pairs, None, pad_id, PaddingSide::Right, model.device())?;
+    let prompt_targets: Vec<&[std::ops::Range<usize>]> = examples.iter().map(|e| e.prompt_targets.as_slice()).collect();
+    batch.score_spans(&prompt_targets)?;
     let logprobs = sequence_logprobs(model, &batch, LogprobOptions::default())?;
     Ok(-logprobs.sum.sum(Kind::Float))
 }

@@ -32,7 +32,7 @@ fn loss(model: &CausalLm, examples: &[&Example]) -> f64 {
 fn only_response_tokens_count() -> Result<()> {
     let model = tiny_model()?;
     // prompt [1 2 3], response [4 5] + eos 0: the loss is -log p(4|1 2 3) - log p(5|..4) - log p(0|..5).
-    let example = Example { prompt: vec![1, 2, 3], target: vec![4, 5, 0] };
+    let example = Example { prompt: vec![1, 2, 3], target: vec![4, 5, 0], prompt_targets: Vec::new() };
     assert_eq!(example.scored(), 3);
     let expected = nll_at(&model, &[1, 2, 3, 4, 5, 0], &[3, 4, 5]);
     assert!((loss(&model, &[&example]) - expected).abs() < 1e-4);
@@ -42,17 +42,35 @@ fn only_response_tokens_count() -> Result<()> {
     assert!((with_prompt - expected).abs() > 1e-2);
 
     // Pretraining rows (no prompt) score every token but the first.
-    let row = Example { prompt: vec![], target: vec![7, 8, 9, 10] };
+    let row = Example { prompt: vec![], target: vec![7, 8, 9, 10], prompt_targets: Vec::new() };
     assert_eq!(row.scored(), 3);
     assert!((loss(&model, &[&row]) - nll_at(&model, &[7, 8, 9, 10], &[1, 2, 3])).abs() < 1e-4);
     Ok(())
 }
 
 #[test]
+#[allow(clippy::single_range_in_vec_init)] // one span per row is the case under test
+fn earlier_assistant_turns_in_the_prompt_count_too() -> Result<()> {
+    let model = tiny_model()?;
+    // prompt [1 2 3 4] whose tokens 1..3 are an earlier assistant turn, response [5] + eos 0.
+    let example = Example { prompt: vec![1, 2, 3, 4], target: vec![5, 0], prompt_targets: vec![1..3] };
+    assert_eq!(example.scored(), 4);
+    let expected = nll_at(&model, &[1, 2, 3, 4, 5, 0], &[1, 2, 4, 5]);
+    assert!((loss(&model, &[&example]) - expected).abs() < 1e-4);
+    // In a padded batch beside a longer row, and a span from the row's first token (unscored).
+    let long = Example { prompt: vec![6, 7, 8, 9, 10, 11], target: vec![12, 0], prompt_targets: vec![0..2] };
+    assert_eq!(long.scored(), 3);
+    let apart = loss(&model, &[&example]) + loss(&model, &[&long]);
+    assert!((loss(&model, &[&example, &long]) - apart).abs() < 1e-4);
+    assert!((loss(&model, &[&long]) - nll_at(&model, &[6, 7, 8, 9, 10, 11, 12, 0], &[1, 6, 7])).abs() < 1e-4);
+    Ok(())
+}
+
+#[test]
 fn padding_in_a_batch_changes_nothing() -> Result<()> {
     let model = tiny_model()?;
-    let short = Example { prompt: vec![1, 2], target: vec![3, 0] };
-    let long = Example { prompt: vec![4, 5, 6, 7], target: vec![8, 9, 10, 11, 0] };
+    let short = Example { prompt: vec![1, 2], target: vec![3, 0], prompt_targets: Vec::new() };
+    let long = Example { prompt: vec![4, 5, 6, 7], target: vec![8, 9, 10, 11, 0], prompt_targets: Vec::new() };
     let apart = loss(&model, &[&short]) + loss(&model, &[&long]);
     assert!((loss(&model, &[&short, &long]) - apart).abs() < 1e-4);
     Ok(())
@@ -62,13 +80,20 @@ fn padding_in_a_batch_changes_nothing() -> Result<()> {
 fn demonstrations_tokenize_as_prompt_then_response_then_eos() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let tokenizer = Tokenizer::from_dir(common::tiny_base(tmp.path()))?;
-    let demo =
-        Demonstration { id: "a".into(), prompt: "User: Hi?\nAssistant:".into(), response: " Hello there.".into() };
+    let demo = Demonstration {
+        id: "a".into(),
+        prompt: "User: Hi?\nAssistant:".into(),
+        response: " Hello there.".into(),
+        prompt_messages: None,
+    };
     let (examples, cut) = tokenize_demonstrations(&tokenizer, std::slice::from_ref(&demo), 256)?;
     assert_eq!(cut, 0);
     let mut response = tokenizer.encode(&demo.response)?;
     response.push(tokenizer.eos_id());
-    assert_eq!(examples[0], Example { prompt: tokenizer.encode(&demo.prompt)?, target: response });
+    assert_eq!(
+        examples[0],
+        Example { prompt: tokenizer.encode(&demo.prompt)?, target: response, prompt_targets: Vec::new() }
+    );
 
     let (cut_examples, cut) = tokenize_demonstrations(&tokenizer, &[demo], 5)?;
     assert_eq!((cut, cut_examples[0].len()), (1, 5));

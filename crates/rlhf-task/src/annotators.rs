@@ -120,6 +120,7 @@ impl Panel {
                 margin: None,
                 annotator: Some(annotator.name.clone()),
                 source: Some("simulated-annotators".into()),
+                prompt_messages: None,
             });
         }
         let gold_agreement = if decided == 0 { 1.0 } else { agreed as f64 / decided as f64 };
@@ -135,7 +136,13 @@ impl Panel {
             .map(|(id, prompt, responses)| {
                 let gold: Vec<f64> = responses.iter().map(|r| judge(prompt, r).score).collect();
                 let ranking = self.member(&mut rng).rank(&mut rng, &gold);
-                Ranking { id: id.clone(), prompt: prompt.clone(), responses: responses.clone(), ranking }
+                Ranking {
+                    id: id.clone(),
+                    prompt: prompt.clone(),
+                    responses: responses.clone(),
+                    ranking,
+                    prompt_messages: None,
+                }
             })
             .collect()
     }

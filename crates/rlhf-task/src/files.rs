@@ -61,15 +61,16 @@ pub enum LabelMode {
 pub fn label_file(input: &Path, output: &Path, panel: &Panel, mode: LabelMode, seed: u64) -> Result<LabelStats> {
     let rows: Vec<Demonstration> = read_records(input)?;
     let mut groups: Vec<(String, String, Vec<String>)> = Vec::new();
+    // Each prompt's group, and its conversation (handed on to the comparisons).
     let mut index = std::collections::HashMap::new();
     for row in rows {
-        let slot = *index.entry(row.prompt.clone()).or_insert_with(|| {
+        let (slot, _) = index.entry(row.prompt.clone()).or_insert_with(|| {
             groups.push((row.id.clone(), row.prompt.clone(), Vec::new()));
-            groups.len() - 1
+            (groups.len() - 1, row.prompt_messages.clone())
         });
-        groups[slot].2.push(row.response);
+        groups[*slot].2.push(row.response);
     }
-    let (comparisons, stats) = match mode {
+    let (mut comparisons, stats) = match mode {
         LabelMode::Pairs => {
             let pairs: Vec<_> = groups
                 .iter()
@@ -100,6 +101,9 @@ pub fn label_file(input: &Path, output: &Path, panel: &Panel, mode: LabelMode, s
                 Demonstration::KIND
             ),
         });
+    }
+    for comparison in &mut comparisons {
+        comparison.prompt_messages = index[&comparison.prompt].1.clone();
     }
     write_records(output, &comparisons)?;
     Ok(stats)
@@ -154,7 +158,12 @@ mod tests {
         let input = dir.path().join("one.parquet");
         write_records(
             &input,
-            &[Demonstration { id: "a".into(), prompt: "User: hi\nAssistant:".into(), response: " Hello.".into() }],
+            &[Demonstration {
+                id: "a".into(),
+                prompt: "User: hi\nAssistant:".into(),
+                response: " Hello.".into(),
+                prompt_messages: None,
+            }],
         )
         .unwrap();
         let out = dir.path().join("c.parquet");

@@ -85,7 +85,10 @@ pub fn generate(config: &TaskConfig) -> TaskData {
     let (heldout, train) = questions.split_at(split);
     let frame = |question: &str| if config.chat { question.to_owned() } else { prompt_for(question) };
     let as_prompts = |qs: &[(usize, String)], tag: &str| -> Vec<Prompt> {
-        qs.iter().enumerate().map(|(i, (_, q))| Prompt { id: format!("{tag}-{i:05}"), prompt: frame(q) }).collect()
+        qs.iter()
+            .enumerate()
+            .map(|(i, (_, q))| Prompt { id: format!("{tag}-{i:05}"), prompt: frame(q), prompt_messages: None })
+            .collect()
     };
     let demonstrate = |qs: &[(usize, String)], n: usize, tag: &str| -> Vec<Demonstration> {
         let mut rng = TaskRng::derive(config.seed, tag);
@@ -94,7 +97,7 @@ pub fn generate(config: &TaskConfig) -> TaskData {
                 let (topic, question) = &qs[rng.below(qs.len())];
                 let body = writer::response(&mut rng, &TOPICS[*topic], &ANNOTATOR);
                 let response = if config.chat { body } else { format!(" {body}") };
-                Demonstration { id: format!("{tag}-{i:05}"), prompt: frame(question), response }
+                Demonstration { id: format!("{tag}-{i:05}"), prompt: frame(question), prompt_messages: None, response }
             })
             .collect()
     };
