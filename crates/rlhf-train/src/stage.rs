@@ -86,12 +86,24 @@ impl StageDir {
     /// A second process on the same stage gets one error naming the holder; a lock left by a killed
     /// process is free (the operating system drops it with its holder) and is taken over.
     pub fn begin(&self, config: &impl Serialize) -> crate::Result<StageLock> {
+        let lock = self.lock()?;
+        self.write_config(config)?;
+        Ok(lock)
+    }
+    /// The first half of [`StageDir::begin`]: the writer's lock, taken before anything in the
+    /// directory is read for a resume or changed (a second process must not rewind the metrics of
+    /// the one running). A stage that checks its checkpoints before it records its config (so a
+    /// refused resume keeps the config it was written under) calls [`StageDir::write_config`] after.
+    pub fn lock(&self) -> crate::Result<StageLock> {
         let lock = StageLock::acquire(&self.lock_file())?;
         if self.is_finished() {
             return Err(crate::Error::file(&self.root, "was finished by another process while this one started"));
         }
-        rlhf_data::config::write_config(config, &self.config_file())?;
         Ok(lock)
+    }
+    /// Writes `config` as the stage's `config.toml` (the writer's lock held).
+    pub fn write_config(&self, config: &impl Serialize) -> crate::Result<()> {
+        Ok(rlhf_data::config::write_config(config, &self.config_file())?)
     }
     /// `Outcome::AlreadyDone` when finished.
     pub fn already_done<S>(&self) -> Option<Outcome<S>> {

@@ -1,6 +1,7 @@
 //! What the stages' kill-and-resume tests share: killing a stage process with SIGKILL once it has
 //! written a checkpoint, comparing two checkpoints' tensors bit for bit, and the whole
-//! run-kill-resume-compare check ([`assert_kill_resume_identical`]); and the fixtures every stage's
+//! run-kill-resume-compare check ([`assert_kill_resume_identical`], which also checks that a refused
+//! second writer changes nothing); and the fixtures every stage's
 //! tests build on (a tiny Llama with a tokenizer trained on the embedded task, fast settings, the CPU).
 
 use std::path::{Path, PathBuf};
@@ -158,7 +159,8 @@ pub fn metric_rows(table: &Path) -> Result<Vec<(u64, String, i64)>> {
 /// `<run_dir>/<stage_dir>/`. Runs it whole in `<tmp>/whole`; in `<tmp>/killed` starts it, checks that a
 /// second writer is refused while it runs (the run lock), kills it with SIGKILL after its first
 /// checkpoint and runs it again, which must take the dead process's lock over and resume; then
-/// asserts bit-identical final weights and the same metric rows. Returns the two run directories for the stage's own further checks.
+/// asserts bit-identical final weights and the same metric rows, and that a second writer on the
+/// whole run, refused, changes none of its files. Returns the two run directories for the stage's own further checks.
 pub fn assert_kill_resume_identical<C: serde::Serialize>(
     tmp: &Path,
     stage_dir: &str,
@@ -193,5 +195,60 @@ pub fn assert_kill_resume_identical<C: serde::Serialize>(
     assert_same_tensors(&file(&whole, "final/model.safetensors"), &file(&killed, "final/model.safetensors"))?;
     let (a, b) = (metric_rows(&file(&whole, "metrics.parquet"))?, metric_rows(&file(&killed, "metrics.parquet"))?);
     ensure!(a == b, "metric rows differ after resume:\n{a:?}\n{b:?}");
+    assert_second_writer_changes_nothing(&whole, stage_dir, stage)?;
     Ok((whole, killed))
+}
+
+/// Every file under `dir` but the lock file, with its bytes, sorted by path.
+fn stage_files(dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.file_name().is_some_and(|name| name != crate::stage::LOCK_FILE) {
+                files.push((path.strip_prefix(dir)?.to_path_buf(), std::fs::read(&path)?));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// One writer per run: in `run_dir`, where the stage ran whole, its `final/` is set aside (an
+/// unfinished run with checkpoints and metrics), the stage's lock is taken as a running writer would
+/// hold it and `stage(run_dir)` started, which must fail with an error naming the holder and leave
+/// every file of the stage directory byte for byte as it was (no metrics rewound, no checkpoint
+/// pruned: a second DPO once deleted a live run's rows logged after its last checkpoint); then
+/// `final/` is put back.
+fn assert_second_writer_changes_nothing(
+    run_dir: &Path,
+    stage_dir: &str,
+    stage: impl Fn(&Path) -> Command,
+) -> Result<()> {
+    let dir = run_dir.join(stage_dir);
+    let (final_dir, aside) = (dir.join("final"), run_dir.join("final-aside"));
+    std::fs::rename(&final_dir, &aside)?;
+    let before = stage_files(&dir)?;
+    let holder = crate::StageLock::acquire(&dir.join(crate::stage::LOCK_FILE))?;
+    let out = stage(run_dir).output()?;
+    drop(holder);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let last = log.lines().last().unwrap_or_default();
+    ensure!(!out.status.success() && last.starts_with("error: ") && last.contains("is writing here"), "{log}");
+    let after = stage_files(&dir)?;
+    let names = |files: &[(PathBuf, Vec<u8>)]| files.iter().map(|(path, _)| path.clone()).collect::<Vec<_>>();
+    ensure!(
+        names(&before) == names(&after),
+        "a refused writer changed the files:\n{:?}\n{:?}",
+        names(&before),
+        names(&after)
+    );
+    for ((path, a), (_, b)) in before.iter().zip(&after) {
+        ensure!(a == b, "a refused writer changed {}", path.display());
+    }
+    std::fs::rename(&aside, &final_dir)?;
+    Ok(())
 }
