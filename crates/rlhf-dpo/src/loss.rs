@@ -8,9 +8,11 @@
 //! | `ipo` | `(h − 1/(2β))²` | Azar et al. 2023, eq. 17 |
 //! | `hinge` | `max(0, 1 − βh)` | Zhao et al. 2023 (SLiC), as in TRL |
 //! | `simpo` | `−(1−ε)·log σ(z) − ε·log σ(−z)`, `z = β·(log π(c)/|c| − log π(r)/|r|) − γ` (no reference) | Meng et al. 2024 |
+//! | `orpo` | `−β·log σ(log odds(c) − log odds(r))`, `log odds(y) = a − log(1 − eᵃ)`, `a = log π(y)/|y|`, plus the NLL of `c` (no reference) | Hong et al. 2024, eqs. 4–7, as in TRL |
 //!
 //! Implicit rewards (the `rewards/*` metrics) are `β·(log π − log π_ref)` per response, or
-//! `β·log π/|y|` for SimPO. With `rpo_alpha = α > 0` the objective adds `α` times the mean negative
+//! `β·log π/|y|` for SimPO and ORPO. ORPO's objective always adds the mean negative
+//! log-likelihood per chosen token (its SFT term, weight 1; β is its λ). With `rpo_alpha = α > 0` the objective adds `α` times the mean negative
 //! log-likelihood per chosen token (RPO, Pang et al. 2024). IPO is applied to summed log-probs, as in
 //! the paper (TRL averages them per token for IPO). The arithmetic runs in f64.
 
@@ -30,6 +32,8 @@ pub enum LossKind {
     Hinge,
     /// Reference-free, length-normalised.
     Simpo,
+    /// Reference-free odds ratio plus the SFT loss on chosen responses.
+    Orpo,
 }
 
 /// The loss and its coefficients.
@@ -43,7 +47,7 @@ pub struct LossConfig {
     pub label_smoothing: f64,
     /// SimPO's target reward margin γ (only `simpo` uses it).
     pub simpo_gamma: f64,
-    /// Weight α of the NLL term on chosen responses (RPO); 0 = off.
+    /// Weight α of the NLL term on chosen responses (RPO); 0 = off. (ORPO has its own, weight 1.)
     pub rpo_alpha: f64,
 }
 
@@ -91,7 +95,16 @@ fn smoothed_logistic(x: &Tensor, smoothing: f64) -> Tensor {
 impl LossConfig {
     /// Whether the loss needs reference log-probs.
     pub fn needs_reference(&self) -> bool {
-        self.kind != LossKind::Simpo
+        !matches!(self.kind, LossKind::Simpo | LossKind::Orpo)
+    }
+
+    /// Weight of the mean NLL per chosen token in the objective: ORPO's 1, else RPO's α.
+    pub fn nll_weight(&self) -> f64 {
+        if self.kind == LossKind::Orpo {
+            1.0
+        } else {
+            self.rpo_alpha
+        }
     }
 
     /// Checks the coefficients.
@@ -105,7 +118,7 @@ impl LossConfig {
                 self.label_smoothing
             )));
         }
-        if self.label_smoothing > 0.0 && matches!(self.kind, LossKind::Ipo | LossKind::Hinge) {
+        if self.label_smoothing > 0.0 && matches!(self.kind, LossKind::Ipo | LossKind::Hinge | LossKind::Orpo) {
             return Err(Error::Invalid(format!(
                 "loss.label_smoothing applies to the sigmoid and simpo losses, not {:?}",
                 self.kind
@@ -114,19 +127,32 @@ impl LossConfig {
         if self.rpo_alpha < 0.0 || self.simpo_gamma < 0.0 {
             return Err(Error::Invalid("loss.rpo_alpha and loss.simpo_gamma must be >= 0".into()));
         }
+        if self.rpo_alpha > 0.0 && self.kind == LossKind::Orpo {
+            return Err(Error::Invalid("loss.rpo_alpha does not apply to orpo, which has its own NLL term".into()));
+        }
         Ok(())
     }
 
-    /// Per-pair losses and implicit rewards. `reference` is required unless the loss is SimPO.
+    /// Per-pair losses and implicit rewards. `reference` is required unless the loss is SimPO or
+    /// ORPO.
     pub fn pair_terms(&self, policy: &PolicyLogps, reference: Option<&ReferenceLogps>) -> Result<PairTerms> {
         let beta = self.beta;
         let (chosen, rejected) = (f64_of(&policy.chosen), f64_of(&policy.rejected));
-        if self.kind == LossKind::Simpo {
+        if !self.needs_reference() {
             let chosen_avg = &chosen / f64_of(&policy.chosen_tokens);
             let rejected_avg = &rejected / f64_of(&policy.rejected_tokens);
-            let z = (&chosen_avg - &rejected_avg) * beta - self.simpo_gamma;
+            let losses = if self.kind == LossKind::Simpo {
+                let z = (&chosen_avg - &rejected_avg) * beta - self.simpo_gamma;
+                smoothed_logistic(&z, self.label_smoothing)
+            } else {
+                // log(1 − eᵃ) as log(−expm1(a)), exact for the mean log-prob a < 0.
+                let log_one_minus = |a: &Tensor| (-a.expm1()).log();
+                let log_odds =
+                    (&chosen_avg - &rejected_avg) - (log_one_minus(&chosen_avg) - log_one_minus(&rejected_avg));
+                -log_odds.log_sigmoid() * beta
+            };
             return Ok(PairTerms {
-                losses: smoothed_logistic(&z, self.label_smoothing),
+                losses,
                 chosen_rewards: chosen_avg.detach() * beta,
                 rejected_rewards: rejected_avg.detach() * beta,
             });
@@ -141,7 +167,7 @@ impl LossConfig {
             LossKind::Sigmoid => smoothed_logistic(&(&h * beta), self.label_smoothing),
             LossKind::Ipo => (&h - 1.0 / (2.0 * beta)).square(),
             LossKind::Hinge => (&h * -beta + 1.0).relu(),
-            LossKind::Simpo => unreachable!("handled above"),
+            LossKind::Simpo | LossKind::Orpo => unreachable!("reference-free, handled above"),
         };
         Ok(PairTerms {
             losses,
@@ -151,8 +177,8 @@ impl LossConfig {
     }
 
     /// This batch's share of an optimizer step's objective: `Σ losses / step_pairs` plus, with RPO,
-    /// `α · Σ −log π(c) / step_chosen_tokens` (the step's totals, so micro-batches add up to the
-    /// step's mean).
+    /// `α · Σ −log π(c) / step_chosen_tokens` (α = 1 for ORPO; the step's totals, so micro-batches
+    /// add up to the step's mean).
     pub fn objective(
         &self,
         terms: &PairTerms,
@@ -161,9 +187,10 @@ impl LossConfig {
         step_chosen_tokens: f64,
     ) -> Tensor {
         let preference = terms.losses.sum(Kind::Double) / step_pairs;
-        if self.rpo_alpha > 0.0 {
+        let nll_weight = self.nll_weight();
+        if nll_weight > 0.0 {
             let nll = -f64_of(&policy.chosen).sum(Kind::Double) / step_chosen_tokens.max(1.0);
-            preference + nll * self.rpo_alpha
+            preference + nll * nll_weight
         } else {
             preference
         }
@@ -246,6 +273,24 @@ mod tests {
     }
 
     #[test]
+    fn orpo_is_the_odds_ratio_plus_the_chosen_nll() {
+        // Averages: chosen a = [-2, -1], rejected b = [-3, -2].
+        let (policy, _) = batch();
+        let config = LossConfig { kind: LossKind::Orpo, beta: 0.5, ..LossConfig::default() };
+        assert!(!config.needs_reference());
+        let terms = config.pair_terms(&policy, None).unwrap();
+        let log_odds = |a: f64| a - (1.0 - a.exp()).ln();
+        let expected: Vec<f64> =
+            [(-2.0, -3.0), (-1.0, -2.0)].iter().map(|&(a, b)| -0.5 * log_sigmoid(log_odds(a) - log_odds(b))).collect();
+        close(&values(&terms.losses), &expected);
+        close(&values(&terms.chosen_rewards), &[-1.0, -0.5]);
+        close(&values(&terms.rejected_rewards), &[-1.5, -1.0]);
+        // The SFT term: −Σ log π(c) / chosen tokens = 13 / 8, weight 1.
+        let objective = config.objective(&terms, &policy, 2.0, 8.0).double_value(&[]);
+        assert!((objective - ((expected[0] + expected[1]) / 2.0 + 13.0 / 8.0)).abs() < 1e-12, "{objective}");
+    }
+
+    #[test]
     fn gradients_reach_the_policy_log_probs() {
         let (mut policy, reference) = batch();
         policy.chosen = policy.chosen.to_kind(Kind::Float).set_requires_grad(true);
@@ -265,6 +310,8 @@ mod tests {
             LossConfig { label_smoothing: 0.5, ..LossConfig::default() },
             LossConfig { kind: LossKind::Ipo, label_smoothing: 0.1, ..LossConfig::default() },
             LossConfig { rpo_alpha: -1.0, ..LossConfig::default() },
+            LossConfig { kind: LossKind::Orpo, rpo_alpha: 1.0, ..LossConfig::default() },
+            LossConfig { kind: LossKind::Orpo, label_smoothing: 0.1, ..LossConfig::default() },
         ];
         for config in bad {
             assert!(config.validate().is_err(), "{config:?}");

@@ -25,7 +25,7 @@ const CHECKPOINT_MODEL: &str = "policy";
 /// Means over pairs of the metrics TRL's `DPOTrainer` logs.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct PreferenceStats {
-    /// The objective (preference loss, plus the RPO term when enabled).
+    /// The objective (preference loss, plus the NLL term of RPO and ORPO).
     pub loss: f64,
     pub chosen_reward: f64,
     pub rejected_reward: f64,
@@ -88,7 +88,7 @@ impl Totals {
     fn stats(&self, loss: &LossConfig) -> PreferenceStats {
         let n = self.pairs.max(1) as f64;
         let [losses, chosen, rejected, correct, chosen_logp, rejected_logp, chosen_tokens] = self.sums;
-        let nll = if loss.rpo_alpha > 0.0 { loss.rpo_alpha * -chosen_logp / chosen_tokens.max(1.0) } else { 0.0 };
+        let nll = loss.nll_weight() * -chosen_logp / chosen_tokens.max(1.0);
         PreferenceStats {
             loss: losses / n + nll,
             chosen_reward: chosen / n,

@@ -1,6 +1,7 @@
 //! Loss parity with `tests/fixtures/expected.json` (made by `make_fixtures.py` with transformers and
 //! the papers' formulas): the summed response log-probs of a tiny policy and reference, and every
-//! loss computed end to end from rlhf-model's log-probs, within 1e-5.
+//! loss computed end to end from rlhf-model's log-probs, within 1e-5; ORPO's per-pair losses also
+//! against TRL's own `odds_ratio_loss` (float32), within 1e-6.
 
 use std::path::PathBuf;
 
@@ -32,6 +33,9 @@ struct Expected {
     chosen_rewards: Vec<f64>,
     rejected_rewards: Vec<f64>,
     objective: f64,
+    /// The same per-pair losses from TRL itself (float32), where the fixture script took them.
+    #[serde(default)]
+    trl_per_pair: Option<Vec<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +78,10 @@ fn check_losses(fixture: &Fixture, policy: &PolicyLogps, reference: &ReferenceLo
         ];
         let diff = diffs.into_iter().fold(0.0, f64::max);
         assert!(diff <= tolerance, "{name}: max |diff| {diff:e} > {tolerance:e}");
+        if let Some(trl) = &expected.trl_per_pair {
+            let diff = max_diff(&values(&terms.losses), trl);
+            assert!(diff <= 1e-6, "{name}: TRL's per-pair losses (float32) differ by {diff:e}");
+        }
         worst = worst.max(diff);
     }
     worst
