@@ -1,7 +1,7 @@
 //! Advantages over response tokens, all on `[B, N]` tensors aligned with the response (column `t`
 //! is the `t`-th generated token; `mask` is 1 on real tokens, a prefix of each row):
-//! GAE with a critic ([`gae`]), and the critic-free group baselines of GRPO ([`grpo`]) and RLOO
-//! ([`rloo`]), plus masked statistics and whitening.
+//! GAE with a critic ([`gae`]), and the critic-free group baselines of GRPO ([`grpo`]), Dr. GRPO
+//! ([`dr_grpo`]) and RLOO ([`rloo`]), plus masked statistics and whitening.
 
 use tch::{Kind, Tensor};
 
@@ -58,6 +58,13 @@ pub fn grpo(rewards: &Tensor, group_size: i64, eps: f64) -> Tensor {
     let mean = groups.mean_dim(1, true, Kind::Float);
     let std = groups.std_dim(1, true, true);
     ((groups - mean) / (std + eps)).view([-1])
+}
+
+/// Dr. GRPO (Liu et al. 2025): rewards in groups of `group_size` minus their group's mean, not
+/// divided by its std (which weights easy and hard prompts unequally).
+pub fn dr_grpo(rewards: &Tensor, group_size: i64) -> Tensor {
+    let groups = rewards.view([-1, group_size]);
+    (&groups - groups.mean_dim(1, true, Kind::Float)).view([-1])
 }
 
 /// RLOO (Ahmadian et al. 2024): each sample's reward minus the mean of the other `k − 1` samples of

@@ -70,6 +70,46 @@ pub enum AdvantageKind {
     Grpo,
     /// Leave-one-out baseline over `ppo.group_size` samples per prompt.
     Rloo,
+    /// Dr. GRPO (Liu et al. 2025): `r − mean` over the group, no division by its std (use with
+    /// `ppo.loss_aggregation = "constant"`, its length-unbiased normaliser).
+    #[serde(rename = "dr_grpo")]
+    DrGrpo,
+    /// REINFORCE++ (Hu 2025): the per-token reward (`−β·KL` per token, the score at the last
+    /// token) summed to the end of the response (γ-discounted), normalised over the whole batch; no
+    /// critic, one sample per prompt suffices.
+    #[serde(rename = "reinforce_pp")]
+    ReinforcePp,
+}
+
+impl AdvantageKind {
+    /// Whether its baseline is over a group of samples of one prompt (`ppo.group_size >= 2`).
+    pub fn needs_groups(self) -> bool {
+        matches!(self, AdvantageKind::Grpo | AdvantageKind::DrGrpo | AdvantageKind::Rloo)
+    }
+}
+
+/// How a minibatch's per-token policy losses are averaged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossAggregation {
+    /// Σ over the minibatch's response tokens / their number (token-level, as DAPO; TRL's "bnpo").
+    #[default]
+    TokenMean,
+    /// Σ over the response tokens / (rows × `generation.max_new_tokens`): Dr. GRPO's constant
+    /// normaliser, which does not favour short or long responses.
+    Constant,
+}
+
+/// Where PPO's importance ratio is taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImportanceRatio {
+    /// Per token, `π(y_t)/π_old(y_t)` (PPO, GRPO).
+    #[default]
+    Token,
+    /// Per sequence, `(π(y)/π_old(y))^(1/|y|)`, clipped per sequence, the loss a mean over
+    /// sequences (GSPO, Zheng et al. 2025).
+    Sequence,
 }
 
 /// The critic's architecture (GAE only).
@@ -288,8 +328,14 @@ pub struct PpoSection {
     pub micro_batch_size: usize,
     pub gamma: f64,
     pub lambda: f64,
-    /// ε of the clipped policy ratio.
+    /// ε of the clipped policy ratio (its lower side when `clip_ratio_high` is set).
     pub clip_ratio: f64,
+    /// DAPO's clip-higher: the upper ε of the ratio, `1 + ε_high`; 0 = `clip_ratio` (symmetric).
+    pub clip_ratio_high: f64,
+    /// Per-token or per-sequence (GSPO) importance ratio.
+    pub importance_ratio: ImportanceRatio,
+    /// How the policy loss is averaged over a minibatch (token-level mean, or Dr. GRPO's constant).
+    pub loss_aggregation: LossAggregation,
     /// ε of the clipped value loss.
     pub clip_value: f64,
     /// Weight of the value loss.
@@ -315,6 +361,9 @@ impl Default for PpoSection {
             gamma: 1.0,
             lambda: 0.95,
             clip_ratio: 0.2,
+            clip_ratio_high: 0.0,
+            importance_ratio: ImportanceRatio::Token,
+            loss_aggregation: LossAggregation::TokenMean,
             clip_value: 0.2,
             vf_coef: 0.1,
             whiten_advantages: true,

@@ -32,8 +32,12 @@ fn check_config(config: &PpoConfig) -> Result<()> {
         "ppo.minibatch_size, ppo.micro_batch_size and ppo.rollout_batch_size must be at least 1",
     )?;
     ensure(
-        config.advantage == AdvantageKind::Gae || ppo.group_size >= 2,
-        "advantage = \"grpo\" and \"rloo\" need ppo.group_size >= 2 samples per prompt",
+        !config.advantage.needs_groups() || ppo.group_size >= 2,
+        "advantage = \"grpo\", \"dr_grpo\" and \"rloo\" need ppo.group_size >= 2 samples per prompt",
+    )?;
+    ensure(
+        ppo.clip_ratio_high == 0.0 || ppo.clip_ratio_high >= ppo.clip_ratio,
+        "ppo.clip_ratio_high (DAPO's clip-higher) must be 0 (= clip_ratio) or at least ppo.clip_ratio",
     )?;
     ensure(
         ppo.clip_ratio > 0.0

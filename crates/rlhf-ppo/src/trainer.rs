@@ -30,10 +30,10 @@ use rlhf_train::{
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::advantage::{explained_variance, gae, grpo, masked_mean, masked_whiten, per_token, rloo};
-use crate::config::{AdvantageKind, PpoConfig};
+use crate::advantage::{dr_grpo, explained_variance, gae, grpo, masked_mean, masked_whiten, per_token, rloo};
+use crate::config::{AdvantageKind, ImportanceRatio, LossAggregation, PpoConfig};
 use crate::kl::KlController;
-use crate::loss::{policy_loss, value_loss};
+use crate::loss::{policy_loss, sequence_policy_loss, value_loss, Clip};
 use crate::reward::{shape_scores, ResponseShape, RewardModels, RunningMoments};
 use crate::rollout::{critic_values, policy_pass, sample, Critic, Layout, Sample};
 use crate::{Error, Result};
@@ -281,6 +281,11 @@ impl<'a> Loop<'a> {
             if self.job.config.train.max_grad_norm > 0.0 { self.job.config.train.max_grad_norm } else { f64::INFINITY };
         let mut stats = UpdateStats::default();
         let mut order: Vec<usize> = (0..exp.layout.response_lens.len()).collect();
+        let clip = Clip {
+            low: cfg.clip_ratio,
+            high: if cfg.clip_ratio_high > 0.0 { cfg.clip_ratio_high } else { cfg.clip_ratio },
+        };
+        let max_new_tokens = self.job.config.generation.max_new_tokens as f64;
         'epochs: for _ in 0..cfg.epochs {
             order.shuffle(&mut self.rng);
             for minibatch in order.chunks(cfg.minibatch_size.max(1)) {
@@ -289,21 +294,33 @@ impl<'a> Loop<'a> {
                 let mut nonfinite = None;
                 for micro in minibatch.chunks(cfg.micro_batch_size.max(1)) {
                     let layout = exp.layout.select(micro);
-                    let weight = layout.response_lens.iter().sum::<i64>() as f64 / tokens.max(1) as f64;
+                    let micro_tokens = layout.response_lens.iter().sum::<i64>() as f64;
+                    let weight = micro_tokens / tokens.max(1) as f64;
+                    // The micro-batch's share of the minibatch's policy loss, as each aggregation averages it.
+                    let policy_weight = match (cfg.importance_ratio, cfg.loss_aggregation) {
+                        (ImportanceRatio::Sequence, _) => micro.len() as f64 / minibatch.len() as f64,
+                        (_, LossAggregation::TokenMean) => weight,
+                        (_, LossAggregation::Constant) => micro_tokens / (minibatch.len() as f64 * max_new_tokens),
+                    };
                     let mask = &layout.response_mask;
                     let pass = policy_pass(&self.models.policy, critic, &layout, temperature, false)?;
-                    let pg = policy_loss(
+                    let surrogate = match cfg.importance_ratio {
+                        ImportanceRatio::Token => policy_loss,
+                        ImportanceRatio::Sequence => sequence_policy_loss,
+                    };
+                    let pg = surrogate(
                         &pass.logprobs,
                         &layout.cut(&exp.logprobs, micro),
                         &layout.cut(&targets.advantages, micro),
                         mask,
-                        cfg.clip_ratio,
+                        clip,
                     );
                     let values = match critic {
                         Critic::Separate(model) => Some(critic_values(model, &layout)?),
                         _ => pass.values,
                     };
-                    let mut loss = pg.loss.shallow_clone();
+                    // The whole loss is scaled by `weight` below; 1 for the token mean (bit for bit as before).
+                    let mut loss = &pg.loss * if weight > 0.0 { policy_weight / weight } else { 0.0 };
                     if let Some(values) = values {
                         let vf = value_loss(
                             &values,
@@ -322,7 +339,7 @@ impl<'a> Loop<'a> {
                         break;
                     }
                     loss.backward();
-                    step.policy_loss += pg.loss.double_value(&[]) * weight;
+                    step.policy_loss += pg.loss.double_value(&[]) * policy_weight;
                     step.clip_fraction += pg.clip_fraction.double_value(&[]) * weight;
                     step.approx_kl += pg.approx_kl.double_value(&[]) * weight;
                 }
@@ -651,8 +668,9 @@ fn iteration_metrics(
     Ok(values_out)
 }
 
-/// Advantages and returns of the iteration: GAE over `−β·KL` per token plus the score at the last
-/// token, or a group baseline over `score − β·ΣKL` per sequence.
+/// Advantages and returns of the iteration: GAE (or REINFORCE++'s normalised returns-to-go) over
+/// `−β·KL` per token plus the score at the last token, or a group baseline over `score − β·ΣKL`
+/// per sequence.
 fn advantages(
     config: &PpoConfig,
     exp: &Experience,
@@ -665,17 +683,28 @@ fn advantages(
     let mask = &exp.layout.response_mask;
     let group = cfg.group_size as i64;
     let sequence_reward = || scores - kl_seq * beta;
+    // Per token: the KL penalty, and the score at the last response token.
+    let token_rewards = || {
+        let last = Tensor::from_slice(&exp.layout.response_lens).to_device(mask.device()) - 1;
+        non_score + Tensor::zeros_like(mask).scatter(1, &last.unsqueeze(1), &scores.unsqueeze(1))
+    };
     let whiten = |a: Tensor| if cfg.whiten_advantages { masked_whiten(&a, mask, true) } else { a };
     Ok(match config.advantage {
         AdvantageKind::Gae => {
-            let last = Tensor::from_slice(&exp.layout.response_lens).to_device(mask.device()) - 1;
-            let score_at_last = Tensor::zeros_like(mask).scatter(1, &last.unsqueeze(1), &scores.unsqueeze(1));
-            let rewards = non_score + score_at_last;
-            let (advantages, returns) = gae(&rewards, &exp.values, mask, cfg.gamma, cfg.lambda);
+            let (advantages, returns) = gae(&token_rewards(), &exp.values, mask, cfg.gamma, cfg.lambda);
             Targets { advantages: whiten(advantages), returns }
+        }
+        AdvantageKind::ReinforcePp => {
+            // Returns-to-go: GAE with no values and λ = 1; always normalised over the batch.
+            let (returns, _) = gae(&token_rewards(), &Tensor::zeros_like(mask), mask, cfg.gamma, 1.0);
+            Targets { advantages: masked_whiten(&returns, mask, true), returns: Tensor::zeros_like(mask) }
         }
         AdvantageKind::Grpo => Targets {
             advantages: per_token(&grpo(&sequence_reward(), group, cfg.grpo_eps), mask),
+            returns: Tensor::zeros_like(mask),
+        },
+        AdvantageKind::DrGrpo => Targets {
+            advantages: per_token(&dr_grpo(&sequence_reward(), group), mask),
             returns: Tensor::zeros_like(mask),
         },
         AdvantageKind::Rloo => Targets {

@@ -1,11 +1,12 @@
 //! The objective's pieces against values computed by hand: GAE, masked whitening, the clipped
-//! policy and value losses, the k1/k3 KL estimators, the adaptive KL controller, the GRPO and RLOO
-//! baselines and the reward shaping.
+//! policy and value losses (DAPO's clip-higher and GSPO's sequence ratio too), the k1/k3 KL
+//! estimators, the adaptive KL controller, the GRPO, Dr. GRPO and RLOO baselines and the reward
+//! shaping.
 
-use rlhf_ppo::advantage::{explained_variance, gae, grpo, masked_mean, masked_whiten, per_token, rloo};
+use rlhf_ppo::advantage::{dr_grpo, explained_variance, gae, grpo, masked_mean, masked_whiten, per_token, rloo};
 use rlhf_ppo::config::{MissingEos, RewardSection};
 use rlhf_ppo::kl::{KlController, KlEstimator};
-use rlhf_ppo::loss::{policy_loss, value_loss};
+use rlhf_ppo::loss::{policy_loss, sequence_policy_loss, value_loss, Clip};
 use rlhf_ppo::reward::{shape_scores, ResponseShape, RunningMoments};
 use tch::Tensor;
 
@@ -64,15 +65,37 @@ fn clipped_policy_loss_by_hand() {
     let new = t(&[&[0.0, 1.5f64.ln(), 0.5f64.ln()]]);
     let advantages = t(&[&[1.0, 1.0, -1.0]]);
     let mask = t(&[&[1.0, 1.0, 1.0]]);
-    let out = policy_loss(&new, &old, &advantages, &mask, 0.2);
+    let out = policy_loss(&new, &old, &advantages, &mask, Clip::symmetric(0.2));
     // max(−A·ρ, −A·clip(ρ)): −1, max(−1.5, −1.2) = −1.2, max(0.5, 0.8) = 0.8.
     assert!((scalar(&out.loss) - (-1.0 - 1.2 + 0.8) / 3.0).abs() < 1e-6);
     assert!((scalar(&out.clip_fraction) - 2.0 / 3.0).abs() < 1e-6);
     let kl = 0.5 * (1.5f64.ln().powi(2) + 0.5f64.ln().powi(2)) / 3.0;
     assert!((scalar(&out.approx_kl) - kl).abs() < 1e-6);
     // Masked tokens count for nothing.
-    let masked = policy_loss(&new, &old, &advantages, &t(&[&[1.0, 0.0, 0.0]]), 0.2);
+    let masked = policy_loss(&new, &old, &advantages, &t(&[&[1.0, 0.0, 0.0]]), Clip::symmetric(0.2));
     assert!((scalar(&masked.loss) + 1.0).abs() < 1e-6 && scalar(&masked.clip_fraction) == 0.0);
+    // DAPO's clip-higher [0.8, 1.28]: the 1.5 ratio is clipped to 1.28, the 0.5 one still to 0.8.
+    let higher = policy_loss(&new, &old, &advantages, &mask, Clip { low: 0.2, high: 0.28 });
+    assert!((scalar(&higher.loss) - (-1.0 - 1.28 + 0.8) / 3.0).abs() < 1e-6);
+}
+
+#[test]
+fn gspo_clips_the_sequence_ratio_by_hand() {
+    // Row 1: token log-ratios ln 1.5 and ln 1.5 (mean), so s = 1.5, A = 1: clipped to 1.2 → −1.2.
+    // Row 2: one real token, log-ratio ln 0.9, A = −2: s = 0.9 inside [0.8, 1.2] → 2·0.9 = 1.8.
+    let old = t(&[&[0.0, 0.0], &[0.0, 0.0]]);
+    let new = t(&[&[1.5f64.ln(), 1.5f64.ln()], &[0.9f64.ln(), 5.0]]);
+    let advantages = t(&[&[1.0, 1.0], &[-2.0, 0.0]]);
+    let mask = t(&[&[1.0, 1.0], &[1.0, 0.0]]);
+    let out = sequence_policy_loss(&new, &old, &advantages, &mask, Clip::symmetric(0.2));
+    assert!((scalar(&out.loss) - (-1.2 + 1.8) / 2.0).abs() < 1e-6, "{}", scalar(&out.loss));
+    assert!((scalar(&out.clip_fraction) - 0.5).abs() < 1e-6);
+    let kl = 0.5 * (1.5f64.ln().powi(2) + 0.9f64.ln().powi(2)) / 2.0;
+    assert!((scalar(&out.approx_kl) - kl).abs() < 1e-6);
+    // The gradient reaches each token of an unclipped row through s: d(−A·s)/d log π_t = −A·s/|y|.
+    let new = new.set_requires_grad(true);
+    sequence_policy_loss(&new, &old, &advantages, &mask, Clip::symmetric(0.2)).loss.backward();
+    close(&v(&new.grad()), &[0.0, 0.0, 2.0 * 0.9 / 2.0, 0.0]);
 }
 
 #[test]
@@ -118,6 +141,8 @@ fn group_baselines_by_hand() {
     let rewards = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 5.0, 5.0, 5.0]);
     // Group 1: mean 2, unbiased std 1. Group 2: no spread, advantage 0.
     close(&v(&grpo(&rewards, 3, 1e-4)), &[-1.0 / 1.0001, 0.0, 1.0 / 1.0001, 0.0, 0.0, 0.0]);
+    // Dr. GRPO: the same without the std.
+    close(&v(&dr_grpo(&Tensor::from_slice(&[1.0f32, 2.0, 6.0, 5.0, 5.0, 5.0]), 3)), &[-2.0, -1.0, 3.0, 0.0, 0.0, 0.0]);
     // RLOO: r_i − mean of the others: 1 − 2.5, 2 − 2, 3 − 1.5.
     close(&v(&rloo(&rewards, 3)), &[-1.5, 0.0, 1.5, 0.0, 0.0, 0.0]);
     close(&v(&rloo(&Tensor::from_slice(&[4.0f32, 1.0]), 2)), &[3.0, -3.0]);
