@@ -32,6 +32,14 @@ impl Clip {
     }
 }
 
+/// `max(−A·ρ, −A·clip(ρ))` elementwise, and where the clipped branch was taken (as 0/1 floats).
+fn clipped_surrogate(ratio: &Tensor, advantages: &Tensor, clip: Clip) -> (Tensor, Tensor) {
+    let unclipped = -advantages * ratio;
+    let clipped = -advantages * ratio.clamp(1.0 - clip.low, 1.0 + clip.high);
+    let taken = clipped.gt_tensor(&unclipped).to_kind(Kind::Float);
+    (unclipped.maximum(&clipped), taken)
+}
+
 /// PPO's clipped policy loss from new and rollout log-probs, a mean over the masked tokens.
 pub fn policy_loss(
     logprobs: &Tensor,
@@ -41,11 +49,9 @@ pub fn policy_loss(
     clip: Clip,
 ) -> PolicyLoss {
     let log_ratio = logprobs - old_logprobs;
-    let ratio = log_ratio.exp();
-    let unclipped = -advantages * &ratio;
-    let clipped = -advantages * ratio.clamp(1.0 - clip.low, 1.0 + clip.high);
-    let loss = masked_mean(&unclipped.maximum(&clipped), mask);
-    let clip_fraction = masked_mean(&clipped.gt_tensor(&unclipped).to_kind(Kind::Float), mask).detach();
+    let (surrogate, taken) = clipped_surrogate(&log_ratio.exp(), advantages, clip);
+    let loss = masked_mean(&surrogate, mask);
+    let clip_fraction = masked_mean(&taken, mask).detach();
     let approx_kl = (masked_mean(&log_ratio.square(), mask) * 0.5).detach();
     PolicyLoss { loss, clip_fraction, approx_kl }
 }
@@ -64,12 +70,9 @@ pub fn sequence_policy_loss(
     let lengths = mask.sum_dim_intlist([1i64].as_slice(), false, Kind::Float).clamp_min(1.0);
     let log_ratio = (logprobs - old_logprobs) * mask;
     let sequence_log_ratio = log_ratio.sum_dim_intlist([1i64].as_slice(), false, Kind::Float) / &lengths;
-    let ratio = sequence_log_ratio.exp();
-    let advantage = advantages.select(1, 0);
-    let unclipped = -&advantage * &ratio;
-    let clipped = -&advantage * ratio.clamp(1.0 - clip.low, 1.0 + clip.high);
-    let loss = unclipped.maximum(&clipped).mean(Kind::Float);
-    let clip_fraction = clipped.gt_tensor(&unclipped).to_kind(Kind::Float).mean(Kind::Float).detach();
+    let (surrogate, taken) = clipped_surrogate(&sequence_log_ratio.exp(), &advantages.select(1, 0), clip);
+    let loss = surrogate.mean(Kind::Float);
+    let clip_fraction = taken.mean(Kind::Float).detach();
     let approx_kl = (sequence_log_ratio.square().mean(Kind::Float) * 0.5).detach();
     PolicyLoss { loss, clip_fraction, approx_kl }
 }
