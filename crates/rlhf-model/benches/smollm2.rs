@@ -57,14 +57,11 @@ fn main() -> anyhow::Result<()> {
         let prompts = vec![prompt.clone(); batch];
         let cfg = GenerationConfig {
             max_new_tokens: NEW_TOKENS,
-            do_sample: true,
-            temperature: 1.0,
             top_k: 50,
             top_p: 0.9,
-            eos_token_ids: vec![],
             pad_token_id: tokenizer.pad_id(),
             seed: 1,
-            use_cache: true,
+            ..GenerationConfig::default()
         };
         generate_from_tokens(&model, &prompts, &GenerationConfig { max_new_tokens: 4, ..cfg.clone() })?;
         let (t0, c0) = (Instant::now(), cpu_seconds());
