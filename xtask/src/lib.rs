@@ -1,4 +1,5 @@
-//! The library half of `xtask`: the pipeline runner, shared by the `cargo xtask` binary and the
-//! integration tests (which run presets with the built stage binaries).
+//! The library half of `xtask`: the pipeline runner and the soak, shared by the `cargo xtask`
+//! binary and the integration tests (which run them with the built stage binaries).
 
 pub mod pipeline;
+pub mod soak;

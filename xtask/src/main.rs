@@ -6,11 +6,12 @@
 //! - `pipeline`  the end-to-end run on the embedded default task (or another preset)
 //! - `stage`     one step of a pipeline preset on its own
 //! - `bench`     the benchmarks; each writes `target/bench/<name>.json`
+//! - `soak`      every stage SIGKILLed at random moments and resumed, compared with an uninterrupted run
 
 mod libtorch;
 mod models;
 mod pypi;
-use xtask::pipeline;
+use xtask::{pipeline, soak};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,6 +44,19 @@ enum Task {
         step: String,
         #[command(flatten)]
         pipeline: PipelineArgs,
+    },
+    /// Kill every stage with SIGKILL at seeded random moments (inside checkpoint writes and final saves
+    /// too), resume it, and compare the result with an uninterrupted run; writes target/soak.json.
+    Soak {
+        /// Kills each stage must survive.
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+        /// Seed of the kill schedule.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Soak only these stages (repeatable; default: all).
+        #[arg(long = "stage", value_parser = clap::builder::PossibleValuesParser::new(soak::stage_names()))]
+        stages: Vec<String>,
     },
     /// Run a benchmark and write target/bench/<name>.json.
     Bench {
@@ -107,6 +121,7 @@ fn main() -> Result<()> {
         Task::Pipeline(args) => run_pipeline(&root, &args, None),
         Task::Stage { step, pipeline } => run_pipeline(&root, &pipeline, Some(&step)),
         Task::Bench { name } => bench(&root, &name),
+        Task::Soak { kills, seed, stages } => run_soak(&root, kills, seed, stages),
     }
 }
 
@@ -204,6 +219,42 @@ fn run_pipeline(root: &Path, args: &PipelineArgs, only: Option<&str>) -> Result<
         None => steps.iter().collect(),
     };
     plan.run(&steps)
+}
+
+fn run_soak(root: &Path, kills: usize, seed: u64, stages: Vec<String>) -> Result<()> {
+    let torch = libtorch::ensure(root)?;
+    let mut build = cargo(root, &torch);
+    build.args(["build", "--release", "--workspace", "--bins"]);
+    run(build)?;
+    let target = pipeline::target_dir(root);
+    let options = soak::SoakOptions {
+        root: root.to_path_buf(),
+        bin_dir: target.join("release"),
+        work_dir: target.join("soak"),
+        kills,
+        seed,
+        stages,
+    };
+    let report = soak::run(&options)?;
+    let out = target.join("soak.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("\n| stage | kills survived | rounds | differences | uninterrupted run |\n|---|---|---|---|---|");
+    for stage in &report.stages {
+        println!(
+            "| {} | {} | {} | {} | {:.1} s |",
+            stage.stage,
+            stage.kills,
+            stage.rounds,
+            stage.differences.len(),
+            stage.whole_run_s
+        );
+    }
+    println!("xtask: wrote {}", out.display());
+    if !report.passed() {
+        bail!("the soak found differences or a stage was killed fewer than {kills} times");
+    }
+    Ok(())
 }
 
 /// `dir` made absolute against the current directory (steps run in the workspace root); it must exist.

@@ -167,7 +167,9 @@ impl<'a> Plan<'a> {
             .replace("{models}", &self.root.join(".models").display().to_string())
     }
 
-    fn binary(&self, step: &Step) -> PathBuf {
+    /// The program `step` runs: its swap if it has one, else its `bin` (a bare name is looked up
+    /// in `bin_dir`, a path is relative to the root).
+    pub fn binary(&self, step: &Step) -> PathBuf {
         let bin = self.swaps.iter().find(|(name, _)| *name == step.name).map_or(step.bin.as_str(), |(_, bin)| bin);
         if bin.contains('/') {
             self.root.join(bin)

@@ -10,8 +10,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::atomic::is_leftover;
 use crate::error::{Error, Result};
-use crate::parquet_io::{is_temporary, table_parts};
+use crate::parquet_io::table_parts;
 use crate::{read_records, write_records, Record};
 
 /// The file name of part `index`. Readers here order parts by number; five digits keep the
@@ -68,7 +69,7 @@ impl<R: Record> AppendTable<R> {
             let entries = fs::read_dir(&path).map_err(|error| Error::io(&path, "list", error))?;
             for entry in entries {
                 let temp = entry.map_err(|error| Error::io(&path, "list", error))?.path();
-                if temp.file_name().and_then(|name| name.to_str()).is_some_and(is_temporary) {
+                if temp.file_name().and_then(|name| name.to_str()).is_some_and(is_leftover) {
                     fs::remove_file(&temp).map_err(|error| Error::io(&temp, "remove", error))?;
                 }
             }

@@ -70,12 +70,7 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
 /// Writes the resolved config as TOML, atomically (temp file + rename).
 pub fn write_config<T: Serialize>(config: &T, path: &Path) -> Result<()> {
     let text = toml::to_string_pretty(config).map_err(|e| config_error(path.display().to_string(), e))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create the directory", e))?;
-    }
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, "write", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "rename into place", e))
+    crate::atomic::write_atomically(path, text.as_bytes())
 }
 
 #[cfg(test)]

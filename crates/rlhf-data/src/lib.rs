@@ -30,6 +30,7 @@
 
 mod append_table;
 mod arrays;
+pub mod atomic;
 pub mod cli;
 pub mod config;
 pub mod conversation;

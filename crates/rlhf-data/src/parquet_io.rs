@@ -7,11 +7,10 @@
 //! A table is one Parquet file or a directory of part files read in order as one table (the layout
 //! of `AppendTable`, see [`table_parts`]); every reader here takes either.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::BufWriter;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch};
@@ -25,6 +24,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use rayon::prelude::*;
 
+use crate::atomic::PendingFile;
 use crate::error::{Error, Location, Result};
 use crate::records::{Comparison, Demonstration, Kind, Metric, Prompt, Ranking, Record, Rollout};
 use crate::schema::{check_batch, check_columns, schema_tag, type_name};
@@ -75,53 +75,6 @@ pub(crate) fn table_parts(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     names.sort_by(|a, b| order(a).cmp(&order(b)));
     Ok(names.into_iter().map(|name| dir.join(name)).collect())
-}
-
-/// Whether `name` is that of a [`PendingFile`]'s temporary file.
-pub(crate) fn is_temporary(name: &str) -> bool {
-    name.starts_with('.') && name.ends_with(".tmp")
-}
-
-/// A temporary file that is deleted when dropped, unless it was renamed into place. Its name is
-/// hidden, so readers of a table directory skip it (see [`is_temporary`]).
-struct PendingFile {
-    temp: PathBuf,
-    renamed: bool,
-}
-
-impl PendingFile {
-    fn create(destination: &Path) -> Result<(Self, File)> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let directory = match destination.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        fs::create_dir_all(directory).map_err(|error| Error::io(destination, "create its directory", error))?;
-        let name = destination.file_name().map(|name| name.to_string_lossy()).unwrap_or_default();
-        let temp =
-            directory.join(format!(".{name}.{}.{}.tmp", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(|error| Error::io(destination, "create a temporary file", error))?;
-        Ok((PendingFile { temp, renamed: false }, file))
-    }
-
-    fn rename_to(mut self, destination: &Path) -> Result<()> {
-        fs::rename(&self.temp, destination)
-            .map_err(|error| Error::io(destination, "move the finished file into place", error))?;
-        self.renamed = true;
-        Ok(())
-    }
-}
-
-impl Drop for PendingFile {
-    fn drop(&mut self) {
-        if !self.renamed {
-            let _ = fs::remove_file(&self.temp);
-        }
-    }
 }
 
 /// `(name: Type, …)`, for messages.

@@ -12,7 +12,7 @@ use rlhf_data::{read_records, read_table, write_records, Comparison, Prompt, Tab
 use rlhf_model::device::seed_everything;
 use rlhf_model::{CausalLm, Placement, Tokenizer};
 use rlhf_train::stage::require_checkpoint_dir;
-use rlhf_train::{train_state, StageDir};
+use rlhf_train::StageDir;
 
 use crate::config::{DpoConfig, Labeler, ReferenceMode};
 use crate::data::{is_heldout, tokenize, Limits, Pair};
@@ -198,8 +198,9 @@ fn sample_round(
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::File { path: dir.to_path_buf(), message: e.to_string() })?;
+    trainer.log_round(round, &stats)?;
     write_records(path, &comparisons)?;
-    trainer.log_round(round, &stats)
+    Ok(())
 }
 
 /// Trains the policy of `config` into `<run_dir>/dpo/` (see the crate doc).
@@ -214,7 +215,7 @@ pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
     if config.train.threads > 0 {
         tch::set_num_threads(config.train.threads as i32);
     }
-    let config_hash = train_state::config_hash(&config)?;
+    let config_hash = dir.config_hash(&config)?;
     let placement = options.placement;
     let mut inputs = Inputs::load(&config, placement)?;
     seed_everything(config.seed);

@@ -268,6 +268,9 @@ impl<'a> Trainer<'a> {
 
     /// Logs the labelling of an online round (at the step the round starts) and flushes the metrics.
     pub fn log_round(&mut self, round: usize, stats: &RoundStats) -> Result<()> {
+        // Logged before the round's comparisons are written: a run killed in between samples the
+        // round again on resume, and its first labelling's rows go.
+        self.core.forget_metrics_of_this_step("online/")?;
         let mut rows = vec![
             ("online/round", round as f64),
             ("online/pairs", stats.pairs as f64),

@@ -4,7 +4,8 @@
 //! [`report`] evaluates every policy of a run directory on held-out prompts and [`render`] writes
 //! `<run>/eval/` (report.md, report.html, headline.md, metrics.parquet, PNG [`plots`]); [`score`]
 //! backs the `logprobs` and `compare` tools; the judges they name (the report's gold judge,
-//! `compare --judge`) come from `rlhf_train::judges`. The library takes config
+//! `compare --judge`) come from `rlhf_train::judges`; [`run_diff`] checks that two runs hold the same
+//! results (`diff-runs`). The library takes config
 //! structs and writes files; the binary only parses the command line.
 
 pub mod config;
@@ -12,6 +13,7 @@ pub mod generate;
 pub mod plots;
 pub mod render;
 pub mod report;
+pub mod run_diff;
 pub mod score;
 pub mod stats;
 

@@ -1,7 +1,8 @@
 //! The `rlhf-eval` binary: `report` (also the default: `rlhf-eval --config FILE --run-dir DIR`)
 //! evaluates a run directory's policies; `generate` samples responses from a policy; `logprobs` and
-//! `compare` score tables; `import-gguf` turns a llama.cpp GGUF file into a checkpoint directory. It parses the command line, picks device and dtype, installs the log
-//! subscriber, and prints one `error: ...` line on failure.
+//! `compare` score tables; `diff-runs` checks that two runs hold the same results; `import-gguf`
+//! turns a llama.cpp GGUF file into a checkpoint directory. It parses the command line, picks device
+//! and dtype, installs the log subscriber, and prints one `error: ...` line on failure.
 
 use clap::{Args, Parser, Subcommand};
 use rlhf_eval::config::EvalConfig;
@@ -43,6 +44,16 @@ enum Command {
     ImportGguf(ImportGgufArgs),
     /// Write a policy checkpoint (llama or qwen2, byte-level BPE tokenizer) as a GGUF file for llama.cpp and Ollama.
     ExportGguf(ExportGgufArgs),
+    /// Check that two run (or stage) directories hold the same results: tensors bit for bit, table rows, files (exit 1 if not).
+    DiffRuns(DiffRunsArgs),
+}
+
+#[derive(Args)]
+struct DiffRunsArgs {
+    /// A run or stage directory.
+    a: PathBuf,
+    /// The directory to compare it with.
+    b: PathBuf,
 }
 
 #[derive(Args)]
@@ -220,6 +231,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 args.device.resolve()?,
             )?;
             tracing::info!(prompts = summary.prompts, rows = summary.rows, empty = summary.empty, out = %args.out.display(), "generated");
+        }
+        Command::DiffRuns(args) => {
+            let diff = rlhf_eval::run_diff::diff_runs(&args.a, &args.b)?;
+            for difference in &diff.differences {
+                println!("differs: {difference}");
+            }
+            if !diff.differences.is_empty() {
+                anyhow::bail!(
+                    "{} and {}: {} of {} files differ",
+                    args.a.display(),
+                    args.b.display(),
+                    diff.differences.len(),
+                    diff.compared
+                );
+            }
+            println!("same: {} files in {} and {}", diff.compared, args.a.display(), args.b.display());
         }
         Command::ExportGguf(args) => {
             let tensors = rlhf_model::gguf::export_gguf(&args.model, &args.out, args.kind)?;

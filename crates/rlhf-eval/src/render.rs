@@ -264,10 +264,7 @@ fn draw_plots(eval: &Evaluation, stages: &StageSeries<'_>) -> Result<Vec<Plot>> 
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| Error::Invalid(format!("{}: cannot write: {e}", path.display())))
+    Ok(rlhf_data::atomic::write_atomically(path, bytes)?)
 }
 
 /// A titled list of `items` (`empty` when there are none).

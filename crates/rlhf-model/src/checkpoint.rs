@@ -240,6 +240,7 @@ pub fn save_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
+    rlhf_data::atomic::kill_point("final");
     let old = parent.join(format!(".{base}.old-{}", std::process::id()));
     let had_old = dir.exists();
     if had_old {

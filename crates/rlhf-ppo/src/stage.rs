@@ -12,7 +12,7 @@ use rlhf_model::device::seed_everything;
 use rlhf_model::{CausalLm, SequenceClassifier, Tokenizer, ValueHead};
 use rlhf_train::config::ensure;
 use rlhf_train::stage::require_checkpoint_dir;
-use rlhf_train::{resolve, train_state, StageDir};
+use rlhf_train::{resolve, StageDir};
 
 use crate::config::{AdvantageKind, CriticKind, PpoConfig};
 use crate::reward::RewardModels;
@@ -95,7 +95,7 @@ pub fn run(config: &PpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
     if config.train.threads > 0 {
         tch::set_num_threads(config.train.threads as i32);
     }
-    let config_hash = train_state::config_hash(config)?;
+    let config_hash = dir.config_hash(config)?;
     let gold_judge = rlhf_train::judges::gold_judge(&config.gold_judge, config.seed)?;
     let placement = options.placement;
 

@@ -23,7 +23,7 @@ use rlhf_model::reward::{score_rows, EnsembleManifest, ENSEMBLE_FILE};
 use rlhf_model::{RewardNormalization, SequenceClassifier, Tokenizer};
 use rlhf_train::config::ensure;
 use rlhf_train::MetricsLog;
-use rlhf_train::{resolve, train_state, StageDir};
+use rlhf_train::{resolve, StageDir};
 
 use crate::config::RewardConfig;
 use crate::data::{tokenize, tokenize_rows, Preference, Preferences};
@@ -124,7 +124,7 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
     }
     let (dir, final_dir) = (&stage.root, stage.final_dir());
     check_config(config)?;
-    let config_hash = train_state::config_hash(config)?;
+    let config_hash = stage.config_hash(config)?;
     let gold_judge = rlhf_train::judges::gold_judge(&config.gold_judge, config.seed)?;
 
     let policy = resolve(run_dir, &config.model.policy);

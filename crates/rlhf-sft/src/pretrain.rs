@@ -10,7 +10,7 @@ use rlhf_model::checkpoint::save_dir_atomically;
 use rlhf_model::config::{LlamaConfig, ModelConfig, TokenIds};
 use rlhf_model::device::seed_everything;
 use rlhf_model::{CausalLm, Placement, SpecialTokens, Tokenizer};
-use rlhf_train::{train_state, StageDir};
+use rlhf_train::StageDir;
 
 use crate::config::{BaseConfig, BaseModelConfig};
 use crate::data::{document_rows, Example};
@@ -52,7 +52,7 @@ pub fn pretrain(config: &BaseConfig, dir: &Path, options: &RunOptions) -> Result
         ));
     }
     config.train.check()?;
-    let config_hash = train_state::config_hash(config)?;
+    let config_hash = dir.config_hash(config)?;
     let _writer = dir.begin(config)?;
     let tokenizer_dir = dir.root.join(TOKENIZER_DIR);
     let documents = rlhf_task::corpus(corpus.seed, corpus.documents);

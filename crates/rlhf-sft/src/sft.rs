@@ -11,7 +11,7 @@ use std::path::Path;
 use rlhf_data::{read_records, Demonstration};
 use rlhf_model::device::seed_everything;
 use rlhf_model::{CausalLm, Tokenizer};
-use rlhf_train::{train_state, StageDir};
+use rlhf_train::StageDir;
 
 use crate::config::SftConfig;
 use crate::data::{tokenize_demonstrations, Example};
@@ -53,7 +53,7 @@ pub fn run(config: &SftConfig, run_dir: &Path, options: &RunOptions) -> Result<O
         return Ok(done);
     }
     config.train.check()?;
-    let config_hash = train_state::config_hash(config)?;
+    let config_hash = dir.config_hash(config)?;
     let base = &rlhf_train::resolve(run_dir, &config.model.base);
     if !base.is_dir() {
         return Err(Error::Invalid(format!(

@@ -54,7 +54,8 @@ pub struct TrainConfig {
     pub max_grad_norm: f64,
     /// AdamW moments, epsilon and decoupled weight decay.
     pub adamw: AdamWConfig,
-    /// Log and record metrics every this many steps.
+    /// Log and record metrics every this many steps (and at each checkpoint, so that a resumed run logs
+    /// the same rows).
     pub log_every: u64,
     /// Held-out metrics every this many steps (0 = only before the first and after the last step).
     pub eval_every: u64,

@@ -30,7 +30,7 @@ pub mod trainer;
 
 pub use config::{LoraSection, OnNonFinite, TrainConfig};
 pub use error::{Error, Result};
-pub use metrics_log::MetricsLog;
+pub use metrics_log::{measures_the_machine, MetricsLog};
 pub use stage::{resolve, Outcome, RunOptions, StageDir, StageLock};
 pub use train_state::{TrainRng, TrainState};
 pub use trainer::{

@@ -9,6 +9,12 @@ use rlhf_data::{AppendTable, Metric};
 
 use crate::error::Result;
 
+/// Whether metric `name` measures the machine rather than the run (timings, throughput, memory):
+/// such rows differ between two otherwise identical runs, and are left out when runs are compared.
+pub fn measures_the_machine(name: &str) -> bool {
+    name.ends_with("_per_s") || name == "peak_memory_bytes" || name.starts_with("perf/") || name.starts_with("time/")
+}
+
 /// The metrics table of one stage.
 pub struct MetricsLog {
     stage: String,

@@ -92,18 +92,29 @@ impl StageDir {
     }
     /// The first half of [`StageDir::begin`]: the writer's lock, taken before anything in the
     /// directory is read for a resume or changed (a second process must not rewind the metrics of
-    /// the one running). A stage that checks its checkpoints before it records its config (so a
-    /// refused resume keeps the config it was written under) calls [`StageDir::write_config`] after.
+    /// the one running); then the temporaries a killed writer left are removed
+    /// ([`rlhf_data::atomic::remove_leftovers`]). A stage that checks its checkpoints before it
+    /// records its config (so a refused resume keeps the config it was written under) calls
+    /// [`StageDir::write_config`] after.
     pub fn lock(&self) -> crate::Result<StageLock> {
         let lock = StageLock::acquire(&self.lock_file())?;
         if self.is_finished() {
             return Err(crate::Error::file(&self.root, "was finished by another process while this one started"));
+        }
+        let removed = rlhf_data::atomic::remove_leftovers(&self.root)?;
+        if removed > 0 {
+            tracing::info!(dir = %self.root.display(), removed, "removed the temporaries a killed run left");
         }
         Ok(lock)
     }
     /// Writes `config` as the stage's `config.toml` (the writer's lock held).
     pub fn write_config(&self, config: &impl Serialize) -> crate::Result<()> {
         Ok(rlhf_data::config::write_config(config, &self.config_file())?)
+    }
+    /// The fingerprint its checkpoints carry of `config` (see [`crate::train_state::config_hash_in`]:
+    /// paths inside the run directory, this directory's parent, count by their place in it).
+    pub fn config_hash(&self, config: &impl Serialize) -> crate::Result<String> {
+        crate::train_state::config_hash_in(config, self.root.parent())
     }
     /// `Outcome::AlreadyDone` when finished.
     pub fn already_done<S>(&self) -> Option<Outcome<S>> {

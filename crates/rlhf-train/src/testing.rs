@@ -139,17 +139,12 @@ pub fn assert_rejected(cmd: &mut Command, needle: &str, untouched: &Path) -> Res
     Ok(())
 }
 
-/// Metrics that measure the machine, not the run: left out when two runs are compared.
-fn measures_the_machine(name: &str) -> bool {
-    name.ends_with("_per_s") || name == "peak_memory_bytes" || name.starts_with("perf/") || name.starts_with("time/")
-}
-
 /// The metric rows of `table` as (step, name, value rounded to 1e-6), machine measurements left out.
 pub fn metric_rows(table: &Path) -> Result<Vec<(u64, String, i64)>> {
     let rows: Vec<rlhf_data::Metric> = rlhf_data::read_records(table)?;
     Ok(rows
         .into_iter()
-        .filter(|m| !measures_the_machine(&m.name))
+        .filter(|m| !crate::measures_the_machine(&m.name))
         .map(|m| (m.step, m.name, (m.value * 1e6).round() as i64))
         .collect())
 }

@@ -76,25 +76,11 @@ pub fn save(
         fs::remove_dir_all(&temp_dir).map_err(|err| Error::io(&temp_dir, err))?;
     }
     fs::create_dir_all(&temp_dir).map_err(|err| Error::io(&temp_dir, err))?;
-
-    let mut files = Vec::with_capacity(models.len() + 1);
-    for (name, vs) in models {
-        let file = model_file(name)?;
-        let path = temp_dir.join(&file);
-        vs.save(&path).map_err(|err| Error::checkpoint(&path, err))?;
-        files.push(file);
+    // A failed write (a full disk) leaves no temporary behind, and the previous checkpoint stands.
+    if let Err(err) = write_checkpoint_files(&temp_dir, state, models, optimizer) {
+        let _ = fs::remove_dir_all(&temp_dir);
+        return Err(err);
     }
-    optimizer.save(temp_dir.join(OPTIMIZER_FILE))?;
-    files.push(OPTIMIZER_FILE.to_owned());
-    let manifest = Manifest { format_version: FORMAT_VERSION, files, state: state.clone() };
-    let state_path = temp_dir.join(STATE_FILE);
-    let json =
-        serde_json::to_string_pretty(&manifest).map_err(|source| Error::Json { path: state_path.clone(), source })?;
-    fs::write(&state_path, json).map_err(|err| Error::io(&state_path, err))?;
-    for file in manifest.files.iter().map(String::as_str).chain([STATE_FILE]) {
-        sync(&temp_dir.join(file))?;
-    }
-    sync(&temp_dir)?;
 
     if final_dir.exists() {
         let old_dir = checkpoints_dir.join(format!(".old-{step_name}-{}", std::process::id()));
@@ -107,6 +93,34 @@ pub fn save(
     sync(checkpoints_dir)?;
     tracing::info!(dir = %final_dir.display(), "saved training checkpoint");
     Ok(final_dir)
+}
+
+/// Fills a checkpoint directory: each model's tensors, the optimizer, then the manifest, synced.
+fn write_checkpoint_files(
+    temp_dir: &Path,
+    state: &TrainState,
+    models: &[(&str, &VarStore)],
+    optimizer: &AdamW,
+) -> Result<()> {
+    let mut files = Vec::with_capacity(models.len() + 1);
+    for (name, vs) in models {
+        let file = model_file(name)?;
+        let path = temp_dir.join(&file);
+        vs.save(&path).map_err(|err| Error::checkpoint(&path, err))?;
+        files.push(file);
+    }
+    rlhf_data::atomic::kill_point("checkpoint");
+    optimizer.save(temp_dir.join(OPTIMIZER_FILE))?;
+    files.push(OPTIMIZER_FILE.to_owned());
+    let manifest = Manifest { format_version: FORMAT_VERSION, files, state: state.clone() };
+    let state_path = temp_dir.join(STATE_FILE);
+    let json =
+        serde_json::to_string_pretty(&manifest).map_err(|source| Error::Json { path: state_path.clone(), source })?;
+    fs::write(&state_path, json).map_err(|err| Error::io(&state_path, err))?;
+    for file in manifest.files.iter().map(String::as_str).chain([STATE_FILE]) {
+        sync(&temp_dir.join(file))?;
+    }
+    sync(temp_dir)
 }
 
 /// The newest complete checkpoint in `checkpoints_dir`, if any (a missing directory has none).
@@ -183,17 +197,24 @@ pub fn all_finite(stores: &[(&str, &VarStore)]) -> bool {
     stores.iter().all(|(_, store)| store.variables().values().all(|t| t.isfinite().all().int64_value(&[]) != 0))
 }
 
-/// Deletes all but the newest `keep_last` complete checkpoints, and leftovers of interrupted saves.
+/// Deletes all but the newest `keep_last` complete checkpoints, what is left of a checkpoint whose
+/// deletion was interrupted (a `step-N` that is no longer complete), and leftovers of interrupted
+/// saves. A checkpoint is renamed to a hidden temporary before it is deleted, so a process killed
+/// mid-deletion leaves a leftover ([`rlhf_data::atomic::is_leftover`]), never a partial `step-N`.
 pub fn prune(checkpoints_dir: &Path, keep_last: usize) -> Result<()> {
     let complete = complete_checkpoints(checkpoints_dir)?;
     let excess = complete.len().saturating_sub(keep_last);
-    let stale = complete.into_iter().take(excess).map(|(_, dir)| dir);
-    let partial = list_dir(checkpoints_dir)?
-        .into_iter()
-        .filter(|(name, _)| PARTIAL_PREFIXES.iter().any(|prefix| name.starts_with(prefix)))
-        .map(|(_, dir)| dir);
-    for dir in stale.chain(partial) {
-        fs::remove_dir_all(&dir).map_err(|err| Error::io(&dir, err))?;
+    let kept: Vec<PathBuf> = complete.iter().skip(excess).map(|(_, dir)| dir.clone()).collect();
+    let listed = list_dir(checkpoints_dir)?;
+    let stale = listed.iter().filter(|(name, dir)| name.starts_with(STEP_PREFIX) && !kept.contains(dir));
+    for (name, dir) in stale {
+        let doomed = checkpoints_dir.join(format!(".tmp-pruned-{name}-{}", std::process::id()));
+        fs::rename(dir, &doomed).map_err(|err| Error::io(dir, err))?;
+        fs::remove_dir_all(&doomed).map_err(|err| Error::io(&doomed, err))?;
+    }
+    let partial = listed.iter().filter(|(name, _)| PARTIAL_PREFIXES.iter().any(|prefix| name.starts_with(prefix)));
+    for (_, dir) in partial {
+        fs::remove_dir_all(dir).map_err(|err| Error::io(dir, err))?;
     }
     Ok(())
 }
@@ -201,9 +222,20 @@ pub fn prune(checkpoints_dir: &Path, keep_last: usize) -> Result<()> {
 /// A short, stable fingerprint of a config (FNV-1a over its canonical JSON), to tell whether a
 /// checkpoint was written under the same settings.
 pub fn config_hash(config: &impl Serialize) -> Result<String> {
-    let canonical = serde_json::to_value(config)
+    config_hash_in(config, None)
+}
+
+/// [`config_hash`] of a config whose paths under `run_dir` (if given) count by their place in the
+/// run directory, not where the directory is: a run moved or copied elsewhere still resumes, and
+/// two runs in two places write the same checkpoints.
+pub fn config_hash_in(config: &impl Serialize, run_dir: Option<&Path>) -> Result<String> {
+    let mut canonical = serde_json::to_value(config)
         .and_then(|value| serde_json::to_string(&value))
         .map_err(|err| Error::Invalid(format!("config cannot be serialized for hashing: {err}")))?;
+    if let Some(run_dir) = run_dir.and_then(Path::to_str).filter(|dir| !dir.is_empty()) {
+        let quoted = serde_json::to_string(run_dir).expect("a string serializes");
+        canonical = canonical.replace(quoted.trim_matches('"'), "<run>");
+    }
     let hash = canonical
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3));

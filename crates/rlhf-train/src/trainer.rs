@@ -322,6 +322,14 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
         self.metrics.push(self.step, &format!("{}{name}", self.spec.metric_prefix), value);
     }
 
+    /// Drops the stage metrics named `name_prefix…` (under the run's prefix) logged at the current
+    /// step: the rows a killed run logged for work whose result it did not get to save, about to be
+    /// logged again.
+    pub fn forget_metrics_of_this_step(&mut self, name_prefix: &str) -> Result<(), S::Error> {
+        let prefix = format!("{}{name_prefix}", self.spec.metric_prefix);
+        Ok(self.metrics.rewind(self.step.checked_sub(1), |name| name.starts_with(&prefix))?)
+    }
+
     /// Writes the metrics table.
     pub fn flush_metrics(&mut self) -> Result<(), S::Error> {
         Ok(self.metrics.flush()?)
@@ -382,6 +390,11 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
             let on_cadence = cfg.checkpoint_every > 0 && self.step.is_multiple_of(cfg.checkpoint_every);
             let at_end = cfg.checkpoint_every > 0 && phase_done && phase.checkpoint_at_end;
             if (on_cadence || at_end) && !(phase_done && phase.last) {
+                // A logging interval also ends at a checkpoint: its running sums are not saved, so
+                // a run resumed there logs what an uninterrupted one does.
+                if self.interval.1 > 0 {
+                    self.log_interval(stage, lr, grad_norm);
+                }
                 self.checkpoint(phase.stream.position(), (phase.extra)(phase_step + 1))?;
             }
         }

@@ -177,6 +177,8 @@ fn prune_keeps_the_newest_and_clears_leftovers() -> Result<()> {
     }
     std::fs::create_dir_all(dir.path().join(".tmp-step-5-123"))?;
     std::fs::create_dir_all(dir.path().join(".old-step-2-123"))?;
+    // What a deletion killed half-way once left: a step directory that is no longer a checkpoint.
+    std::fs::remove_file(dir.path().join("step-1/train_state.json"))?;
     train_state::prune(dir.path(), 2)?;
     assert_eq!(subdirectories(dir.path()), ["step-3", "step-4"]);
     Ok(())
