@@ -1,7 +1,8 @@
-//! Storage faults, on a small tmpfs mounted for the test (it needs the right to mount, as root has):
+//! Storage faults, on a small tmpfs mounted for the test (as root, or else as root of a user
+//! namespace of its own):
 //! a run directory that fills up mid-run fails with one `error:` line naming the file and the
 //! problem, leaves no half-written checkpoint, final model or table (no temporary either), and keeps
-//! its previous checkpoint loadable: once there is room again the same command resumes and ends
+//! its previous checkpoint loadable: moved to a disk with room, the same command resumes and ends
 //! with the weights of an uninterrupted run. A read-only run directory fails before it writes.
 
 mod common;
@@ -13,29 +14,43 @@ use anyhow::{ensure, Context, Result};
 use rlhf_data::config::write_config;
 use rlhf_train::testing::{assert_same_tensors, stage_command};
 
+/// Whether this process may mount (root, or root of its own user namespace). When not, runs the
+/// test `name` again in a new user and mount namespace (`unshare -rm`, as an unprivileged user
+/// may where the kernel allows it) and returns `true` once it passed there.
+fn ran_in_a_namespace(name: &str) -> Result<bool> {
+    let uid = std::fs::read_to_string("/proc/self/status")?
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:").map(|ids| ids.split_whitespace().next().unwrap_or("").to_string()));
+    if uid.as_deref() == Some("0") {
+        return Ok(false);
+    }
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount"])
+        .arg(std::env::current_exe()?)
+        .args(["--exact", name, "--nocapture"])
+        .output()
+        .context("this test mounts a small tmpfs: it needs root or `unshare` (util-linux)")?;
+    ensure!(out.status.success(), "{name} in a user namespace: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(true)
+}
+
 /// A tmpfs mounted on a fresh directory, unmounted when dropped.
 struct Tmpfs {
     dir: PathBuf,
 }
 
 impl Tmpfs {
-    fn mount(dir: &Path, bytes: u64) -> Result<Tmpfs> {
+    /// Mounts a tmpfs with `options` (e.g. `size=1m`, `ro`) on `dir`.
+    fn mount(dir: &Path, options: &str) -> Result<Tmpfs> {
         std::fs::create_dir_all(dir)?;
-        let out =
-            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"]).arg(dir).output()?;
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(dir).output()?;
         ensure!(
             out.status.success(),
-            "this test mounts a small tmpfs and needs the right to (root): {}",
+            "mounting a tmpfs on {}: {}",
+            dir.display(),
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(Tmpfs { dir: dir.to_path_buf() })
-    }
-
-    /// Remounts with options `options` (e.g. `size=64m`, `ro`).
-    fn remount(&self, options: &str) -> Result<()> {
-        let out = Command::new("mount").args(["-o", &format!("remount,{options}")]).arg(&self.dir).output()?;
-        ensure!(out.status.success(), "remount {options}: {}", String::from_utf8_lossy(&out.stderr));
-        Ok(())
     }
 }
 
@@ -62,6 +77,21 @@ fn usage(dir: &Path) -> u64 {
         .sum()
 }
 
+/// Copies the tree `from` to `to`.
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
 /// Every leftover temporary under `dir`.
 fn leftovers(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -82,6 +112,9 @@ fn sft(config: &Path, run_dir: &Path) -> Command {
 
 #[test]
 fn a_full_disk_fails_cleanly_and_the_run_resumes_once_there_is_room() -> Result<()> {
+    if ran_in_a_namespace("a_full_disk_fails_cleanly_and_the_run_resumes_once_there_is_room")? {
+        return Ok(());
+    }
     let tmp = tempfile::tempdir()?;
     let base = common::tiny_base(&tmp.path().join("base"));
     let (demos, heldout) = common::small_task_files(&tmp.path().join("data"));
@@ -97,7 +130,8 @@ fn a_full_disk_fails_cleanly_and_the_run_resumes_once_there_is_room() -> Result<
     // Disks that fill at different moments: in a checkpoint, a metrics flush or the final save.
     let mut resumed = 0;
     for (i, share) in [0.25, 0.5, 0.75].into_iter().enumerate() {
-        let disk = Tmpfs::mount(&tmp.path().join(format!("disk-{i}")), (needed as f64 * share) as u64)?;
+        let size = format!("size={}", (needed as f64 * share) as u64);
+        let disk = Tmpfs::mount(&tmp.path().join(format!("disk-{i}")), &size)?;
         let run = disk.dir.join("run");
         let out = sft(&config_path, &run).output()?;
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -120,8 +154,12 @@ fn a_full_disk_fails_cleanly_and_the_run_resumes_once_there_is_room() -> Result<
         }
         resumed += usize::from(resumed_from.is_some());
 
-        disk.remount("size=64m")?;
-        let out = sft(&config_path, &run).env("RUST_LOG", "info").output()?;
+        // Room again: the run moved to a disk with space resumes from its last checkpoint.
+        let roomy = tmp.path().join(format!("roomy-{i}"));
+        copy_dir(&run, &roomy)?;
+        drop(disk);
+        let stage = roomy.join("sft");
+        let out = sft(&config_path, &roomy).env("RUST_LOG", "info").output()?;
         let log = String::from_utf8_lossy(&out.stderr);
         ensure!(out.status.success(), "the run did not finish once there was room: {log}");
         ensure!(resumed_from.is_none() || log.contains("resuming"), "did not resume from {resumed_from:?}: {log}");
@@ -133,15 +171,16 @@ fn a_full_disk_fails_cleanly_and_the_run_resumes_once_there_is_room() -> Result<
 
 #[test]
 fn a_read_only_run_directory_fails_before_writing() -> Result<()> {
+    if ran_in_a_namespace("a_read_only_run_directory_fails_before_writing")? {
+        return Ok(());
+    }
     let tmp = tempfile::tempdir()?;
     let base = common::tiny_base(&tmp.path().join("base"));
     let (demos, heldout) = common::small_task_files(&tmp.path().join("data"));
     let config_path = tmp.path().join("sft.toml");
     write_config(&common::sft_config(&base, &demos, &heldout, 5), &config_path)?;
-    let disk = Tmpfs::mount(&tmp.path().join("disk"), 1 << 20)?;
+    let disk = Tmpfs::mount(&tmp.path().join("disk"), "ro,size=1m")?;
     let run = disk.dir.join("run");
-    std::fs::create_dir(&run)?;
-    disk.remount("ro")?;
     let out = sft(&config_path, &run).output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
@@ -150,6 +189,6 @@ fn a_read_only_run_directory_fails_before_writing() -> Result<()> {
         lines.len() == 1 && lines[0].contains(&run.display().to_string()) && lines[0].contains("Read-only file system"),
         "not one error line naming the read-only directory: {stderr}"
     );
-    ensure!(std::fs::read_dir(&run)?.next().is_none(), "something was written");
+    ensure!(std::fs::read_dir(&disk.dir)?.next().is_none(), "something was written");
     Ok(())
 }
