@@ -34,11 +34,15 @@ pub struct ImportOptions {
 }
 
 /// What an import did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportSummary {
     pub rows: u64,
     /// The layout used (the detected one for [`Format::Auto`]).
     pub format: Format,
+    /// Rows whose id an earlier row already has (kept: stages do not need ids to be unique, but a
+    /// dataset that repeats them was most likely concatenated twice), and the first such id.
+    pub repeated_ids: u64,
+    pub first_repeated_id: Option<String>,
 }
 
 /// Reads `input` (JSON Lines or Parquet) and writes it to `output` as a `options.kind` table.
@@ -313,6 +317,7 @@ fn import_as<R: FromRow>(input: &Path, output: &Path, requested: Format) -> Resu
     };
     fill(&mut source, &mut pending)?;
     let mut converted: Vec<EncodedRowGroup> = Vec::new();
+    let mut ids = RepeatedIds::default();
     // Each round converts its blocks in parallel while one thread appends the previous round's
     // row groups and reads the next round's blocks.
     while !pending.is_empty() {
@@ -323,23 +328,78 @@ fn import_as<R: FromRow>(input: &Path, output: &Path, requested: Format) -> Resu
                 (written, fill(&mut source, &mut pending))
             },
             || {
-                let groups: Vec<Result<EncodedRowGroup>> = blocks
+                let groups: Vec<Result<(EncodedRowGroup, Vec<u64>)>> = blocks
                     .into_par_iter()
-                    .map(|block| encoder.encode(&[convert::<R>(&file, format, block)?]))
+                    .map(|block| {
+                        let batch = convert::<R>(&file, format, block)?;
+                        Ok((encoder.encode(std::slice::from_ref(&batch))?, id_hashes(&batch)))
+                    })
                     .collect();
                 groups.into_iter().collect::<Result<Vec<_>>>()
             },
         );
         written?;
-        converted = groups?;
+        let groups = groups?;
         read?;
+        converted = Vec::with_capacity(groups.len());
+        for (group, hashes) in groups {
+            ids.add(&hashes);
+            converted.push(group);
+        }
     }
     for group in converted {
         writer.write_row_group(group)?;
     }
     let rows = writer.finish()?;
     tracing::info!(rows, "imported");
-    Ok(ImportSummary { rows, format })
+    let first_repeated_id = ids.first_repeated.map(|row| read_id(output, row)).transpose()?;
+    Ok(ImportSummary { rows, format, repeated_ids: ids.repeated, first_repeated_id })
+}
+
+/// The `id` column of a converted batch, hashed (64 bits: memory stays a few bytes per row).
+fn id_hashes(batch: &RecordBatch) -> Vec<u64> {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let Some(ids) = batch.column_by_name("id") else { return Vec::new() };
+    let ids = ids.as_string::<i32>();
+    let hasher = BuildHasherDefault::<DefaultHasher>::default();
+    (0..ids.len()).map(|row| hasher.hash_one(ids.value(row))).collect()
+}
+
+/// Counts rows whose id an earlier row has.
+#[derive(Default)]
+struct RepeatedIds {
+    seen: std::collections::HashSet<u64>,
+    rows: u64,
+    repeated: u64,
+    /// The row of the first repeat.
+    first_repeated: Option<u64>,
+}
+
+impl RepeatedIds {
+    fn add(&mut self, hashes: &[u64]) {
+        for hash in hashes {
+            if !self.seen.insert(*hash) {
+                self.repeated += 1;
+                self.first_repeated.get_or_insert(self.rows);
+            }
+            self.rows += 1;
+        }
+    }
+}
+
+/// The id of row `row` of the table just written (for the message about repeated ids).
+fn read_id(table: &Path, row: u64) -> Result<String> {
+    let mut skipped = 0;
+    for batch in TableReader::open(table)? {
+        let batch = batch?;
+        let rows = batch.num_rows() as u64;
+        if row < skipped + rows {
+            let ids = batch.column_by_name("id").expect("every importable table has ids");
+            return Ok(ids.as_string::<i32>().value((row - skipped) as usize).to_string());
+        }
+        skipped += rows;
+    }
+    Err(Error::EmptyTable { path: table.to_path_buf() })
 }
 
 #[cfg(test)]

@@ -90,6 +90,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 args.output.display(),
                 summary.format
             );
+            if let Some(id) = &summary.first_repeated_id {
+                eprintln!(
+                    "warning: {} rows repeat an earlier row's id (the first: {id:?}); kept, but check that the input was not concatenated twice",
+                    summary.repeated_ids
+                );
+            }
         }
         Command::Inspect(args) => print!("{}", inspect(&args.file, args.rows)?),
         Command::Concat(args) => {

@@ -217,6 +217,26 @@ fn a_large_file_keeps_line_numbers_and_ids_across_blocks() {
     assert!(!output.exists());
 }
 
+#[test]
+fn repeated_ids_are_counted_across_blocks_and_the_first_is_named() {
+    let dir = TempDir::new().unwrap();
+    let input = dir.path().join("twice.jsonl");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+    let filler = "x".repeat(300);
+    // 30k distinct ids (about 10 MB: several blocks, converted in parallel), then 3 of them again.
+    for row in (0..30_000).chain([7, 29_999, 7]) {
+        writeln!(file, r#"{{"id": "pair-{row}", "prompt": "p {filler}", "chosen": "c", "rejected": "r"}}"#).unwrap();
+    }
+    drop(file);
+    let summary = import(&input, dir.path().join("out.parquet"), &options(Kind::Comparisons)).unwrap();
+    assert_eq!((summary.rows, summary.repeated_ids), (30_003, 3));
+    assert_eq!(summary.first_repeated_id.as_deref(), Some("pair-7"));
+    let once = dir.path().join("once.jsonl");
+    std::fs::write(&once, format!("{PAIR}\n{PAIR}\n")).unwrap();
+    let summary = import(&once, dir.path().join("once.parquet"), &options(Kind::Comparisons)).unwrap();
+    assert_eq!((summary.repeated_ids, summary.first_repeated_id), (0, None), "generated ids never repeat");
+}
+
 /// One bad input: its bytes, the kind imported, and the error after `<path>`.
 struct BadInput {
     name: &'static str,
