@@ -50,13 +50,11 @@ pub fn sample_pairs(
     seed: u64,
 ) -> Result<Vec<SampledPair>> {
     let mut out = Vec::with_capacity(prompts.len());
+    let mut cut = 0;
     for (i, chunk) in prompts.chunks(config.batch_size).enumerate() {
-        let mut ids = Vec::with_capacity(2 * chunk.len());
-        for prompt in chunk {
-            let mut tokens = tokenizer.encode_generation_prompt(*prompt)?;
-            tokens.drain(..tokens.len().saturating_sub(max_prompt_len));
-            ids.extend([tokens.clone(), tokens]);
-        }
+        let mut prompt_ids = tokenizer.encode_generation_prompts(chunk)?;
+        cut += rlhf_model::keep_last_tokens(&mut prompt_ids, max_prompt_len);
+        let ids: Vec<Vec<i64>> = prompt_ids.into_iter().flat_map(|tokens| [tokens.clone(), tokens]).collect();
         let generation = GenerationConfig {
             max_new_tokens: config.max_new_tokens,
             do_sample: true,
@@ -74,6 +72,9 @@ pub fn sample_pairs(
             let b = tokenizer.decode(&two[1], true)?;
             out.push((prompt.id.clone(), prompt.prompt.clone(), a, b));
         }
+    }
+    if cut > 0 {
+        tracing::warn!(cut, max_prompt_len, "prompts longer than data.max_prompt_len keep their last tokens");
     }
     Ok(out)
 }

@@ -128,7 +128,24 @@ pub fn sample_tokens(
         )));
     }
     let _span = tracing::info_span!("generate", prompts = prompts.len(), k = config.samples_per_prompt).entered();
-    let encoded = tokenizer.encode_generation_prompts(prompts)?;
+    let mut encoded = tokenizer.encode_generation_prompts(prompts)?;
+    // Room for the answer within the model's positions: longer prompts keep their last tokens.
+    let room = model.config().max_positions() - config.max_new_tokens;
+    if room < 1 {
+        return Err(Error::Invalid(format!(
+            "max new tokens {} leaves no room for a prompt in the model's {} positions",
+            config.max_new_tokens,
+            model.config().max_positions()
+        )));
+    }
+    let cut = rlhf_model::keep_last_tokens(&mut encoded, room as usize);
+    if cut > 0 {
+        tracing::warn!(
+            cut,
+            room,
+            "prompts longer than the model's positions leave for the answer keep their last tokens"
+        );
+    }
     let rows: Vec<(usize, u32)> =
         (0..prompts.len()).flat_map(|i| (0..config.samples_per_prompt).map(move |k| (i, k))).collect();
     let mut eos_token_ids = model.config().eos_token_ids();

@@ -131,3 +131,29 @@ fn prompts_go_through_the_chat_template_when_the_tokenizer_has_one() -> Result<(
     }
     Ok(())
 }
+
+#[test]
+fn a_prompt_longer_than_the_model_allows_keeps_its_last_tokens() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("policy");
+    common::tiny_policy(&dir);
+    let config_file = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_file)?;
+    let mut json: serde_json::Value = serde_json::from_str(&text)?;
+    json["max_position_embeddings"] = 32.into();
+    std::fs::write(&config_file, json.to_string())?;
+    let (model, tokenizer) =
+        (CausalLm::from_pretrained(&dir, tch::Device::Cpu, tch::Kind::Float)?, Tokenizer::from_dir(&dir)?);
+    let long = Prompt { id: "long".into(), prompt: "Tell me about the cat 7. ".repeat(20), prompt_messages: None };
+    let ids = tokenizer.encode(&long.prompt)?;
+    assert!(ids.len() > 32, "the prompt must not fit: {} tokens", ids.len());
+    let config = SampleConfig { samples_per_prompt: 1, temperature: 0.0, max_new_tokens: 8, ..SampleConfig::default() };
+    let rows = sample_tokens(&model, &tokenizer, std::slice::from_ref(&long), &config)?;
+    let last = vec![ids[ids.len() - 24..].to_vec()];
+    let greedy = generate_from_tokens(&model, &last, &GenerationConfig::greedy_for(&model, 8))?.rows()?;
+    assert_eq!(rows[0].tokens, greedy[0], "generated from the prompt's last 32 - 8 tokens");
+    let no_room = SampleConfig { max_new_tokens: 32, ..config };
+    let err = sample_tokens(&model, &tokenizer, &[long], &no_room).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("leaves no room for a prompt in the model's 32 positions"), "{err}");
+    Ok(())
+}

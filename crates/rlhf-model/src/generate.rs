@@ -315,6 +315,18 @@ fn generate_inner(
     Ok(Generation { tokens: Tensor::stack(&tokens, 1), logprobs: Tensor::stack(&logprobs, 1), lengths })
 }
 
+/// Cuts each prompt to its last `max_len` tokens (what the answer follows is the prompt's end) and
+/// returns how many prompts were cut, for the caller to report: a prompt is never dropped, and
+/// never cut silently.
+pub fn keep_last_tokens(prompts: &mut [Vec<i64>], max_len: usize) -> usize {
+    let mut cut = 0;
+    for prompt in prompts.iter_mut().filter(|p| p.len() > max_len) {
+        prompt.drain(..prompt.len() - max_len);
+        cut += 1;
+    }
+    cut
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,13 +74,16 @@ fn read_prompts(config: &PpoConfig, run_dir: &Path, tokenizer: &Tokenizer, max_l
         return Err(Error::Invalid(format!("data.prompts {:?} holds no prompts", config.data.prompts)));
     }
     let mut tokens = tokenizer.encode_generation_prompts(&records)?;
-    for (row, record) in tokens.iter_mut().zip(&records) {
-        if row.is_empty() {
-            return Err(Error::Invalid(format!("prompt {:?} has no tokens", record.id)));
-        }
-        if row.len() > max_len {
-            row.drain(..row.len() - max_len);
-        }
+    if let Some((_, record)) = tokens.iter().zip(&records).find(|(row, _)| row.is_empty()) {
+        return Err(Error::Invalid(format!("prompt {:?} has no tokens", record.id)));
+    }
+    let cut = rlhf_model::keep_last_tokens(&mut tokens, max_len);
+    if cut > 0 {
+        tracing::warn!(
+            cut,
+            max_len,
+            "prompts longer than data.max_prompt_len (or the model's room) keep their last tokens"
+        );
     }
     Ok(Prompts { records, tokens })
 }
