@@ -141,11 +141,19 @@ pub fn run(config: &PpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
                 resolve(run_dir, &config.model.critic)
             };
             require_checkpoint_dir(&critic_dir, "model.critic", "a reward-model checkpoint")?;
-            Critic::Separate(Box::new(SequenceClassifier::from_pretrained(
-                &critic_dir,
-                placement.device,
-                placement.kind,
-            )?))
+            let critic = SequenceClassifier::from_pretrained(&critic_dir, placement.device, placement.kind)?;
+            // The critic reads the policy's token ids: it must embed the policy's vocabulary.
+            if critic.config().vocab_size() != policy.config().vocab_size() {
+                return Err(Error::File {
+                    path: critic_dir,
+                    message: format!(
+                        "model.critic: a vocabulary of {} tokens, the policy's has {}: the critic must share the policy's tokenizer",
+                        critic.config().vocab_size(),
+                        policy.config().vocab_size()
+                    ),
+                });
+            }
+            Critic::Separate(Box::new(critic))
         }
         (AdvantageKind::Gae, CriticKind::Shared) => {
             Critic::Shared(ValueHead::new(policy.config().hidden_size(), placement.device, placement.kind))

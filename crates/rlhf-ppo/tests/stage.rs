@@ -238,3 +238,25 @@ fn the_numerical_guard_skips_or_aborts() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_critic_of_another_vocabulary_is_refused_before_anything_is_written() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let fixture = common::fixture(tmp.path(), false);
+    let other = rlhf_train::testing::task_tokenizer(2, 280);
+    let critic_dir = tmp.path().join("critic");
+    let critic = rlhf_model::SequenceClassifier::new(
+        rlhf_train::testing::tiny_llama(&other, 1, 128),
+        tch::Device::Cpu,
+        tch::Kind::Float,
+    )?;
+    critic.save_pretrained(&critic_dir)?;
+    let mut config = common::config(&fixture);
+    config.model.critic = critic_dir.clone();
+    let run_dir = tmp.path().join("run");
+    let err = run(&config, &run_dir, &common::cpu()).unwrap_err().to_string();
+    let expected = format!("{}: model.critic: a vocabulary of {} tokens", critic_dir.display(), other.vocab_size());
+    ensure!(err.starts_with(&expected) && err.contains("must share the policy's tokenizer"), "{err}");
+    ensure!(!run_dir.join("ppo").exists(), "a refused critic left {}", run_dir.join("ppo").display());
+    Ok(())
+}
