@@ -105,6 +105,7 @@ const BENCHES: &[(&str, &str)] = &[
     ("dpo", "rlhf-dpo"),
     ("ppo", "rlhf-ppo"),
     ("smollm2", "rlhf-model"),
+    ("stream", "rlhf-eval"),
 ];
 
 fn bench_names() -> clap::builder::PossibleValuesParser {

@@ -114,20 +114,16 @@ impl SoakReport {
     }
 }
 
-/// splitmix64: the seeded schedule of kills.
-struct Schedule(u64);
+/// The seeded schedule of kills.
+struct Schedule(rand::rngs::StdRng);
 
 impl Schedule {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    fn new(seed: u64) -> Self {
+        Schedule(rand::SeedableRng::seed_from_u64(seed))
     }
     /// Uniform in `0..n`.
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        rand::Rng::random_range(&mut self.0, 0..n.max(1))
     }
 }
 
@@ -211,7 +207,7 @@ pub fn run(options: &SoakOptions) -> Result<SoakReport> {
     let plan = Plan { bin_dir: options.bin_dir.clone(), ..Plan::new(&options.root, inputs.clone()) };
     let steps: Vec<_> = preset.steps.iter().collect();
     plan.run(&steps).context("making the soak's inputs (the tiny preset)")?;
-    let mut schedule = Schedule(options.seed);
+    let mut schedule = Schedule::new(options.seed);
     let mut stages = Vec::new();
     for stage in chosen {
         stages.push(soak_stage(options, &preset, &inputs, stage, &mut schedule)?);

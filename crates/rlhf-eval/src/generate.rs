@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema};
-use rlhf_data::{read_records, Demonstration, Prompt, PromptText, Record, TableWriter};
+use rlhf_data::{Demonstration, Prompt, PromptText, Record, RecordReader, TableWriter};
 use rlhf_model::{
     generate_from_tokens, CausalLm, ChatMode, GenerationConfig, GenerationDefaults, Placement, Tokenizer,
 };
@@ -211,27 +211,49 @@ pub fn sample_responses(
 
 /// Writes samples as `id, prompt, response` (the demonstrations schema) plus `sample: u32`.
 pub fn write_samples(path: &Path, samples: &[Sample]) -> Result<u64> {
-    let base = Demonstration::schema();
-    let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new("sample", DataType::UInt32, false));
-    let schema = Arc::new(Schema::new(fields).with_metadata(base.metadata().clone()));
-    let mut writer = TableWriter::create(path, schema.clone())?;
-    for chunk in samples.chunks(rlhf_data::BATCH_ROWS) {
-        let rows: Vec<Demonstration> = chunk
-            .iter()
-            .map(|s| Demonstration {
-                id: s.id.clone(),
-                prompt: s.prompt.text.clone(),
-                prompt_messages: s.prompt.messages.clone(),
-                response: s.response.clone(),
-            })
-            .collect();
-        let mut columns = Demonstration::to_batch(&rows)?.columns().to_vec();
-        columns.push(Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|s| s.sample))));
-        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Invalid(e.to_string()))?;
-        writer.write(&batch)?;
+    let mut writer = SampleWriter::create(path)?;
+    writer.write(samples)?;
+    writer.finish()
+}
+
+/// A samples table written chunk by chunk (atomically: it appears at [`SampleWriter::finish`]).
+pub struct SampleWriter {
+    writer: TableWriter,
+}
+
+impl SampleWriter {
+    pub fn create(path: &Path) -> Result<Self> {
+        let base = Demonstration::schema();
+        let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("sample", DataType::UInt32, false));
+        let schema = Arc::new(Schema::new(fields).with_metadata(base.metadata().clone()));
+        Ok(SampleWriter { writer: TableWriter::create(path, schema)? })
     }
-    Ok(writer.finish()?)
+
+    pub fn write(&mut self, samples: &[Sample]) -> Result<()> {
+        let schema = self.writer.schema().clone();
+        for chunk in samples.chunks(rlhf_data::BATCH_ROWS) {
+            let rows: Vec<Demonstration> = chunk
+                .iter()
+                .map(|s| Demonstration {
+                    id: s.id.clone(),
+                    prompt: s.prompt.text.clone(),
+                    prompt_messages: s.prompt.messages.clone(),
+                    response: s.response.clone(),
+                })
+                .collect();
+            let mut columns = Demonstration::to_batch(&rows)?.columns().to_vec();
+            columns.push(Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|s| s.sample))));
+            let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Invalid(e.to_string()))?;
+            self.writer.write(&batch)?;
+        }
+        Ok(())
+    }
+
+    /// Moves the table into place; returns its row count.
+    pub fn finish(self) -> Result<u64> {
+        Ok(self.writer.finish()?)
+    }
 }
 
 /// What [`generate_file`] did.
@@ -245,7 +267,9 @@ pub struct GenerateSummary {
 
 /// Loads the policy in `model_dir`, samples for every prompt of the `prompts` table (the first
 /// `max_prompts`, 0: all) and writes `out` (atomically). `settings` override the checkpoint's
-/// `generation_config.json`, which overrides `config`.
+/// `generation_config.json`, which overrides `config`. Prompts stream through in chunks that fill
+/// whole generation batches (each batch keeps the seed it has in one pass over all prompts), so
+/// memory holds one chunk's prompts and samples however long the table is.
 pub fn generate_file(
     model_dir: &Path,
     prompts: &Path,
@@ -256,20 +280,51 @@ pub fn generate_file(
     placement: Placement,
 ) -> Result<GenerateSummary> {
     let config = config.with_settings(settings, &GenerationDefaults::from_dir(model_dir)?);
-    let mut prompt_rows: Vec<Prompt> = read_records(prompts)?;
-    if max_prompts > 0 {
-        prompt_rows.truncate(max_prompts);
-    }
-    if prompt_rows.is_empty() {
+    let reader = RecordReader::<Prompt>::open(prompts)?;
+    if reader.num_rows() == 0 {
         return Err(Error::Invalid(format!("{}: has no prompts", prompts.display())));
     }
     let tokenizer = Tokenizer::from_dir(model_dir)?.with_chat_mode(settings.chat_template);
     let model = CausalLm::from_pretrained(model_dir, placement.device, placement.kind)?;
     tokenizer.check_fits_embedding(model.config().vocab_size())?;
-    let (samples, empty) = sample_responses(&model, &tokenizer, &prompt_rows, &config)?;
-    if empty > 0 {
-        tracing::warn!(empty, "dropped empty responses");
+    let batch = config.batch_size.max(1);
+    let chunk_prompts = batch * (rlhf_data::BATCH_ROWS / batch).max(1);
+    let limit = if max_prompts > 0 { max_prompts } else { usize::MAX };
+    let mut writer = SampleWriter::create(out)?;
+    let mut summary = GenerateSummary { prompts: 0, rows: 0, empty: 0 };
+    let mut sample_chunk = |chunk: &[Prompt], summary: &mut GenerateSummary| -> Result<()> {
+        let first_batch = (summary.prompts * config.samples_per_prompt as usize / batch) as u64;
+        let chunk_config = SampleConfig { seed: config.seed + first_batch, ..config.clone() };
+        let (samples, empty) = sample_responses(&model, &tokenizer, chunk, &chunk_config)?;
+        writer.write(&samples)?;
+        summary.prompts += chunk.len();
+        summary.empty += empty;
+        Ok(())
+    };
+    let mut pending: Vec<Prompt> = Vec::with_capacity(chunk_prompts);
+    let mut taken = 0;
+    for chunk in reader {
+        for prompt in chunk?.records {
+            if taken == limit {
+                break;
+            }
+            taken += 1;
+            pending.push(prompt);
+            if pending.len() == chunk_prompts {
+                sample_chunk(&pending, &mut summary)?;
+                pending.clear();
+            }
+        }
+        if taken == limit {
+            break;
+        }
     }
-    let rows = write_samples(out, &samples)?;
-    Ok(GenerateSummary { prompts: prompt_rows.len(), rows, empty })
+    if !pending.is_empty() {
+        sample_chunk(&pending, &mut summary)?;
+    }
+    if summary.empty > 0 {
+        tracing::warn!(empty = summary.empty, "dropped empty responses");
+    }
+    summary.rows = writer.finish()?;
+    Ok(summary)
 }

@@ -157,3 +157,29 @@ fn a_prompt_longer_than_the_model_allows_keeps_its_last_tokens() -> Result<()> {
     assert!(err.contains("leaves no room for a prompt in the model's 32 positions"), "{err}");
     Ok(())
 }
+
+#[test]
+fn a_table_of_many_chunks_streams_to_the_samples_of_one_pass() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("policy");
+    common::tiny_policy(&dir);
+    // More prompts than one chunk holds (8100 at batch 100), so the stream crosses chunk borders.
+    let prompts = prompts(8_400);
+    let path = tmp.path().join("prompts.parquet");
+    write_records(&path, &prompts)?;
+    let config = SampleConfig { samples_per_prompt: 2, batch_size: 100, max_new_tokens: 2, ..SampleConfig::default() };
+    let settings = SampleSettings { max_new_tokens: Some(2), ..SampleSettings::default() };
+    let placement = DeviceArgs { device: DeviceChoice::Cpu, dtype: DType::F32 }.resolve()?;
+    let streamed = tmp.path().join("streamed.parquet");
+    let summary = generate_file(&dir, &path, &streamed, config.clone(), &settings, 8_300, placement)?;
+    assert_eq!(summary.prompts, 8_300, "max_prompts stops the stream");
+
+    let (model, tokenizer) =
+        (CausalLm::from_pretrained(&dir, tch::Device::Cpu, tch::Kind::Float)?, Tokenizer::from_dir(&dir)?);
+    let (samples, empty) = rlhf_eval::generate::sample_responses(&model, &tokenizer, &prompts[..8_300], &config)?;
+    let whole = tmp.path().join("whole.parquet");
+    rlhf_eval::generate::write_samples(&whole, &samples)?;
+    assert_eq!(summary.empty, empty);
+    assert_eq!(read_records::<Demonstration>(&streamed)?, read_records::<Demonstration>(&whole)?);
+    Ok(())
+}
