@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::{can_cast_types, cast};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, UInt64Type};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -328,11 +328,11 @@ fn import_as<R: FromRow>(input: &Path, output: &Path, requested: Format) -> Resu
                 (written, fill(&mut source, &mut pending))
             },
             || {
-                let groups: Vec<Result<(EncodedRowGroup, Vec<u64>)>> = blocks
+                let groups: Vec<Result<(EncodedRowGroup, BlockIds)>> = blocks
                     .into_par_iter()
                     .map(|block| {
                         let batch = convert::<R>(&file, format, block)?;
-                        Ok((encoder.encode(std::slice::from_ref(&batch))?, id_hashes(&batch)))
+                        Ok((encoder.encode(std::slice::from_ref(&batch))?, BlockIds::of(&batch)))
                     })
                     .collect();
                 groups.into_iter().collect::<Result<Vec<_>>>()
@@ -342,8 +342,8 @@ fn import_as<R: FromRow>(input: &Path, output: &Path, requested: Format) -> Resu
         let groups = groups?;
         read?;
         converted = Vec::with_capacity(groups.len());
-        for (group, hashes) in groups {
-            ids.add(&hashes);
+        for (group, block_ids) in groups {
+            ids.add(&block_ids);
             converted.push(group);
         }
     }
@@ -352,54 +352,49 @@ fn import_as<R: FromRow>(input: &Path, output: &Path, requested: Format) -> Resu
     }
     let rows = writer.finish()?;
     tracing::info!(rows, "imported");
-    let first_repeated_id = ids.first_repeated.map(|row| read_id(output, row)).transpose()?;
-    Ok(ImportSummary { rows, format, repeated_ids: ids.repeated, first_repeated_id })
+    Ok(ImportSummary { rows, format, repeated_ids: ids.repeated, first_repeated_id: ids.first_repeated })
 }
 
-/// The `id` column of a converted batch, hashed (64 bits: memory stays a few bytes per row).
-fn id_hashes(batch: &RecordBatch) -> Vec<u64> {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    let Some(ids) = batch.column_by_name("id") else { return Vec::new() };
-    let ids = ids.as_string::<i32>();
-    let hasher = BuildHasherDefault::<DefaultHasher>::default();
-    (0..ids.len()).map(|row| hasher.hash_one(ids.value(row))).collect()
+/// A converted block's `id` column, and its values hashed (64 bits: what the import keeps of
+/// every id is a few bytes).
+struct BlockIds {
+    column: Option<ArrayRef>,
+    hashes: Vec<u64>,
 }
 
-/// Counts rows whose id an earlier row has.
+impl BlockIds {
+    fn of(batch: &RecordBatch) -> Self {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let column = batch.column_by_name("id").cloned();
+        let hasher = BuildHasherDefault::<DefaultHasher>::default();
+        let hashes = column.as_ref().map_or_else(Vec::new, |ids| {
+            let ids = ids.as_string::<i32>();
+            (0..ids.len()).map(|row| hasher.hash_one(ids.value(row))).collect()
+        });
+        BlockIds { column, hashes }
+    }
+}
+
+/// Counts rows whose id an earlier row has, and keeps the first such id.
 #[derive(Default)]
 struct RepeatedIds {
     seen: std::collections::HashSet<u64>,
-    rows: u64,
     repeated: u64,
-    /// The row of the first repeat.
-    first_repeated: Option<u64>,
+    first_repeated: Option<String>,
 }
 
 impl RepeatedIds {
-    fn add(&mut self, hashes: &[u64]) {
-        for hash in hashes {
+    fn add(&mut self, block: &BlockIds) {
+        for (row, hash) in block.hashes.iter().enumerate() {
             if !self.seen.insert(*hash) {
                 self.repeated += 1;
-                self.first_repeated.get_or_insert(self.rows);
+                if self.first_repeated.is_none() {
+                    let ids = block.column.as_ref().expect("hashes come from the id column");
+                    self.first_repeated = Some(ids.as_string::<i32>().value(row).to_string());
+                }
             }
-            self.rows += 1;
         }
     }
-}
-
-/// The id of row `row` of the table just written (for the message about repeated ids).
-fn read_id(table: &Path, row: u64) -> Result<String> {
-    let mut skipped = 0;
-    for batch in TableReader::open(table)? {
-        let batch = batch?;
-        let rows = batch.num_rows() as u64;
-        if row < skipped + rows {
-            let ids = batch.column_by_name("id").expect("every importable table has ids");
-            return Ok(ids.as_string::<i32>().value((row - skipped) as usize).to_string());
-        }
-        skipped += rows;
-    }
-    Err(Error::EmptyTable { path: table.to_path_buf() })
 }
 
 #[cfg(test)]
