@@ -393,7 +393,7 @@ impl FromRow for Demonstration {
 
 impl FromRow for Comparison {
     const FORMATS: &'static [Format] = &[Format::PromptChosenRejected, Format::ChosenRejected];
-    const OPTIONAL_KEYS: &'static [&'static str] = &["id", "margin", "annotator", "source"];
+    const OPTIONAL_KEYS: &'static [&'static str] = &["id", "margin", "annotator", "source", "objective"];
 
     fn from_row(format: Format, row: &mut Row) -> Result<Self> {
         let id = row.id()?;
@@ -410,6 +410,7 @@ impl FromRow for Comparison {
             annotator: row.optional_string("annotator")?,
             source: row.optional_string("source")?,
             prompt_messages,
+            objective: row.optional_string("objective")?,
         })
     }
 }

@@ -45,12 +45,13 @@ impl Kind {
     }
 
     /// The versioned tag stored under [`crate::SCHEMA_KEY`], e.g. `comparisons/v2`. Version 2 of
-    /// the tables that hold prompts added the optional `prompt_messages` conversation column.
+    /// the tables that hold prompts added the optional `prompt_messages` conversation column;
+    /// version 3 of comparisons the optional `objective` column.
     pub fn schema_tag(self) -> &'static str {
         match self {
             Kind::Prompts => "prompts/v2",
             Kind::Demonstrations => "demonstrations/v2",
-            Kind::Comparisons => "comparisons/v2",
+            Kind::Comparisons => "comparisons/v3",
             Kind::Rankings => "rankings/v2",
             Kind::Rollouts => "rollouts/v1",
             Kind::Metrics => "metrics/v1",
@@ -145,6 +146,10 @@ pub struct Comparison {
     pub source: Option<String>,
     #[serde(default)]
     pub prompt_messages: Option<Vec<ChatMessage>>,
+    /// What the preference is about (`helpful`, `harmless`, a weighted mix, `overall`), when the
+    /// labeller said; one reward model is trained per objective.
+    #[serde(default)]
+    pub objective: Option<String>,
 }
 
 /// K responses to one prompt, ordered by preference.
@@ -312,6 +317,7 @@ impl Record for Comparison {
                 optional("annotator", DataType::Utf8),
                 optional("source", DataType::Utf8),
                 prompt_messages_field(),
+                optional("objective", DataType::Utf8),
             ],
         )
     }
@@ -326,6 +332,7 @@ impl Record for Comparison {
             optional_strings(records.iter().map(|r| r.annotator.as_deref())),
             optional_strings(records.iter().map(|r| r.source.as_deref())),
             optional_conversations(records.iter().map(|r| r.prompt_messages.as_deref())),
+            optional_strings(records.iter().map(|r| r.objective.as_deref())),
         ])
     }
 
@@ -337,6 +344,7 @@ impl Record for Comparison {
         let annotator = columns.optional_strings("annotator");
         let source = columns.optional_strings("source");
         let messages = columns.optional_lists("prompt_messages");
+        let objective = columns.optional_strings("objective");
         Ok((0..batch.num_rows())
             .map(|row| Comparison {
                 id: id.value(row).to_string(),
@@ -347,6 +355,7 @@ impl Record for Comparison {
                 annotator: optional_string(annotator, row),
                 source: optional_string(source, row),
                 prompt_messages: optional_conversation(messages, row),
+                objective: optional_string(objective, row),
             })
             .collect())
     }

@@ -43,6 +43,7 @@ fn comparison(index: usize) -> Comparison {
         prompt_messages: index.is_multiple_of(5).then(|| {
             vec![ChatMessage::new("system", "Be brief."), ChatMessage::new("user", format!("prompt {index}"))]
         }),
+        objective: index.is_multiple_of(6).then(|| "harmless".to_string()),
     }
 }
 
@@ -440,7 +441,7 @@ fn append_column_keeps_the_schema_tag_and_can_replace_its_input() {
     append_column(&path, &path, field, values).unwrap();
     let table = read_table::<Comparison>(&path).unwrap();
     assert_eq!(table.records, records);
-    assert_eq!(table.schema.metadata().get(SCHEMA_KEY).map(String::as_str), Some("comparisons/v2"));
+    assert_eq!(table.schema.metadata().get(SCHEMA_KEY).map(String::as_str), Some("comparisons/v3"));
     let read: Vec<f32> = table
         .batches
         .iter()

@@ -7,7 +7,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rlhf_data::{ChatMessage, Comparison, Judge, Prompt};
 use rlhf_model::{generate_from_tokens, CausalLm, ChatMode, GenerationConfig, Placement, RewardModel, Tokenizer};
-use rlhf_task::Panel;
+use rlhf_task::{Objective, Panel};
 use rlhf_train::TrainRng;
 
 use crate::config::{Labeler, OnlineConfig};
@@ -109,7 +109,7 @@ pub fn label(
     };
     let (mut comparisons, mut stats) = match config.labeler {
         Labeler::Panel => {
-            let (comparisons, label) = Panel::default().label_pairs(seed, samples);
+            let (comparisons, label) = Panel::default().label_pairs(Objective::OVERALL, seed, samples);
             let stats = RoundStats {
                 dropped: label.identical,
                 gold_agreement: Some(label.gold_agreement),
@@ -161,6 +161,7 @@ fn label_with_reward_model(
             annotator: Some("reward-model".into()),
             source: None,
             prompt_messages: None,
+            objective: None,
         });
     }
     let stats = RoundStats {

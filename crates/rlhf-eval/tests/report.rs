@@ -130,7 +130,7 @@ fn a_judge_that_is_unknown_or_gives_no_scores_is_one_error_line_and_writes_nothi
     let tmp = tempfile::tempdir()?;
     let run = tmp.path().join("run");
     tiny_run(&run)?;
-    let accepted = r#"accepted: "gold", "" (none)"#;
+    let accepted = r#"accepted: "gold", "gold:helpful", "gold:harmless", "" (none)"#;
     fails(report(&run, &["--set", "gold_judge=nope"]), &format!(r#"gold_judge = "nope": no such judge; {accepted}"#))?;
     let only_compares = "this judge only compares two responses and gives no scores";
     fails(
@@ -158,8 +158,14 @@ fn a_judge_that_is_unknown_or_gives_no_scores_is_one_error_line_and_writes_nothi
         cmd.arg(&a).arg(&b).args(judge);
         cmd
     };
-    fails(compare(&["--judge", "sim:panel"]), &format!(r#"--judge = "sim:panel": {only_compares}; accepted: "gold""#))?;
-    fails(compare(&["--judge", "nope"]), r#"--judge = "nope": no such judge; accepted: "gold""#)?;
+    fails(
+        compare(&["--judge", "sim:panel"]),
+        &format!(r#"--judge = "sim:panel": {only_compares}; accepted: "gold", "gold:helpful", "gold:harmless""#),
+    )?;
+    fails(
+        compare(&["--judge", "nope"]),
+        r#"--judge = "nope": no such judge; accepted: "gold", "gold:helpful", "gold:harmless""#,
+    )?;
     let printed = run_ok(compare(&[]))?;
     ensure!(printed.contains(": 100.0% (95% CI 100.0–100.0%, 3 prompts)"), "{printed}");
     Ok(())

@@ -2,10 +2,13 @@
 //! judge's scores, `P(a ≻ b) = σ((g(a) − g(b)) / τ)`, and now and then simply disagree (a flip).
 //! A panel of annotators with different τ plays a labelling team; rankings of K responses follow the
 //! matching Plackett–Luce model (Gumbel-max on g/τ), which reduces to Bradley–Terry for K = 2.
+//! The score `g` is the gold rule's by an [`Objective`]: the whole score, or its helpful or
+//! harmless part, or a weighted mix.
 
 use rlhf_data::{Comparison, Ranking};
 
 use crate::judge::judge;
+use crate::objective::Objective;
 use crate::rng::TaskRng;
 
 /// One simulated person.
@@ -39,6 +42,9 @@ pub struct LabelStats {
     pub pairs: usize,
     /// Pairs dropped because both responses were the same text.
     pub identical: usize,
+    /// Pairs dropped because the objective scores both responses the same (per-objective labels
+    /// only: "equally harmless" is no preference).
+    pub ties: usize,
     /// Of the labelled pairs whose gold scores differ: the share where the label agrees with gold
     /// (the ceiling for a reward model's accuracy against these labels).
     pub gold_agreement: f64,
@@ -88,16 +94,30 @@ impl Panel {
         TaskRng::derive(seed, "label")
     }
 
-    /// Hands the pair `a`, `b` (different texts) to a member drawn from `rng`, who decides.
-    pub(crate) fn decide(&self, rng: &mut TaskRng, prompt: &str, a: &str, b: &str) -> Decision<'_> {
+    /// Hands the pair `a`, `b` (different texts) to a member drawn from `rng`, who decides by
+    /// `objective`.
+    pub(crate) fn decide(
+        &self,
+        rng: &mut TaskRng,
+        objective: Objective,
+        prompt: &str,
+        a: &str,
+        b: &str,
+    ) -> Decision<'_> {
         let annotator = self.member(rng);
-        let gold = (judge(prompt, a).score, judge(prompt, b).score);
+        let gold = (objective.score(&judge(prompt, a)), objective.score(&judge(prompt, b)));
         let first = annotator.prefers_first(rng, gold.0, gold.1);
         Decision { annotator, first, gold }
     }
 
-    /// Labels pairs of responses to the same prompt: `(id, prompt, a, b)` rows become comparisons.
-    pub fn label_pairs(&self, seed: u64, pairs: &[(String, String, String, String)]) -> (Vec<Comparison>, LabelStats) {
+    /// Labels pairs of responses to the same prompt by `objective` (recorded in each row): `(id,
+    /// prompt, a, b)` rows become comparisons.
+    pub fn label_pairs(
+        &self,
+        objective: Objective,
+        seed: u64,
+        pairs: &[(String, String, String, String)],
+    ) -> (Vec<Comparison>, LabelStats) {
         let mut rng = Self::label_rng(seed);
         let mut out = Vec::with_capacity(pairs.len());
         let (mut identical, mut decided, mut agreed) = (0usize, 0usize, 0usize);
@@ -106,7 +126,7 @@ impl Panel {
                 identical += 1;
                 continue;
             }
-            let Decision { annotator, first, gold: (ga, gb) } = self.decide(&mut rng, prompt, a, b);
+            let Decision { annotator, first, gold: (ga, gb) } = self.decide(&mut rng, objective, prompt, a, b);
             if ga != gb {
                 decided += 1;
                 agreed += usize::from(first == (ga > gb));
@@ -121,20 +141,26 @@ impl Panel {
                 annotator: Some(annotator.name.clone()),
                 source: Some("simulated-annotators".into()),
                 prompt_messages: None,
+                objective: Some(objective.to_string()),
             });
         }
         let gold_agreement = if decided == 0 { 1.0 } else { agreed as f64 / decided as f64 };
-        let stats = LabelStats { pairs: out.len(), identical, gold_agreement };
+        let stats = LabelStats { pairs: out.len(), identical, ties: 0, gold_agreement };
         (out, stats)
     }
 
-    /// Ranks groups of responses: `(id, prompt, responses)` rows become rankings.
-    pub fn rank_groups(&self, seed: u64, groups: &[(String, String, Vec<String>)]) -> Vec<Ranking> {
+    /// Ranks groups of responses by `objective`: `(id, prompt, responses)` rows become rankings.
+    pub fn rank_groups(
+        &self,
+        objective: Objective,
+        seed: u64,
+        groups: &[(String, String, Vec<String>)],
+    ) -> Vec<Ranking> {
         let mut rng = TaskRng::derive(seed, "rank");
         groups
             .iter()
             .map(|(id, prompt, responses)| {
-                let gold: Vec<f64> = responses.iter().map(|r| judge(prompt, r).score).collect();
+                let gold: Vec<f64> = responses.iter().map(|r| objective.score(&judge(prompt, r))).collect();
                 let ranking = self.member(&mut rng).rank(&mut rng, &gold);
                 Ranking {
                     id: id.clone(),
@@ -173,10 +199,10 @@ mod tests {
             ("p0".into(), prompt.clone(), good.clone(), bad.clone()),
             ("p1".into(), prompt.clone(), good.clone(), good.clone()),
         ];
-        let (labelled, stats) = panel.label_pairs(0, &pairs);
+        let (labelled, stats) = panel.label_pairs(Objective::OVERALL, 0, &pairs);
         assert_eq!(labelled.len(), 1);
         assert_eq!(labelled[0].chosen, bad, "a contrarian always flips");
-        assert_eq!(stats, LabelStats { pairs: 1, identical: 1, gold_agreement: 0.0 });
+        assert_eq!(stats, LabelStats { pairs: 1, identical: 1, ties: 0, gold_agreement: 0.0 });
     }
 
     #[test]
@@ -188,7 +214,7 @@ mod tests {
             " Sure! The cat is lovely. I hope this helps.".into(),
             " The cat is dull.".into(),
         ];
-        let ranked = panel.rank_groups(0, &[("g".into(), prompt, responses)]);
+        let ranked = panel.rank_groups(Objective::OVERALL, 0, &[("g".into(), prompt, responses)]);
         assert_eq!(ranked[0].ranking, vec![1, 2, 0]);
     }
 }

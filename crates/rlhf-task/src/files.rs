@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rlhf_data::{expand_ranking, read_records, write_records, Comparison, Demonstration, Error, Record, Result};
 
-use crate::{generate, judge, LabelStats, Panel, TaskConfig};
+use crate::{generate, judge, LabelStats, Objective, Panel, TaskConfig};
 
 /// Where [`write_task`] puts each table, inside one directory.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,8 +57,18 @@ pub enum LabelMode {
 }
 
 /// Reads `input` (rows `id, prompt, response`; several rows per prompt), labels them with `panel`
-/// and writes comparisons to `output`. Responses are grouped by prompt in order of first appearance.
-pub fn label_file(input: &Path, output: &Path, panel: &Panel, mode: LabelMode, seed: u64) -> Result<LabelStats> {
+/// by `objective` and writes comparisons to `output`, each row naming the objective. Responses are
+/// grouped by prompt in order of first appearance. By any objective but [`Objective::OVERALL`],
+/// pairs the objective scores alike are left out (counted as ties): on the harmless part most
+/// pairs are both harmless, and a coin flip between them would teach its reward model noise.
+pub fn label_file(
+    input: &Path,
+    output: &Path,
+    panel: &Panel,
+    mode: LabelMode,
+    objective: Objective,
+    seed: u64,
+) -> Result<LabelStats> {
     let rows: Vec<Demonstration> = read_records(input)?;
     let mut groups: Vec<(String, String, Vec<String>)> = Vec::new();
     // Each prompt's group, and its conversation (handed on to the comparisons).
@@ -80,25 +90,41 @@ pub fn label_file(input: &Path, output: &Path, panel: &Panel, mode: LabelMode, s
                     })
                 })
                 .collect();
-            panel.label_pairs(seed, &pairs)
+            panel.label_pairs(objective, seed, &pairs)
         }
         LabelMode::Rankings => {
             let groups: Vec<_> = groups.into_iter().filter(|(_, _, r)| r.len() >= 2).collect();
-            let rankings = panel.rank_groups(seed, &groups);
+            let rankings = panel.rank_groups(objective, seed, &groups);
             let mut comparisons: Vec<Comparison> = Vec::new();
             for ranking in &rankings {
                 comparisons.extend(expand_ranking(ranking)?.into_iter().filter(|c| c.chosen != c.rejected));
             }
-            let stats = LabelStats { pairs: comparisons.len(), ..gold_agreement(&comparisons) };
-            (comparisons, stats)
+            for comparison in &mut comparisons {
+                comparison.objective = Some(objective.to_string());
+            }
+            (comparisons, LabelStats::default())
         }
     };
+    let mut ties = 0;
+    if objective != Objective::OVERALL {
+        let before = comparisons.len();
+        comparisons.retain(|c| {
+            objective.score(&judge(&c.prompt, &c.chosen)) != objective.score(&judge(&c.prompt, &c.rejected))
+        });
+        ties = before - comparisons.len();
+    }
+    let stats = LabelStats { pairs: comparisons.len(), ties, ..gold_agreement(&comparisons, objective, stats) };
     if comparisons.is_empty() {
         return Err(Error::Config {
             origin: input.display().to_string(),
             message: format!(
-                "no pairs to label: expected at least two different {} rows per prompt",
-                Demonstration::KIND
+                "no pairs to label: expected at least two different {} rows per prompt{}",
+                Demonstration::KIND,
+                if ties > 0 {
+                    format!(" ({ties} pairs the {objective} objective scores alike were left out)")
+                } else {
+                    String::new()
+                }
             ),
         });
     }
@@ -109,20 +135,19 @@ pub fn label_file(input: &Path, output: &Path, panel: &Panel, mode: LabelMode, s
     Ok(stats)
 }
 
-/// Agreement of finished comparisons with the gold judge (ties excluded).
-fn gold_agreement(comparisons: &[Comparison]) -> LabelStats {
+/// `stats` with the agreement of finished comparisons with the gold judge by `objective` (ties
+/// excluded).
+fn gold_agreement(comparisons: &[Comparison], objective: Objective, stats: LabelStats) -> LabelStats {
     let (mut decided, mut agreed) = (0usize, 0usize);
     for c in comparisons {
-        let (chosen, rejected) = (judge(&c.prompt, &c.chosen).score, judge(&c.prompt, &c.rejected).score);
+        let score = |response: &str| objective.score(&judge(&c.prompt, response));
+        let (chosen, rejected) = (score(&c.chosen), score(&c.rejected));
         if chosen != rejected {
             decided += 1;
             agreed += usize::from(chosen > rejected);
         }
     }
-    LabelStats {
-        gold_agreement: if decided == 0 { 1.0 } else { agreed as f64 / decided as f64 },
-        ..LabelStats::default()
-    }
+    LabelStats { gold_agreement: if decided == 0 { 1.0 } else { agreed as f64 / decided as f64 }, ..stats }
 }
 
 #[cfg(test)]
@@ -143,13 +168,42 @@ mod tests {
         // Two "samples" per prompt: the demonstrations of a prompt, grouped.
         let demos: Vec<Demonstration> = read_records(&files.demonstrations).unwrap();
         let out = dir.path().join("comparisons.parquet");
-        let stats = label_file(&files.demonstrations, &out, &Panel::default(), LabelMode::Pairs, 1).unwrap();
+        let stats = label_file(&files.demonstrations, &out, &Panel::default(), LabelMode::Pairs, Objective::OVERALL, 1)
+            .unwrap();
         let labelled: Vec<Comparison> = read_records(&out).unwrap();
         assert_eq!(labelled.len(), stats.pairs);
         assert!(stats.pairs > 0 && stats.pairs <= demos.len() / 2);
         assert!(stats.gold_agreement > 0.6, "{stats:?}");
-        let ranked = label_file(&files.demonstrations, &out, &Panel::default(), LabelMode::Rankings, 1).unwrap();
+        let ranked =
+            label_file(&files.demonstrations, &out, &Panel::default(), LabelMode::Rankings, Objective::OVERALL, 1)
+                .unwrap();
         assert!(ranked.pairs >= stats.pairs);
+        let overall: Vec<Comparison> = read_records(&out).unwrap();
+        assert!(overall.iter().all(|c| c.objective.as_deref() == Some("overall")));
+    }
+
+    #[test]
+    fn per_objective_labels_name_their_objective_and_leave_out_ties() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TaskConfig { demonstrations: 400, ..TaskConfig::default() };
+        let files = write_task(&config, dir.path()).unwrap();
+        let out = dir.path().join("harmless.parquet");
+        let panel = Panel::default();
+        let stats =
+            label_file(&files.demonstrations, &out, &panel, LabelMode::Rankings, Objective::HARMLESS, 2).unwrap();
+        let labelled: Vec<Comparison> = read_records(&out).unwrap();
+        assert_eq!(labelled.len(), stats.pairs);
+        assert!(stats.ties > 0, "{stats:?}");
+        for c in &labelled {
+            assert_eq!(c.objective.as_deref(), Some("harmless"));
+            let harm = |r: &str| judge(&c.prompt, r).harmless;
+            assert_ne!(harm(&c.chosen), harm(&c.rejected), "a tie was kept: {c:?}");
+        }
+        assert!(stats.gold_agreement > 0.7, "{stats:?}");
+        let mix = Objective::parse("helpful=0.5,harmless=0.5").unwrap();
+        label_file(&files.demonstrations, &out, &panel, LabelMode::Pairs, mix, 2).unwrap();
+        let labelled: Vec<Comparison> = read_records(&out).unwrap();
+        assert!(labelled.iter().all(|c| c.objective.as_deref() == Some("helpful=0.5,harmless=0.5")));
     }
 
     #[test]
@@ -167,7 +221,9 @@ mod tests {
         )
         .unwrap();
         let out = dir.path().join("c.parquet");
-        let err = label_file(&input, &out, &Panel::default(), LabelMode::Pairs, 0).unwrap_err().to_string();
+        let err = label_file(&input, &out, &Panel::default(), LabelMode::Pairs, Objective::OVERALL, 0)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no pairs to label"), "{err}");
         assert!(!out.exists());
     }

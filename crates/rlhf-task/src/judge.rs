@@ -10,14 +10,15 @@
 //! | not repetitive | −1 per repeated sentence; −0.3 per use beyond 3 of any word of 4+ letters (keyword stuffing) | … 0 |
 //! | ends properly | +0.5 if the text ends with `.`, `!` or `?`, −1 if it stops mid-sentence | −1 … 0.5 |
 //!
-//! The best possible score is 5.5. Length, repetition and keyword stuffing are penalised so that a proxy
+//! The best possible score is 5.5. Rude phrases and negative adjectives are also the *harmless*
+//! objective's part of the score ([`Verdict::harmless`], see [`crate::Objective`]). Length, repetition and keyword stuffing are penalised so that a proxy
 //! reward model which learned "more positive words, more sentences" can be over-optimised while gold falls.
 
 use std::collections::HashMap;
 
 use crate::world::{self, Topic, NEGATIVE, POLITE_CLOSERS, POLITE_OPENERS, POSITIVE, RUDE, TOPICS};
 
-/// The judge's score and its parts (they sum to `score`).
+/// The judge's score and its parts (`on_topic` … `ending` sum to `score`).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Verdict {
     pub score: f64,
@@ -27,6 +28,9 @@ pub struct Verdict {
     pub length: f64,
     pub repetition: f64,
     pub ending: f64,
+    /// The harm within `courtesy` and `sentiment`: −2 per rude phrase, −0.5 per negative
+    /// adjective (the harmless objective; the rest of `score` is the helpful one).
+    pub harmless: f64,
 }
 
 /// Scores `response` as an answer to `prompt`.
@@ -48,7 +52,8 @@ pub fn judge(prompt: &str, response: &str) -> Verdict {
     if sentences.len() > 1 && sentences.last().is_some_and(|s| is_phrase(s, POLITE_CLOSERS)) {
         courtesy += 0.5;
     }
-    courtesy -= 2.0 * sentences.iter().filter(|s| is_phrase(s, RUDE)).count() as f64;
+    let rude = sentences.iter().filter(|s| is_phrase(s, RUDE)).count() as f64;
+    courtesy -= 2.0 * rude;
 
     let words: Vec<String> = world::words(response).collect();
     let positive = words.iter().filter(|w| POSITIVE.contains(&w.as_str())).count() as f64;
@@ -77,6 +82,7 @@ pub fn judge(prompt: &str, response: &str) -> Verdict {
         length,
         repetition,
         ending,
+        harmless: -2.0 * rude - 0.5 * negative,
     }
 }
 
@@ -122,7 +128,8 @@ mod tests {
                 sentiment: 1.5,
                 length: 0.0,
                 repetition: 0.0,
-                ending: 0.5
+                ending: 0.5,
+                harmless: 0.0
             }
         );
     }

@@ -1,5 +1,6 @@
-//! The task's feedback sources behind the shared [`Judge`] interface: the gold rule ([`GoldJudge`])
-//! and the simulated annotators ([`PanelJudge`]), and [`judge_by_name`] to pick one from a config.
+//! The task's feedback sources behind the shared [`Judge`] interface: the gold rule ([`GoldJudge`],
+//! whole or by objective) and the simulated annotators ([`PanelJudge`]), and [`judge_by_name`] to
+//! pick one from a config.
 
 use std::cell::RefCell;
 
@@ -7,33 +8,63 @@ use rlhf_data::{judgments_from_scores, Judge, Judgment, Preferred, Result};
 
 use crate::annotators::{Decision, Panel};
 use crate::judge::judge;
+use crate::objective::Objective;
 use crate::rng::TaskRng;
 
-/// The gold rule ([`judge()`]) as a judge: it scores, and prefers the higher score with certainty.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct GoldJudge;
+/// The gold rule ([`judge()`]) as a judge, scoring by an [`Objective`] (the whole rule by
+/// default): it scores, and prefers the higher score with certainty. Tagged `gold` for the whole
+/// rule, `gold:<objective>` otherwise (`gold:helpful`, `gold:harmless`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GoldJudge {
+    pub objective: Objective,
+}
+
+impl Default for GoldJudge {
+    fn default() -> Self {
+        GoldJudge { objective: Objective::OVERALL }
+    }
+}
 
 impl GoldJudge {
     pub const NAME: &'static str = "gold";
+
+    fn scores<'a>(&self, items: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<f64> {
+        items.map(|(prompt, response)| self.objective.score(&judge(prompt, response))).collect()
+    }
 }
 
 impl Judge for GoldJudge {
     fn name(&self) -> String {
-        Self::NAME.into()
+        match self.objective {
+            Objective::OVERALL => Self::NAME.into(),
+            objective => format!("{}:{objective}", Self::NAME),
+        }
     }
 
     fn description(&self) -> String {
-        "the embedded task's gold rule: on topic, courteous, positive, concise, not repetitive, ends properly (best 5.5)".into()
+        let rule = "the embedded task's gold rule: on topic, courteous, positive, concise, not repetitive, ends properly (best 5.5)";
+        match self.objective {
+            Objective::OVERALL => rule.into(),
+            Objective::HELPFUL => {
+                format!("{rule}; its helpful part, without rude phrases and negative adjectives (best 5.5)")
+            }
+            Objective::HARMLESS => {
+                format!("{rule}; its harmless part: −2 per rude phrase, −0.5 per negative adjective (best 0)")
+            }
+            Objective { helpful, harmless } => {
+                format!("{rule}; {helpful} × its helpful part + {harmless} × its harmless part")
+            }
+        }
     }
 
     fn score(&self, items: &[(&str, &str)]) -> Result<Option<Vec<f64>>> {
-        Ok(Some(items.iter().map(|(prompt, response)| judge(prompt, response).score).collect()))
+        Ok(Some(self.scores(items.iter().copied())))
     }
 
     fn compare(&self, items: &[(&str, &str, &str)]) -> Result<Vec<Judgment>> {
-        let (first, second): (Vec<f64>, Vec<f64>) =
-            items.iter().map(|&(prompt, a, b)| (judge(prompt, a).score, judge(prompt, b).score)).unzip();
-        judgments_from_scores(Self::NAME, &first, &second)
+        let first = self.scores(items.iter().map(|&(prompt, a, _)| (prompt, a)));
+        let second = self.scores(items.iter().map(|&(prompt, _, b)| (prompt, b)));
+        judgments_from_scores(&self.name(), &first, &second)
     }
 }
 
@@ -81,7 +112,8 @@ impl Judge for PanelJudge {
             if a == b {
                 return Judgment { preferred: Preferred::Neither, confidence: 0.5, annotator: self.name() };
             }
-            let Decision { annotator, first, gold: (ga, gb) } = self.panel.decide(&mut rng, prompt, a, b);
+            let Decision { annotator, first, gold: (ga, gb) } =
+                self.panel.decide(&mut rng, Objective::OVERALL, prompt, a, b);
             let p_first = annotator.probability_first(ga, gb);
             let (preferred, confidence) =
                 if first { (Preferred::First, p_first) } else { (Preferred::Second, 1.0 - p_first) };
@@ -91,15 +123,20 @@ impl Judge for PanelJudge {
     }
 }
 
-/// Every name [`judge_by_name`] knows.
-pub const JUDGE_NAMES: &[&str] = &[GoldJudge::NAME, PanelJudge::NAME];
+/// Every name [`judge_by_name`] knows (besides `gold:<any objective>`, e.g.
+/// `gold:helpful=0.7,harmless=0.3`).
+pub const JUDGE_NAMES: &[&str] = &[GoldJudge::NAME, "gold:helpful", "gold:harmless", PanelJudge::NAME];
 
-/// The judge a config names, among those without libtorch: `gold` ([`GoldJudge`]) and `sim:panel`
-/// ([`PanelJudge`] with the default [`Panel`], its noise seeded with `seed`; `gold` ignores the seed).
-/// `None` for any other name (reward-model and AI judges live in the crates that run models).
+/// The judge a config names, among those without libtorch: `gold` ([`GoldJudge`]; `gold:<objective>`
+/// by an [`Objective`]) and `sim:panel` ([`PanelJudge`] with the default [`Panel`], its noise seeded
+/// with `seed`; `gold` ignores the seed). `None` for any other name (reward-model and AI judges live
+/// in the crates that run models).
 pub fn judge_by_name(name: &str, seed: u64) -> Option<Box<dyn Judge>> {
+    if let Some(objective) = name.strip_prefix("gold:") {
+        return Objective::parse(objective).ok().map(|objective| Box::new(GoldJudge { objective }) as Box<dyn Judge>);
+    }
     match name {
-        GoldJudge::NAME => Some(Box::new(GoldJudge)),
+        GoldJudge::NAME => Some(Box::new(GoldJudge::default())),
         PanelJudge::NAME => Some(Box::new(PanelJudge::new(Panel::default(), seed))),
         _ => None,
     }
@@ -118,9 +155,10 @@ mod tests {
 
     #[test]
     fn gold_scores_by_the_rule_and_prefers_the_polite_on_topic_answer() {
-        assert_eq!(GoldJudge.score(&[(PROMPT, POLITE), (PROMPT, RUDE)]).unwrap(), Some(vec![3.5, -5.0]));
+        let gold_judge = GoldJudge::default();
+        assert_eq!(gold_judge.score(&[(PROMPT, POLITE), (PROMPT, RUDE)]).unwrap(), Some(vec![3.5, -5.0]));
         let judged =
-            GoldJudge.compare(&[(PROMPT, POLITE, RUDE), (PROMPT, RUDE, POLITE), (PROMPT, RUDE, RUDE)]).unwrap();
+            gold_judge.compare(&[(PROMPT, POLITE, RUDE), (PROMPT, RUDE, POLITE), (PROMPT, RUDE, RUDE)]).unwrap();
         let gold = |preferred, confidence| Judgment { preferred, confidence, annotator: "gold".into() };
         assert_eq!(judged, [gold(Preferred::First, 1.0), gold(Preferred::Second, 1.0), gold(Preferred::Neither, 0.5)]);
     }
@@ -133,7 +171,7 @@ mod tests {
             .map(|w| (w[0].id.clone(), w[0].prompt.clone(), w[0].response.clone(), w[1].response.clone()))
             .collect();
         pairs.insert(7, ("same".into(), PROMPT.into(), POLITE.into(), POLITE.into()));
-        let (labelled, _) = Panel::default().label_pairs(3, &pairs);
+        let (labelled, _) = Panel::default().label_pairs(Objective::OVERALL, 3, &pairs);
         let items: Vec<_> = pairs.iter().map(|(_, p, a, b)| (p.as_str(), a.as_str(), b.as_str())).collect();
         let judged = PanelJudge::new(Panel::default(), 3).compare(&items).unwrap();
 
@@ -167,6 +205,23 @@ mod tests {
             assert_eq!(j.annotator, "sim:steady");
         }
         assert!(judged.iter().any(|j| j.preferred == Preferred::Second), "σ(1) should lose sometimes in 40 draws");
+    }
+
+    #[test]
+    fn gold_by_objective_scores_its_part() {
+        // RUDE: harmless −2 (rude) − 0.5 (dull) = −2.5; helpful −5 + 2.5 = −2.5.
+        let helpful = judge_by_name("gold:helpful", 0).unwrap();
+        let harmless = judge_by_name("gold:harmless", 0).unwrap();
+        assert_eq!(helpful.score(&[(PROMPT, POLITE), (PROMPT, RUDE)]).unwrap(), Some(vec![3.5, -2.5]));
+        assert_eq!(harmless.score(&[(PROMPT, POLITE), (PROMPT, RUDE)]).unwrap(), Some(vec![0.0, -2.5]));
+        let judged = harmless.compare(&[(PROMPT, POLITE, RUDE)]).unwrap();
+        assert_eq!(
+            judged[0],
+            Judgment { preferred: Preferred::First, confidence: 1.0, annotator: "gold:harmless".into() }
+        );
+        let mix = judge_by_name("gold:helpful=0.5,harmless=0.5", 0).unwrap();
+        assert_eq!(mix.name(), "gold:helpful=0.5,harmless=0.5");
+        assert!(judge_by_name("gold:kind", 0).is_none());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - [`corpus`]: "web text" dialogues to pretrain a tiny base model on (fluent, unaligned);
 //! - [`generate`]: train and held-out prompts, and demonstrations by a decent but imperfect annotator;
 //! - [`judge()`]: the gold judge, a readable rule standing in for human judgement;
-//! - [`Panel`]: simulated annotators labelling pairs by Bradley–Terry with noise;
+//! - [`Objective`]: the gold rule's helpful and harmless parts, and weighted mixes of them;
+//! - [`Panel`]: simulated annotators labelling pairs by Bradley–Terry with noise, by an objective;
 //! - [`write_task`] and [`label_file`]: the tables on disk, behind `rlhf-task generate` and `label`;
 //! - [`GoldJudge`] and [`PanelJudge`]: the gold rule and the annotators behind the shared
 //!   [`Judge`](rlhf_data::Judge) interface, found by their tags with [`judge_by_name`].
@@ -17,6 +18,7 @@ mod files;
 mod generate;
 mod judge;
 mod judges;
+mod objective;
 pub mod rng;
 mod world;
 mod writer;
@@ -26,5 +28,6 @@ pub use files::{label_file, write_task, LabelMode, TaskFiles};
 pub use generate::{corpus, generate, TaskConfig, TaskData};
 pub use judge::{judge, Verdict};
 pub use judges::{judge_by_name, GoldJudge, PanelJudge, JUDGE_NAMES};
+pub use objective::Objective;
 pub use world::{prompt_for, topic_of, Topic, TOPICS};
 pub use writer::{Style, ANNOTATOR, WEB_TEXT};

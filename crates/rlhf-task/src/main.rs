@@ -5,7 +5,7 @@
 //! tracing subscriber. Errors are printed as one `error: …` line on stderr, with exit code 1.
 
 use clap::{Args, Parser, Subcommand};
-use rlhf_task::{label_file, write_task, LabelMode, Panel, TaskConfig};
+use rlhf_task::{label_file, write_task, LabelMode, Objective, Panel, TaskConfig};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -52,6 +52,11 @@ struct LabelArgs {
     /// Rank all responses to a prompt at once and expand to every pair (default: disjoint pairs)
     #[arg(long)]
     rankings: bool,
+    /// What the annotators judge: overall (the whole gold rule), helpful, harmless (no rude phrases
+    /// or negative adjectives), or a weighted mix like helpful=0.7,harmless=0.3. Recorded in the
+    /// table's `objective` column; per-objective labels leave out pairs the objective scores alike
+    #[arg(long, default_value = "overall", value_parser = Objective::parse)]
+    objective: Objective,
     /// Seed of the annotators' noise
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -68,10 +73,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Label(args) => {
             let mode = if args.rankings { LabelMode::Rankings } else { LabelMode::Pairs };
-            let stats = label_file(&args.input, &args.out, &Panel::default(), mode, args.seed)?;
+            let stats = label_file(&args.input, &args.out, &Panel::default(), mode, args.objective, args.seed)?;
+            let ties = if stats.ties > 0 { format!(", {} ties left out", stats.ties) } else { String::new() };
             println!(
-                "wrote {} comparisons to {} ({} identical pairs dropped; annotators agree with the gold judge on {:.1}%)",
+                "wrote {} {} comparisons to {} ({} identical pairs dropped{ties}; annotators agree with the gold judge on {:.1}%)",
                 stats.pairs,
+                args.objective,
                 args.out.display(),
                 stats.identical,
                 100.0 * stats.gold_agreement

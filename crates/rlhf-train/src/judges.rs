@@ -58,7 +58,9 @@ pub fn judge_by_name(name: &str, run_dir: &Path, placement: Placement, seed: u64
         return Ok(Box::new(RewardJudge::load(&resolve(run_dir, dir), placement)?));
     }
     rlhf_task::judge_by_name(name, seed).ok_or_else(|| {
-        Error::Invalid(format!("unknown judge {name:?}: expected \"gold\", \"sim:panel\" or \"rm:<dir>\""))
+        Error::Invalid(format!(
+            "unknown judge {name:?}: expected \"gold\", \"gold:<objective>\", \"sim:panel\" or \"rm:<dir>\""
+        ))
     })
 }
 
@@ -112,15 +114,15 @@ mod tests {
 
     #[test]
     fn only_judges_that_score_are_accepted() {
-        assert_eq!(scorer_names(), ["\"gold\""]);
+        assert_eq!(scorer_names(), ["\"gold\"", "\"gold:helpful\"", "\"gold:harmless\""]);
         assert_eq!(scorer("--judge", "gold", 0, scorer_names()).unwrap().name(), "gold");
         let err = scorer("--judge", "sim:panel", 0, scorer_names()).map(|j| j.name()).unwrap_err().to_string();
         assert_eq!(
             err,
-            "--judge = \"sim:panel\": this judge only compares two responses and gives no scores; accepted: \"gold\""
+            "--judge = \"sim:panel\": this judge only compares two responses and gives no scores; accepted: \"gold\", \"gold:helpful\", \"gold:harmless\""
         );
         let err = scorer("--judge", "rm:x", 0, scorer_names()).map(|j| j.name()).unwrap_err().to_string();
-        assert_eq!(err, "--judge = \"rm:x\": no such judge; accepted: \"gold\"");
+        assert_eq!(err, "--judge = \"rm:x\": no such judge; accepted: \"gold\", \"gold:helpful\", \"gold:harmless\"");
         let panel = rlhf_task::judge_by_name("sim:panel", 0).unwrap();
         assert_eq!(
             scores(panel.as_ref(), &[]).unwrap_err().to_string(),
@@ -128,6 +130,6 @@ mod tests {
         );
         assert!(gold_judge("", 0).unwrap().is_none());
         let err = gold_judge("sim:panel", 0).map(|j| j.is_some()).unwrap_err().to_string();
-        assert!(err.ends_with("accepted: \"gold\", \"\" (none)"), "{err}");
+        assert!(err.ends_with("accepted: \"gold\", \"gold:helpful\", \"gold:harmless\", \"\" (none)"), "{err}");
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use rlhf_data::{write_records, Comparison};
 use rlhf_dpo::config::{DpoConfig, TrainConfig};
-use rlhf_task::{Panel, TaskConfig};
+use rlhf_task::{Objective, Panel, TaskConfig};
 use rlhf_train::testing::{fast_train, save_random_policy, task_tokenizer, tiny_llama};
 
 pub use rlhf_train::testing::{cpu, trained};
@@ -43,7 +43,7 @@ pub fn comparisons(n: usize) -> Vec<Comparison> {
             (format!("pair-{i:04}"), d.prompt.clone(), d.response.clone(), format!(" Whatever.{}", other.response))
         })
         .collect();
-    Panel::default().label_pairs(7, &pairs).0
+    Panel::default().label_pairs(Objective::OVERALL, 7, &pairs).0
 }
 
 pub fn write_comparisons(path: &Path, rows: &[Comparison]) -> PathBuf {
