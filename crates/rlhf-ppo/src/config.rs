@@ -7,6 +7,7 @@ use rlhf_model::{AdamWConfig, Combine};
 pub use rlhf_train::{LoraSection, OnNonFinite};
 use serde::{Deserialize, Serialize};
 
+pub use crate::constraint::ConstraintSection;
 use crate::kl::{KlController, KlEstimator};
 
 /// PPO (and the critic-free GRPO / RLOO) against reward models with a KL penalty to a reference.
@@ -30,6 +31,8 @@ pub struct PpoConfig {
     pub data: DataSection,
     pub generation: GenerationSection,
     pub reward: RewardSection,
+    /// Keep a cost (a harmlessness model's score, negated) under a threshold (Safe RLHF).
+    pub constraint: ConstraintSection,
     pub kl: KlSection,
     pub ppo: PpoSection,
     pub train: TrainSection,
@@ -52,6 +55,7 @@ impl Default for PpoConfig {
             data: DataSection::default(),
             generation: GenerationSection::default(),
             reward: RewardSection::default(),
+            constraint: ConstraintSection::default(),
             kl: KlSection::default(),
             ppo: PpoSection::default(),
             train: TrainSection::default(),

@@ -6,11 +6,13 @@
 //! (`configs/ppo.toml`) and a run directory and writes `<run>/ppo/`: `config.toml` (resolved),
 //! `rollouts.parquet` and `metrics.parquet` (append-only: one part file per iteration),
 //! `checkpoints/step-N/` (resume) and `final/` (a Hugging Face checkpoint). The math lives in
-//! [`advantage`], [`loss`] and [`kl`]; rewards in [`reward`]; sampling and scoring in [`rollout`];
-//! the loop in [`trainer`].
+//! [`advantage`], [`loss`] and [`kl`]; rewards in [`reward`] (a weighted sum of several, one per
+//! objective) and [`constraint`] (a cost kept under a threshold by a Lagrange multiplier, Safe
+//! RLHF); sampling and scoring in [`rollout`]; the loop in [`trainer`].
 
 pub mod advantage;
 pub mod config;
+pub mod constraint;
 pub mod kl;
 pub mod loss;
 pub mod reward;

@@ -1,7 +1,7 @@
 //! The sequence-level score of a rollout: reward models (each one checkpoint or an ensemble)
 //! scoring `tokens(prompt) ++ tokens(response) ++ [eos]` with their own tokenizers, combined as a
 //! weighted sum or an ensemble, then shaped: running normalisation, clipping, a length penalty and
-//! the missing-eos penalty.
+//! the missing-eos penalty. With a `[constraint]`, its cost model is loaded beside them.
 
 use std::path::Path;
 
@@ -12,18 +12,48 @@ use serde::{Deserialize, Serialize};
 
 use rlhf_train::resolve;
 
-use crate::config::{MissingEos, RewardSection};
+use crate::config::{ConstraintSection, MissingEos, RewardSection};
 use crate::{Error, Result};
 
-/// The reward models of a run, each with its weight.
+/// The reward models of a run, each with its weight, and the constraint's cost model.
 pub struct RewardModels {
     models: Vec<(RewardModel, f64)>,
+    cost: Option<RewardModel>,
     config: RewardSection,
 }
 
+/// The reward-model directory `path` (relative to `run_dir`) loaded for scoring; `setting` names
+/// the config entry in the error when it is missing.
+fn load_model(
+    setting: &str,
+    path: &Path,
+    run_dir: &Path,
+    chat: ChatMode,
+    placement: Placement,
+    batch_size: usize,
+) -> Result<RewardModel> {
+    let dir = resolve(run_dir, path);
+    if !dir.is_dir() {
+        return Err(Error::File {
+            path: dir,
+            message: format!("reward model directory not found (set {setting}, or run `rlhf-reward` first)"),
+        });
+    }
+    let mut model = RewardModel::load_as(&dir, placement.device, placement.kind)?.with_chat_mode(chat);
+    model.batch_size = batch_size;
+    Ok(model)
+}
+
 impl RewardModels {
-    /// Loads every `reward.models` entry (paths relative to `run_dir`).
-    pub fn load(config: &RewardSection, run_dir: &Path, chat: ChatMode, placement: Placement) -> Result<Self> {
+    /// Loads every `reward.models` entry and the constraint's cost model, if any (paths relative
+    /// to `run_dir`).
+    pub fn load(
+        config: &RewardSection,
+        constraint: &ConstraintSection,
+        run_dir: &Path,
+        chat: ChatMode,
+        placement: Placement,
+    ) -> Result<Self> {
         if config.models.is_empty() {
             return Err(Error::Invalid("reward.models lists no reward model".into()));
         }
@@ -31,23 +61,29 @@ impl RewardModels {
             .models
             .iter()
             .map(|entry| {
-                let dir = resolve(run_dir, &entry.path);
-                if !dir.is_dir() {
-                    return Err(Error::File {
-                        path: dir,
-                        message: "reward model directory not found (set reward.models, or run `rlhf-reward` first)"
-                            .into(),
-                    });
-                }
-                let mut model = RewardModel::load_as(&dir, placement.device, placement.kind)?.with_chat_mode(chat);
-                model.batch_size = config.batch_size;
+                let model = load_model("reward.models", &entry.path, run_dir, chat, placement, config.batch_size)?;
                 Ok((model, entry.weight))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(RewardModels { models, config: config.clone() })
+        let cost = constraint
+            .enabled()
+            .then(|| {
+                let path = &constraint.cost_model;
+                load_model("constraint.cost_model", path, run_dir, chat, placement, config.batch_size)
+            })
+            .transpose()?;
+        Ok(RewardModels { models, cost, config: config.clone() })
     }
 
-    /// Combined reward-model scores of `(prompt, response)` texts (before shaping).
+    /// The constraint's costs of `(prompt, response)` texts: the cost model's scores negated;
+    /// `None` without a constraint.
+    pub fn costs<P: AsPrompt + Sync>(&self, pairs: &[(P, &str)]) -> Result<Option<Vec<f32>>> {
+        let Some(model) = &self.cost else { return Ok(None) };
+        Ok(Some(model.score(pairs)?.into_iter().map(|score| -score).collect()))
+    }
+
+    /// Combined reward-model scores of `(prompt, response)` texts (before shaping and the
+    /// constraint).
     pub fn score<P: AsPrompt + Sync>(&self, pairs: &[(P, &str)]) -> Result<Vec<f32>> {
         let per_model =
             self.models.iter().map(|(model, _)| model.score(pairs)).collect::<rlhf_model::Result<Vec<_>>>()?;

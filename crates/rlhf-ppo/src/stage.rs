@@ -56,6 +56,11 @@ fn check_config(config: &PpoConfig) -> Result<()> {
     )?;
     ensure(train.lr > 0.0 && train.max_grad_norm >= 0.0, "train.lr must be > 0 and train.max_grad_norm >= 0")?;
     ensure(config.data.max_prompt_len > 0, "data.max_prompt_len must be at least 1")?;
+    let c = &config.constraint;
+    ensure(
+        c.threshold.is_finite() && c.lambda_lr >= 0.0 && (0.0..=c.lambda_max).contains(&c.lambda_init),
+        "constraint.threshold must be finite, constraint.lambda_lr >= 0 and 0 <= constraint.lambda_init <= constraint.lambda_max",
+    )?;
     Ok(())
 }
 
@@ -131,7 +136,8 @@ pub fn run(config: &PpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
             Some(reference)
         }
     };
-    let rewards = RewardModels::load(&config.reward, run_dir, config.model.chat_template, placement)?;
+    let rewards =
+        RewardModels::load(&config.reward, &config.constraint, run_dir, config.model.chat_template, placement)?;
     let critic = match (config.advantage, config.critic) {
         (AdvantageKind::Gae, CriticKind::Separate) => {
             let critic_dir = if config.model.critic.as_os_str().is_empty() {

@@ -5,13 +5,15 @@
 //!
 //! The stage directory holds `rollouts.parquet` and `metrics.parquet` (append-only tables, one part
 //! file per iteration), `checkpoints/step-N/` (trainable tensors, optimizer, KL controller, reward
-//! moments, prompt position, RNG) and finally `final/`. Models stay in eval mode (no dropout), so
+//! moments, Lagrange multiplier, prompt position, RNG) and finally `final/`. Models stay in eval mode (no dropout), so
 //! the first minibatch's ratio is exactly 1.
 //!
 //! Metrics per iteration (`step` = iteration, 1-based): `objective/{score, rm_score,
 //! non_score_reward, rlhf_reward, kl, kl_coef, entropy, gold}` (score after shaping, raw reward-model
 //! score, `−β·ΣKL`, their sum, mean per-response KL, β used, mean per-token entropy, the configured
-//! `gold_judge`'s mean score when there is one), `policy/{approx_kl, clip_fraction}`,
+//! `gold_judge`'s mean score when there is one), with a `[constraint]` `constraint/{reward, cost,
+//! lambda, satisfied}` (mean reward before the cost, mean cost, λ after this iteration's update,
+//! share of rollouts with cost ≤ threshold), `policy/{approx_kl, clip_fraction}`,
 //! `loss/{policy, value}`, `value/{clip_fraction, explained_variance}`, `response/{length,
 //! eos_rate}`, `perf/{tokens_per_s, samples_per_s, peak_memory_bytes}` (prompt + response tokens
 //! and samples over the iteration's wall time), `time/{generation_s, scoring_s, training_s,
@@ -32,6 +34,7 @@ use tch::{Kind, Tensor};
 
 use crate::advantage::{dr_grpo, explained_variance, gae, grpo, masked_mean, masked_whiten, per_token, rloo};
 use crate::config::{AdvantageKind, ImportanceRatio, LossAggregation, PpoConfig};
+use crate::constraint::Lagrangian;
 use crate::kl::KlController;
 use crate::loss::{policy_loss, sequence_policy_loss, value_loss, Clip};
 use crate::reward::{shape_scores, ResponseShape, RewardModels, RunningMoments};
@@ -92,6 +95,8 @@ pub struct TrainSummary {
 struct LoopState {
     kl: KlController,
     moments: RunningMoments,
+    /// λ of `[constraint]` (its `lambda_init` while there is none).
+    lagrangian: Lagrangian,
     optimizer_steps: u64,
     skipped: u64,
 }
@@ -242,6 +247,7 @@ impl<'a> Loop<'a> {
         let mut state = LoopState {
             kl: config.kl.controller(),
             moments: RunningMoments::default(),
+            lagrangian: config.constraint.multiplier(),
             optimizer_steps: 0,
             skipped: 0,
         };
@@ -456,7 +462,19 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
         let prompts: Vec<&Prompt> = samples.iter().map(|s| &job.prompts.records[s.prompt]).collect();
         let pairs: Vec<(&Prompt, &str)> = prompts.iter().copied().zip(texts.iter().map(String::as_str)).collect();
         let prompt_texts: Vec<&str> = prompts.iter().map(|p| p.prompt.as_str()).collect();
-        let rm_scores = models.rewards.score(&pairs)?;
+        let mut rm_scores = models.rewards.score(&pairs)?;
+        let mut constraint_metrics = Vec::new();
+        if let Some(costs) = models.rewards.costs(&pairs)? {
+            let reward = rm_scores.iter().map(|&r| r as f64).sum::<f64>() / rm_scores.len().max(1) as f64;
+            let constrained = run.state.lagrangian.apply(&rm_scores, &costs, &config.constraint);
+            constraint_metrics = vec![
+                ("constraint/reward", reward),
+                ("constraint/cost", constrained.mean_cost),
+                ("constraint/lambda", constrained.lambda),
+                ("constraint/satisfied", constrained.satisfied),
+            ];
+            rm_scores = constrained.scores;
+        }
         let shapes: Vec<ResponseShape> =
             samples.iter().map(|s| ResponseShape { tokens: s.response_tokens.len(), has_eos: s.has_eos }).collect();
         let scores = shape_scores(&rm_scores, &shapes, &config.reward, &mut run.state.moments);
@@ -510,8 +528,9 @@ pub fn train(models: &Models, job: &TrainJob<'_>) -> Result<TrainSummary> {
         let n = samples.len() as f64;
         let mean_score = scores.iter().map(|&x| x as f64).sum::<f64>() / n;
         let timings = Timings { generation_s, scoring_s, training_s, seconds };
-        let values_out =
+        let mut values_out =
             iteration_metrics(&run, &exp, &scored, &rm_scores, &non_score, &stats, (beta, explained), &timings)?;
+        values_out.extend(constraint_metrics);
         let wall_time = now();
         metrics.extend(values_out.iter().map(|&(name, value)| Metric {
             stage: STAGE_NAME.into(),

@@ -1,6 +1,7 @@
 //! The stage end to end on tiny models: reward rises, rollouts and metrics are written every
 //! iteration, an interrupted run resumes to the same result, GRPO/RLOO/shared-critic/LoRA runs
-//! work, the numerical guard skips or aborts, and a finished stage is skipped.
+//! work, the numerical guard skips or aborts, a constraint's Lagrange multiplier follows its
+//! cost, and a finished stage is skipped.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
 use rlhf_data::{read_records, Metric, Rollout};
-use rlhf_ppo::config::{AdvantageKind, CriticKind, ImportanceRatio, LossAggregation, OnNonFinite};
+use rlhf_ppo::config::{AdvantageKind, ConstraintSection, CriticKind, ImportanceRatio, LossAggregation, OnNonFinite};
 use rlhf_ppo::stage::run;
 use rlhf_ppo::{Outcome, PpoConfig};
 
@@ -258,5 +259,60 @@ fn a_critic_of_another_vocabulary_is_refused_before_anything_is_written() -> Res
     let expected = format!("{}: model.critic: a vocabulary of {} tokens", critic_dir.display(), other.vocab_size());
     ensure!(err.starts_with(&expected) && err.contains("must share the policy's tokenizer"), "{err}");
     ensure!(!run_dir.join("ppo").exists(), "a refused critic left {}", run_dir.join("ppo").display());
+    Ok(())
+}
+
+/// The constraint on the fixture: its reward model, negated, is the cost.
+fn constrained(fixture: &common::Fixture, threshold: f64) -> PpoConfig {
+    let mut config = common::config(fixture);
+    config.ppo.iterations = 4;
+    config.train.checkpoint_every = 2;
+    config.constraint = ConstraintSection {
+        cost_model: fixture.reward.clone(),
+        threshold,
+        lambda_init: 0.5,
+        lambda_lr: 0.25,
+        lambda_max: 50.0,
+    };
+    config
+}
+
+#[test]
+fn the_lagrange_multiplier_rises_while_the_cost_exceeds_its_threshold_and_resumes() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let fixture = common::fixture(tmp.path(), false);
+    for (threshold, rises) in [(-5.0, true), (5.0, false)] {
+        let config = constrained(&fixture, threshold);
+        let run_dir = tmp.path().join(format!("run{threshold}"));
+        common::trained(run(&config, &run_dir, &common::cpu())?);
+        let rows = metrics(&run_dir)?;
+        let (cost, lambda) = (series(&rows, "constraint/cost"), series(&rows, "constraint/lambda"));
+        ensure!(cost.len() == 4 && lambda.len() == 4, "constraint metrics missing: {cost:?} {lambda:?}");
+        // λ_k = clip(λ_{k−1} + η·(cost_k − d), 0, λ_max), from λ_0 = 0.5.
+        let mut expected = 0.5f64;
+        for (k, (&c, &l)) in cost.iter().zip(&lambda).enumerate() {
+            expected = (expected + 0.25 * (c - threshold)).clamp(0.0, 50.0);
+            ensure!((l - expected).abs() < 1e-9, "iteration {}: λ {l}, expected {expected}", k + 1);
+        }
+        let satisfied = series(&rows, "constraint/satisfied");
+        if rises {
+            ensure!(lambda.windows(2).all(|w| w[1] > w[0]) && lambda[0] > 0.5, "λ did not rise: {lambda:?}");
+            ensure!(satisfied.iter().all(|&s| s == 0.0), "every cost is above −5: {satisfied:?}");
+        } else {
+            ensure!(lambda[3] == 0.0, "λ did not fall to 0 under a slack constraint: {lambda:?}");
+            ensure!(satisfied.iter().all(|&s| s == 1.0), "every cost is below 5: {satisfied:?}");
+        }
+        ensure!(series(&rows, "constraint/reward").len() == 4, "no constraint/reward metric");
+
+        // Killed after iteration 2's checkpoint: λ comes back from it.
+        std::fs::remove_dir_all(run_dir.join("ppo/final"))?;
+        let resumed = common::trained(run(&config, &run_dir, &common::cpu())?);
+        ensure!(resumed.resumed_from == Some(2), "{resumed:?}");
+        ensure!(series(&metrics(&run_dir)?, "constraint/lambda") == lambda, "resumed λ differs");
+    }
+    let mut bad = constrained(&fixture, 0.0);
+    bad.constraint.lambda_init = -1.0;
+    let err = run(&bad, &tmp.path().join("bad"), &common::cpu()).unwrap_err().to_string();
+    ensure!(err.contains("constraint.lambda_init"), "{err}");
     Ok(())
 }
