@@ -33,6 +33,27 @@ pub struct EvalConfig {
     /// Rows per scoring forward pass (log-probs, rewards).
     pub batch_size: usize,
     pub flags: FlagConfig,
+    /// Objectives scored apart (`[[objectives]]`, e.g. helpful and harmless): each policy's gold
+    /// and proxy score per objective, a constraint's satisfaction rate, and with two or more the
+    /// Pareto plot of the first two. None by default.
+    pub objectives: Vec<ObjectiveConfig>,
+}
+
+/// One objective of the report.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectiveConfig {
+    pub name: String,
+    /// The judge whose scores are this objective's gold (`gold:helpful`, `gold:harmless`); "" for
+    /// none.
+    pub gold_judge: String,
+    /// This objective's reward model (a directory relative to the run directory); "" for none,
+    /// skipped when missing.
+    pub reward_model: String,
+    /// A constraint on the objective's gold: a response satisfies it when its cost, the gold score
+    /// negated, is at most this (harmless: 0 = no rude phrase, no negative adjective). The report
+    /// gives each policy's share of prompts that satisfy it.
+    pub cost_max: Option<f64>,
 }
 
 /// Held-out inputs.
@@ -88,6 +109,7 @@ impl Default for EvalConfig {
             bootstrap: 1000,
             batch_size: 32,
             flags: FlagConfig::default(),
+            objectives: Vec::new(),
         }
     }
 }
@@ -97,6 +119,24 @@ impl EvalConfig {
     /// a judge that gives no scores, is an error naming the setting and the names it accepts.
     pub fn gold_judge(&self) -> Result<Option<Box<dyn Judge>>> {
         rlhf_train::judges::gold_judge(&self.gold_judge, self.seed)
+    }
+
+    /// Each objective's gold judge (`None` for ""), checked like [`Self::gold_judge`]; objectives
+    /// need distinct, non-empty names.
+    pub fn objective_judges(&self) -> Result<Vec<Option<Box<dyn Judge>>>> {
+        for (i, objective) in self.objectives.iter().enumerate() {
+            if objective.name.is_empty() || self.objectives[..i].iter().any(|o| o.name == objective.name) {
+                return Err(crate::Error::Invalid(format!(
+                    "objectives: every objective needs a name of its own (objective {} is {:?})",
+                    i + 1,
+                    objective.name
+                )));
+            }
+            if objective.cost_max.is_some_and(|c| !c.is_finite()) {
+                return Err(crate::Error::Invalid(format!("objectives: {}: cost_max must be finite", objective.name)));
+            }
+        }
+        self.objectives.iter().map(|o| rlhf_train::judges::gold_judge(&o.gold_judge, self.seed)).collect()
     }
 }
 

@@ -1,7 +1,9 @@
 //! Writing an [`Evaluation`] out: `<run>/eval/report.md`, `headline.md` (the table the pipeline
 //! prints, with the judges), a self-contained `report.html` (plots inlined as base64 PNGs),
 //! `metrics.parquet` and the PNG plots: the stages' training curves, proxy vs gold reward per policy,
-//! and the reward–KL frontier. Every page names its [`judges`]; without a gold judge the gold and
+//! and the reward–KL frontier; with objectives, their table, the Pareto front of the first two
+//! ([`pareto`], `pareto.png`) and the Lagrange multiplier of each constrained PPO policy
+//! (`constraint_<policy>.png`). Every page names its [`judges`]; without a gold judge the gold and
 //! win-rate columns, the proxy-vs-gold plot and the frontier's gold points are left out. Reward
 //! hacking is flagged when proxy reward rises while gold falls (with a gold judge), or length or KL
 //! explode.
@@ -125,7 +127,17 @@ pub fn judges(eval: &Evaluation) -> Vec<String> {
             .collect::<Vec<_>>()
             .join(", "),
     };
-    vec![gold, format!("proxy: {proxy}")]
+    let mut out = vec![gold, format!("proxy: {proxy}")];
+    for objective in &eval.objectives {
+        let gold = objective
+            .gold_judge
+            .as_ref()
+            .map_or("no gold judge".to_string(), |j| format!("gold `{}` — {}", j.name, j.description));
+        let proxy =
+            objective.reward_model.as_ref().map_or("no reward model".to_string(), |rm| format!("proxy `rm:{rm}`"));
+        out.push(format!("objective {}: {gold}; {proxy}", objective.name));
+    }
+    out
 }
 
 /// A table column: its header and each policy's cell.
@@ -167,6 +179,84 @@ pub fn headline(eval: &Evaluation) -> String {
     ];
     let tail = [Some(column("length", |p| format!("{:.1}", p.length)))];
     table(eval, head.into_iter().chain(extra).chain(tail))
+}
+
+/// The objectives table: each policy's gold and proxy score per objective and the share of prompts
+/// within each constraint; `None` without objectives.
+pub fn objectives_table(eval: &Evaluation) -> Option<String> {
+    if eval.objectives.is_empty() {
+        return None;
+    }
+    let mut columns = vec![Some(column("policy", |p| p.name.clone()))];
+    for (i, objective) in eval.objectives.iter().enumerate() {
+        let score = move |p: &PolicyResult| p.objectives.get(i).copied().unwrap_or_default();
+        let name = &objective.name;
+        columns
+            .push(objective.gold_judge.as_ref().map(|_| column(format!("{name} gold"), move |p| fmt(score(p).gold))));
+        columns.push(
+            objective.reward_model.as_ref().map(|_| column(format!("{name} proxy"), move |p| fmt(score(p).proxy))),
+        );
+        columns.push(objective.cost_max.filter(|_| objective.gold_judge.is_some()).map(|cost_max| {
+            column(format!("{name}: cost ≤ {cost_max}"), move |p| {
+                score(p).satisfied.map_or("–".into(), |s| format!("{:.1}%", 100.0 * s))
+            })
+        }));
+    }
+    Some(table(eval, columns))
+}
+
+/// The Pareto analysis of the first two objectives' gold scores.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pareto {
+    /// The two objectives (x, y).
+    pub axes: (String, String),
+    /// Each policy's (x, y) gold, in policy order.
+    pub points: Vec<(String, f64, f64)>,
+    /// Policies no other policy beats in one objective without losing in the other.
+    pub front: Vec<String>,
+    /// Policies better than the reference in both objectives.
+    pub dominate_reference: Vec<String>,
+}
+
+/// The Pareto front of the first two objectives with gold scores; `None` with fewer.
+pub fn pareto(eval: &Evaluation) -> Option<Pareto> {
+    let with_gold: Vec<usize> =
+        eval.objectives.iter().enumerate().filter(|(_, o)| o.gold_judge.is_some()).map(|(i, _)| i).take(2).collect();
+    let &[x, y] = with_gold.as_slice() else { return None };
+    let points: Vec<(String, f64, f64)> = eval
+        .policies
+        .iter()
+        .filter_map(|p| Some((p.name.clone(), p.objectives.get(x)?.gold?, p.objectives.get(y)?.gold?)))
+        .collect();
+    let beats = |a: &(String, f64, f64), b: &(String, f64, f64)| a.1 >= b.1 && a.2 >= b.2 && (a.1 > b.1 || a.2 > b.2);
+    let front = points.iter().filter(|p| !points.iter().any(|q| beats(q, p))).map(|p| p.0.clone()).collect();
+    let reference = eval.reference.as_ref().and_then(|r| points.iter().find(|p| &p.0 == r));
+    let dominate_reference = reference
+        .map(|r| points.iter().filter(|p| p.1 > r.1 && p.2 > r.2).map(|p| p.0.clone()).collect())
+        .unwrap_or_default();
+    let axes = (eval.objectives[x].name.clone(), eval.objectives[y].name.clone());
+    Some(Pareto { axes, points, front, dominate_reference })
+}
+
+/// What [`pareto`] found, as markdown lines.
+fn pareto_lines(pareto: &Pareto, reference: Option<&str>) -> String {
+    let list = |names: &[String]| if names.is_empty() { "none".to_string() } else { names.join(", ") };
+    let mut s = format!(
+        "Pareto front of {} gold and {} gold (no other policy is better in one without being worse in the other): {}.
+",
+        pareto.axes.0,
+        pareto.axes.1,
+        list(&pareto.front)
+    );
+    if let Some(reference) = reference {
+        let _ = writeln!(
+            s,
+            "
+Better than {reference} in both: {}.",
+            list(&pareto.dominate_reference)
+        );
+    }
+    s
 }
 
 fn details(eval: &Evaluation) -> String {
@@ -260,6 +350,34 @@ fn draw_plots(eval: &Evaluation, stages: &StageSeries<'_>) -> Result<Vec<Plot>> 
             plots::scatter("reward vs KL", "KL to the reference (nats)", &clouds, &policies)?,
         ));
     }
+    if let Some(pareto) = pareto(eval) {
+        let (x, y) = &pareto.axes;
+        let (front, rest): (Vec<_>, Vec<_>) = pareto.points.iter().partition(|p| pareto.front.contains(&p.0));
+        let labelled =
+            |points: Vec<&(String, f64, f64)>| points.into_iter().map(|(n, a, b)| (*a, *b, n.clone())).collect();
+        let series =
+            vec![("on the Pareto front".to_string(), labelled(front)), ("dominated".to_string(), labelled(rest))];
+        let title = format!("{y} gold (y) vs {x} gold (x)");
+        let what = format!(
+            "each policy's mean {x} gold score (x) against its mean {y} gold score (y); blue: on the Pareto front ({}), red: dominated",
+            pareto.front.join(", ")
+        );
+        out.push(("pareto.png".into(), what, plots::scatter(&title, &format!("{x} gold"), &[], &series)?));
+    }
+    for p in &eval.policies {
+        let series = stage_series(&eval.run_dir, &p.name)?;
+        let panels: Vec<(String, Vec<Series>)> = ["constraint/lambda", "constraint/cost", "constraint/satisfied"]
+            .iter()
+            .filter_map(|name| Some((name.to_string(), vec![(name.to_string(), series.get(*name)?.clone())])))
+            .collect();
+        if panels.len() == 3 {
+            let what = format!(
+                "{}'s constraint per PPO iteration: the Lagrange multiplier λ, the mean cost and the share of rollouts within the threshold",
+                p.name
+            );
+            out.push((format!("constraint_{}.png", p.name.replace('/', "_")), what, plots::curves(&panels)?));
+        }
+    }
     Ok(out)
 }
 
@@ -339,11 +457,19 @@ pub fn write_report(eval: &Evaluation, limits: &FlagConfig) -> Result<Written> {
     let mut md = format!(
         "# Evaluation of {}\n\n{} held-out prompts, one sampled response per prompt and policy (same seed and settings). \
          KL: mean over responses of the summed log π(y|x) − log π_ref(y|x) over sampled tokens, reference `{}`.{win}\n\n\
-         ## Judges\n\n{judge_list}\n## Headline\n\n{table}\n## All metrics\n\n{details}\n## Flags\n\n",
+         ## Judges\n\n{judge_list}\n## Headline\n\n{table}\n## All metrics\n\n{details}\n",
         eval.run_dir.display(),
         eval.prompts,
         eval.reference.as_deref().unwrap_or("none"),
     );
+    let objectives = objectives_table(eval);
+    if let Some(objectives) = &objectives {
+        let _ = write!(md, "## Objectives\n\n{objectives}\n");
+        if let Some(pareto) = pareto(eval) {
+            let _ = write!(md, "{}\n", pareto_lines(&pareto, eval.reference.as_deref()));
+        }
+    }
+    md.push_str("## Flags\n\n");
     if flags.is_empty() {
         md.push_str("No reward hacking or blow-up detected.\n");
     }
@@ -364,7 +490,16 @@ pub fn write_report(eval: &Evaluation, limits: &FlagConfig) -> Result<Written> {
     let html_path = dir.join("report.html");
     write_file(
         &html_path,
-        html(&judges, &[("Headline", &table), ("All metrics", &details)], &flags, &plots).as_bytes(),
+        html(
+            &judges,
+            &[("Headline", table.as_str()), ("All metrics", details.as_str())]
+                .into_iter()
+                .chain(objectives.as_deref().map(|o| ("Objectives", o)))
+                .collect::<Vec<_>>(),
+            &flags,
+            &plots,
+        )
+        .as_bytes(),
     )?;
     let headline = format!("{table}\nJudges:\n{judge_list}");
     write_file(&dir.join("headline.md"), headline.as_bytes())?;
@@ -391,6 +526,7 @@ mod tests {
             distinct2,
             win: None,
             wins_over_baselines: Vec::new(),
+            objectives: Vec::new(),
         }
     }
 
@@ -403,6 +539,7 @@ mod tests {
             reward_models: vec!["rm/final".into()],
             prompts: 10,
             policies: vec![policy("sft", 2.0, 0.0, 0.3), policy("ppo", 1.5, 1.0, 0.1), policy("dpo", 3.0, 0.5, 0.25)],
+            objectives: Vec::new(),
         }
     }
 
@@ -451,5 +588,47 @@ mod tests {
         let flags = flags(&eval, &hacked_ppo(), &FlagConfig::default());
         assert_eq!(flags.len(), 1, "no gold, so no gold-based hacking flag: {flags:?}");
         assert!(flags[0].starts_with("**ppo**: distinct-2"));
+    }
+
+    #[test]
+    fn objectives_get_their_table_and_a_pareto_front() {
+        use crate::report::{Objective, ObjectiveScore};
+        let mut eval = evaluation();
+        let judge = |name: &str| Some(NamedJudge { name: name.into(), description: "part".into() });
+        eval.objectives = vec![
+            Objective {
+                name: "helpful".into(),
+                gold_judge: judge("gold:helpful"),
+                reward_model: Some("h/rm".into()),
+                cost_max: None,
+            },
+            Objective {
+                name: "harmless".into(),
+                gold_judge: judge("gold:harmless"),
+                reward_model: None,
+                cost_max: Some(0.0),
+            },
+        ];
+        let score = |gold, proxy, satisfied| ObjectiveScore { gold: Some(gold), proxy, satisfied };
+        // sft (2, −1); ppo (3, −1.5) trades harm for help; dpo (2.5, −0.5) beats sft in both.
+        let scores = [(2.0, -1.0, 0.4), (3.0, -1.5, 0.3), (2.5, -0.5, 0.9)];
+        for (p, (h, r, s)) in eval.policies.iter_mut().zip(scores) {
+            p.objectives = vec![score(h, Some(h / 2.0), None), score(r, None, Some(s))];
+        }
+        let table = objectives_table(&eval).unwrap();
+        assert!(
+            table.starts_with("| policy | helpful gold | helpful proxy | harmless gold | harmless: cost ≤ 0 |\n"),
+            "{table}"
+        );
+        assert!(table.contains("| dpo | 2.500 | 1.250 | -0.500 | 90.0% |"), "{table}");
+        let found = pareto(&eval).unwrap();
+        assert_eq!(found.front, ["ppo", "dpo"]);
+        assert_eq!(found.dominate_reference, ["dpo"]);
+        assert!(pareto_lines(&found, Some("sft")).contains("Better than sft in both: dpo."));
+        assert_eq!(judges(&eval)[3], "objective harmless: gold `gold:harmless` — part; no reward model");
+        let mut metrics = eval.metrics(0.0).into_iter().map(|m| m.name);
+        assert!(metrics.any(|m| m == "dpo/objective/harmless/satisfied"));
+        eval.objectives.truncate(1);
+        assert!(pareto(&eval).is_none(), "one objective has no front");
     }
 }

@@ -2,8 +2,9 @@
 //! seeded sample each, same settings), then per policy: proxy reward of each reward model, KL to the
 //! reference (mean over responses of the summed sampled-token `log π − log π_ref`), held-out
 //! perplexity, length, EOS rate, distinct-1/2 and, with a gold judge, its mean score and the gold win
-//! rate over the reference with a bootstrap CI. [`write_report`] turns the result into `<run>/eval/`'s
-//! files.
+//! rate over the reference with a bootstrap CI; with `[[objectives]]`, each objective's gold and
+//! proxy score and its constraint's satisfaction rate. [`write_report`] turns the result into
+//! `<run>/eval/`'s files.
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +40,30 @@ pub struct PolicyResult {
     pub win: Option<WinRate>,
     /// Gold win rate over each of [`Evaluation::baselines`] (`None` for the baseline itself).
     pub wins_over_baselines: Vec<Option<WinRate>>,
+    /// Scores per objective (in [`Evaluation::objectives`] order).
+    pub objectives: Vec<ObjectiveScore>,
+}
+
+/// A policy's scores by one objective.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ObjectiveScore {
+    /// Mean of the objective's gold judge; `None` without one.
+    pub gold: Option<f64>,
+    /// Mean of the objective's reward model; `None` without one.
+    pub proxy: Option<f64>,
+    /// Share of prompts whose response's gold cost (the gold score negated) is at most the
+    /// objective's `cost_max`; `None` without a constraint or a gold judge.
+    pub satisfied: Option<f64>,
+}
+
+/// An objective as the report shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Objective {
+    pub name: String,
+    pub gold_judge: Option<NamedJudge>,
+    /// The reward-model directory found (relative to the run directory).
+    pub reward_model: Option<String>,
+    pub cost_max: Option<f64>,
 }
 
 /// A judge as the report names it.
@@ -64,6 +89,7 @@ pub struct Evaluation {
     pub reward_models: Vec<String>,
     pub prompts: usize,
     pub policies: Vec<PolicyResult>,
+    pub objectives: Vec<Objective>,
 }
 
 impl Evaluation {
@@ -97,6 +123,12 @@ impl Evaluation {
                 push("win_rate", w.rate);
                 push("win_rate_low", w.low);
                 push("win_rate_high", w.high);
+            }
+            for (objective, score) in self.objectives.iter().zip(&p.objectives) {
+                let name = |what: &str| format!("objective/{}/{what}", objective.name);
+                score.gold.into_iter().for_each(|v| push(&name("gold"), v));
+                score.proxy.into_iter().for_each(|v| push(&name("proxy"), v));
+                score.satisfied.into_iter().for_each(|v| push(&name("satisfied"), v));
             }
             for (baseline, w) in self.baselines.iter().zip(&p.wins_over_baselines) {
                 if let Some(w) = w {
@@ -174,6 +206,7 @@ pub fn evaluate(
             config.generation.temperature
         )));
     }
+    let objective_judges = config.objective_judges()?;
     let prompts_path = run_dir.join(&config.data.prompts);
     let prompts: Vec<Prompt> = first_n(read_records(&prompts_path)?, config.data.num_prompts);
     if prompts.is_empty() {
@@ -276,17 +309,50 @@ pub fn evaluate(
         gold_judge.map(|judge| text_pairs.iter().map(|pairs| scores(judge, pairs)).collect()).transpose()?;
     let reward_models: Vec<String> =
         config.reward_models.iter().filter(|rm| run_dir.join(rm).is_dir()).cloned().collect();
-    let mut proxy: Vec<Vec<f64>> = vec![Vec::new(); sampled.len()];
-    for rm in &reward_models {
-        let all: Vec<(&Prompt, &str)> =
-            sampled.iter().flat_map(|s| s.rows.iter().map(|r| (&prompts[r.prompt_index], r.text.as_str()))).collect();
+    let all: Vec<(&Prompt, &str)> =
+        sampled.iter().flat_map(|s| s.rows.iter().map(|r| (&prompts[r.prompt_index], r.text.as_str()))).collect();
+    // A reward model's mean score of each policy's responses.
+    let policy_means = |rm: &str| -> Result<Vec<f64>> {
         let scores =
             proxy_rewards(&run_dir.join(rm), &all, config.batch_size, config.generation.chat_template, placement)?;
         let mut offset = 0;
-        for (i, pairs) in text_pairs.iter().enumerate() {
-            proxy[i].push(mean(scores[offset..offset + pairs.len()].iter().copied()));
-            offset += pairs.len();
+        Ok(text_pairs
+            .iter()
+            .map(|pairs| {
+                offset += pairs.len();
+                mean(scores[offset - pairs.len()..offset].iter().copied())
+            })
+            .collect())
+    };
+    let mut proxy: Vec<Vec<f64>> = vec![Vec::new(); sampled.len()];
+    for rm in &reward_models {
+        for (i, m) in policy_means(rm)?.into_iter().enumerate() {
+            proxy[i].push(m);
         }
+    }
+    let mut objectives = Vec::new();
+    let mut objective_scores: Vec<Vec<ObjectiveScore>> = vec![Vec::new(); sampled.len()];
+    for (objective, judge) in config.objectives.iter().zip(&objective_judges) {
+        let reward_model = Some(&objective.reward_model).filter(|rm| !rm.is_empty() && run_dir.join(rm).is_dir());
+        let proxies = reward_model.map(|rm| policy_means(rm)).transpose()?;
+        for (i, pairs) in text_pairs.iter().enumerate() {
+            let gold = judge.as_deref().map(|judge| scores(judge, pairs)).transpose()?;
+            let satisfied = gold
+                .as_ref()
+                .zip(objective.cost_max)
+                .map(|(gold, cost_max)| mean(gold.iter().map(|&g| f64::from(u8::from(-g <= cost_max)))));
+            objective_scores[i].push(ObjectiveScore {
+                gold: gold.map(|gold| mean(gold.into_iter())),
+                proxy: proxies.as_ref().map(|p| p[i]),
+                satisfied,
+            });
+        }
+        objectives.push(Objective {
+            name: objective.name.clone(),
+            gold_judge: judge.as_deref().map(|j| NamedJudge { name: j.name(), description: j.description() }),
+            reward_model: reward_model.cloned(),
+            cost_max: objective.cost_max,
+        });
     }
 
     let baselines: Vec<usize> = match gold {
@@ -326,6 +392,7 @@ pub fn evaluate(
                 distinct2: distinct_n(&texts, 2),
                 win,
                 wins_over_baselines,
+                objectives: objective_scores[i].clone(),
             }
         })
         .collect();
@@ -337,6 +404,7 @@ pub fn evaluate(
         reward_models,
         prompts: prompts.len(),
         policies,
+        objectives,
     };
     Ok((evaluation, writer))
 }

@@ -178,3 +178,57 @@ fn the_shipped_config_is_the_defaults_with_the_embedded_tasks_gold_judge() -> Re
     assert!(EvalConfig::default().gold_judge()?.is_none());
     Ok(())
 }
+
+#[test]
+fn the_multi_objective_config_scores_each_objective_and_draws_the_front() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let run = tmp.path().join("run");
+    tiny_run(&run)?;
+    for policy in ["w-100/ppo", "constrained/ppo"] {
+        std::fs::create_dir_all(run.join(policy).join("final"))?;
+        for entry in std::fs::read_dir(run.join("sft/final"))? {
+            let entry = entry?;
+            std::fs::copy(entry.path(), run.join(policy).join("final").join(entry.file_name()))?;
+        }
+    }
+    // The constrained run's multiplier, as rlhf-ppo logs it.
+    let metric =
+        |step, name: &str, value| Metric { stage: "ppo".into(), step, name: name.into(), value, wall_time: 0.0 };
+    let rows: Vec<Metric> = (1..=3)
+        .flat_map(|s| {
+            let s64 = s as f64;
+            [
+                metric(s, "constraint/lambda", s64),
+                metric(s, "constraint/cost", 1.0 / s64),
+                metric(s, "constraint/satisfied", 0.2 * s64),
+            ]
+        })
+        .collect();
+    write_records(run.join("constrained/ppo/metrics.parquet"), &rows)?;
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/eval_objectives.toml");
+    run_ok(report(&run, &["--config", config.to_str().unwrap()]))?;
+
+    let md = read(run.join("eval/report.md"))?;
+    let header = "| policy | helpful gold | harmless gold | harmless: cost ≤ 0 |\n";
+    ensure!(md.contains(&format!("## Objectives\n\n{header}")), "{md}");
+    ensure!(md.contains("| w-100/ppo |") && md.contains("| constrained/ppo |"), "{md}");
+    ensure!(md.contains("Pareto front of helpful gold and harmless gold"), "{md}");
+    ensure!(md.contains("objective harmless: gold `gold:harmless`"), "{md}");
+    for plot in ["pareto.png", "constraint_constrained_ppo.png"] {
+        ensure!(run.join("eval").join(plot).is_file(), "no {plot}");
+    }
+    ensure!(read(run.join("eval/report.html"))?.contains("<h2>Objectives</h2>"), "no objectives in the html");
+    let names = metric_names(&run)?;
+    for name in ["sft/objective/helpful/gold", "constrained/ppo/objective/harmless/satisfied"] {
+        ensure!(names.iter().any(|n| n == name), "no {name}: {names:?}");
+    }
+
+    fails(
+        report(
+            &run,
+            &["--config", config.to_str().unwrap(), "--set", "objectives=[{ name = \"x\", gold_judge = \"nope\" }]"],
+        ),
+        r#"gold_judge = "nope": no such judge"#,
+    )?;
+    Ok(())
+}

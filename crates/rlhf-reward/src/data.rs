@@ -61,12 +61,23 @@ impl Preferences {
         }
     }
 
-    /// Adds the rows of a comparisons table; empty texts are errors naming the file and row.
+    /// Adds the rows of a comparisons table; empty texts are errors naming the file and row. A
+    /// table mixing objectives (its `objective` column) is trained on as one, with a warning.
     pub fn add_comparisons(&mut self, path: &Path) -> Result<()> {
+        let mut objectives = std::collections::BTreeSet::new();
         for c in read_checked::<Comparison>(path, "comparisons")? {
+            objectives.extend(c.objective);
             let margin = c.margin.unwrap_or(0.0);
             let prompt = PromptText { text: c.prompt, messages: c.prompt_messages };
             self.push(prompt, vec![c.chosen, c.rejected], [Pair { better: 0, worse: 1, margin }]);
+        }
+        if objectives.len() > 1 {
+            let names: Vec<String> = objectives.into_iter().collect();
+            tracing::warn!(
+                "{}: comparisons of several objectives ({}) train one reward model; filter the table for one reward model per objective",
+                path.display(),
+                names.join(", ")
+            );
         }
         Ok(())
     }
