@@ -145,7 +145,10 @@ pub fn scatter(title: &str, x_label: &str, clouds: &[Series], labelled: &[Labell
         if font {
             builder.caption(title, (FONT, 18));
         }
-        let mut chart = builder.build_cartesian_2d(range(xs), range(ys)).map_err(plot_err)?;
+        // Room on the right for the labels written beside the markers.
+        let x = range(xs);
+        let x = x.start..x.end + if font && !labelled.is_empty() { 0.12 * (x.end - x.start) } else { 0.0 };
+        let mut chart = builder.build_cartesian_2d(x, range(ys)).map_err(plot_err)?;
         if font {
             chart
                 .configure_mesh()

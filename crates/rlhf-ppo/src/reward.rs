@@ -87,17 +87,22 @@ impl RewardModels {
     pub fn score<P: AsPrompt + Sync>(&self, pairs: &[(P, &str)]) -> Result<Vec<f32>> {
         let per_model =
             self.models.iter().map(|(model, _)| model.score(pairs)).collect::<rlhf_model::Result<Vec<_>>>()?;
+        let weights: Vec<f64> = self.models.iter().map(|(_, weight)| *weight).collect();
         Ok((0..pairs.len())
             .map(|i| {
                 let rewards: Vec<f32> = per_model.iter().map(|m| m[i]).collect();
-                match self.config.combine.ensemble() {
-                    Some(how) => combine(&rewards, how, self.config.k),
-                    None => {
-                        rewards.iter().zip(&self.models).map(|(&r, (_, weight))| r as f64 * weight).sum::<f64>() as f32
-                    }
-                }
+                combine_rewards(&rewards, &weights, &self.config)
             })
             .collect())
+    }
+}
+
+/// One item's rewards (one per reward model, each already on its own normalised scale) as one:
+/// `Σ wᵢ·rᵢ` under `weighted_sum` (multi-objective), else the ensemble combination.
+pub fn combine_rewards(rewards: &[f32], weights: &[f64], config: &RewardSection) -> f32 {
+    match config.combine.ensemble() {
+        Some(how) => combine(rewards, how, config.k),
+        None => rewards.iter().zip(weights).map(|(&r, weight)| r as f64 * weight).sum::<f64>() as f32,
     }
 }
 

@@ -189,3 +189,15 @@ fn ensemble_combinations() {
     let std = (2.0f64 / 3.0).sqrt();
     assert!((combine(&r, Combine::MeanMinusStd, 0.5) as f64 - (2.0 - 0.5 * std)).abs() < 1e-6);
 }
+
+#[test]
+fn weighted_sums_of_objectives_by_hand() {
+    use rlhf_ppo::config::RewardCombine;
+    use rlhf_ppo::reward::combine_rewards;
+    let weighted = RewardSection::default();
+    // 0.75 · helpful 1.0 + 0.25 · harmless (−2.0) = 0.25.
+    assert_eq!(combine_rewards(&[1.0, -2.0], &[0.75, 0.25], &weighted), 0.25);
+    assert_eq!(combine_rewards(&[1.0, -2.0], &[1.0, 0.0], &weighted), 1.0, "w = 1: helpful only");
+    let mean = RewardSection { combine: RewardCombine::Mean, ..RewardSection::default() };
+    assert_eq!(combine_rewards(&[1.0, -2.0], &[0.75, 0.25], &mean), -0.5, "an ensemble ignores the weights");
+}
