@@ -2,7 +2,9 @@
 //! `target/release` (built by `cargo xtask test` before the tests): every step's output exists and
 //! the evaluation reports a headline table with the second round's policy; then the DPO stage is
 //! swapped for `alt-dpo` (this crate's stand-in that honours the stage contract) and the
-//! evaluation, which reruns after any step ran, still reports.
+//! evaluation, which reruns after any step ran, still reports. The `multi_objective_tiny` preset
+//! runs through labels by objective, a reward model per objective, the PPO sweep, constrained PPO,
+//! DPO on mixed labels and the report per objective.
 
 use std::path::Path;
 
@@ -67,5 +69,47 @@ fn tiny_preset_runs_reports_and_takes_a_swapped_stage() -> Result<()> {
     let report = check_report(&run)?;
     let dpo = report.lines().find(|l| l.starts_with("| dpo |")).unwrap_or_default();
     ensure!(dpo.contains("| 0.000 |"), "the swapped dpo (a copy of sft) should have KL 0: {dpo}");
+    Ok(())
+}
+
+#[test]
+fn multi_objective_tiny_preset_reports_each_objective() -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let preset = Preset::load(root, "multi_objective_tiny")?;
+    let steps = preset.plan_steps(1)?;
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_alt-dpo")).parent().unwrap().to_path_buf();
+    let tmp = tempfile::tempdir()?;
+    let run = tmp.path().join("run");
+    let steps: Vec<_> = steps.iter().collect();
+    Plan { bin_dir, ..Plan::new(root, run.clone()) }.run(&steps)?;
+
+    for objective in ["helpful", "harmless"] {
+        let labels = rlhf_data::read_records::<rlhf_data::Comparison>(
+            run.join(format!("data/comparisons_{objective}.parquet")),
+        )?;
+        ensure!(!labels.is_empty() && labels.iter().all(|c| c.objective.as_deref() == Some(objective)));
+        ensure!(run.join(objective).join("rm/final").is_dir(), "no {objective} reward model");
+    }
+    let lambda: Vec<f64> = rlhf_data::read_records::<rlhf_data::Metric>(run.join("constrained/ppo/metrics.parquet"))?
+        .into_iter()
+        .filter(|m| m.name == "constraint/lambda")
+        .map(|m| m.value)
+        .collect();
+    ensure!(lambda.len() == 2, "the constrained run logged λ {lambda:?}");
+    let eval = run.join("eval");
+    for file in ["pareto.png", "constraint_constrained_ppo.png"] {
+        ensure!(eval.join(file).is_file(), "missing {file}");
+    }
+    let report = std::fs::read_to_string(eval.join("report.md"))?;
+    ensure!(
+        report.contains(
+            "| policy | helpful gold | helpful proxy | harmless gold | harmless proxy | harmless: cost ≤ 0 |"
+        ),
+        "{report}"
+    );
+    for policy in ["sft", "w-0/ppo", "w-50/ppo", "w-100/ppo", "constrained/ppo", "mix/dpo"] {
+        ensure!(report.contains(&format!("| {policy} |")), "no {policy} row in\n{report}");
+    }
+    ensure!(report.contains("Pareto front of helpful gold and harmless gold"), "{report}");
     Ok(())
 }

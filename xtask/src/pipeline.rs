@@ -44,7 +44,7 @@ struct PresetFile {
     #[serde(default)]
     models: Vec<String>,
     /// Step name -> arguments appended to that step's and to the round step's of the same name
-    /// (with `extends`).
+    /// (with `extends`); a name ending in `*` matches every step it begins (`ppo-*`).
     #[serde(default)]
     extra_args: std::collections::BTreeMap<String, Vec<String>>,
 }
@@ -80,7 +80,11 @@ impl Preset {
         requires.extend(file.requires);
         models.extend(file.models);
         for (name, extra) in file.extra_args {
-            let mut matching = steps.iter_mut().chain(round_steps.iter_mut()).filter(|s| s.name == name).peekable();
+            let matches = |step: &str| match name.strip_suffix('*') {
+                Some(prefix) => step.starts_with(prefix),
+                None => step == name,
+            };
+            let mut matching = steps.iter_mut().chain(round_steps.iter_mut()).filter(|s| matches(&s.name)).peekable();
             if matching.peek().is_none() {
                 bail!("{}: extra_args for unknown step {name:?}", path.display());
             }
