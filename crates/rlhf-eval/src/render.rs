@@ -466,7 +466,7 @@ pub fn write_report(eval: &Evaluation, limits: &FlagConfig) -> Result<Written> {
     if let Some(objectives) = &objectives {
         let _ = write!(md, "## Objectives\n\n{objectives}\n");
         if let Some(pareto) = pareto(eval) {
-            let _ = write!(md, "{}\n", pareto_lines(&pareto, eval.reference.as_deref()));
+            let _ = writeln!(md, "{}", pareto_lines(&pareto, eval.reference.as_deref()));
         }
     }
     md.push_str("## Flags\n\n");

@@ -342,7 +342,7 @@ pub fn evaluate(
                 .zip(objective.cost_max)
                 .map(|(gold, cost_max)| mean(gold.iter().map(|&g| f64::from(u8::from(-g <= cost_max)))));
             objective_scores[i].push(ObjectiveScore {
-                gold: gold.map(|gold| mean(gold.into_iter())),
+                gold: gold.map(mean),
                 proxy: proxies.as_ref().map(|p| p[i]),
                 satisfied,
             });

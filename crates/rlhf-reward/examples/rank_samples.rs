@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result};
 use rlhf_data::{expand_rankings, read_records, write_records, Demonstration};
-use rlhf_task::{judge, Panel};
+use rlhf_task::{judge, Objective, Panel};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,7 +24,7 @@ fn main() -> Result<()> {
         groups[slot].2.push(row.response);
     }
     groups.retain(|(_, _, responses)| responses.len() >= 2);
-    let rankings = Panel::default().rank_groups(seed, &groups);
+    let rankings = Panel::default().rank_groups(Objective::OVERALL, seed, &groups);
     let pairs = expand_rankings(&rankings)?;
     let decided: Vec<bool> = pairs
         .iter()
