@@ -344,6 +344,9 @@ pub struct PpoSection {
     pub clip_value: f64,
     /// Weight of the value loss.
     pub vf_coef: f64,
+    /// Entropy bonus: `− entropy_coef · H(π)` (the mean per-token entropy of the policy over the
+    /// minibatch's response tokens) is added to the loss, against premature collapse; 0 = off.
+    pub entropy_coef: f64,
     /// Whiten advantages over the iteration (GAE and RLOO; GRPO's are normalised per group).
     pub whiten_advantages: bool,
     /// Stop an iteration's remaining updates once a minibatch's approx-KL exceeds this (0 = off).
@@ -370,6 +373,7 @@ impl Default for PpoSection {
             loss_aggregation: LossAggregation::TokenMean,
             clip_value: 0.2,
             vf_coef: 0.1,
+            entropy_coef: 0.0,
             whiten_advantages: true,
             max_approx_kl: 0.0,
             grpo_eps: 1e-4,

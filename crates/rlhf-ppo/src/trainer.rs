@@ -11,7 +11,8 @@
 //! Metrics per iteration (`step` = iteration, 1-based): `objective/{score, rm_score,
 //! non_score_reward, rlhf_reward, kl, kl_coef, entropy, gold}` (score after shaping, raw reward-model
 //! score, `−β·ΣKL`, their sum, mean per-response KL, β used, mean per-token entropy, the configured
-//! `gold_judge`'s mean score when there is one), with a `[constraint]` `constraint/{reward, cost,
+//! `gold_judge`'s mean score when there is one), with `ppo.entropy_coef > 0` `policy/entropy` (the
+//! policy's mean per-token entropy in the updates, which the bonus rewards), with a `[constraint]` `constraint/{reward, cost,
 //! lambda, satisfied}` (mean reward before the cost, mean cost, λ after this iteration's update,
 //! share of rollouts with cost ≤ threshold), `policy/{approx_kl, clip_fraction}`,
 //! `loss/{policy, value}`, `value/{clip_fraction, explained_variance}`, `response/{length,
@@ -217,6 +218,8 @@ struct UpdateStats {
     clip_fraction: f64,
     value_clip_fraction: f64,
     approx_kl: f64,
+    /// The policy's mean per-token entropy in the updates (with the entropy bonus only).
+    entropy: f64,
     grad_norm: f64,
     steps: u64,
 }
@@ -309,7 +312,8 @@ impl<'a> Loop<'a> {
                         (_, LossAggregation::Constant) => micro_tokens / (minibatch.len() as f64 * max_new_tokens),
                     };
                     let mask = &layout.response_mask;
-                    let pass = policy_pass(&self.models.policy, critic, &layout, temperature, false)?;
+                    let bonus = cfg.entropy_coef > 0.0;
+                    let pass = policy_pass(&self.models.policy, critic, &layout, temperature, bonus)?;
                     let surrogate = match cfg.importance_ratio {
                         ImportanceRatio::Token => policy_loss,
                         ImportanceRatio::Sequence => sequence_policy_loss,
@@ -338,6 +342,12 @@ impl<'a> Loop<'a> {
                         loss += &vf.loss * cfg.vf_coef;
                         step.value_loss += vf.loss.double_value(&[]) * weight;
                         step.value_clip_fraction += vf.clip_fraction.double_value(&[]) * weight;
+                    }
+                    if let Some(entropy) = pass.entropy.as_ref().filter(|_| bonus) {
+                        // The micro-batch's token mean; `weight` below makes it the minibatch's.
+                        let entropy = masked_mean(entropy, mask);
+                        loss -= &entropy * cfg.entropy_coef;
+                        step.entropy += entropy.double_value(&[]) * weight;
                     }
                     let loss = loss * weight;
                     if !loss.double_value(&[]).is_finite() {
@@ -369,6 +379,7 @@ impl<'a> Loop<'a> {
                 stats.clip_fraction += step.clip_fraction;
                 stats.value_clip_fraction += step.value_clip_fraction;
                 stats.approx_kl += step.approx_kl;
+                stats.entropy += step.entropy;
                 stats.grad_norm += step.grad_norm;
                 stats.steps += 1;
                 if cfg.max_approx_kl > 0.0 && step.approx_kl > cfg.max_approx_kl {
@@ -674,6 +685,9 @@ fn iteration_metrics(
         values_out.push(("loss/value", per_step(stats.value_loss)));
         values_out.push(("value/clip_fraction", per_step(stats.value_clip_fraction)));
         values_out.push(("value/explained_variance", explained));
+    }
+    if run.job.config.ppo.entropy_coef > 0.0 {
+        values_out.push(("policy/entropy", per_step(stats.entropy)));
     }
     if let Some(judge) = &models.gold_judge {
         let pairs: Vec<(&str, &str)> =

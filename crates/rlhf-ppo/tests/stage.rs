@@ -1,7 +1,7 @@
 //! The stage end to end on tiny models: reward rises, rollouts and metrics are written every
 //! iteration, an interrupted run resumes to the same result, GRPO/RLOO/shared-critic/LoRA runs
-//! work, the numerical guard skips or aborts, a constraint's Lagrange multiplier follows its
-//! cost, and a finished stage is skipped.
+//! work, the numerical guard skips or aborts, the entropy bonus raises entropy, a constraint's
+//! Lagrange multiplier follows its cost, and a finished stage is skipped.
 
 mod common;
 
@@ -314,5 +314,26 @@ fn the_lagrange_multiplier_rises_while_the_cost_exceeds_its_threshold_and_resume
     bad.constraint.lambda_init = -1.0;
     let err = run(&bad, &tmp.path().join("bad"), &common::cpu()).unwrap_err().to_string();
     ensure!(err.contains("constraint.lambda_init"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn the_entropy_bonus_keeps_the_policy_more_random() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let fixture = common::fixture(tmp.path(), false);
+    let mut entropies = Vec::new();
+    for coef in [0.0, 1.0] {
+        let mut config = common::config(&fixture);
+        config.ppo.iterations = 4;
+        config.train.checkpoint_every = 0;
+        config.ppo.entropy_coef = coef;
+        let run_dir = tmp.path().join(format!("run{coef}"));
+        common::trained(run(&config, &run_dir, &common::cpu())?);
+        let rows = metrics(&run_dir)?;
+        ensure!(series(&rows, "policy/entropy").len() == if coef > 0.0 { 4 } else { 0 }, "policy/entropy rows");
+        // The rollouts' entropy after the first update.
+        entropies.push(series(&rows, "objective/entropy")[1..].iter().sum::<f64>() / 3.0);
+    }
+    ensure!(entropies[1] > entropies[0], "the bonus did not raise the entropy: {entropies:?}");
     Ok(())
 }
