@@ -334,7 +334,14 @@ pub fn evaluate(
     let mut objective_scores: Vec<Vec<ObjectiveScore>> = vec![Vec::new(); sampled.len()];
     for (objective, judge) in config.objectives.iter().zip(&objective_judges) {
         let reward_model = Some(&objective.reward_model).filter(|rm| !rm.is_empty() && run_dir.join(rm).is_dir());
-        let proxies = reward_model.map(|rm| policy_means(rm)).transpose()?;
+        // A reward model the report already scored is not scored again.
+        let proxies = match reward_model {
+            None => None,
+            Some(rm) => Some(match reward_models.iter().position(|r| r == rm) {
+                Some(k) => proxy.iter().map(|p| p[k]).collect(),
+                None => policy_means(rm)?,
+            }),
+        };
         for (i, pairs) in text_pairs.iter().enumerate() {
             let gold = judge.as_deref().map(|judge| scores(judge, pairs)).transpose()?;
             let satisfied = gold

@@ -343,7 +343,7 @@ impl<'a> Loop<'a> {
                         step.value_loss += vf.loss.double_value(&[]) * weight;
                         step.value_clip_fraction += vf.clip_fraction.double_value(&[]) * weight;
                     }
-                    if let Some(entropy) = pass.entropy.as_ref().filter(|_| bonus) {
+                    if let Some(entropy) = &pass.entropy {
                         // The micro-batch's token mean; `weight` below makes it the minibatch's.
                         let entropy = masked_mean(entropy, mask);
                         loss -= &entropy * cfg.entropy_coef;

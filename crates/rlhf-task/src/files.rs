@@ -105,15 +105,23 @@ pub fn label_file(
             (comparisons, LabelStats::default())
         }
     };
-    let mut ties = 0;
-    if objective != Objective::OVERALL {
-        let before = comparisons.len();
-        comparisons.retain(|c| {
-            objective.score(&judge(&c.prompt, &c.chosen)) != objective.score(&judge(&c.prompt, &c.rejected))
-        });
-        ties = before - comparisons.len();
-    }
-    let stats = LabelStats { pairs: comparisons.len(), ties, ..gold_agreement(&comparisons, objective, stats) };
+    // One pass: ties by a single objective are left out (the whole rule keeps them), the other
+    // pairs count towards the agreement with gold.
+    let (mut ties, mut decided, mut agreed) = (0usize, 0usize, 0usize);
+    comparisons.retain(|c| {
+        let score = |response: &str| objective.score(&judge(&c.prompt, response));
+        let (chosen, rejected) = (score(&c.chosen), score(&c.rejected));
+        if chosen == rejected {
+            let tie = objective != Objective::OVERALL;
+            ties += usize::from(tie);
+            return !tie;
+        }
+        decided += 1;
+        agreed += usize::from(chosen > rejected);
+        true
+    });
+    let gold_agreement = if decided == 0 { 1.0 } else { agreed as f64 / decided as f64 };
+    let stats = LabelStats { pairs: comparisons.len(), ties, gold_agreement, ..stats };
     if comparisons.is_empty() {
         return Err(Error::Config {
             origin: input.display().to_string(),
@@ -133,21 +141,6 @@ pub fn label_file(
     }
     write_records(output, &comparisons)?;
     Ok(stats)
-}
-
-/// `stats` with the agreement of finished comparisons with the gold judge by `objective` (ties
-/// excluded).
-fn gold_agreement(comparisons: &[Comparison], objective: Objective, stats: LabelStats) -> LabelStats {
-    let (mut decided, mut agreed) = (0usize, 0usize);
-    for c in comparisons {
-        let score = |response: &str| objective.score(&judge(&c.prompt, response));
-        let (chosen, rejected) = (score(&c.chosen), score(&c.rejected));
-        if chosen != rejected {
-            decided += 1;
-            agreed += usize::from(chosen > rejected);
-        }
-    }
-    LabelStats { gold_agreement: if decided == 0 { 1.0 } else { agreed as f64 / decided as f64 }, ..stats }
 }
 
 #[cfg(test)]
