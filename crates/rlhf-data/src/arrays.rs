@@ -4,7 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, ListArray, PrimitiveArray, RecordBatch, StringArray, StringBuilder, StructArray,
+    Array, ArrayRef, AsArray, BooleanArray, ListArray, PrimitiveArray, RecordBatch, StringArray, StringBuilder,
+    StructArray,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Fields};
@@ -64,6 +65,10 @@ pub(crate) fn optional_strings<'a>(values: impl Iterator<Item = Option<&'a str>>
     Arc::new(values.collect::<StringArray>())
 }
 
+pub(crate) fn booleans(values: impl Iterator<Item = bool>) -> ArrayRef {
+    Arc::new(values.map(Some).collect::<BooleanArray>())
+}
+
 pub(crate) fn primitives<T: ArrowPrimitiveType>(values: impl Iterator<Item = T::Native>) -> ArrayRef {
     Arc::new(PrimitiveArray::<T>::from_iter_values(values))
 }
@@ -112,6 +117,10 @@ impl<'a> Columns<'a> {
 
     pub(crate) fn optional_strings(&self, name: &str) -> Option<&'a StringArray> {
         self.batch.column_by_name(name).map(|column| column.as_string())
+    }
+
+    pub(crate) fn booleans(&self, name: &str) -> &'a BooleanArray {
+        self.column(name).as_boolean()
     }
 
     pub(crate) fn primitives<T: ArrowPrimitiveType>(&self, name: &str) -> &'a PrimitiveArray<T> {

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Location, Result};
 use crate::layouts::{json_type, resolve_format, unused_keys, Format, FromRow, InputFile, Position, Row};
 use crate::parquet_io::{open_file, EncodedRowGroup, TableReader, TableWriter};
-use crate::records::{Comparison, Demonstration, Kind, Prompt, Ranking};
+use crate::records::{Comparison, Demonstration, Feedback, Kind, Prompt, Ranking};
 
 /// What to import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +53,7 @@ pub fn import(input: impl AsRef<Path>, output: impl AsRef<Path>, options: &Impor
         Kind::Demonstrations => import_as::<Demonstration>(input, output, options.format),
         Kind::Comparisons => import_as::<Comparison>(input, output, options.format),
         Kind::Rankings => import_as::<Ranking>(input, output, options.format),
+        Kind::Feedback => import_as::<Feedback>(input, output, options.format),
         kind @ (Kind::Rollouts | Kind::Metrics) => Err(Error::NotImportable { kind }),
     }
 }

@@ -30,8 +30,15 @@ pub struct TableSummary {
 
 /// Kinds in the order tables are matched against by columns: a comparisons table also has a
 /// prompts table's columns, so it is tried first.
-const MOST_SPECIFIC_FIRST: [Kind; 6] =
-    [Kind::Rollouts, Kind::Comparisons, Kind::Rankings, Kind::Demonstrations, Kind::Metrics, Kind::Prompts];
+const MOST_SPECIFIC_FIRST: [Kind; 7] = [
+    Kind::Rollouts,
+    Kind::Comparisons,
+    Kind::Rankings,
+    Kind::Feedback,
+    Kind::Demonstrations,
+    Kind::Metrics,
+    Kind::Prompts,
+];
 
 fn recognise(schema: &Schema) -> Option<Kind> {
     schema_tag(schema).and_then(Kind::from_tag).or_else(|| {

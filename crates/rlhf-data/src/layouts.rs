@@ -10,6 +10,7 @@
 //! | demonstrations | `messages`                 | `messages`                             |
 //! | prompts        | `prompt`                   | `prompt`                               |
 //! | rankings       | `prompt-responses-ranking` | `prompt`, `responses`, `ranking`       |
+//! | feedback       | `prompt-completion-label`  | `prompt`, `completion`, `label`        |
 //!
 //! With `auto`, the first format of the kind (in this order) whose keys the first record has wins.
 //!
@@ -30,7 +31,8 @@
 //! `id` is kept when present (a string or an integer), else generated as `<file stem>-<n>`, `n`
 //! being the 0-based line (JSON Lines) or row (Parquet). Comparisons also take optional
 //! `margin` (number), `annotator` and `source` (strings). Other keys are ignored; a null value
-//! counts as absent. Keys of the first record that the layout does not read are named in a
+//! counts as absent. Feedback's `label` is a boolean (TRL's unpaired-preference layout, as KTO
+//! reads it); it takes `annotator` and `source` too. Keys of the first record that the layout does not read are named in a
 //! warning (tracing).
 
 use std::path::PathBuf;
@@ -39,7 +41,7 @@ use serde_json::{Map, Value};
 
 use crate::conversation::{plain_text, ChatMessage, ASSISTANT};
 use crate::error::{Error, Location, Result};
-use crate::records::{Comparison, Demonstration, Prompt, Ranking, Record};
+use crate::records::{Comparison, Demonstration, Feedback, Prompt, Ranking, Record};
 
 /// An input layout; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -60,6 +62,8 @@ pub enum Format {
     Prompt,
     /// Rankings: prompt, responses, ranking (indices into responses, best first)
     PromptResponsesRanking,
+    /// Feedback: prompt, completion, label (true: desirable)
+    PromptCompletionLabel,
 }
 
 impl Format {
@@ -73,6 +77,7 @@ impl Format {
             Format::Messages => "messages",
             Format::Prompt => "prompt",
             Format::PromptResponsesRanking => "prompt-responses-ranking",
+            Format::PromptCompletionLabel => "prompt-completion-label",
         }
     }
 
@@ -87,6 +92,7 @@ impl Format {
             Format::Messages => &["messages"],
             Format::Prompt => &["prompt"],
             Format::PromptResponsesRanking => &["prompt", "responses", "ranking"],
+            Format::PromptCompletionLabel => &["prompt", "completion", "label"],
         }
     }
 }
@@ -334,6 +340,13 @@ impl<'a> Row<'a> {
             .collect()
     }
 
+    fn boolean(&mut self, key: &str) -> Result<bool> {
+        match self.required(key)? {
+            Value::Bool(value) => Ok(value),
+            other => Err(self.wrong_type(key, "a boolean", &other)),
+        }
+    }
+
     /// The optional `margin`: a finite number (NaN and infinities, as a Parquet float column can
     /// hold them, are rejected by name).
     fn margin(&mut self) -> Result<Option<f32>> {
@@ -426,6 +439,25 @@ impl FromRow for Ranking {
             prompt,
             responses: row.strings("responses")?,
             ranking: row.indices("ranking")?,
+            prompt_messages,
+        })
+    }
+}
+
+impl FromRow for Feedback {
+    const FORMATS: &'static [Format] = &[Format::PromptCompletionLabel];
+    const OPTIONAL_KEYS: &'static [&'static str] = &["id", "annotator", "source"];
+
+    fn from_row(_: Format, row: &mut Row) -> Result<Self> {
+        let id = row.id()?;
+        let (prompt, prompt_messages) = row.prompt("prompt")?;
+        Ok(Feedback {
+            id,
+            prompt,
+            completion: row.response("completion")?,
+            label: row.boolean("label")?,
+            annotator: row.optional_string("annotator")?,
+            source: row.optional_string("source")?,
             prompt_messages,
         })
     }

@@ -1,7 +1,7 @@
 //! Record types, Parquet contracts and dataset import for rlhf-rs. No libtorch.
 //!
 //! Stages meet only through files. Each table is one [`Record`] kind ([`Prompt`],
-//! [`Demonstration`], [`Comparison`], [`Ranking`], [`Rollout`], [`Metric`]) with a versioned
+//! [`Demonstration`], [`Comparison`], [`Ranking`], [`Feedback`], [`Rollout`], [`Metric`]) with a versioned
 //! Arrow schema, stored as zstd Parquet written atomically ([`write_records`], [`RecordWriter`])
 //! and read back with its schema checked ([`read_records`], [`RecordReader`], [`read_table`]).
 //! Extra columns survive: readers hand back the original batches, and [`append_column`] adds one.
@@ -21,6 +21,7 @@
 //!
 //! [`import()`] turns JSON Lines or Parquet in the common Hugging Face layouts into these tables;
 //! [`expand_ranking`] turns a ranking of K responses into K·(K−1)/2 comparisons;
+//! [`unpair_comparisons`] turns comparisons into unpaired labels (KTO's data);
 //! [`inspect`] and [`validate_table`] back the `rlhf-data inspect` and `validate` commands.
 //! Every failure is an [`Error`] whose message names the file and the line, row or column.
 //!
@@ -35,6 +36,7 @@ pub mod cli;
 pub mod config;
 pub mod conversation;
 mod error;
+mod feedback;
 mod import;
 mod inspect;
 mod judge;
@@ -47,6 +49,7 @@ mod schema;
 pub use append_table::AppendTable;
 pub use conversation::{AsPrompt, ChatMessage, PromptText};
 pub use error::{Error, Location, Result};
+pub use feedback::unpair_comparisons;
 pub use import::{import, ImportOptions, ImportSummary};
 pub use inspect::{inspect, TableSummary};
 pub use judge::{judgments_from_scores, Judge, Judgment, Preferred};
@@ -56,5 +59,5 @@ pub use parquet_io::{
     RecordChunk, RecordReader, RecordWriter, RowGroupEncoder, Table, TableReader, TableWriter, BATCH_ROWS,
 };
 pub use ranking::{expand_ranking, expand_rankings};
-pub use records::{Comparison, Demonstration, Kind, Metric, Prompt, Ranking, Record, Rollout};
+pub use records::{Comparison, Demonstration, Feedback, Kind, Metric, Prompt, Ranking, Record, Rollout};
 pub use schema::{render_schema, schema_tag, type_name, SCHEMA_KEY};

@@ -25,6 +25,17 @@ enum Command {
     Validate(ValidateArgs),
     /// Concatenate tables of one kind into one (e.g. the comparisons of several RLHF rounds)
     Concat(ConcatArgs),
+    /// Turn comparisons into unpaired labels for KTO (chosen: desirable, rejected: undesirable)
+    Unpair(UnpairArgs),
+}
+
+#[derive(Debug, Args)]
+struct UnpairArgs {
+    /// A comparisons table
+    input: PathBuf,
+    /// Output feedback table (id, prompt, completion, label), written atomically
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -56,7 +67,7 @@ struct ImportArgs {
 
 /// The kinds `import` can produce.
 fn importable_kinds() -> impl TypedValueParser<Value = Kind> {
-    PossibleValuesParser::new(["prompts", "demonstrations", "comparisons", "rankings"])
+    PossibleValuesParser::new(["prompts", "demonstrations", "comparisons", "rankings", "feedback"])
         .map(|name| Kind::from_str(&name, false).expect("a listed kind"))
 }
 
@@ -101,6 +112,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Concat(args) => {
             let rows = rlhf_data::concat_tables(args.kind, &args.inputs, &args.out)?;
             println!("wrote {rows} {} rows to {}", args.kind, args.out.display());
+        }
+        Command::Unpair(args) => {
+            let comparisons: Vec<rlhf_data::Comparison> = rlhf_data::read_records(&args.input)?;
+            anyhow::ensure!(!comparisons.is_empty(), "{}: has no comparisons to unpair", args.input.display());
+            let labels = rlhf_data::unpair_comparisons(&comparisons);
+            let rows = rlhf_data::write_records(&args.out, &labels)?;
+            println!(
+                "wrote {rows} feedback rows ({} comparisons unpaired) to {}",
+                comparisons.len(),
+                args.out.display()
+            );
         }
         Command::Validate(args) => {
             let rows = validate_table(&args.file, args.kind)?;

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 use crate::atomic::PendingFile;
 use crate::error::{Error, Location, Result};
-use crate::records::{Comparison, Demonstration, Kind, Metric, Prompt, Ranking, Record, Rollout};
+use crate::records::{Comparison, Demonstration, Feedback, Kind, Metric, Prompt, Ranking, Record, Rollout};
 use crate::schema::{check_batch, check_columns, schema_tag, type_name};
 
 /// Rows per record batch, written and read.
@@ -451,6 +451,11 @@ pub struct Table<R> {
 }
 
 impl<R: Record> Table<R> {
+    /// A table of `records` with exactly `R`'s schema (one batch).
+    pub fn from_records(records: Vec<R>) -> Result<Self> {
+        Ok(Table { schema: R::schema(), batches: vec![R::to_batch(&records)?], records })
+    }
+
     /// The table's columns that `R` does not have.
     pub fn extra_columns(&self) -> Vec<FieldRef> {
         let known = R::schema();
@@ -492,6 +497,7 @@ pub fn concat_tables(kind: Kind, inputs: &[impl AsRef<Path>], output: impl AsRef
         Kind::Demonstrations => concat::<Demonstration>(inputs, output),
         Kind::Comparisons => concat::<Comparison>(inputs, output),
         Kind::Rankings => concat::<Ranking>(inputs, output),
+        Kind::Feedback => concat::<Feedback>(inputs, output),
         Kind::Rollouts => concat::<Rollout>(inputs, output),
         Kind::Metrics => concat::<Metric>(inputs, output),
     }
@@ -519,6 +525,7 @@ pub fn validate_table(path: impl AsRef<Path>, kind: Kind) -> Result<u64> {
         Kind::Demonstrations => validate_records::<Demonstration>(path),
         Kind::Comparisons => validate_records::<Comparison>(path),
         Kind::Rankings => validate_records::<Ranking>(path),
+        Kind::Feedback => validate_records::<Feedback>(path),
         Kind::Rollouts => validate_records::<Rollout>(path),
         Kind::Metrics => validate_records::<Metric>(path),
     }

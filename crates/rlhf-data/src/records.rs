@@ -8,7 +8,7 @@ use arrow::datatypes::{DataType, Float32Type, Float64Type, Int32Type, SchemaRef,
 use serde::{Deserialize, Serialize};
 
 use crate::arrays::{
-    conversation_type, optional_conversation, optional_conversations, optional_primitives, optional_string,
+    booleans, conversation_type, optional_conversation, optional_conversations, optional_primitives, optional_string,
     optional_strings, optional_value, primitive_list, primitive_lists, primitives, string_list, string_lists, strings,
     Columns,
 };
@@ -24,13 +24,21 @@ pub enum Kind {
     Demonstrations,
     Comparisons,
     Rankings,
+    Feedback,
     Rollouts,
     Metrics,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] =
-        [Kind::Prompts, Kind::Demonstrations, Kind::Comparisons, Kind::Rankings, Kind::Rollouts, Kind::Metrics];
+    pub const ALL: [Kind; 7] = [
+        Kind::Prompts,
+        Kind::Demonstrations,
+        Kind::Comparisons,
+        Kind::Rankings,
+        Kind::Feedback,
+        Kind::Rollouts,
+        Kind::Metrics,
+    ];
 
     /// The table name, e.g. `comparisons`.
     pub fn name(self) -> &'static str {
@@ -39,6 +47,7 @@ impl Kind {
             Kind::Demonstrations => "demonstrations",
             Kind::Comparisons => "comparisons",
             Kind::Rankings => "rankings",
+            Kind::Feedback => "feedback",
             Kind::Rollouts => "rollouts",
             Kind::Metrics => "metrics",
         }
@@ -53,6 +62,7 @@ impl Kind {
             Kind::Demonstrations => "demonstrations/v2",
             Kind::Comparisons => "comparisons/v3",
             Kind::Rankings => "rankings/v2",
+            Kind::Feedback => "feedback/v1",
             Kind::Rollouts => "rollouts/v1",
             Kind::Metrics => "metrics/v1",
         }
@@ -78,6 +88,7 @@ impl Kind {
             Kind::Demonstrations => Demonstration::schema(),
             Kind::Comparisons => Comparison::schema(),
             Kind::Rankings => Ranking::schema(),
+            Kind::Feedback => Feedback::schema(),
             Kind::Rollouts => Rollout::schema(),
             Kind::Metrics => Metric::schema(),
         }
@@ -160,6 +171,21 @@ pub struct Ranking {
     pub responses: Vec<String>,
     /// Indices into `responses`, best first: a permutation of `0..responses.len()`.
     pub ranking: Vec<u32>,
+    #[serde(default)]
+    pub prompt_messages: Option<Vec<ChatMessage>>,
+}
+
+/// One response judged on its own, desirable or not (KTO's unpaired labels, a thumbs up or down).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Feedback {
+    pub id: String,
+    pub prompt: String,
+    pub completion: String,
+    /// Whether `completion` is a desirable response to `prompt`.
+    pub label: bool,
+    pub annotator: Option<String>,
+    /// Where the label came from (a dataset, an unpaired comparison).
+    pub source: Option<String>,
     #[serde(default)]
     pub prompt_messages: Option<Vec<ChatMessage>>,
 }
@@ -367,6 +393,63 @@ impl Record for Comparison {
     }
 }
 
+impl Record for Feedback {
+    const KIND: Kind = Kind::Feedback;
+
+    fn schema() -> SchemaRef {
+        tagged(
+            Self::KIND,
+            vec![
+                required("id", DataType::Utf8),
+                required("prompt", DataType::Utf8),
+                required("completion", DataType::Utf8),
+                required("label", DataType::Boolean),
+                optional("annotator", DataType::Utf8),
+                optional("source", DataType::Utf8),
+                prompt_messages_field(),
+            ],
+        )
+    }
+
+    fn to_batch(records: &[Self]) -> Result<RecordBatch> {
+        batch::<Self>(vec![
+            strings(records.iter().map(|r| r.id.as_str())),
+            strings(records.iter().map(|r| r.prompt.as_str())),
+            strings(records.iter().map(|r| r.completion.as_str())),
+            booleans(records.iter().map(|r| r.label)),
+            optional_strings(records.iter().map(|r| r.annotator.as_deref())),
+            optional_strings(records.iter().map(|r| r.source.as_deref())),
+            optional_conversations(records.iter().map(|r| r.prompt_messages.as_deref())),
+        ])
+    }
+
+    fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>> {
+        let columns = Columns::checked::<Self>(batch)?;
+        let (id, prompt, completion) =
+            (columns.strings("id"), columns.strings("prompt"), columns.strings("completion"));
+        let label = columns.booleans("label");
+        let annotator = columns.optional_strings("annotator");
+        let source = columns.optional_strings("source");
+        let messages = columns.optional_lists("prompt_messages");
+        Ok((0..batch.num_rows())
+            .map(|row| Feedback {
+                id: id.value(row).to_string(),
+                prompt: prompt.value(row).to_string(),
+                completion: completion.value(row).to_string(),
+                label: label.value(row),
+                annotator: optional_string(annotator, row),
+                source: optional_string(source, row),
+                prompt_messages: optional_conversation(messages, row),
+            })
+            .collect())
+    }
+
+    fn validate(&self, location: impl Fn() -> Location) -> Result<()> {
+        check_prompt(&self.prompt, self.prompt_messages.as_deref(), &location)?;
+        not_empty("completion", &self.completion, &location)
+    }
+}
+
 impl Record for Ranking {
     const KIND: Kind = Kind::Rankings;
 
@@ -553,4 +636,4 @@ macro_rules! prompt_records {
         }
     )*};
 }
-prompt_records!(Prompt, Demonstration, Comparison, Ranking);
+prompt_records!(Prompt, Demonstration, Comparison, Ranking, Feedback);

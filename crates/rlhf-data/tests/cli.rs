@@ -44,6 +44,25 @@ fn import_inspect_validate() {
 }
 
 #[test]
+fn unpair_turns_comparisons_into_feedback_and_refuses_other_tables() {
+    let dir = TempDir::new().unwrap();
+    let pairs = dir.path().join("pairs.parquet");
+    let pairs = pairs.to_str().unwrap();
+    stdout(&rlhf_data(&["import", &fixture("pairs.jsonl"), pairs, "--kind", "comparisons"]));
+    let labels = dir.path().join("feedback.parquet");
+    let labels = labels.to_str().unwrap();
+    let unpaired = rlhf_data(&["unpair", pairs, "--out", labels]);
+    assert_eq!(stdout(&unpaired), format!("wrote 6 feedback rows (3 comparisons unpaired) to {labels}\n"));
+    let validated = rlhf_data(&["validate", labels, "--kind", "feedback"]);
+    assert_eq!(stdout(&validated), format!("ok: {labels} is a valid feedback table with 6 rows\n"));
+
+    let not_pairs = dir.path().join("not-pairs.parquet");
+    let wrong = rlhf_data(&["unpair", labels, "--out", not_pairs.to_str().unwrap()]);
+    assert!(error_line(&wrong).contains("missing column \"chosen\""));
+    assert!(!not_pairs.exists());
+}
+
+#[test]
 fn failures_print_one_error_line_and_exit_1() {
     let dir = TempDir::new().unwrap();
     let broken = dir.path().join("broken.jsonl");

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Array, LargeStringArray, ListBuilder, RecordBatch, StringBuilder, StructBuilder};
 use arrow::datatypes::{DataType, Field, Fields, Schema};
 use rlhf_data::{
-    import, read_records, Comparison, Demonstration, Format, ImportOptions, Kind, Prompt, Ranking, Record, TableWriter,
+    import, read_records, Comparison, Demonstration, Feedback, Format, ImportOptions, Kind, Prompt, Ranking, Record,
+    TableWriter,
 };
 use tempfile::TempDir;
 
@@ -64,6 +65,32 @@ fn prompt_and_ranking_layouts() {
     insta::assert_yaml_snapshot!("prompts.jsonl", prompts);
     let rankings = import_auto::<Ranking>(&fixture("rankings.jsonl"), Kind::Rankings, Format::PromptResponsesRanking);
     insta::assert_yaml_snapshot!("rankings.jsonl", rankings);
+}
+
+#[test]
+fn unpaired_labels_import_as_feedback_and_a_label_must_be_a_boolean() {
+    let labels = import_auto::<Feedback>(&fixture("feedback.jsonl"), Kind::Feedback, Format::PromptCompletionLabel);
+    let summary: Vec<(&str, &str, bool)> =
+        labels.iter().map(|l| (l.id.as_str(), l.completion.as_str(), l.label)).collect();
+    assert_eq!(
+        summary,
+        [
+            ("feedback-0", "The river is calm and bright.", true),
+            ("feedback-1", "Whatever. Rivers are dull.", false),
+            ("12", "The hill is green.", true)
+        ]
+    );
+    assert_eq!(labels[1].annotator.as_deref(), Some("human:7"));
+    assert_eq!(labels[2].prompt, "user: Tell me about the hill.");
+    assert!(labels[2].prompt_messages.is_some());
+
+    let dir = TempDir::new().unwrap();
+    let input = dir.path().join("bad.jsonl");
+    std::fs::write(&input, r#"{"prompt": "p", "completion": "c", "label": "yes"}"#).unwrap();
+    let output = dir.path().join("out.parquet");
+    let err = import(&input, &output, &options(Kind::Feedback)).unwrap_err().to_string();
+    assert!(err.contains("bad.jsonl") && err.contains("label") && err.contains("a boolean"), "{err}");
+    assert!(!output.exists());
 }
 
 #[test]

@@ -53,6 +53,7 @@ fn random_pairs() -> Vec<Pair> {
             chosen: ids(RESPONSE_LEN, true),
             rejected: ids(RESPONSE_LEN, true),
             reference: None,
+            label: None,
         })
         .collect()
 }

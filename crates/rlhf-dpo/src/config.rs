@@ -108,9 +108,14 @@ impl Default for ReferenceConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// A comparisons Parquet table (`id, prompt, chosen, rejected`); empty = none (online rounds only).
+    /// A comparisons Parquet table (`id, prompt, chosen, rejected`); empty = none (online rounds
+    /// only). KTO unpairs it (chosen: desirable, rejected: undesirable).
     pub comparisons: PathBuf,
-    /// Held-out comparisons for evaluation; empty = split `heldout_fraction` off `comparisons`.
+    /// KTO only: a feedback table of unpaired labels (`id, prompt, completion, label`) to train on
+    /// instead of `comparisons` (which must then be empty).
+    pub feedback: PathBuf,
+    /// Held-out rows for evaluation, of the training data's kind; empty = split `heldout_fraction`
+    /// off the training data.
     pub heldout: PathBuf,
     /// Share of `comparisons` held out (by a hash of the id) when `heldout` is empty; 0 = no evaluation.
     pub heldout_fraction: f64,
@@ -124,6 +129,7 @@ impl Default for DataConfig {
     fn default() -> Self {
         DataConfig {
             comparisons: PathBuf::from("data/comparisons.parquet"),
+            feedback: PathBuf::new(),
             heldout: PathBuf::new(),
             heldout_fraction: 0.05,
             max_prompt_len: 128,
@@ -191,6 +197,7 @@ impl DpoConfig {
             &mut self.model.policy,
             &mut self.model.reference,
             &mut self.data.comparisons,
+            &mut self.data.feedback,
             &mut self.data.heldout,
             &mut self.online.reward_model,
             &mut self.online.prompts,
@@ -209,9 +216,19 @@ impl DpoConfig {
             self.data.max_prompt_len > 0 && self.data.max_response_len > 0,
             "data.max_prompt_len and data.max_response_len must be at least 1",
         )?;
+        let (comparisons, feedback) =
+            (!self.data.comparisons.as_os_str().is_empty(), !self.data.feedback.as_os_str().is_empty());
         ensure(
-            !self.data.comparisons.as_os_str().is_empty() || self.online.rounds > 0,
+            comparisons || feedback || self.online.rounds > 0,
             "nothing to train on: set data.comparisons or online.rounds",
+        )?;
+        ensure(
+            !feedback || self.loss.unpaired(),
+            "data.feedback (unpaired labels) trains only loss.kind = \"kto\"; pairs go in data.comparisons",
+        )?;
+        ensure(
+            !(feedback && comparisons),
+            "set one of data.feedback and data.comparisons (KTO unpairs comparisons itself): clear the other with --set data.comparisons=\"\"",
         )?;
         let o = &self.online;
         ensure(

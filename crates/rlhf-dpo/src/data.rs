@@ -4,10 +4,15 @@
 //! A pair is scored as two rows, `prompt ++ chosen` and `prompt ++ rejected` (responses end with
 //! eos, the project's tokenization rule), stacked into one right-padded batch so the policy runs
 //! one forward pass per micro-batch (chosen rows first, then rejected).
+//!
+//! KTO's unpaired labels ([`tokenize_labels`]) are pairs too: `chosen` is the labelled completion,
+//! `rejected` the completion of the next row with another prompt (cyclically, in table order, as
+//! TRL builds its KL dataset by shifting completions), and `label` says whether `chosen` is
+//! desirable. Only the labelled rows carry gradients; the mismatched ones are scored under no-grad.
 
 use std::path::Path;
 
-use rlhf_data::Comparison;
+use rlhf_data::{Comparison, Feedback};
 use rlhf_model::{build_batch, sequence_logprobs, CausalLm, LogprobOptions, PaddingSide, Tokenizer};
 use tch::{Kind, Tensor};
 
@@ -24,6 +29,8 @@ pub struct Pair {
     pub rejected: Vec<i64>,
     /// Reference log-probs `[chosen, rejected]`, once known.
     pub reference: Option<[f64; 2]>,
+    /// KTO: whether `chosen` (the labelled completion) is desirable; `None` for a preference pair.
+    pub label: Option<bool>,
 }
 
 impl Pair {
@@ -42,14 +49,16 @@ pub struct Limits {
     pub max_response_len: usize,
 }
 
-/// Tokenizes comparisons; returns the pairs and how many had a part cut to fit `limits`.
-pub fn tokenize(tokenizer: &Tokenizer, comparisons: &[Comparison], limits: Limits) -> Result<(Vec<Pair>, usize)> {
-    let encode = |response: fn(&Comparison) -> &str| {
-        let texts: Vec<(&Comparison, &str)> = comparisons.iter().map(|c| (c, response(c))).collect();
-        tokenizer.encode_prompt_response_batch(&texts)
-    };
-    let chosen = encode(|c| c.chosen.as_str())?;
-    let rejected = encode(|c| c.rejected.as_str())?;
+/// Pairs of (prompt, first response) and (prompt, second response) token ids, cut to `limits`;
+/// also how many had a part cut.
+fn encode_pairs<P: rlhf_data::AsPrompt + Sync>(
+    tokenizer: &Tokenizer,
+    first: &[(P, &str)],
+    second: &[(P, &str)],
+    limits: Limits,
+) -> Result<(Vec<Pair>, usize)> {
+    let chosen = tokenizer.encode_prompt_response_batch(first)?;
+    let rejected = tokenizer.encode_prompt_response_batch(second)?;
     let mut cut = 0;
     let pairs = chosen
         .into_iter()
@@ -64,25 +73,77 @@ pub fn tokenize(tokenizer: &Tokenizer, comparisons: &[Comparison], limits: Limit
             prompt.drain(..prompt.len().saturating_sub(limits.max_prompt_len));
             chosen.truncate(limits.max_response_len);
             rejected.truncate(limits.max_response_len);
-            Pair { prompt, chosen, rejected, reference: None }
+            Pair { prompt, chosen, rejected, reference: None, label: None }
         })
         .collect();
     Ok((pairs, cut))
 }
 
-/// The policy's summed response log-probs of `pairs` (carries the graph).
+/// Tokenizes comparisons; returns the pairs and how many had a part cut to fit `limits`.
+pub fn tokenize(tokenizer: &Tokenizer, comparisons: &[Comparison], limits: Limits) -> Result<(Vec<Pair>, usize)> {
+    let chosen: Vec<(&Comparison, &str)> = comparisons.iter().map(|c| (c, c.chosen.as_str())).collect();
+    let rejected: Vec<(&Comparison, &str)> = comparisons.iter().map(|c| (c, c.rejected.as_str())).collect();
+    encode_pairs(tokenizer, &chosen, &rejected, limits)
+}
+
+/// For each label, the index of the next one (cyclically) whose prompt differs: its completion is
+/// the mismatched one. Fails when every label has the same prompt.
+fn mismatched_partners(labels: &[Feedback]) -> Result<Vec<usize>> {
+    let n = labels.len();
+    (0..n)
+        .map(|i| {
+            (1..n).map(|step| (i + step) % n).find(|&j| labels[j].prompt != labels[i].prompt).ok_or_else(|| {
+                Error::Invalid("KTO needs labels on at least two different prompts (for its KL estimate)".into())
+            })
+        })
+        .collect()
+}
+
+/// Tokenizes unpaired labels (see the module doc); returns them and how many had a part cut.
+pub fn tokenize_labels(tokenizer: &Tokenizer, labels: &[Feedback], limits: Limits) -> Result<(Vec<Pair>, usize)> {
+    let partners = mismatched_partners(labels)?;
+    let labelled: Vec<(&Feedback, &str)> = labels.iter().map(|l| (l, l.completion.as_str())).collect();
+    let mismatched: Vec<(&Feedback, &str)> =
+        labels.iter().zip(&partners).map(|(l, &j)| (l, labels[j].completion.as_str())).collect();
+    let (mut pairs, cut) = encode_pairs(tokenizer, &labelled, &mismatched, limits)?;
+    for (pair, label) in pairs.iter_mut().zip(labels) {
+        pair.label = Some(label.label);
+    }
+    Ok((pairs, cut))
+}
+
+/// Summed log-probs and token counts of `rows`, one right-padded batch.
+fn score_rows(model: &CausalLm, rows: &[(&[i64], &[i64])], pad_id: i64) -> Result<rlhf_model::SequenceLogprobs> {
+    let batch = build_batch(rows, None, pad_id, PaddingSide::Right, model.device())?;
+    Ok(sequence_logprobs(model, &batch, LogprobOptions::default())?)
+}
+
+/// The policy's summed response log-probs of `pairs` (carries the graph; for labelled pairs only
+/// through the labelled rows).
 pub fn policy_logps(model: &CausalLm, pairs: &[&Pair], pad_id: i64) -> Result<PolicyLogps> {
     let chosen = pairs.iter().map(|p| (p.prompt.as_slice(), p.chosen.as_slice()));
     let rejected = pairs.iter().map(|p| (p.prompt.as_slice(), p.rejected.as_slice()));
-    let rows: Vec<(&[i64], &[i64])> = chosen.chain(rejected).collect();
-    let batch = build_batch(&rows, None, pad_id, PaddingSide::Right, model.device())?;
-    let scored = sequence_logprobs(model, &batch, LogprobOptions::default())?;
     let n = pairs.len() as i64;
+    let labels: Option<Vec<f64>> = pairs.iter().map(|p| p.label.map(|l| f64::from(u8::from(l)))).collect();
+    if let Some(labels) = labels {
+        let labelled = score_rows(model, &chosen.collect::<Vec<_>>(), pad_id)?;
+        let mismatched = tch::no_grad(|| score_rows(model, &rejected.collect::<Vec<_>>(), pad_id))?;
+        return Ok(PolicyLogps {
+            chosen: labelled.sum,
+            rejected: mismatched.sum,
+            chosen_tokens: labelled.count,
+            rejected_tokens: mismatched.count,
+            labels: Some(Tensor::from_slice(&labels)),
+        });
+    }
+    let rows: Vec<(&[i64], &[i64])> = chosen.chain(rejected).collect();
+    let scored = score_rows(model, &rows, pad_id)?;
     Ok(PolicyLogps {
         chosen: scored.sum.narrow(0, 0, n),
         rejected: scored.sum.narrow(0, n, n),
         chosen_tokens: scored.count.narrow(0, 0, n),
         rejected_tokens: scored.count.narrow(0, n, n),
+        labels: None,
     })
 }
 

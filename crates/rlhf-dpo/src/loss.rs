@@ -9,11 +9,17 @@
 //! | `hinge` | `max(0, 1 − βh)` | Zhao et al. 2023 (SLiC), as in TRL |
 //! | `simpo` | `−(1−ε)·log σ(z) − ε·log σ(−z)`, `z = β·(log π(c)/|c| − log π(r)/|r|) − γ` (no reference) | Meng et al. 2024 |
 //! | `orpo` | `−β·log σ(log odds(c) − log odds(r))`, `log odds(y) = a − log(1 − eᵃ)`, `a = log π(y)/|y|`, plus the NLL of `c` (no reference) | Hong et al. 2024, eqs. 4–7, as in TRL |
+//! | `kto` | desirable `y`: `λ_D·(1 − σ(β(r − z)))`, undesirable: `λ_U·(1 − σ(β(z − r)))`, `r = log π(y) − log π_ref(y)` | Ethayarajh et al. 2024, eq. 7, as in TRL |
+//!
+//! KTO trains on unpaired labels: a row's `chosen` is the labelled completion `y` and its `rejected`
+//! a mismatched completion `y'` (another prompt's), whose log-ratios estimate the reference point
+//! `z = max(0, mean_batch(log π(y') − log π_ref(y')))`, detached, as TRL's `KTOTrainer` does.
 //!
 //! Implicit rewards (the `rewards/*` metrics) are `β·(log π − log π_ref)` per response, or
-//! `β·log π/|y|` for SimPO and ORPO. ORPO's objective always adds the mean negative
-//! log-likelihood per chosen token (its SFT term, weight 1; β is its λ). With `rpo_alpha = α > 0` the objective adds `α` times the mean negative
-//! log-likelihood per chosen token (RPO, Pang et al. 2024). IPO is applied to summed log-probs, as in
+//! `β·log π/|y|` for SimPO and ORPO; for KTO `β·r` of the labelled completion (chosen) against `β·z`
+//! (rejected). ORPO's objective always adds the mean negative log-likelihood per chosen token (its
+//! SFT term, weight 1; β is its λ). With `rpo_alpha = α > 0` the objective adds `α` times the mean
+//! negative log-likelihood per chosen token (RPO, Pang et al. 2024). IPO is applied to summed log-probs, as in
 //! the paper (TRL averages them per token for IPO). The arithmetic runs in f64.
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +40,8 @@ pub enum LossKind {
     Simpo,
     /// Reference-free odds ratio plus the SFT loss on chosen responses.
     Orpo,
+    /// Kahneman–Tversky optimisation, on unpaired desirable / undesirable labels.
+    Kto,
 }
 
 /// The loss and its coefficients.
@@ -49,21 +57,36 @@ pub struct LossConfig {
     pub simpo_gamma: f64,
     /// Weight α of the NLL term on chosen responses (RPO); 0 = off. (ORPO has its own, weight 1.)
     pub rpo_alpha: f64,
+    /// KTO's λ_D, the weight of desirable examples' losses.
+    pub desirable_weight: f64,
+    /// KTO's λ_U, the weight of undesirable examples' losses.
+    pub undesirable_weight: f64,
 }
 
 impl Default for LossConfig {
     fn default() -> Self {
-        LossConfig { kind: LossKind::Sigmoid, beta: 0.1, label_smoothing: 0.0, simpo_gamma: 0.5, rpo_alpha: 0.0 }
+        LossConfig {
+            kind: LossKind::Sigmoid,
+            beta: 0.1,
+            label_smoothing: 0.0,
+            simpo_gamma: 0.5,
+            rpo_alpha: 0.0,
+            desirable_weight: 1.0,
+            undesirable_weight: 1.0,
+        }
     }
 }
 
-/// Summed response log-probs of the policy, `[B]` each, and the response token counts.
+/// Summed response log-probs of the policy, `[B]` each, and the response token counts. For KTO
+/// (see the module doc) `chosen` is the labelled completion, `rejected` the mismatched one.
 #[derive(Debug)]
 pub struct PolicyLogps {
     pub chosen: Tensor,
     pub rejected: Tensor,
     pub chosen_tokens: Tensor,
     pub rejected_tokens: Tensor,
+    /// KTO: 1.0 where the labelled completion is desirable, 0.0 where not (f64, `[B]`).
+    pub labels: Option<Tensor>,
 }
 
 /// Summed response log-probs of the reference model, `[B]` each.
@@ -81,6 +104,8 @@ pub struct PairTerms {
     /// Implicit rewards (detached).
     pub chosen_rewards: Tensor,
     pub rejected_rewards: Tensor,
+    /// KTO's reference point `z` (detached, a scalar).
+    pub kl: Option<Tensor>,
 }
 
 fn f64_of(t: &Tensor) -> Tensor {
@@ -96,6 +121,11 @@ impl LossConfig {
     /// Whether the loss needs reference log-probs.
     pub fn needs_reference(&self) -> bool {
         !matches!(self.kind, LossKind::Simpo | LossKind::Orpo)
+    }
+
+    /// Whether the loss trains on unpaired labels (KTO) rather than pairs.
+    pub fn unpaired(&self) -> bool {
+        self.kind == LossKind::Kto
     }
 
     /// Weight of the mean NLL per chosen token in the objective: ORPO's 1, else RPO's α.
@@ -118,7 +148,7 @@ impl LossConfig {
                 self.label_smoothing
             )));
         }
-        if self.label_smoothing > 0.0 && matches!(self.kind, LossKind::Ipo | LossKind::Hinge | LossKind::Orpo) {
+        if self.label_smoothing > 0.0 && !matches!(self.kind, LossKind::Sigmoid | LossKind::Simpo) {
             return Err(Error::Invalid(format!(
                 "loss.label_smoothing applies to the sigmoid and simpo losses, not {:?}",
                 self.kind
@@ -127,8 +157,14 @@ impl LossConfig {
         if self.rpo_alpha < 0.0 || self.simpo_gamma < 0.0 {
             return Err(Error::Invalid("loss.rpo_alpha and loss.simpo_gamma must be >= 0".into()));
         }
-        if self.rpo_alpha > 0.0 && self.kind == LossKind::Orpo {
-            return Err(Error::Invalid("loss.rpo_alpha does not apply to orpo, which has its own NLL term".into()));
+        if self.rpo_alpha > 0.0 && matches!(self.kind, LossKind::Orpo | LossKind::Kto) {
+            return Err(Error::Invalid(format!("loss.rpo_alpha does not apply to {:?}", self.kind)));
+        }
+        let weights = [self.desirable_weight, self.undesirable_weight];
+        if weights.iter().any(|w| w.is_nan() || *w <= 0.0) {
+            return Err(Error::Invalid(format!(
+                "loss.desirable_weight and loss.undesirable_weight must be > 0, got {weights:?}"
+            )));
         }
         Ok(())
     }
@@ -155,6 +191,7 @@ impl LossConfig {
                 losses,
                 chosen_rewards: chosen_avg.detach() * beta,
                 rejected_rewards: rejected_avg.detach() * beta,
+                kl: None,
             });
         }
         let reference =
@@ -162,18 +199,36 @@ impl LossConfig {
         let device = chosen.device();
         let chosen_ratio = &chosen - f64_of(&reference.chosen).to_device(device);
         let rejected_ratio = &rejected - f64_of(&reference.rejected).to_device(device);
+        if self.kind == LossKind::Kto {
+            return self.kto_terms(policy, &chosen_ratio, &rejected_ratio);
+        }
         let h = &chosen_ratio - &rejected_ratio;
         let losses = match self.kind {
             LossKind::Sigmoid => smoothed_logistic(&(&h * beta), self.label_smoothing),
             LossKind::Ipo => (&h - 1.0 / (2.0 * beta)).square(),
             LossKind::Hinge => (&h * -beta + 1.0).relu(),
-            LossKind::Simpo | LossKind::Orpo => unreachable!("reference-free, handled above"),
+            LossKind::Simpo | LossKind::Orpo | LossKind::Kto => unreachable!("handled above"),
         };
         Ok(PairTerms {
             losses,
             chosen_rewards: chosen_ratio.detach() * beta,
             rejected_rewards: rejected_ratio.detach() * beta,
+            kl: None,
         })
+    }
+
+    /// KTO's losses from the labelled completions' log-ratios `r` and the mismatched ones' `r'`.
+    fn kto_terms(&self, policy: &PolicyLogps, r: &Tensor, mismatched: &Tensor) -> Result<PairTerms> {
+        let labels = policy.labels.as_ref().ok_or_else(|| Error::Invalid("the kto loss needs labelled rows".into()))?;
+        let desirable = f64_of(labels).to_device(r.device());
+        let beta = self.beta;
+        let z = mismatched.detach().mean(Kind::Double).clamp_min(0.0);
+        let gain = |x: Tensor| -(x * beta).sigmoid() + 1.0;
+        let losses = &desirable * gain(r - &z) * self.desirable_weight
+            + (-&desirable + 1.0) * gain(&z - r) * self.undesirable_weight;
+        let chosen_rewards = r.detach() * beta;
+        let rejected_rewards = chosen_rewards.full_like(1.0) * (&z * beta);
+        Ok(PairTerms { losses, chosen_rewards, rejected_rewards, kl: Some(z) })
     }
 
     /// This batch's share of an optimizer step's objective: `Σ losses / step_pairs` plus, with RPO,
@@ -228,6 +283,7 @@ mod tests {
             rejected: t(&[-12.0, -2.0]),
             chosen_tokens: t(&[5.0, 3.0]),
             rejected_tokens: t(&[4.0, 1.0]),
+            labels: None,
         };
         let reference = ReferenceLogps { chosen: t(&[-11.0, -3.0]), rejected: t(&[-11.0, -3.0]) };
         (policy, reference)
@@ -291,6 +347,34 @@ mod tests {
     }
 
     #[test]
+    fn kto_weighs_each_label_against_the_mismatched_reference_point() {
+        // The labelled completions (`chosen`) have log-ratios r = [1, 0]; the first is desirable.
+        let (mut policy, reference) = batch();
+        policy.labels = Some(t(&[1.0, 0.0]));
+        let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let config = LossConfig {
+            kind: LossKind::Kto,
+            beta: 0.5,
+            desirable_weight: 1.5,
+            undesirable_weight: 0.5,
+            ..LossConfig::default()
+        };
+        // Mismatched ratios: −12 + 11 = −1 and −2 + 3 = 1, mean 0, so z = 0.
+        let terms = config.pair_terms(&policy, Some(&reference)).unwrap();
+        close(&values(&terms.losses), &[1.5 * (1.0 - sigmoid(0.5)), 0.5 * (1.0 - sigmoid(0.0))]);
+        assert_eq!(terms.kl.as_ref().unwrap().double_value(&[]), 0.0);
+        close(&values(&terms.chosen_rewards), &[0.5, 0.0]);
+        // A positive mean mismatched ratio moves z: reference rejected −13, −3 gives [1, 1], z = 1.
+        let shifted = ReferenceLogps { chosen: reference.chosen.shallow_clone(), rejected: t(&[-13.0, -3.0]) };
+        let terms = config.pair_terms(&policy, Some(&shifted)).unwrap();
+        close(&values(&terms.losses), &[1.5 * (1.0 - sigmoid(0.0)), 0.5 * (1.0 - sigmoid(0.5))]);
+        close(&values(&terms.rejected_rewards), &[0.5, 0.5]);
+        // Without labels, KTO refuses the batch.
+        policy.labels = None;
+        assert!(config.pair_terms(&policy, Some(&reference)).is_err());
+    }
+
+    #[test]
     fn gradients_reach_the_policy_log_probs() {
         let (mut policy, reference) = batch();
         policy.chosen = policy.chosen.to_kind(Kind::Float).set_requires_grad(true);
@@ -312,6 +396,9 @@ mod tests {
             LossConfig { rpo_alpha: -1.0, ..LossConfig::default() },
             LossConfig { kind: LossKind::Orpo, rpo_alpha: 1.0, ..LossConfig::default() },
             LossConfig { kind: LossKind::Orpo, label_smoothing: 0.1, ..LossConfig::default() },
+            LossConfig { kind: LossKind::Kto, label_smoothing: 0.1, ..LossConfig::default() },
+            LossConfig { kind: LossKind::Kto, rpo_alpha: 1.0, ..LossConfig::default() },
+            LossConfig { kind: LossKind::Kto, undesirable_weight: 0.0, ..LossConfig::default() },
         ];
         for config in bad {
             assert!(config.validate().is_err(), "{config:?}");

@@ -1,8 +1,9 @@
 //! Reference log-probs: the reference model ([`Reference`]: the policy with its LoRA adapters off, or
 //! a frozen checkpoint), scored on the fly or once per comparisons file and cached beside it.
 //!
-//! The cache of `dir/NAME.parquet` is `dir/NAME.ref_logps.parquet`: every column of the comparisons
-//! table plus `ref_chosen_logp: f64` and `ref_rejected_logp: f64`, with a key in the schema metadata
+//! The cache of `dir/NAME.parquet` is `dir/NAME.ref_logps.parquet` (for KTO's labelled rows,
+//! `dir/NAME.kto_ref_logps.parquet`): every column of the table the rows came from plus
+//! `ref_chosen_logp: f64` and `ref_rejected_logp: f64`, with a key in the schema metadata
 //! that fingerprints what the numbers depend on (the comparisons file, the reference checkpoint's
 //! config and weights, the tokenizer, the token limits, dtype and device). A cache whose key differs
 //! is recomputed and replaced; it is written atomically, so a crash never leaves half of one.
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
-use rlhf_data::{Comparison, Table, TableReader, TableWriter};
+use rlhf_data::{Record, Table, TableReader, TableWriter};
 use rlhf_model::{CausalLm, Placement};
 
 use crate::data::{live_reference, Fnv, Limits, Pair};
@@ -86,23 +87,26 @@ impl Reference {
     }
 }
 
-/// The cache file of a comparisons table.
-pub fn cache_path(comparisons: &Path) -> PathBuf {
-    let stem = comparisons.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-    comparisons.with_file_name(format!("{stem}.ref_logps.parquet"))
+/// The cache file of a comparisons or feedback table, for pairs or (`unpaired`) KTO's rows.
+pub fn cache_path(table: &Path, unpaired: bool) -> PathBuf {
+    let stem = table.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let kind = if unpaired { "kto_ref_logps" } else { "ref_logps" };
+    table.with_file_name(format!("{stem}.{kind}.parquet"))
 }
 
-/// Fingerprint of everything the reference log-probs of `comparisons` depend on.
+/// Fingerprint of everything the reference log-probs of the rows of `table` depend on (`unpaired`:
+/// KTO's labelled rows and their mismatched partners).
 pub fn cache_key(
-    comparisons: &Path,
+    table: &Path,
+    unpaired: bool,
     reference: &ReferenceSpec,
     tokenizer_dir: &Path,
     limits: Limits,
     placement: Placement,
 ) -> Result<String> {
     let mut hash = Fnv::default();
-    hash.update(b"rlhf-dpo reference log-probs v1");
-    hash.update_file(comparisons)?;
+    hash.update(if unpaired { b"rlhf-dpo KTO reference log-probs v1" } else { b"rlhf-dpo reference log-probs v1" });
+    hash.update_file(table)?;
     hash.update_file(&tokenizer_dir.join("tokenizer.json"))?;
     hash.update_file(&reference.dir.join("config.json"))?;
     for file in rlhf_model::checkpoint::weight_files(&reference.dir)? {
@@ -134,8 +138,9 @@ pub fn read_cache(path: &Path, key: &str, rows: usize) -> Option<Vec<[f64; 2]>> 
     (out.len() == rows).then_some(out)
 }
 
-/// Writes the cache: the comparisons `table`'s columns plus the two log-prob columns, tagged with `key`.
-pub fn write_cache(path: &Path, table: &Table<Comparison>, key: &str, values: &[[f64; 2]]) -> Result<()> {
+/// Writes the cache: the `table`'s columns (one row per pair) plus the two log-prob columns, tagged
+/// with `key`.
+pub fn write_cache<R: Record>(path: &Path, table: &Table<R>, key: &str, values: &[[f64; 2]]) -> Result<()> {
     // Columns of an earlier cache (a cache file given as the comparisons) are replaced.
     let kept: Vec<usize> = (0..table.schema.fields().len())
         .filter(|&i| ![CHOSEN_COLUMN, REJECTED_COLUMN].contains(&table.schema.field(i).name().as_str()))

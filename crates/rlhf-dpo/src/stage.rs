@@ -1,21 +1,22 @@
 //! The stage: checks every input before writing anything, prepares the pairs (tokenized, with
 //! reference log-probs from their cache), then trains round after round into `<run-dir>/dpo/`.
 //!
-//! Round 0 is the offline comparisons (`data.comparisons`, minus the held-out share); rounds
+//! Round 0 is the offline comparisons (`data.comparisons`, minus the held-out share; for KTO, the
+//! unpaired labels of `data.feedback`, or the comparisons unpaired as TRL does); rounds
 //! `1..=online.rounds` are sampled from the policy as it stands, labelled, and written to
 //! `dpo/rounds/round-NNN.parquet` (their reference cache beside them) before training on them, so
 //! a resumed run trains on the same pairs.
 
 use std::path::Path;
 
-use rlhf_data::{read_records, read_table, write_records, Comparison, Prompt, Table};
+use rlhf_data::{read_records, read_table, unpair_comparisons, write_records, Comparison, Feedback, Prompt, Table};
 use rlhf_model::device::seed_everything;
 use rlhf_model::{CausalLm, Placement, Tokenizer};
 use rlhf_train::stage::require_checkpoint_dir;
 use rlhf_train::StageDir;
 
 use crate::config::{DpoConfig, Labeler, ReferenceMode};
-use crate::data::{is_heldout, tokenize, Limits, Pair};
+use crate::data::{is_heldout, tokenize, tokenize_labels, Limits, Pair};
 use crate::online;
 use crate::reference::{cache_key, cache_path, read_cache, write_cache, Reference, ReferenceSpec};
 use crate::trainer::{TrainJob, Trainer};
@@ -25,12 +26,63 @@ use crate::{Outcome, RunOptions, STAGE_DIR};
 /// Online rounds' comparisons inside the stage directory.
 pub const ROUNDS_DIR: &str = "rounds";
 
-fn read_comparisons(path: &Path) -> Result<Table<Comparison>> {
-    let table = read_table::<Comparison>(path)?;
-    if table.records.is_empty() {
-        return Err(Error::File { path: path.to_path_buf(), message: "has no comparisons".into() });
+/// A table's rows as the loss trains on them, each with the id that puts it in the held-out share.
+enum Examples {
+    Comparisons(Table<Comparison>),
+    /// KTO's unpaired labels; `split_ids` are the comparisons' ids where they were unpaired here,
+    /// so both halves of a pair fall on the same side.
+    Labels {
+        table: Table<Feedback>,
+        split_ids: Vec<String>,
+    },
+}
+
+impl Examples {
+    /// The comparisons at `path`, unpaired into labels when the loss wants them (`unpaired`).
+    fn comparisons(path: &Path, unpaired: bool) -> Result<Self> {
+        let table = read_table::<Comparison>(path)?;
+        if table.records.is_empty() {
+            return Err(Error::File { path: path.to_path_buf(), message: "has no comparisons".into() });
+        }
+        if !unpaired {
+            return Ok(Examples::Comparisons(table));
+        }
+        let split_ids = table.records.iter().flat_map(|c| [c.id.clone(), c.id.clone()]).collect();
+        Ok(Examples::Labels { table: Table::from_records(unpair_comparisons(&table.records))?, split_ids })
     }
-    Ok(table)
+
+    /// The unpaired labels at `path` (a feedback table).
+    fn labels(path: &Path) -> Result<Self> {
+        let table = read_table::<Feedback>(path)?;
+        if table.records.is_empty() {
+            return Err(Error::File { path: path.to_path_buf(), message: "has no labels".into() });
+        }
+        let split_ids = table.records.iter().map(|l| l.id.clone()).collect();
+        Ok(Examples::Labels { table, split_ids })
+    }
+
+    /// The training data at `path`, of the kind `feedback` says (else comparisons).
+    fn read(path: &Path, feedback: bool, unpaired: bool) -> Result<Self> {
+        if feedback {
+            Self::labels(path)
+        } else {
+            Self::comparisons(path, unpaired)
+        }
+    }
+
+    fn split_ids(&self) -> Vec<&str> {
+        match self {
+            Examples::Comparisons(table) => table.records.iter().map(|c| c.id.as_str()).collect(),
+            Examples::Labels { split_ids, .. } => split_ids.iter().map(String::as_str).collect(),
+        }
+    }
+
+    fn write_cache(&self, path: &Path, key: &str, values: &[[f64; 2]]) -> Result<()> {
+        match self {
+            Examples::Comparisons(table) => write_cache(path, table, key, values),
+            Examples::Labels { table, .. } => write_cache(path, table, key, values),
+        }
+    }
 }
 
 fn read_prompts(config: &DpoConfig) -> Result<Vec<Prompt>> {
@@ -54,18 +106,22 @@ struct Preparer<'a> {
 }
 
 impl Preparer<'_> {
-    /// Tokenizes the table at `path` and, when they are cached, attaches reference log-probs from
-    /// the cache beside it (computing and writing it first when it is missing or stale).
-    fn pairs(&mut self, table: &Table<Comparison>, path: &Path) -> Result<Vec<Pair>> {
-        let (mut pairs, cut) = tokenize(self.tokenizer, &table.records, self.limits)?;
+    /// Tokenizes the rows read from `path` and, when they are cached, attaches reference log-probs
+    /// from the cache beside it (computing and writing it first when it is missing or stale).
+    fn pairs(&mut self, examples: &Examples, path: &Path) -> Result<Vec<Pair>> {
+        let (mut pairs, cut) = match examples {
+            Examples::Comparisons(table) => tokenize(self.tokenizer, &table.records, self.limits)?,
+            Examples::Labels { table, .. } => tokenize_labels(self.tokenizer, &table.records, self.limits)?,
+        };
         if cut > 0 {
-            tracing::warn!(cut, path = %path.display(), "comparisons longer than data.max_prompt_len / max_response_len were cut");
+            tracing::warn!(cut, path = %path.display(), "rows longer than data.max_prompt_len / max_response_len were cut");
         }
         if self.config.reference.mode != ReferenceMode::Cached || !self.config.loss.needs_reference() {
             return Ok(pairs);
         }
-        let key = cache_key(path, self.reference, &self.config.model.policy, self.limits, self.placement)?;
-        let cache = cache_path(path);
+        let unpaired = self.config.loss.unpaired();
+        let key = cache_key(path, unpaired, self.reference, &self.config.model.policy, self.limits, self.placement)?;
+        let cache = cache_path(path, unpaired);
         let values = match read_cache(&cache, &key, pairs.len()) {
             Some(values) => {
                 tracing::info!(cache = %cache.display(), "reusing cached reference log-probs");
@@ -81,7 +137,7 @@ impl Preparer<'_> {
                     self.config.reference.batch_size,
                     self.tokenizer.pad_id(),
                 )?;
-                write_cache(&cache, table, &key, &values)?;
+                examples.write_cache(&cache, &key, &values)?;
                 self.passes += 1;
                 tracing::info!(cache = %cache.display(), "cached reference log-probs");
                 values
@@ -95,26 +151,27 @@ impl Preparer<'_> {
 }
 
 /// Splits round-0 pairs into (train, held-out) by the held-out share of their ids.
-fn split_heldout(pairs: Vec<Pair>, table: &Table<Comparison>, fraction: f64) -> (Vec<Pair>, Vec<Pair>) {
+fn split_heldout(pairs: Vec<Pair>, examples: &Examples, fraction: f64) -> (Vec<Pair>, Vec<Pair>) {
     let (heldout, train): (Vec<_>, Vec<_>) =
-        pairs.into_iter().zip(&table.records).partition(|(_, record)| is_heldout(&record.id, fraction));
+        pairs.into_iter().zip(examples.split_ids()).partition(|(_, id)| is_heldout(id, fraction));
     (train.into_iter().map(|(p, _)| p).collect(), heldout.into_iter().map(|(p, _)| p).collect())
 }
 
-/// The optional comparisons table at `path` (an empty path means none).
-fn optional_comparisons(path: &Path) -> Result<Option<Table<Comparison>>> {
+/// The optional table at `path` (an empty path means none).
+fn optional_examples(path: &Path, feedback: bool, unpaired: bool) -> Result<Option<Examples>> {
     if path.as_os_str().is_empty() {
         Ok(None)
     } else {
-        read_comparisons(path).map(Some)
+        Examples::read(path, feedback, unpaired).map(Some)
     }
 }
 
 /// Everything a run reads, checked before anything is written.
 struct Inputs {
     reference: ReferenceSpec,
-    offline: Option<Table<Comparison>>,
-    heldout: Option<Table<Comparison>>,
+    /// Round 0's rows and the file they came from.
+    offline: Option<(Examples, std::path::PathBuf)>,
+    heldout: Option<Examples>,
     prompts: Vec<Prompt>,
     tokenizer: Tokenizer,
     policy: CausalLm,
@@ -145,8 +202,11 @@ impl Inputs {
                 "run `rlhf-reward` first or use labeler = \"panel\"",
             )?;
         }
-        let offline = optional_comparisons(&config.data.comparisons)?;
-        let heldout = optional_comparisons(&config.data.heldout)?;
+        let feedback = !config.data.feedback.as_os_str().is_empty();
+        let unpaired = config.loss.unpaired();
+        let offline_path = if feedback { &config.data.feedback } else { &config.data.comparisons };
+        let offline = optional_examples(offline_path, feedback, unpaired)?.map(|rows| (rows, offline_path.clone()));
+        let heldout = optional_examples(&config.data.heldout, feedback, unpaired)?;
         let prompts = if online.rounds > 0 { read_prompts(config)? } else { Vec::new() };
         let tokenizer = Tokenizer::from_dir(policy_dir)?.with_chat_mode(config.model.chat_template);
         let policy = CausalLm::from_pretrained(policy_dir, placement.device, placement.kind)?;
@@ -234,15 +294,15 @@ pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
         passes: 0,
     };
     let (mut offline_pairs, split_off) = match &inputs.offline {
-        Some(table) => {
-            let pairs = preparer.pairs(table, &config.data.comparisons)?;
+        Some((examples, path)) => {
+            let pairs = preparer.pairs(examples, path)?;
             let fraction = if inputs.heldout.is_some() { 0.0 } else { config.data.heldout_fraction };
-            split_heldout(pairs, table, fraction)
+            split_heldout(pairs, examples, fraction)
         }
         None => (Vec::new(), Vec::new()),
     };
     let heldout = match &inputs.heldout {
-        Some(table) => preparer.pairs(table, &config.data.heldout)?,
+        Some(examples) => preparer.pairs(examples, &config.data.heldout)?,
         None => split_off,
     };
     tracing::info!(
@@ -289,7 +349,7 @@ pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
         if !path.is_file() {
             sample_round(&config, &inputs, placement, &mut trainer, round, &path)?;
         }
-        let pairs = preparer.pairs(&read_comparisons(&path)?, &path)?;
+        let pairs = preparer.pairs(&Examples::comparisons(&path, config.loss.unpaired())?, &path)?;
         trainer.train_round(round, pairs, more_rounds)?;
     }
     let mut summary = trainer.finish()?;

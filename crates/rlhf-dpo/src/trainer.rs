@@ -22,20 +22,24 @@ use crate::{Error, Result};
 /// Name of the trainable tensors' file in a checkpoint.
 const CHECKPOINT_MODEL: &str = "policy";
 
-/// Means over pairs of the metrics TRL's `DPOTrainer` logs.
+/// Means over pairs of the metrics TRL's `DPOTrainer` logs (for KTO, as its `KTOTrainer` does:
+/// chosen and rejected are the desirable and undesirable examples).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct PreferenceStats {
     /// The objective (preference loss, plus the NLL term of RPO and ORPO).
     pub loss: f64,
     pub chosen_reward: f64,
     pub rejected_reward: f64,
-    /// Mean of `chosen_reward − rejected_reward`.
+    /// `chosen_reward − rejected_reward`.
     pub margin: f64,
-    /// Share of pairs whose chosen reward is the higher.
+    /// Share of pairs whose chosen reward is the higher (KTO: of examples whose reward is on the
+    /// side of the reference point that their label says).
     pub accuracy: f64,
     /// Mean summed log-prob of chosen responses under the policy.
     pub chosen_logp: f64,
     pub rejected_logp: f64,
+    /// KTO's mean reference point `z`.
+    pub kl: Option<f64>,
     pub pairs: usize,
 }
 
@@ -52,6 +56,7 @@ impl PreferenceStats {
             ("logps/rejected", self.rejected_logp),
         ]
         .into_iter()
+        .chain(self.kl.map(|kl| ("kl", kl)))
         .map(|(name, value)| (format!("{prefix}{name}"), value))
         .collect()
     }
@@ -60,23 +65,51 @@ impl PreferenceStats {
 /// Running sums behind [`PreferenceStats`].
 #[derive(Clone, Copy, Debug, Default)]
 struct Totals {
-    /// Σ loss, Σ chosen reward, Σ rejected reward, Σ correct, Σ chosen logp, Σ rejected logp, Σ chosen tokens.
-    sums: [f64; 7],
+    /// Σ loss, Σ chosen reward, Σ rejected reward, Σ correct, Σ chosen logp, Σ rejected logp,
+    /// Σ chosen tokens, chosen count, rejected count, Σ z (per example).
+    sums: [f64; 10],
     pairs: usize,
 }
 
 impl Totals {
     fn add(&mut self, terms: &PairTerms, policy: &PolicyLogps) -> Result<()> {
-        let parts = [
-            terms.losses.detach(),
-            terms.chosen_rewards.shallow_clone(),
-            terms.rejected_rewards.shallow_clone(),
-            terms.chosen_rewards.gt_tensor(&terms.rejected_rewards),
-            policy.chosen.detach(),
-            policy.rejected.detach(),
-            policy.chosen_tokens.shallow_clone(),
-        ]
-        .map(|t| t.to_kind(Kind::Double).sum(Kind::Double));
+        let device = terms.losses.device();
+        let f64s = |t: &Tensor| t.detach().to_kind(Kind::Double).to_device(device);
+        let correct = terms.chosen_rewards.gt_tensor(&terms.rejected_rewards).to_kind(Kind::Double);
+        let parts: Vec<Tensor> = match (&policy.labels, &terms.kl) {
+            (Some(labels), Some(z)) => {
+                let (desirable, chosen_reward) = (f64s(labels), f64s(&terms.chosen_rewards));
+                let undesirable = -&desirable + 1.0;
+                let logp = f64s(&policy.chosen);
+                vec![
+                    &chosen_reward * &desirable,
+                    &chosen_reward * &undesirable,
+                    correct.eq_tensor(&desirable).to_kind(Kind::Double),
+                    &logp * &desirable,
+                    &logp * &undesirable,
+                    f64s(&policy.chosen_tokens),
+                    desirable.shallow_clone(),
+                    undesirable,
+                    f64s(z).expand_as(&desirable),
+                ]
+            }
+            _ => {
+                let ones = f64s(&terms.chosen_rewards).ones_like();
+                vec![
+                    f64s(&terms.chosen_rewards),
+                    f64s(&terms.rejected_rewards),
+                    correct,
+                    f64s(&policy.chosen),
+                    f64s(&policy.rejected),
+                    f64s(&policy.chosen_tokens),
+                    ones.shallow_clone(),
+                    ones.shallow_clone(),
+                    ones.zeros_like(),
+                ]
+            }
+        };
+        let parts: Vec<Tensor> =
+            std::iter::once(f64s(&terms.losses)).chain(parts).map(|t| t.sum(Kind::Double)).collect();
         let sums = Vec::<f64>::try_from(Tensor::stack(&parts, 0).to_device(tch::Device::Cpu))?;
         for (total, value) in self.sums.iter_mut().zip(sums) {
             *total += value;
@@ -87,16 +120,20 @@ impl Totals {
 
     fn stats(&self, loss: &LossConfig) -> PreferenceStats {
         let n = self.pairs.max(1) as f64;
-        let [losses, chosen, rejected, correct, chosen_logp, rejected_logp, chosen_tokens] = self.sums;
+        let [losses, chosen, rejected, correct, chosen_logp, rejected_logp, chosen_tokens, n_chosen, n_rejected, z] =
+            self.sums;
+        let mean = |sum: f64, count: f64| if count > 0.0 { sum / count } else { 0.0 };
         let nll = loss.nll_weight() * -chosen_logp / chosen_tokens.max(1.0);
+        let (chosen_reward, rejected_reward) = (mean(chosen, n_chosen), mean(rejected, n_rejected));
         PreferenceStats {
             loss: losses / n + nll,
-            chosen_reward: chosen / n,
-            rejected_reward: rejected / n,
-            margin: (chosen - rejected) / n,
+            chosen_reward,
+            rejected_reward,
+            margin: chosen_reward - rejected_reward,
             accuracy: correct / n,
-            chosen_logp: chosen_logp / n,
-            rejected_logp: rejected_logp / n,
+            chosen_logp: mean(chosen_logp, n_chosen),
+            rejected_logp: mean(rejected_logp, n_rejected),
+            kl: loss.unpaired().then(|| z / n),
             pairs: self.pairs,
         }
     }

@@ -1,13 +1,14 @@
 //! Loss parity with `tests/fixtures/expected.json` (made by `make_fixtures.py` with transformers and
 //! the papers' formulas): the summed response log-probs of a tiny policy and reference, and every
 //! loss computed end to end from rlhf-model's log-probs, within 1e-5; ORPO's per-pair losses also
-//! against TRL's own `odds_ratio_loss` (float32), within 1e-6.
+//! against TRL's own `odds_ratio_loss` (float32), within 1e-6, and KTO's batch loss, reference point
+//! and mean rewards against TRL's `KTOTrainer` (float64), within 1e-12 on the fixture's log-probs.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use rlhf_dpo::data::{live_reference, policy_logps, Pair};
-use rlhf_dpo::loss::{PolicyLogps, ReferenceLogps};
+use rlhf_dpo::loss::{PairTerms, PolicyLogps, ReferenceLogps};
 use rlhf_dpo::LossConfig;
 use rlhf_model::CausalLm;
 use serde::Deserialize;
@@ -36,6 +37,50 @@ struct Expected {
     /// The same per-pair losses from TRL itself (float32), where the fixture script took them.
     #[serde(default)]
     trl_per_pair: Option<Vec<f64>>,
+    /// KTO: each row's label; its rows are the pairs' rejected responses (labelled) and their
+    /// chosen ones (mismatched, for the reference point).
+    #[serde(default)]
+    labels: Option<Vec<bool>>,
+    /// KTO from TRL: the batch loss, the reference point z and the mean desirable / undesirable reward.
+    #[serde(default)]
+    trl_objective: Option<f64>,
+    #[serde(default)]
+    trl_kl: Option<f64>,
+    #[serde(default)]
+    trl_rewards: Option<[f64; 2]>,
+}
+
+/// KTO's view of a batch of pairs: the rejected responses labelled with `labels`, the chosen ones
+/// as their mismatched completions.
+fn labelled(policy: &PolicyLogps, reference: &ReferenceLogps, labels: &[bool]) -> (PolicyLogps, ReferenceLogps) {
+    let labels: Vec<f64> = labels.iter().map(|&l| f64::from(u8::from(l))).collect();
+    let policy = PolicyLogps {
+        chosen: policy.rejected.shallow_clone(),
+        rejected: policy.chosen.shallow_clone(),
+        chosen_tokens: policy.rejected_tokens.shallow_clone(),
+        rejected_tokens: policy.chosen_tokens.shallow_clone(),
+        labels: Some(Tensor::from_slice(&labels)),
+    };
+    (policy, ReferenceLogps { chosen: reference.rejected.shallow_clone(), rejected: reference.chosen.shallow_clone() })
+}
+
+/// KTO's terms against TRL's batch values; returns the largest difference.
+fn check_against_trl_kto(expected: &Expected, terms: &PairTerms, objective: f64, labels: &[bool]) -> f64 {
+    let (Some(trl_objective), Some(trl_kl), Some([chosen, rejected])) =
+        (expected.trl_objective, expected.trl_kl, expected.trl_rewards)
+    else {
+        return 0.0;
+    };
+    let rewards = values(&terms.chosen_rewards);
+    let mean_where = |wanted: bool| {
+        let picked: Vec<f64> = rewards.iter().zip(labels).filter(|(_, &l)| l == wanted).map(|(r, _)| *r).collect();
+        picked.iter().sum::<f64>() / picked.len() as f64
+    };
+    let kl = terms.kl.as_ref().expect("KTO has a reference point").double_value(&[]);
+    [objective - trl_objective, kl - trl_kl, mean_where(true) - chosen, mean_where(false) - rejected]
+        .into_iter()
+        .map(f64::abs)
+        .fold(0.0, f64::max)
 }
 
 #[derive(Deserialize)]
@@ -68,6 +113,8 @@ fn check_losses(fixture: &Fixture, policy: &PolicyLogps, reference: &ReferenceLo
     let mut worst: f64 = 0.0;
     for (name, expected) in &fixture.losses {
         let config = &expected.config;
+        let kto = expected.labels.as_ref().map(|labels| labelled(policy, reference, labels));
+        let (policy, reference) = kto.as_ref().map_or((policy, reference), |(p, r)| (p, r));
         let terms = config.pair_terms(policy, Some(reference)).unwrap();
         let objective = config.objective(&terms, policy, fixture.pairs.len() as f64, chosen_tokens).double_value(&[]);
         let diffs = [
@@ -81,6 +128,10 @@ fn check_losses(fixture: &Fixture, policy: &PolicyLogps, reference: &ReferenceLo
         if let Some(trl) = &expected.trl_per_pair {
             let diff = max_diff(&values(&terms.losses), trl);
             assert!(diff <= 1e-6, "{name}: TRL's per-pair losses (float32) differ by {diff:e}");
+        }
+        if let Some(labels) = &expected.labels {
+            let diff = check_against_trl_kto(expected, &terms, objective, labels);
+            assert!(diff <= tolerance, "{name}: TRL's KTO values differ by {diff:e}");
         }
         worst = worst.max(diff);
     }
@@ -102,6 +153,7 @@ fn losses_match_the_papers_formulas_on_the_fixture_log_probs() -> Result<()> {
         rejected: Tensor::from_slice(&fixture.policy.rejected),
         chosen_tokens: tokens(|p| &p.chosen),
         rejected_tokens: tokens(|p| &p.rejected),
+        labels: None,
     };
     let reference = ReferenceLogps {
         chosen: Tensor::from_slice(&fixture.reference.chosen),
@@ -127,6 +179,7 @@ fn losses_match_transformers_end_to_end() -> Result<()> {
             chosen: [p.chosen.as_slice(), &[EOS]].concat(),
             rejected: [p.rejected.as_slice(), &[EOS]].concat(),
             reference: None,
+            label: None,
         })
         .collect();
     let batch: Vec<&Pair> = pairs.iter().collect();

@@ -1,6 +1,7 @@
 //! The stage through the library on a tiny policy: rewards/accuracies rise, the reference cache is
 //! reused and invalidated, LoRA uses the adapters-off reference, live and cached references agree,
-//! SimPO needs none, online rounds sample and label, a finished stage skips.
+//! SimPO needs none, KTO trains on unpaired labels, online rounds sample and label, a finished stage
+//! skips.
 
 mod common;
 
@@ -81,7 +82,7 @@ fn the_reference_cache_is_reused_across_runs_and_invalidated_by_new_data_or_refe
     };
 
     assert_eq!(passes(&config, "first")?, 1);
-    let cache = cache_path(&data);
+    let cache = cache_path(&data, false);
     assert_eq!(cache, tmp.path().join("comparisons.ref_logps.parquet"));
     let cached = rlhf_data::read_table::<Comparison>(&cache)?;
     assert_eq!(cached.records, rows, "the cache keeps the comparisons' columns");
@@ -151,9 +152,68 @@ fn simpo_and_orpo_need_no_reference_and_every_loss_trains() -> Result<()> {
         let (before, after) = (summary.train.eval_before.unwrap(), summary.train.eval_after.unwrap());
         assert!(after.loss < before.loss, "{kind:?}: {before:?} -> {after:?}");
         // The reference-free losses come first: no reference pass has cached anything yet.
-        assert_eq!(cache_path(&data).exists(), config.loss.needs_reference(), "{kind:?}");
+        assert_eq!(cache_path(&data, false).exists(), config.loss.needs_reference(), "{kind:?}");
     }
     Ok(())
+}
+
+#[test]
+fn kto_learns_from_unpaired_labels_in_a_feedback_table_or_unpaired_comparisons() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let policy = common::tiny_policy(&tmp.path().join("policy"), 7);
+    let pairs = common::comparisons(100);
+    let comparisons = common::write_comparisons(&tmp.path().join("comparisons.parquet"), &pairs);
+    let labels = tmp.path().join("feedback.parquet");
+    rlhf_data::write_records(&labels, &rlhf_data::unpair_comparisons(&pairs))?;
+
+    let mut config = common::config(&policy, Path::new(""));
+    config.loss.kind = LossKind::Kto;
+    config.data.feedback = labels.clone();
+    config.data.heldout = labels.clone();
+    let run = tmp.path().join("feedback-run");
+    let summary = common::trained(stage::run(&config, &run, &common::cpu())?);
+    let (before, after) = (summary.train.eval_before.unwrap(), summary.train.eval_after.unwrap());
+    assert_eq!(before.pairs, 200, "one row per label");
+    assert!(before.margin.abs() < 1e-5 && before.kl.unwrap() < 1e-5, "the policy starts as its reference: {before:?}");
+    assert!(after.loss < before.loss - 0.05, "{before:?} -> {after:?}");
+    assert!(after.chosen_reward > after.rejected_reward + 0.1, "desirable completions gain: {after:?}");
+    assert!(after.accuracy > 0.7, "{after:?}");
+    let rows = metrics(&run)?;
+    assert!(!metric(&rows, "kl").is_empty() && !metric(&rows, "eval_kl").is_empty());
+    assert!(cache_path(&labels, true).is_file() && !cache_path(&labels, false).exists());
+
+    // The same labels from the comparisons, unpaired by the stage, train to the same weights.
+    config.data.feedback = Default::default();
+    config.data.comparisons = comparisons.clone();
+    config.data.heldout = comparisons.clone();
+    let unpaired = common::trained(stage::run(&config, &tmp.path().join("unpaired-run"), &common::cpu())?);
+    assert_eq!(unpaired.train.eval_after, Some(after));
+    assert!(cache_path(&comparisons, true).is_file(), "KTO's cache does not replace DPO's");
+
+    // Labels that all share one prompt leave no mismatched completion for the KL estimate.
+    let one_prompt: Vec<_> = rlhf_data::unpair_comparisons(&pairs[..1]);
+    let lonely = tmp.path().join("one-prompt.parquet");
+    rlhf_data::write_records(&lonely, &one_prompt)?;
+    config.data.comparisons = Default::default();
+    config.data.feedback = lonely;
+    config.data.heldout = Default::default();
+    let Err(err) = stage::run(&config, &tmp.path().join("lonely"), &common::cpu()) else { panic!("not refused") };
+    assert!(err.to_string().contains("two different prompts"), "{err}");
+    assert!(!tmp.path().join("lonely/dpo").exists(), "nothing written");
+    Ok(())
+}
+
+#[test]
+fn feedback_tables_are_for_kto_and_exclusive_with_comparisons() {
+    let mut config = rlhf_dpo::DpoConfig::default();
+    config.data.feedback = "feedback.parquet".into();
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("only loss.kind = \"kto\""), "{err}");
+    config.loss.kind = LossKind::Kto;
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("set one of data.feedback and data.comparisons"), "{err}");
+    config.data.comparisons = Default::default();
+    config.validate().unwrap();
 }
 
 #[test]
@@ -174,7 +234,7 @@ fn online_rounds_sample_label_and_train_on_new_pairs() -> Result<()> {
         let pairs: Vec<Comparison> = read_records(&file)?;
         assert!(pairs.len() > 12, "round {round}: {} pairs", pairs.len());
         assert!(pairs.iter().all(|c| c.source.as_deref() == Some(&format!("online-round-{round}"))));
-        assert!(cache_path(&file).is_file(), "round {round}'s reference log-probs are cached beside it");
+        assert!(cache_path(&file, false).is_file(), "round {round}'s reference log-probs are cached beside it");
     }
     let rows = metrics(&run)?;
     assert_eq!(metric(&rows, "online/round"), [1.0, 2.0]);
