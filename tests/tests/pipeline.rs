@@ -27,6 +27,24 @@ fn check_report(run: &Path) -> Result<String> {
 }
 
 #[test]
+fn every_preset_loads_and_names_built_binaries() -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_alt-dpo")).parent().unwrap().to_path_buf();
+    let mut names: Vec<String> = std::fs::read_dir(root.join("configs/pipeline"))?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.strip_suffix(".toml").map(String::from))
+        .collect();
+    names.sort();
+    ensure!(names.len() >= 7, "{names:?}");
+    for name in &names {
+        let preset = Preset::load(root, name)?;
+        for step in preset.steps.iter().chain(&preset.round_steps) {
+            ensure!(bin_dir.join(&step.bin).is_file(), "preset {name}, step {}: no binary {}", step.name, step.bin);
+        }
+    }
+    Ok(())
+}
+
+#[test]
 fn tiny_preset_runs_reports_and_takes_a_swapped_stage() -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let preset = Preset::load(root, "tiny")?;
