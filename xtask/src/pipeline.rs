@@ -28,13 +28,17 @@ pub struct Preset {
     pub models: Vec<String>,
 }
 
-/// A preset file: either a full list of steps, or another preset plus extra arguments per step.
+/// A preset file: either a full list of steps, or another preset (less the steps it leaves out) plus
+/// steps of its own after the parent's and extra arguments per step.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PresetFile {
     run_dir: PathBuf,
     #[serde(default)]
     extends: Option<String>,
+    /// Steps of the parent (with `extends`) left out, by name.
+    #[serde(default)]
+    without: Vec<String>,
     #[serde(default)]
     steps: Vec<Step>,
     #[serde(default)]
@@ -75,6 +79,13 @@ impl Preset {
             }
             None => (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
         };
+        for name in &file.without {
+            let before = steps.len();
+            steps.retain(|step| &step.name != name);
+            if steps.len() == before {
+                bail!("{}: `without` names no step of the parent: {name:?}", path.display());
+            }
+        }
         steps.extend(file.steps);
         round_steps.extend(file.round_steps);
         requires.extend(file.requires);

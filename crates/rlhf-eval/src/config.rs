@@ -22,6 +22,10 @@ pub struct EvalConfig {
     pub baselines: Vec<String>,
     /// Reward-model directories (one checkpoint or an ensemble each).
     pub reward_models: Vec<String>,
+    /// Policies along one optimisation path from the reference (a KL-coefficient sweep, rounds),
+    /// for the over-optimisation analysis (gold and proxy against √KL, Gao et al.'s fits, the flag
+    /// past the gold peak); those of `policies` that were found, at least three. None by default.
+    pub sweep: Vec<String>,
     /// The judge whose scores the report calls gold (and its win rates): `gold` is the embedded
     /// task's rule, which means something only on the embedded task's data; "" for none (the
     /// default: a user's own data has no gold judge).
@@ -103,6 +107,7 @@ impl Default for EvalConfig {
             reference: "sft".into(),
             baselines: vec!["base".into()],
             reward_models: vec!["rm/final".into()],
+            sweep: Vec::new(),
             gold_judge: String::new(),
             data: DataConfig::default(),
             generation: GenerationSettings::default(),

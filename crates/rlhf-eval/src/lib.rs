@@ -2,7 +2,8 @@
 //! ([`generate`]), e.g. SFT samples for labelling into comparisons.
 //!
 //! [`report`] evaluates every policy of a run directory on held-out prompts and [`render`] writes
-//! `<run>/eval/` (report.md, report.html, headline.md, metrics.parquet, PNG [`plots`]); [`score`]
+//! `<run>/eval/` (report.md, report.html, headline.md, metrics.parquet, PNG [`plots`]; with policies
+//! at several KLs, the [`overopt`] analysis); [`score`]
 //! backs the `logprobs` and `compare` tools; the judges they name (the report's gold judge,
 //! `compare --judge`) come from `rlhf_train::judges`; [`run_diff`] checks that two runs hold the same
 //! results (`diff-runs`). The library takes config
@@ -10,6 +11,7 @@
 
 pub mod config;
 pub mod generate;
+pub mod overopt;
 pub mod plots;
 pub mod render;
 pub mod report;

@@ -3,9 +3,11 @@
 //! `metrics.parquet` and the PNG plots: the stages' training curves, proxy vs gold reward per policy,
 //! and the reward–KL frontier; with objectives, their table, the Pareto front of the first two
 //! ([`pareto`], `pareto.png`) and the Lagrange multiplier of each constrained PPO policy
-//! (`constraint_<policy>.png`). Every page names its [`judges`]; without a gold judge the gold and
-//! win-rate columns, the proxy-vs-gold plot and the frontier's gold points are left out. Reward
-//! hacking is flagged when proxy reward rises while gold falls (with a gold judge), or length or KL
+//! (`constraint_<policy>.png`); with policies at several KLs, the over-optimisation analysis
+//! ([`crate::overopt`], `overoptimization.png`). Every page names its [`judges`]; without a gold
+//! judge the gold and win-rate columns, the proxy-vs-gold plot and the frontier's gold points are left
+//! out. Reward hacking is flagged when proxy reward rises while gold falls significantly (a paired
+//! bootstrap over the prompts: against the reference, and past the gold peak), or length or KL
 //! explode.
 
 use std::collections::BTreeMap;
@@ -16,6 +18,7 @@ use base64::Engine as _;
 use rlhf_data::{read_records, write_records, Metric};
 
 use crate::config::FlagConfig;
+use crate::overopt;
 use crate::plots::{self, Series};
 use crate::report::{Evaluation, PolicyResult};
 use crate::stats::WinRate;
@@ -68,11 +71,13 @@ pub fn flags(eval: &Evaluation, ppo: &BTreeMap<String, Vec<(f64, f64)>>, limits:
     let reference = eval.reference.as_deref().and_then(|r| eval.policy(r));
     for p in &eval.policies {
         if let Some(r) = reference.filter(|r| r.name != p.name) {
-            if let (Some(pp), Some(rp), Some(pg), Some(rg)) = (eval.proxy(p), eval.proxy(r), p.gold, r.gold) {
-                if pp > rp && pg < rg {
+            if let (Some(pp), Some(rp), Some(pg), Some(rg), Some(diff)) =
+                (eval.proxy(p), eval.proxy(r), p.gold, r.gold, p.gold_vs_reference)
+            {
+                if pp > rp && diff.significantly_lower() {
                     out.push(format!(
-                        "**{}**: proxy reward rose ({rp:.3} → {pp:.3}) while gold fell ({rg:.3} → {pg:.3}) relative to {}: reward hacking.",
-                        p.name, r.name
+                        "**{}**: proxy reward rose ({rp:.3} → {pp:.3}) while gold fell ({rg:.3} → {pg:.3}; paired bootstrap 95% CI of the change [{:.3}, {:.3}]) relative to {}: reward hacking.",
+                        p.name, diff.low, diff.high, r.name
                     ));
                 }
             }
@@ -110,6 +115,7 @@ pub fn flags(eval: &Evaluation, ppo: &BTreeMap<String, Vec<(f64, f64)>>, limits:
     if let Some((name, _, k1)) = trend(&["objective/kl", "kl"]).filter(|(_, _, k1)| *k1 > limits.max_kl) {
         out.push(format!("**ppo training**: `{name}` ended at {k1:.2}, above {}.", limits.max_kl));
     }
+    out.extend(overopt::flags(eval));
     out
 }
 
@@ -350,6 +356,10 @@ fn draw_plots(eval: &Evaluation, stages: &StageSeries<'_>) -> Result<Vec<Plot>> 
             plots::scatter("reward vs KL", "KL to the reference (nats)", &clouds, &policies)?,
         ));
     }
+    if let Some(analysis) = overopt::analyse(eval) {
+        let (what, png) = analysis.plot()?;
+        out.push(("overoptimization.png".into(), what, png));
+    }
     if let Some(pareto) = pareto(eval) {
         let (x, y) = &pareto.axes;
         let (front, rest): (Vec<_>, Vec<_>) = pareto.points.iter().partition(|p| pareto.front.contains(&p.0));
@@ -400,6 +410,7 @@ fn html_list(s: &mut String, title: &str, items: Vec<String>, empty: &str) {
 fn html(
     judges: &[String],
     markdown_tables: &[(&str, &str)],
+    lists: Vec<(&str, Vec<String>)>,
     flags: &[String],
     plots: &[(String, String, Vec<u8>)],
 ) -> String {
@@ -417,6 +428,9 @@ fn html(
             let _ = write!(s, "<tr>{cells}</tr>");
         }
         s.push_str("</table>");
+    }
+    for (title, items) in lists {
+        html_list(&mut s, title, items, "none");
     }
     html_list(&mut s, "Flags", flags.iter().map(|f| f.replace("**", "")).collect(), "none");
     s.push_str("<h2>Plots</h2>");
@@ -469,6 +483,10 @@ pub fn write_report(eval: &Evaluation, limits: &FlagConfig) -> Result<Written> {
             let _ = writeln!(md, "{}", pareto_lines(&pareto, eval.reference.as_deref()));
         }
     }
+    let overoptimisation = overopt::analyse(eval);
+    if let Some(analysis) = &overoptimisation {
+        let _ = write!(md, "## Over-optimisation\n\n{}\n", analysis.markdown());
+    }
     md.push_str("## Flags\n\n");
     if flags.is_empty() {
         md.push_str("No reward hacking or blow-up detected.\n");
@@ -488,6 +506,8 @@ pub fn write_report(eval: &Evaluation, limits: &FlagConfig) -> Result<Written> {
     let wall_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
     write_records(dir.join("metrics.parquet"), &eval.metrics(wall_time))?;
     let html_path = dir.join("report.html");
+    let overopt_table = overoptimisation.as_ref().map(overopt::Overoptimisation::table);
+    let fits = overoptimisation.as_ref().map(|a| ("Over-optimisation fits", a.fit_lines()));
     write_file(
         &html_path,
         html(
@@ -495,7 +515,9 @@ pub fn write_report(eval: &Evaluation, limits: &FlagConfig) -> Result<Written> {
             &[("Headline", table.as_str()), ("All metrics", details.as_str())]
                 .into_iter()
                 .chain(objectives.as_deref().map(|o| ("Objectives", o)))
+                .chain(overopt_table.as_deref().map(|t| ("Over-optimisation", t)))
                 .collect::<Vec<_>>(),
+            fits.into_iter().collect(),
             &flags,
             &plots,
         )
@@ -512,6 +534,7 @@ pub fn write_report(eval: &Evaluation, limits: &FlagConfig) -> Result<Written> {
 mod tests {
     use super::*;
     use crate::report::NamedJudge;
+    use crate::stats::MeanDiff;
 
     fn policy(name: &str, gold: f64, proxy: f64, distinct2: f64) -> PolicyResult {
         PolicyResult {
@@ -526,6 +549,8 @@ mod tests {
             distinct2,
             win: None,
             wins_over_baselines: Vec::new(),
+            gold_vs_reference: None,
+            gold_vs_peak: None,
             objectives: Vec::new(),
         }
     }
@@ -537,8 +562,16 @@ mod tests {
             baselines: Vec::new(),
             gold_judge: Some(NamedJudge { name: "gold".into(), description: "the rule".into() }),
             reward_models: vec!["rm/final".into()],
+            sweep: Vec::new(),
             prompts: 10,
-            policies: vec![policy("sft", 2.0, 0.0, 0.3), policy("ppo", 1.5, 1.0, 0.1), policy("dpo", 3.0, 0.5, 0.25)],
+            policies: vec![
+                policy("sft", 2.0, 0.0, 0.3),
+                PolicyResult {
+                    gold_vs_reference: Some(MeanDiff { diff: -0.5, low: -0.8, high: -0.2 }),
+                    ..policy("ppo", 1.5, 1.0, 0.1)
+                },
+                policy("dpo", 3.0, 0.5, 0.25),
+            ],
             objectives: Vec::new(),
         }
     }
@@ -560,6 +593,14 @@ mod tests {
         assert!(
             flags[2].starts_with("**ppo training**: `objective/score` rose") && flags[2].ends_with("reward hacking.")
         );
+    }
+
+    #[test]
+    fn a_gold_drop_within_the_noise_is_not_hacking() {
+        let mut eval = evaluation();
+        eval.policies[1].gold_vs_reference = Some(MeanDiff { diff: -0.5, low: -1.1, high: 0.1 });
+        let flags = flags(&eval, &BTreeMap::new(), &FlagConfig::default());
+        assert!(flags.iter().all(|f| !f.contains("reward hacking")), "{flags:?}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use rlhf_model::Placement;
 use crate::config::EvalConfig;
 use crate::generate::{sample_tokens, write_samples, Sample, SampleConfig, TokenSample};
 use crate::score::{encode_pairs, load_policy, proxy_rewards, response_logprobs};
-use crate::stats::{distinct_n, mean, win_rate, WinRate};
+use crate::stats::{distinct_n, mean, paired_mean_diff, win_rate, MeanDiff, WinRate};
 use crate::{Error, Result};
 use rlhf_train::judges::scores;
 use rlhf_train::stage::{StageDir, StageLock};
@@ -40,6 +40,11 @@ pub struct PolicyResult {
     pub win: Option<WinRate>,
     /// Gold win rate over each of [`Evaluation::baselines`] (`None` for the baseline itself).
     pub wins_over_baselines: Vec<Option<WinRate>>,
+    /// Paired-bootstrap mean gold difference to the reference (`None` where `win` is).
+    pub gold_vs_reference: Option<MeanDiff>,
+    /// For a policy of the sweep further from the reference (higher KL) than the sweep's policy of
+    /// highest gold, the peak: its name and the paired-bootstrap mean gold difference to it.
+    pub gold_vs_peak: Option<(String, MeanDiff)>,
     /// Scores per objective (in [`Evaluation::objectives`] order).
     pub objectives: Vec<ObjectiveScore>,
 }
@@ -87,6 +92,8 @@ pub struct Evaluation {
     pub gold_judge: Option<NamedJudge>,
     /// Reward-model directories found (relative to the run directory).
     pub reward_models: Vec<String>,
+    /// The policies of [`EvalConfig::sweep`] that were evaluated, in its order.
+    pub sweep: Vec<String>,
     pub prompts: usize,
     pub policies: Vec<PolicyResult>,
     pub objectives: Vec<Objective>,
@@ -371,6 +378,17 @@ pub fn evaluate(
             .filter_map(|name| sampled.iter().position(|s| &s.name == name))
             .collect(),
     };
+    // The gold peak: the sweep's policy of highest mean gold.
+    let mean_gold = |i: usize| gold.as_ref().map(|gold| mean(gold[i].iter().copied()));
+    let sweep: Vec<usize> =
+        config.sweep.iter().filter_map(|name| sampled.iter().position(|s| &s.name == name)).collect();
+    let peak = sweep
+        .iter()
+        .copied()
+        .filter(|&i| Some(i) != reference && kls[i].is_some())
+        .filter_map(|i| Some((i, mean_gold(i)?)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i);
     let policies = sampled
         .iter()
         .enumerate()
@@ -387,9 +405,22 @@ pub fn evaluate(
                     win_rate(&gold[i], &gold[b], config.bootstrap, config.seed)
                 })
                 .collect();
+            let gold_vs_reference = gold
+                .as_ref()
+                .zip(reference.filter(|&r| r != i))
+                .and_then(|(gold, r)| paired_mean_diff(&gold[i], &gold[r], config.bootstrap, config.seed));
+            let gold_vs_peak =
+                gold.as_ref()
+                    .zip(peak.filter(|&k| {
+                        sweep.contains(&i) && kls[i].zip(kls[k]).is_some_and(|(own, at_peak)| own > at_peak)
+                    }))
+                    .and_then(|(gold, k)| {
+                        let diff = paired_mean_diff(&gold[i], &gold[k], config.bootstrap, config.seed)?;
+                        Some((sampled[k].name.clone(), diff))
+                    });
             PolicyResult {
                 name: s.name.clone(),
-                gold: gold.as_ref().map(|gold| mean(gold[i].iter().copied())),
+                gold: mean_gold(i),
                 proxy: proxy[i].clone(),
                 kl: kls[i],
                 perplexity: s.perplexity,
@@ -399,6 +430,8 @@ pub fn evaluate(
                 distinct2: distinct_n(&texts, 2),
                 win,
                 wins_over_baselines,
+                gold_vs_reference,
+                gold_vs_peak,
                 objectives: objective_scores[i].clone(),
             }
         })
@@ -409,6 +442,7 @@ pub fn evaluate(
         baselines: baselines.iter().map(|&b| sampled[b].name.clone()).collect(),
         gold_judge: gold_judge.map(|judge| NamedJudge { name: judge.name(), description: judge.description() }),
         reward_models,
+        sweep: sweep.iter().map(|&i| sampled[i].name.clone()).collect(),
         prompts: prompts.len(),
         policies,
         objectives,
