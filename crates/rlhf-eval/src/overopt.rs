@@ -2,6 +2,8 @@
 //! reference and its proxy reward against `d = √KL`, Gao et al.'s fits of the gold gain (their RL
 //! form `d(α − β·ln d)` and the best-of-n quadratic `d(α − β·d)`) with the fitted peak, and the
 //! policies past the gold peak whose proxy still rose while gold fell, by a paired bootstrap test.
+//! Policies outside the sweep (a mitigation: an ensemble-trained PPO, a later round) are put on the
+//! same axes, not fitted.
 
 use std::fmt::Write as _;
 
@@ -28,6 +30,8 @@ pub struct Overoptimisation {
     pub reference: String,
     /// Policies with a KL and a gold score, the reference first (at d = 0), then by d.
     pub points: Vec<Point>,
+    /// Other policies on the same axes (not the reference, not in the sweep), by d; not fitted.
+    pub others: Vec<Point>,
     /// The fits that could be made, RL form first.
     pub fits: Vec<GoldFit>,
     /// The policy of highest gold.
@@ -47,22 +51,26 @@ pub fn analyse(eval: &Evaluation) -> Option<Overoptimisation> {
         let gold = p.gold?;
         Some(Point { name: p.name.clone(), d, gold, gain: gold - reference_gold, proxy: eval.proxy(p) })
     };
-    let mut others: Vec<Point> = eval
-        .policies
-        .iter()
-        .filter(|p| p.name != reference.name && eval.sweep.contains(&p.name))
-        .filter_map(|p| point(p, p.kl?.max(0.0).sqrt()))
-        .collect();
-    if others.len() < MIN_POLICIES {
+    let on_axes = |in_sweep: bool| -> Vec<Point> {
+        let mut points: Vec<Point> = eval
+            .policies
+            .iter()
+            .filter(|p| p.name != reference.name && eval.sweep.contains(&p.name) == in_sweep)
+            .filter_map(|p| point(p, p.kl?.max(0.0).sqrt()))
+            .collect();
+        points.sort_by(|a, b| a.d.total_cmp(&b.d));
+        points
+    };
+    let swept = on_axes(true);
+    if swept.len() < MIN_POLICIES {
         return None;
     }
-    others.sort_by(|a, b| a.d.total_cmp(&b.d));
-    let gains: Vec<(f64, f64)> = others.iter().map(|p| (p.d, p.gain)).collect();
+    let gains: Vec<(f64, f64)> = swept.iter().map(|p| (p.d, p.gain)).collect();
     let fits = [FitForm::Rl, FitForm::BestOfN].into_iter().filter_map(|form| fit_gold(&gains, form)).collect();
-    let peak = others.iter().max_by(|a, b| a.gold.total_cmp(&b.gold)).map(|p| p.name.clone())?;
+    let peak = swept.iter().max_by(|a, b| a.gold.total_cmp(&b.gold)).map(|p| p.name.clone())?;
     let mut points = vec![point(reference, 0.0)?];
-    points.extend(others);
-    Some(Overoptimisation { reference: reference.name.clone(), points, fits, peak })
+    points.extend(swept);
+    Some(Overoptimisation { reference: reference.name.clone(), points, others: on_axes(false), fits, peak })
 }
 
 /// The flags of policies past the gold peak: proxy above the peak's while gold is lower, the drop
@@ -91,12 +99,13 @@ pub fn flags(eval: &Evaluation) -> Vec<String> {
 }
 
 impl Overoptimisation {
-    /// The markdown table of the points.
+    /// The markdown table of the points (the sweep's, then the others').
     pub fn table(&self) -> String {
-        let mut s = String::from("| policy | √KL | gold | gold gain | proxy |\n|---|---|---|---|---|\n");
-        for p in &self.points {
+        let mut s = String::from("| policy | sweep | √KL | gold | gold gain | proxy |\n|---|---|---|---|---|---|\n");
+        let sweep = self.points.iter().map(|p| (p, "yes")).chain(self.others.iter().map(|p| (p, "no")));
+        for (p, swept) in sweep {
             let proxy = p.proxy.map_or("–".into(), |v| format!("{v:.3}"));
-            let _ = writeln!(s, "| {} | {:.3} | {:.3} | {:+.3} | {proxy} |", p.name, p.d, p.gold, p.gain);
+            let _ = writeln!(s, "| {} | {swept} | {:.3} | {:.3} | {:+.3} | {proxy} |", p.name, p.d, p.gold, p.gain);
         }
         s
     }
@@ -140,8 +149,12 @@ impl Overoptimisation {
         let reference_gold = self.points.first().map_or(0.0, |p| p.gold);
         let gold = self.points.iter().map(|p| (p.d, p.gold, p.name.clone())).collect();
         let proxy = self.points.iter().filter_map(|p| Some((p.d, p.proxy?, String::new()))).collect();
-        let labelled: Vec<Labelled> = vec![("gold".into(), gold), ("proxy".into(), proxy)];
-        let d_max = self.points.iter().map(|p| p.d).fold(0.0, f64::max);
+        let mut labelled: Vec<Labelled> = vec![("gold".into(), gold), ("proxy".into(), proxy)];
+        if !self.others.is_empty() {
+            let others = self.others.iter().map(|p| (p.d, p.gold, p.name.clone())).collect();
+            labelled.push(("gold (other policies)".into(), others));
+        }
+        let d_max = self.points.iter().chain(&self.others).map(|p| p.d).fold(0.0, f64::max);
         let clouds: Vec<Series> = self
             .fits
             .first()
@@ -156,7 +169,7 @@ impl Overoptimisation {
             .collect();
         let png = plots::scatter("over-optimisation", "√KL to the reference", &clouds, &labelled)?;
         let what = format!(
-            "each policy's mean gold score and proxy reward against √KL to {} (labelled markers), and the gold fit {} (dotted)",
+            "each swept policy's mean gold score and proxy reward against √KL to {} (labelled markers; other policies' gold apart), and the gold fit {} (dotted)",
             self.reference,
             self.fits.first().map_or("(none)", |f| f.form.formula())
         );
@@ -223,13 +236,25 @@ mod tests {
         assert!((quadratic.alpha - 1.0).abs() < 1e-9 && (quadratic.beta - 0.2).abs() < 1e-9, "{quadratic:?}");
         assert!((quadratic.peak.unwrap().0 - 2.5).abs() < 1e-9);
         let section = analysis.markdown();
-        assert!(section.contains("| kl-1/ppo | 2.000 | 3.200 | +1.200 | 1.000 |"), "{section}");
+        assert!(section.contains("| kl-1/ppo | yes | 2.000 | 3.200 | +1.200 | 1.000 |"), "{section}");
+        assert!(analysis.others.is_empty());
         assert!(section.contains("peak at √KL 2.50 (KL 6.2), gold gain +1.250"), "{section}");
 
         let flagged = flags(&eval);
         assert_eq!(flagged.len(), 2, "{flagged:?}");
         assert!(flagged[0].starts_with("**kl-3/ppo**: past the gold peak (kl-1/ppo, KL 4.00)"), "{}", flagged[0]);
         assert!(flagged[1].ends_with("[-1.600, -0.800]): over-optimised."), "{}", flagged[1]);
+    }
+
+    #[test]
+    fn policies_outside_the_sweep_share_the_axes_unfitted() {
+        let mut eval = sweep();
+        eval.policies.push(policy("ensemble/ppo", 9.0, 3.1, 0.8));
+        let analysis = analyse(&eval).unwrap();
+        assert_eq!(analysis.others.len(), 1);
+        assert_eq!(analysis, Overoptimisation { others: analysis.others.clone(), ..analyse(&sweep()).unwrap() });
+        assert!(analysis.table().ends_with("| ensemble/ppo | no | 3.000 | 3.100 | +1.100 | 0.800 |\n"));
+        analysis.plot().unwrap();
     }
 
     #[test]

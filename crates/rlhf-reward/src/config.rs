@@ -117,7 +117,9 @@ impl Default for NormalizeSection {
     }
 }
 
-/// Several reward models trained with different seeds (score-head init and data order).
+/// Several reward models trained with different seeds (score-head init and data order), and with
+/// `bootstrap` each on its own resample of the training preferences, so that they disagree where the
+/// data is thin (what `mean_minus_std` penalises).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnsembleSection {
@@ -126,10 +128,13 @@ pub struct EnsembleSection {
     pub combine: Combine,
     /// `k` of `mean_minus_std`.
     pub k: f64,
+    /// Member `i` trains on as many preferences drawn with replacement from the training set
+    /// (seeded by `seed + i`) instead of the set itself.
+    pub bootstrap: bool,
 }
 
 impl Default for EnsembleSection {
     fn default() -> Self {
-        EnsembleSection { members: 1, combine: Combine::Mean, k: 1.0 }
+        EnsembleSection { members: 1, combine: Combine::Mean, k: 1.0, bootstrap: false }
     }
 }

@@ -194,9 +194,29 @@ where
         .collect())
 }
 
+/// `items.len()` items drawn with replacement from `items`, seeded by `seed` (an ensemble member's
+/// bootstrap resample).
+pub fn bootstrap_resample<T: Clone>(items: &[T], seed: u64) -> Vec<T> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rlhf_train::TrainRng::seed_from_u64(seed ^ 0xB007_5742_u64);
+    (0..items.len()).map(|_| items[rng.random_range(0..items.len())].clone()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bootstrap_resample_draws_with_replacement_and_is_seeded() {
+        let items: Vec<usize> = (0..200).collect();
+        let a = bootstrap_resample(&items, 3);
+        assert_eq!(a.len(), 200);
+        assert_eq!(a, bootstrap_resample(&items, 3));
+        assert_ne!(a, bootstrap_resample(&items, 4));
+        let distinct = a.iter().collect::<std::collections::HashSet<_>>().len();
+        // About 1 − 1/e of the items appear.
+        assert!((100..160).contains(&distinct), "{distinct}");
+    }
 
     #[test]
     fn split_keeps_prompts_together_and_is_seeded() {

@@ -232,6 +232,8 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
         }
         let seed = config.seed + i as u64;
         seed_everything(seed);
+        let resampled = (config.ensemble.bootstrap && members > 1 && !train_tokens.is_empty())
+            .then(|| crate::data::bootstrap_resample(&train_tokens, seed));
         let mut model = SequenceClassifier::from_causal_lm(&policy, placement.device, placement.kind)?;
         if policy_config.pad_token_id.is_none() {
             model.config_mut().pad_token_id = Some(tokenizer.pad_id());
@@ -246,7 +248,7 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
             loss: &config.loss,
             seed,
             config_hash: &config_hash,
-            train: &train_tokens,
+            train: resampled.as_deref().unwrap_or(&train_tokens),
             heldout: &heldout_set,
             pad_id,
             progress: options.progress,

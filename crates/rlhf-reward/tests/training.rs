@@ -159,6 +159,14 @@ fn an_ensemble_trains_each_member_with_its_own_seed() -> Result<()> {
     }
     let metrics = metrics(&run_dir)?;
     assert!(metric(&metrics, "member-1/loss").is_some() && metric(&metrics, "member-0/norm_scale").is_some());
+
+    // Bootstrap members: the same seeds on resampled preferences train other weights.
+    config.ensemble.bootstrap = true;
+    let resampled_dir = tmp.path().join("bootstrap");
+    train(&config, &resampled_dir)?;
+    let resampled = RewardModel::load(resampled_dir.join("rm/final"), Device::Cpu)?;
+    let raw = |m: &rlhf_model::SequenceClassifier| score_rows(m, &rows, 8);
+    assert_ne!(raw(&resampled.members()[0])?, raw(&model.members()[0])?, "member 0 saw the same data");
     Ok(())
 }
 
