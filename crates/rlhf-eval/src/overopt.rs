@@ -183,30 +183,11 @@ mod tests {
     use crate::report::NamedJudge;
     use crate::stats::MeanDiff;
 
-    fn policy(name: &str, kl: f64, gold: f64, proxy: f64) -> PolicyResult {
-        PolicyResult {
-            name: name.into(),
-            gold: Some(gold),
-            proxy: vec![proxy],
-            kl: Some(kl),
-            perplexity: None,
-            length: 20.0,
-            eos_rate: 1.0,
-            distinct1: 0.1,
-            distinct2: 0.3,
-            win: None,
-            wins_over_baselines: Vec::new(),
-            gold_vs_reference: None,
-            gold_vs_peak: None,
-            objectives: Vec::new(),
-        }
-    }
-
     /// A β sweep: gold gain 1.0·d − 0.2·d² (peak at d = 2.5), proxy rising throughout.
     fn sweep() -> Evaluation {
-        let mut policies = vec![policy("sft", 0.0, 2.0, 0.0)];
+        let mut policies = vec![PolicyResult::scored("sft", 0.0, 2.0, 0.0)];
         for (i, d) in [1.0f64, 2.0, 3.0, 4.0, 5.0].into_iter().enumerate() {
-            policies.push(policy(&format!("kl-{i}/ppo"), d * d, 2.0 + d - 0.2 * d * d, 0.5 * d));
+            policies.push(PolicyResult::scored(&format!("kl-{i}/ppo"), d * d, 2.0 + d - 0.2 * d * d, 0.5 * d));
         }
         // Past the peak (kl-1 at d = 2, gold 3.2): kl-3 and kl-4 fell significantly, kl-2 not.
         policies[3].gold_vs_peak = Some(("kl-1/ppo".into(), MeanDiff { diff: -0.2, low: -0.5, high: 0.1 }));
@@ -249,7 +230,7 @@ mod tests {
     #[test]
     fn policies_outside_the_sweep_share_the_axes_unfitted() {
         let mut eval = sweep();
-        eval.policies.push(policy("ensemble/ppo", 9.0, 3.1, 0.8));
+        eval.policies.push(PolicyResult::scored("ensemble/ppo", 9.0, 3.1, 0.8));
         let analysis = analyse(&eval).unwrap();
         assert_eq!(analysis.others.len(), 1);
         assert_eq!(analysis, Overoptimisation { others: analysis.others.clone(), ..analyse(&sweep()).unwrap() });

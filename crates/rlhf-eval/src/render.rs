@@ -537,22 +537,7 @@ mod tests {
     use crate::stats::MeanDiff;
 
     fn policy(name: &str, gold: f64, proxy: f64, distinct2: f64) -> PolicyResult {
-        PolicyResult {
-            name: name.into(),
-            gold: Some(gold),
-            proxy: vec![proxy],
-            kl: Some(1.0),
-            perplexity: None,
-            length: 20.0,
-            eos_rate: 1.0,
-            distinct1: 0.1,
-            distinct2,
-            win: None,
-            wins_over_baselines: Vec::new(),
-            gold_vs_reference: None,
-            gold_vs_peak: None,
-            objectives: Vec::new(),
-        }
+        PolicyResult { distinct2, ..PolicyResult::scored(name, 1.0, gold, proxy) }
     }
 
     fn evaluation() -> Evaluation {

@@ -49,6 +49,29 @@ pub struct PolicyResult {
     pub objectives: Vec<ObjectiveScore>,
 }
 
+impl PolicyResult {
+    /// A policy with these scores and plain defaults elsewhere (for tests of what reads results).
+    #[cfg(test)]
+    pub(crate) fn scored(name: &str, kl: f64, gold: f64, proxy: f64) -> Self {
+        PolicyResult {
+            name: name.into(),
+            gold: Some(gold),
+            proxy: vec![proxy],
+            kl: Some(kl),
+            perplexity: None,
+            length: 20.0,
+            eos_rate: 1.0,
+            distinct1: 0.1,
+            distinct2: 0.3,
+            win: None,
+            wins_over_baselines: Vec::new(),
+            gold_vs_reference: None,
+            gold_vs_peak: None,
+            objectives: Vec::new(),
+        }
+    }
+}
+
 /// A policy's scores by one objective.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ObjectiveScore {
