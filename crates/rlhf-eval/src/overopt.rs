@@ -117,7 +117,8 @@ impl Overoptimisation {
             .map(|fit| {
                 let peak = match fit.peak {
                     Some((d, gain)) => format!("peak at √KL {d:.2} (KL {:.1}), gold gain {gain:+.3}", d * d),
-                    None => "no peak: the fitted gain still rises".to_string(),
+                    None if fit.beta > 0.0 => "no gain anywhere: the fitted curve falls from the reference on".into(),
+                    None => "no peak: the fitted gain still rises".into(),
                 };
                 format!(
                     "gold gain ≈ {}: α = {:.3}, β = {:.3}, R² = {:.3}; {peak}",
