@@ -290,7 +290,11 @@ type StageSeries<'a> = BTreeMap<&'a str, BTreeMap<String, Vec<(f64, f64)>>>;
 type Plot = (String, String, Vec<u8>);
 
 /// The plots.
-fn draw_plots(eval: &Evaluation, stages: &StageSeries<'_>) -> Result<Vec<Plot>> {
+fn draw_plots(
+    eval: &Evaluation,
+    stages: &StageSeries<'_>,
+    overoptimisation: Option<&overopt::Overoptimisation>,
+) -> Result<Vec<Plot>> {
     let mut out = Vec::new();
     for (stage, series) in stages {
         let panels: Vec<(String, Vec<Series>)> = series
@@ -356,7 +360,7 @@ fn draw_plots(eval: &Evaluation, stages: &StageSeries<'_>) -> Result<Vec<Plot>> 
             plots::scatter("reward vs KL", "KL to the reference (nats)", &clouds, &policies)?,
         ));
     }
-    if let Some(analysis) = overopt::analyse(eval) {
+    if let Some(analysis) = overoptimisation {
         let (what, png) = analysis.plot()?;
         out.push(("overoptimization.png".into(), what, png));
     }
@@ -454,7 +458,8 @@ pub fn write_report(eval: &Evaluation, limits: &FlagConfig) -> Result<Written> {
         }
     }
     let flags = flags(eval, stages.get("ppo").unwrap_or(&BTreeMap::new()), limits);
-    let plots = draw_plots(eval, &stages)?;
+    let overoptimisation = overopt::analyse(eval);
+    let plots = draw_plots(eval, &stages, overoptimisation.as_ref())?;
     for (name, _, png) in &plots {
         write_file(&dir.join(name), png)?;
     }
@@ -483,7 +488,6 @@ pub fn write_report(eval: &Evaluation, limits: &FlagConfig) -> Result<Written> {
             let _ = writeln!(md, "{}", pareto_lines(&pareto, eval.reference.as_deref()));
         }
     }
-    let overoptimisation = overopt::analyse(eval);
     if let Some(analysis) = &overoptimisation {
         let _ = write!(md, "## Over-optimisation\n\n{}\n", analysis.markdown());
     }
