@@ -326,11 +326,8 @@ pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
         pad_id: inputs.tokenizer.pad_id(),
         progress: options.progress,
     };
-    // The lock before the checkpoint check (which rewinds the metrics), the config after it, so a
-    // refused resume keeps the config it was written under.
-    let _writer = dir.lock()?;
+    let _writer = dir.begin(&config)?;
     let mut trainer = Trainer::new(&inputs.policy, live_reference, job)?;
-    dir.write_config(&config)?;
     let rounds_dir = dir.root.join(ROUNDS_DIR);
     if trainer.resume_point().is_none() && rounds_dir.exists() {
         // Left by a run that never reached a checkpoint: sampled by a policy we cannot vouch for.

@@ -101,10 +101,12 @@ fn ppo_raises_the_reward_and_resumes_to_the_same_result() -> Result<()> {
     assert!(matches!(run(&config, &run_dir, &common::cpu())?, Outcome::AlreadyDone(_)));
     // A different config does not resume someone else's checkpoint.
     std::fs::remove_dir_all(&final_dir)?;
+    let written = std::fs::read_to_string(run_dir.join("ppo/config.toml"))?;
     let mut other = config.clone();
     other.train.lr = 1e-3;
     let err = run(&other, &run_dir, &common::cpu()).unwrap_err().to_string();
     ensure!(err.contains("different config"), "{err}");
+    ensure!(std::fs::read_to_string(run_dir.join("ppo/config.toml"))? == written, "the refused run kept the config");
     Ok(())
 }
 

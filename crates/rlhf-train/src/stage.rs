@@ -82,21 +82,22 @@ impl StageDir {
         self.root.join(LOCK_FILE)
     }
     /// Starts writing the stage, once its inputs are checked: creates the directory, takes the
-    /// writer's lock ([`StageLock`], held until it is dropped) and writes `config` as `config.toml`.
+    /// writer's lock ([`StageLock`], held until it is dropped), refuses a `config` its checkpoints
+    /// were not written under ([`crate::train_state::check_resumable`]: a refused resume keeps the
+    /// `config.toml` it was written under) and writes `config` as `config.toml`.
     /// A second process on the same stage gets one error naming the holder; a lock left by a killed
     /// process is free (the operating system drops it with its holder) and is taken over.
     pub fn begin(&self, config: &impl Serialize) -> crate::Result<StageLock> {
         let lock = self.lock()?;
+        crate::train_state::check_resumable(&self.checkpoints(), &self.config_hash(config)?, &self.config_file())?;
         self.write_config(config)?;
         Ok(lock)
     }
     /// The first half of [`StageDir::begin`]: the writer's lock, taken before anything in the
     /// directory is read for a resume or changed (a second process must not rewind the metrics of
     /// the one running); then the temporaries a killed writer left are removed
-    /// ([`rlhf_data::atomic::remove_leftovers`]). A stage that checks its checkpoints before it
-    /// records its config (so a refused resume keeps the config it was written under) calls
-    /// [`StageDir::write_config`] after.
-    pub fn lock(&self) -> crate::Result<StageLock> {
+    /// ([`rlhf_data::atomic::remove_leftovers`]).
+    fn lock(&self) -> crate::Result<StageLock> {
         let lock = StageLock::acquire(&self.lock_file())?;
         if self.is_finished() {
             return Err(crate::Error::file(&self.root, "was finished by another process while this one started"));
@@ -108,7 +109,7 @@ impl StageDir {
         Ok(lock)
     }
     /// Writes `config` as the stage's `config.toml` (the writer's lock held).
-    pub fn write_config(&self, config: &impl Serialize) -> crate::Result<()> {
+    fn write_config(&self, config: &impl Serialize) -> crate::Result<()> {
         Ok(rlhf_data::config::write_config(config, &self.config_file())?)
     }
     /// The fingerprint its checkpoints carry of `config` (see [`crate::train_state::config_hash_in`]:

@@ -154,19 +154,37 @@ pub fn resume(
     config_file: &Path,
 ) -> Result<Option<(PathBuf, TrainState)>> {
     let Some(dir) = latest(checkpoints_dir)? else { return Ok(None) };
-    let state = read_manifest(&dir)?.state;
-    if state.config_hash != config_hash {
-        return Err(Error::checkpoint(
-            dir,
-            format!(
-                "was written under a different config; use the config in {} or start in a new directory",
-                config_file.display()
-            ),
-        ));
-    }
+    check_written_under(&dir, config_hash, config_file)?;
     let state = load(&dir, models, optimizer)?;
     tracing::info!(step = state.step, dir = %dir.display(), "resuming");
     Ok(Some((dir, state)))
+}
+
+/// Refuses, before anything is written, a config that the checkpoints in `checkpoints_dir` were not
+/// written under: the newest checkpoint there and the newest in each of its subdirectories that
+/// hold checkpoints of their own (an ensemble's members) must carry `config_hash`. The error names
+/// the checkpoint and `config_file`, the config the run was started with.
+pub fn check_resumable(checkpoints_dir: &Path, config_hash: &str, config_file: &Path) -> Result<()> {
+    let nested = list_dir(checkpoints_dir)?.into_iter().filter(|(name, _)| !name.starts_with(STEP_PREFIX));
+    for dir in std::iter::once(checkpoints_dir.to_path_buf()).chain(nested.map(|(_, dir)| dir)) {
+        if let Some(newest) = latest(&dir)? {
+            check_written_under(&newest, config_hash, config_file)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_written_under(checkpoint_dir: &Path, config_hash: &str, config_file: &Path) -> Result<()> {
+    if read_manifest(checkpoint_dir)?.state.config_hash == config_hash {
+        return Ok(());
+    }
+    Err(Error::checkpoint(
+        checkpoint_dir,
+        format!(
+            "was written under a different config; use the config in {} or start in a new directory",
+            config_file.display()
+        ),
+    ))
 }
 
 /// Copies a safetensors file's tensors into `store`'s variables, checking that both hold the same

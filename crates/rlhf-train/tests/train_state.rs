@@ -168,6 +168,24 @@ fn saving_a_step_again_replaces_it() -> Result<()> {
 }
 
 #[test]
+fn a_config_the_checkpoints_were_not_written_under_is_refused_up_front() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config_file = dir.path().join("config.toml");
+    let hash = config_hash(&SCHEDULE)?;
+    // No checkpoints yet: any config may start.
+    train_state::check_resumable(&dir.path().join("checkpoints"), "other", &config_file)?;
+    let mut trainer = Trainer::new();
+    trainer.train_step()?;
+    // An ensemble member's checkpoints sit one directory down; they are checked too.
+    trainer.save(&dir.path().join("checkpoints/member-1"))?;
+    train_state::check_resumable(&dir.path().join("checkpoints"), &hash, &config_file)?;
+    let err = train_state::check_resumable(&dir.path().join("checkpoints"), "other", &config_file).unwrap_err();
+    let err = err.to_string();
+    assert!(err.contains("member-1/step-1") && err.contains("different config") && err.contains("config.toml"), "{err}");
+    Ok(())
+}
+
+#[test]
 fn prune_keeps_the_newest_and_clears_leftovers() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut trainer = Trainer::new();
