@@ -440,6 +440,7 @@ impl FromRow for Ranking {
             responses: row.strings("responses")?,
             ranking: row.indices("ranking")?,
             prompt_messages,
+            annotator: row.optional_string("annotator")?,
         })
     }
 }

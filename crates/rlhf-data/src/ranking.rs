@@ -34,6 +34,7 @@ pub fn expand_ranking(ranking: &Ranking) -> Result<Vec<Comparison>> {
                 chosen: ranking.responses[better as usize].clone(),
                 rejected: ranking.responses[worse as usize].clone(),
                 prompt_messages: ranking.prompt_messages.clone(),
+                annotator: ranking.annotator.clone(),
                 ..Comparison::default()
             });
         }
@@ -60,7 +61,7 @@ mod tests {
             prompt: "p".into(),
             responses: responses.iter().map(|r| r.to_string()).collect(),
             ranking: order.to_vec(),
-            prompt_messages: None,
+            ..Ranking::default()
         }
     }
 

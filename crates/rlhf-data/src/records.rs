@@ -55,13 +55,14 @@ impl Kind {
 
     /// The versioned tag stored under [`crate::SCHEMA_KEY`], e.g. `comparisons/v2`. Version 2 of
     /// the tables that hold prompts added the optional `prompt_messages` conversation column;
-    /// version 3 of comparisons the optional `objective` column.
+    /// version 3 of comparisons the optional `objective` column; version 3 of rankings the optional
+    /// `annotator` column.
     pub fn schema_tag(self) -> &'static str {
         match self {
             Kind::Prompts => "prompts/v2",
             Kind::Demonstrations => "demonstrations/v2",
             Kind::Comparisons => "comparisons/v3",
-            Kind::Rankings => "rankings/v2",
+            Kind::Rankings => "rankings/v3",
             Kind::Feedback => "feedback/v1",
             Kind::Rollouts => "rollouts/v1",
             Kind::Metrics => "metrics/v1",
@@ -173,6 +174,9 @@ pub struct Ranking {
     pub ranking: Vec<u32>,
     #[serde(default)]
     pub prompt_messages: Option<Vec<ChatMessage>>,
+    /// Who ranked (`human:<id>`, `sim:<name>`, …), when known; the expanded pairs carry it.
+    #[serde(default)]
+    pub annotator: Option<String>,
 }
 
 /// One response judged on its own, desirable or not (KTO's unpaired labels, a thumbs up or down).
@@ -462,6 +466,7 @@ impl Record for Ranking {
                 required("responses", list_of(DataType::Utf8)),
                 required("ranking", list_of(DataType::UInt32)),
                 prompt_messages_field(),
+                optional("annotator", DataType::Utf8),
             ],
         )
     }
@@ -473,6 +478,7 @@ impl Record for Ranking {
             string_lists(records.iter().map(|r| r.responses.as_slice())),
             primitive_lists::<UInt32Type>(records.iter().map(|r| r.ranking.as_slice())),
             optional_conversations(records.iter().map(|r| r.prompt_messages.as_deref())),
+            optional_strings(records.iter().map(|r| r.annotator.as_deref())),
         ])
     }
 
@@ -481,6 +487,7 @@ impl Record for Ranking {
         let (id, prompt) = (columns.strings("id"), columns.strings("prompt"));
         let (responses, ranking) = (columns.lists("responses"), columns.lists("ranking"));
         let messages = columns.optional_lists("prompt_messages");
+        let annotator = columns.optional_strings("annotator");
         Ok((0..batch.num_rows())
             .map(|row| Ranking {
                 id: id.value(row).to_string(),
@@ -488,6 +495,7 @@ impl Record for Ranking {
                 responses: string_list(responses, row),
                 ranking: primitive_list::<UInt32Type>(ranking, row),
                 prompt_messages: optional_conversation(messages, row),
+                annotator: optional_string(annotator, row),
             })
             .collect())
     }

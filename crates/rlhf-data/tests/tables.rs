@@ -88,6 +88,7 @@ fn every_kind_round_trips() {
             responses: vec!["a".into(), "b".into(), "c".into()],
             ranking: vec![2, 0, 1],
             prompt_messages: Some(conversation()),
+            annotator: Some("human:ada".into()),
         },
         Ranking {
             id: "r1".into(),
@@ -95,6 +96,7 @@ fn every_kind_round_trips() {
             responses: vec!["only".into()],
             ranking: vec![0],
             prompt_messages: None,
+            annotator: None,
         },
     ]);
     round_trip(vec![

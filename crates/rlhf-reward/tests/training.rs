@@ -117,9 +117,11 @@ fn an_interrupted_run_resumes_to_the_same_weights() -> Result<()> {
 
     // A checkpoint written under another config is refused.
     std::fs::remove_dir_all(resumed.join("rm/final"))?;
+    let written = std::fs::read_to_string(resumed.join("rm/config.toml"))?;
     config.train.lr *= 2.0;
     let err = run(&config, &resumed, &common::cpu()).unwrap_err().to_string();
     assert!(err.contains("was written under a different config"), "{err}");
+    assert_eq!(std::fs::read_to_string(resumed.join("rm/config.toml"))?, written, "the refused run kept the config");
     Ok(())
 }
 
@@ -185,7 +187,7 @@ fn rankings_train_on_all_their_pairs() -> Result<()> {
             let mut ranking = vec![0u32, 1, 2];
             responses.rotate_left(i % 3);
             ranking.iter_mut().for_each(|r| *r = (*r + 3 - (i % 3) as u32) % 3);
-            Ranking { id: c.id.clone(), prompt: c.prompt.clone(), responses, ranking, prompt_messages: None }
+            Ranking { id: c.id.clone(), prompt: c.prompt.clone(), responses, ranking, ..Ranking::default() }
         })
         .collect();
     let path = tmp.path().join("rankings.parquet");

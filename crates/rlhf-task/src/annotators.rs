@@ -161,13 +161,15 @@ impl Panel {
             .iter()
             .map(|(id, prompt, responses)| {
                 let gold: Vec<f64> = responses.iter().map(|r| objective.score(&judge(prompt, r))).collect();
-                let ranking = self.member(&mut rng).rank(&mut rng, &gold);
+                let member = self.member(&mut rng);
+                let ranking = member.rank(&mut rng, &gold);
                 Ranking {
                     id: id.clone(),
                     prompt: prompt.clone(),
                     responses: responses.clone(),
                     ranking,
                     prompt_messages: None,
+                    annotator: Some(member.name.clone()),
                 }
             })
             .collect()
