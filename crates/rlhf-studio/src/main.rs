@@ -1,0 +1,115 @@
+//! The `rlhf-studio` binary: `label` serves a studio directory (setting it up from a samples table
+//! the first time) and prints each annotator's personal link; `export` writes its tables from the
+//! journal (the server also does when it stops on Ctrl-C or SIGTERM).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use rlhf_studio::{export, server, Setup, Studio};
+
+#[derive(Parser)]
+#[command(name = "rlhf-studio", version, about = "People in the loop: rank responses in the browser; labels become comparisons")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a labelling studio: annotators rank each prompt's responses, best first.
+    Label(LabelArgs),
+    /// Write <dir>/rankings.parquet and <dir>/comparisons.parquet from the studio's journal.
+    Export {
+        /// The studio directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct LabelArgs {
+    /// The studio directory (made on first use; a later start continues it).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// The samples table to label (`rlhf-eval generate` output: K rows per prompt id). New studios only.
+    #[arg(long, value_name = "FILE")]
+    samples: Option<PathBuf>,
+    /// Annotator names, comma-separated (a-z, 0-9, -, _). New studios only.
+    #[arg(long, value_delimiter = ',')]
+    annotators: Vec<String>,
+    /// How many annotators label each item. New studios only.
+    #[arg(long, default_value_t = 1)]
+    overlap: usize,
+    /// Seed of the item and response orders. New studios only.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Guidelines shown beside every item (a markdown file). New studios only.
+    #[arg(long, value_name = "FILE.md")]
+    guidelines: Option<PathBuf>,
+    /// Address to listen on. Every page needs an annotator's personal link, on loopback too.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Label(args) => label(args),
+        Command::Export { dir } => {
+            let done = export(&dir)?;
+            println!(
+                "{}: {} rankings, {} comparisons ({} labels with ties, {} skips)",
+                dir.display(),
+                done.rankings,
+                done.comparisons,
+                done.with_ties,
+                done.skipped
+            );
+            Ok(())
+        }
+    }
+}
+
+fn label(args: LabelArgs) -> anyhow::Result<()> {
+    let setup = Setup {
+        samples: args.samples,
+        annotators: args.annotators,
+        overlap: args.overlap,
+        seed: args.seed,
+        guidelines: args.guidelines,
+    };
+    let studio = Studio::open(&args.dir, &setup)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("listening on {}", args.bind))?;
+        let address = listener.local_addr()?;
+        if !address.ip().is_loopback() {
+            tracing::warn!(%address, "listening beyond this machine: send each annotator only their own link");
+        }
+        println!("rlhf-studio: {} items, listening on http://{address}", studio.items.len());
+        for annotator in &studio.spec.annotators {
+            let (labelled, assigned) = studio.progress(studio.annotator_by_token(&annotator.token).unwrap_or(0));
+            println!("  {}: http://{address}/login/{}  ({labelled}/{assigned} labelled)", annotator.name, annotator.token);
+        }
+        println!("rlhf-studio: ready (Ctrl-C stops the server and writes the tables)");
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        axum::serve(listener, server::router(studio)).with_graceful_shutdown(stopped()).await?;
+        anyhow::Ok(())
+    })?;
+    let done = export(&args.dir)?;
+    println!("rlhf-studio: stopped; wrote {} rankings and {} comparisons", done.rankings, done.comparisons);
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stopped() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+rlhf_data::binary_main!("info", run);

@@ -1,0 +1,138 @@
+// rlhf-studio's ranking page. Every text from the server goes in with textContent, never as HTML.
+"use strict";
+
+const csrf = document.querySelector('meta[name="csrf"]').content;
+const $ = (id) => document.getElementById(id);
+let item = null;   // the item on screen: {item, prompt, responses}
+let groups = [];   // the ranking so far: places, best first, each a list of slots (ties)
+let busy = false;  // a request is in flight: keys wait
+
+function status(text) { $("status").textContent = text; }
+
+function placeOf(slot) { return groups.findIndex((group) => group.includes(slot)); }
+
+function render() {
+  const list = $("responses");
+  list.replaceChildren();
+  item.responses.forEach((text, slot) => {
+    const li = document.createElement("li");
+    li.dataset.slot = String(slot);
+    const key = document.createElement("span");
+    key.className = "key";
+    key.textContent = String(slot + 1);
+    const body = document.createElement("span");
+    body.className = "text response";
+    body.textContent = text;
+    const place = document.createElement("span");
+    place.className = "place";
+    const at = placeOf(slot);
+    if (at >= 0) {
+      li.classList.add("ranked");
+      place.textContent = "#" + (at + 1) + (groups[at].length > 1 ? " (tie)" : "");
+    }
+    li.append(key, body, place);
+    li.addEventListener("click", (event) => choose(slot, event.shiftKey));
+    list.append(li);
+  });
+  $("ranking").textContent = groups.map((group) => group.map((slot) => slot + 1).join(" = ")).join("  >  ") || "(none yet)";
+}
+
+function choose(slot, tie) {
+  if (busy || !item || slot >= item.responses.length || placeOf(slot) >= 0) return;
+  if (tie && groups.length > 0) groups[groups.length - 1].push(slot);
+  else groups.push([slot]);
+  render();
+}
+
+function undo() {
+  if (busy || groups.length === 0) return;
+  const last = groups[groups.length - 1];
+  last.pop();
+  if (last.length === 0) groups.pop();
+  render();
+}
+
+async function call(path, body) {
+  const options = body === undefined ? {} : {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-csrf-token": csrf },
+    body: JSON.stringify(body),
+  };
+  for (let attempt = 0; ; attempt++) {
+    const response = await fetch(path, options);
+    if (response.status === 429 && attempt < 20) {
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      continue;
+    }
+    const data = await response.json();
+    if (!response.ok) throw new Error(data.error || response.statusText);
+    return data;
+  }
+}
+
+async function load() {
+  busy = true;
+  try {
+    const next = await call("/api/next");
+    $("progress").textContent = next.progress.labelled + " / " + next.progress.assigned + " labelled";
+    if (next.done) {
+      item = null;
+      $("task").hidden = true;
+      $("done").hidden = false;
+    } else {
+      item = next;
+      groups = [];
+      $("rationale").value = "";
+      $("prompt").textContent = next.prompt;
+      $("task").hidden = false;
+      $("done").hidden = true;
+      $("task").dataset.item = next.item;
+      render();
+    }
+    status("");
+  } catch (error) {
+    status("Could not load the next item: " + error.message);
+  } finally {
+    busy = false;
+  }
+}
+
+async function submit(skip) {
+  if (busy || !item) return;
+  let ranking = groups.map((group) => group.slice());
+  if (!skip) {
+    const left = item.responses.map((_, slot) => slot).filter((slot) => placeOf(slot) < 0);
+    if (left.length === 1) ranking.push(left);  // the last one left takes the last place
+    else if (left.length > 1) { status("Rank every response first (" + left.length + " left)"); return; }
+  }
+  busy = true;
+  status("saving…");
+  try {
+    await call("/api/label", skip ? { item: item.item, skip: true, rationale: $("rationale").value }
+                                  : { item: item.item, ranking, rationale: $("rationale").value });
+  } catch (error) {
+    busy = false;
+    status("Not saved: " + error.message);
+    return;
+  }
+  busy = false;
+  await load();
+}
+
+document.addEventListener("keydown", (event) => {
+  if (event.target === $("rationale")) {
+    if (event.key === "Escape") $("rationale").blur();
+    return;
+  }
+  const digit = /^Digit([1-9])$/.exec(event.code);
+  if (digit) { choose(Number(digit[1]) - 1, event.shiftKey); event.preventDefault(); }
+  else if (event.key === "Backspace") { undo(); event.preventDefault(); }
+  else if (event.key === "Enter") { submit(false); event.preventDefault(); }
+  else if (event.key === "s") { submit(true); event.preventDefault(); }
+  else if (event.key === "r") { $("rationale").focus(); event.preventDefault(); }
+});
+$("submit").addEventListener("click", () => submit(false));
+$("skip").addEventListener("click", () => submit(true));
+
+call("/api/guidelines").then((data) => { $("guidelines").textContent = data.text || "(no guidelines)"; });
+load();
