@@ -1,13 +1,15 @@
 //! `cargo xtask`: the project's task runner (rust-analyzer style). It builds no tch code itself and
 //! depends on no tch crate; it prepares libtorch, then drives `cargo` and the stage binaries.
 //!
-//! - `setup`     fetch libtorch 2.11.0 (CPU) through PyPI into `.libtorch/` (idempotent)
+//! - `setup`     fetch libtorch 2.11.0 (CPU) through PyPI into `.libtorch/`, and Chromium for the
+//!   browser tests (idempotent)
 //! - `test`      the tidy gate (rustfmt, clippy), then the whole test suite (nextest or `cargo test`)
 //! - `pipeline`  the end-to-end run on the embedded default task (or another preset)
 //! - `stage`     one step of a pipeline preset on its own
 //! - `bench`     the benchmarks; each writes `target/bench/<name>.json`
 //! - `soak`      every stage SIGKILLed at random moments and resumed, compared with an uninterrupted run
 
+mod chromium;
 mod libtorch;
 mod models;
 mod pypi;
@@ -28,7 +30,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Fetch libtorch 2.11.0 (CPU) into .libtorch/ unless LIBTORCH or LIBTORCH_USE_PYTORCH is set.
+    /// Fetch libtorch 2.11.0 (CPU) into .libtorch/ unless LIBTORCH or LIBTORCH_USE_PYTORCH is set; install Chromium (the browser tests) when missing.
     Setup,
     /// Check formatting and clippy, then build and run the whole test suite (cargo-nextest when installed, else cargo test).
     Test {
@@ -117,7 +119,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
     match cli.task {
-        Task::Setup => libtorch::ensure(&root).map(|_| ()),
+        Task::Setup => libtorch::ensure(&root).and_then(|_| chromium::ensure()).map(|_| ()),
         Task::Test { args } => test(&root, &args),
         Task::Pipeline(args) => run_pipeline(&root, &args, None),
         Task::Stage { step, pipeline } => run_pipeline(&root, &pipeline, Some(&step)),
@@ -159,13 +161,15 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     let torch = libtorch::ensure(root)?;
     // The real-model tests (GGUF import, greedy decoding against transformers) read it.
     let smollm2 = models::ensure(root, "smollm2")?;
+    // The studio's browser tests drive it.
+    let browser = chromium::ensure()?;
     // One optimised build serves both the binaries the integration tests drive and the tests
     // themselves (tensor code is unbearably slow unoptimised, and building twice costs minutes).
     let mut build = cargo(root, &torch);
     build.args(["build", "--release", "--workspace", "--bins"]);
     run(build)?;
     let mut cmd = cargo(root, &torch);
-    cmd.env("RLHF_SMOLLM2_GGUF", smollm2);
+    cmd.env("RLHF_SMOLLM2_GGUF", smollm2).env("CHROMIUM", browser);
     if has_nextest() {
         cmd.args(["nextest", "run", "--release", "--workspace", "--no-fail-fast"]);
     } else {

@@ -41,11 +41,9 @@ fn tables(files: &Files) -> Result<(Vec<Ranking>, Vec<Comparison>, Exported)> {
             summary.skipped += 1;
             continue;
         };
-        let item = files
-            .items
-            .iter()
-            .find(|item| item.id == label.item)
-            .ok_or_else(|| Error::input("journal.jsonl", format!("a label names item `{}`, which the studio lacks", label.item)))?;
+        let item = files.items.iter().find(|item| item.id == label.item).ok_or_else(|| {
+            Error::input("journal.jsonl", format!("a label names item `{}`, which the studio lacks", label.item))
+        })?;
         let annotator = Some(format!("human:{}", label.annotator));
         let id = format!("{}.{}", item.id, label.annotator);
         let mut order: Vec<u32> = (0..levels.len() as u32).collect();
@@ -95,8 +93,19 @@ mod tests {
 
     #[test]
     fn ties_drop_out_of_the_rankings_and_their_pairs_out_of_the_comparisons() {
-        let item = Item { id: "p".into(), prompt: "q".into(), prompt_messages: None, responses: vec!["a".into(), "b".into(), "c".into()] };
-        let label = |annotator: &str, verdict| Label { annotator: annotator.into(), item: "p".into(), verdict, rationale: String::new(), time: String::new() };
+        let item = Item {
+            id: "p".into(),
+            prompt: "q".into(),
+            prompt_messages: None,
+            responses: vec!["a".into(), "b".into(), "c".into()],
+        };
+        let label = |annotator: &str, verdict| Label {
+            annotator: annotator.into(),
+            item: "p".into(),
+            verdict,
+            rationale: String::new(),
+            time: String::new(),
+        };
         let files = Files {
             spec: Spec { samples: "s".into(), annotators: Vec::new(), overlap: 1, seed: 0 },
             items: vec![item],
@@ -116,7 +125,13 @@ mod tests {
             .collect();
         assert_eq!(
             pairs,
-            [("b", "c", "human:ada"), ("b", "a", "human:ada"), ("c", "a", "human:ada"), ("a", "b", "human:bob"), ("a", "c", "human:bob")]
+            [
+                ("b", "c", "human:ada"),
+                ("b", "a", "human:ada"),
+                ("c", "a", "human:ada"),
+                ("a", "b", "human:bob"),
+                ("a", "c", "human:bob")
+            ]
         );
     }
 }

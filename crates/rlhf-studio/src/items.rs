@@ -52,7 +52,10 @@ pub fn items_from_samples(path: &Path) -> Result<(Vec<Item>, Dropped)> {
                 if chars > MAX_TEXT_CHARS {
                     return Err(Error::input(
                         path,
-                        format!("id {}: the {what} is {chars} characters; the studio shows at most {MAX_TEXT_CHARS}", row.id),
+                        format!(
+                            "id {}: the {what} is {chars} characters; the studio shows at most {MAX_TEXT_CHARS}",
+                            row.id
+                        ),
                     ));
                 }
             }
@@ -73,7 +76,10 @@ pub fn items_from_samples(path: &Path) -> Result<(Vec<Item>, Dropped)> {
             if item.responses.len() == MAX_RESPONSES {
                 return Err(Error::input(
                     path,
-                    format!("id {}: more than {MAX_RESPONSES} distinct responses; the studio ranks at most {MAX_RESPONSES}", row.id),
+                    format!(
+                        "id {}: more than {MAX_RESPONSES} distinct responses; the studio ranks at most {MAX_RESPONSES}",
+                        row.id
+                    ),
                 ));
             }
             item.responses.push(row.response);
@@ -94,7 +100,12 @@ mod tests {
     use rlhf_data::write_records;
 
     fn row(id: &str, response: &str) -> Demonstration {
-        Demonstration { id: id.into(), prompt: format!("prompt {id}"), response: response.into(), prompt_messages: None }
+        Demonstration {
+            id: id.into(),
+            prompt: format!("prompt {id}"),
+            response: response.into(),
+            prompt_messages: None,
+        }
     }
 
     #[test]

@@ -78,7 +78,10 @@ impl Journal {
     pub fn append(&mut self, label: &Label) -> Result<()> {
         let mut line = serde_json::to_vec(label).map_err(|e| Error::input(&self.path, e.to_string()))?;
         line.push(b'\n');
-        self.file.write_all(&line).and_then(|()| self.file.sync_data()).map_err(|e| Error::io(&self.path, "append to", e))
+        self.file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| Error::io(&self.path, "append to", e))
     }
 }
 
@@ -95,8 +98,9 @@ fn parse(path: &Path, file: &mut File) -> Result<(Vec<Label>, u64)> {
             return Ok((labels, complete));
         }
         number += 1;
-        let label = serde_json::from_slice(&line)
-            .map_err(|e| Error::input(path, format!("line {number} is damaged ({e}); the labels before it are intact")))?;
+        let label = serde_json::from_slice(&line).map_err(|e| {
+            Error::input(path, format!("line {number} is damaged ({e}); the labels before it are intact"))
+        })?;
         labels.push(label);
         complete += read as u64;
     }

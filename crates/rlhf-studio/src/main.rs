@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use rlhf_studio::{export, server, Setup, Studio};
 
 #[derive(Parser)]
-#[command(name = "rlhf-studio", version, about = "People in the loop: rank responses in the browser; labels become comparisons")]
+#[command(
+    name = "rlhf-studio",
+    version,
+    about = "People in the loop: rank responses in the browser; labels become comparisons"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -82,7 +86,8 @@ fn label(args: LabelArgs) -> anyhow::Result<()> {
     let studio = Studio::open(&args.dir, &setup)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("listening on {}", args.bind))?;
+        let listener =
+            tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("listening on {}", args.bind))?;
         let address = listener.local_addr()?;
         if !address.ip().is_loopback() {
             tracing::warn!(%address, "listening beyond this machine: send each annotator only their own link");
@@ -90,7 +95,10 @@ fn label(args: LabelArgs) -> anyhow::Result<()> {
         println!("rlhf-studio: {} items, listening on http://{address}", studio.items.len());
         for annotator in &studio.spec.annotators {
             let (labelled, assigned) = studio.progress(studio.annotator_by_token(&annotator.token).unwrap_or(0));
-            println!("  {}: http://{address}/login/{}  ({labelled}/{assigned} labelled)", annotator.name, annotator.token);
+            println!(
+                "  {}: http://{address}/login/{}  ({labelled}/{assigned} labelled)",
+                annotator.name, annotator.token
+            );
         }
         println!("rlhf-studio: ready (Ctrl-C stops the server and writes the tables)");
         use std::io::Write;

@@ -74,12 +74,21 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+/// A refused request: its status and a message for the page.
+struct Denied(StatusCode, String);
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn denied(status: StatusCode, message: impl Into<String>) -> Denied {
+    Denied(status, message.into())
 }
 
 /// The annotator the request's cookie belongs to.
-fn annotator(app: &App, headers: &HeaderMap) -> Result<usize, Response> {
+fn annotator(app: &App, headers: &HeaderMap) -> Result<usize, Denied> {
     let token = headers
         .get_all(header::COOKIE)
         .iter()
@@ -88,15 +97,15 @@ fn annotator(app: &App, headers: &HeaderMap) -> Result<usize, Response> {
         .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='));
     token
         .and_then(|token| app.studio.lock().unwrap().annotator_by_token(token))
-        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "open your personal link (rlhf-studio printed it) to sign in"))
+        .ok_or_else(|| denied(StatusCode::UNAUTHORIZED, "open your personal link (rlhf-studio printed it) to sign in"))
 }
 
-async fn login(State(app): State<Arc<App>>, Path(token): Path<String>) -> Response {
+async fn login(State(app): State<Arc<App>>, Path(token): Path<String>) -> Result<Response, Denied> {
     if app.studio.lock().unwrap().annotator_by_token(&token).is_none() {
-        return error(StatusCode::NOT_FOUND, "no such link");
+        return Err(denied(StatusCode::NOT_FOUND, "no such link"));
     }
     let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
-    (StatusCode::SEE_OTHER, [(header::SET_COOKIE, cookie), (header::LOCATION, "/".to_string())]).into_response()
+    Ok((StatusCode::SEE_OTHER, [(header::SET_COOKIE, cookie), (header::LOCATION, "/".to_string())]).into_response())
 }
 
 async fn page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
@@ -104,7 +113,8 @@ async fn page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         Ok(annotator) => annotator,
         Err(_) => {
             let text = "Open the personal link rlhf-studio printed for you to sign in.";
-            return (StatusCode::UNAUTHORIZED, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response();
+            return (StatusCode::UNAUTHORIZED, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text)
+                .into_response();
         }
     };
     let studio = app.studio.lock().unwrap();
@@ -114,71 +124,65 @@ async fn page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
-async fn next(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let annotator = match annotator(&app, &headers) {
-        Ok(annotator) => annotator,
-        Err(response) => return response,
-    };
+async fn next(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, Denied> {
+    let annotator = annotator(&app, &headers)?;
     let studio = app.studio.lock().unwrap();
     let (labelled, assigned) = studio.progress(annotator);
     let progress = json!({ "labelled": labelled, "assigned": assigned });
     let Some(index) = studio.next_item(annotator) else {
-        return Json(json!({ "done": true, "progress": progress })).into_response();
+        return Ok(Json(json!({ "done": true, "progress": progress })).into_response());
     };
     let item = &studio.items[index];
     let responses: Vec<&str> =
         studio.display_order(annotator, index).into_iter().map(|response| item.responses[response].as_str()).collect();
-    Json(json!({ "done": false, "item": item.id, "prompt": item.prompt, "responses": responses, "progress": progress }))
-        .into_response()
+    let next =
+        json!({ "done": false, "item": item.id, "prompt": item.prompt, "responses": responses, "progress": progress });
+    Ok(Json(next).into_response())
 }
 
-async fn guidelines(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    match annotator(&app, &headers) {
-        Ok(_) => Json(json!({ "text": app.studio.lock().unwrap().guidelines })).into_response(),
-        Err(response) => response,
-    }
+async fn guidelines(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, Denied> {
+    annotator(&app, &headers)?;
+    Ok(Json(json!({ "text": app.studio.lock().unwrap().guidelines })).into_response())
 }
 
-async fn label(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<Json<Submission>, axum::extract::rejection::JsonRejection>) -> Response {
-    let annotator = match annotator(&app, &headers) {
-        Ok(annotator) => annotator,
-        Err(response) => return response,
-    };
-    if let Err(response) = check_csrf(&app, annotator, &headers) {
-        return response;
-    }
+async fn label(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Json<Submission>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Denied> {
+    let annotator = annotator(&app, &headers)?;
+    check_csrf(&app, annotator, &headers)?;
     if !take_token(&app, annotator) {
-        return error(StatusCode::TOO_MANY_REQUESTS, "too many labels at once; slow down");
+        return Err(denied(StatusCode::TOO_MANY_REQUESTS, "too many labels at once; slow down"));
     }
-    let Json(submission) = match body {
-        Ok(body) => body,
-        Err(rejection) => return error(rejection.status(), rejection.body_text()),
-    };
+    let Json(submission) = body.map_err(|rejection| denied(rejection.status(), rejection.body_text()))?;
     let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     // The journal's fsync blocks this worker, not the runtime's others; the lock keeps labels in order.
     let recorded = tokio::task::block_in_place(|| app.studio.lock().unwrap().record(annotator, submission, time));
     match recorded {
-        Ok(stored) => Json(json!({ "ok": true, "duplicate": !stored })).into_response(),
-        Err(refused @ Refused::UnknownItem(_)) => error(StatusCode::NOT_FOUND, refused.to_string()),
-        Err(refused @ Refused::NotYours(_)) => error(StatusCode::FORBIDDEN, refused.to_string()),
-        Err(refused @ Refused::Invalid(_)) => error(StatusCode::UNPROCESSABLE_ENTITY, refused.to_string()),
+        Ok(stored) => Ok(Json(json!({ "ok": true, "duplicate": !stored })).into_response()),
+        Err(refused @ Refused::UnknownItem(_)) => Err(denied(StatusCode::NOT_FOUND, refused.to_string())),
+        Err(refused @ Refused::NotYours(_)) => Err(denied(StatusCode::FORBIDDEN, refused.to_string())),
+        Err(refused @ Refused::Invalid(_)) => Err(denied(StatusCode::UNPROCESSABLE_ENTITY, refused.to_string())),
         Err(Refused::Storage(e)) => {
             tracing::error!(error = %e, "could not journal a label");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "the label could not be saved; it was not recorded")
+            Err(denied(StatusCode::INTERNAL_SERVER_ERROR, "the label could not be saved; it was not recorded"))
         }
     }
 }
 
-fn check_csrf(app: &App, annotator: usize, headers: &HeaderMap) -> Result<(), Response> {
+fn check_csrf(app: &App, annotator: usize, headers: &HeaderMap) -> Result<(), Denied> {
     let expected = app.studio.lock().unwrap().spec.annotators[annotator].csrf.clone();
     let given = headers.get("x-csrf-token").map(HeaderValue::as_bytes).unwrap_or_default();
     if !constant_time_eq(given, expected.as_bytes()) {
-        return Err(error(StatusCode::FORBIDDEN, "missing or wrong x-csrf-token"));
+        return Err(denied(StatusCode::FORBIDDEN, "missing or wrong x-csrf-token"));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-        if origin.to_str().ok() != Some(&format!("http://{host}")) && origin.to_str().ok() != Some(&format!("https://{host}")) {
-            return Err(error(StatusCode::FORBIDDEN, "cross-origin post refused"));
+        if origin.to_str().ok() != Some(&format!("http://{host}"))
+            && origin.to_str().ok() != Some(&format!("https://{host}"))
+        {
+            return Err(denied(StatusCode::FORBIDDEN, "cross-origin post refused"));
         }
     }
     Ok(())

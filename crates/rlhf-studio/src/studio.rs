@@ -104,7 +104,10 @@ impl Files {
     pub fn read(dir: &Path) -> Result<Files> {
         let spec_path = dir.join(SPEC_FILE);
         if !spec_path.is_file() {
-            return Err(Error::input(dir, "is not a studio directory (no studio.json); start `rlhf-studio label` in it first"));
+            return Err(Error::input(
+                dir,
+                "is not a studio directory (no studio.json); start `rlhf-studio label` in it first",
+            ));
         }
         Ok(Files {
             spec: read_json(&spec_path)?,
@@ -156,15 +159,26 @@ impl Studio {
             .enumerate()
             .map(|(a, annotator)| queue(spec.seed, &annotator.name, a, n, spec.overlap, items.len()))
             .collect();
-        let mut studio =
-            Studio { dir: dir.to_path_buf(), spec, items, guidelines, journal, labelled: HashSet::new(), queues, _lock: lock };
+        let mut studio = Studio {
+            dir: dir.to_path_buf(),
+            spec,
+            items,
+            guidelines,
+            journal,
+            labelled: HashSet::new(),
+            queues,
+            _lock: lock,
+        };
         for label in labels {
             let annotator = studio.annotator_named(&label.annotator);
             let item = studio.item_index(&label.item);
             let (Some(annotator), Some(item)) = (annotator, item) else {
                 return Err(Error::input(
                     dir.join(JOURNAL_FILE),
-                    format!("a label of `{}` on `{}`: no such annotator or item in this studio", label.annotator, label.item),
+                    format!(
+                        "a label of `{}` on `{}`: no such annotator or item in this studio",
+                        label.annotator, label.item
+                    ),
                 ));
             };
             studio.labelled.insert((annotator, item));
@@ -198,12 +212,22 @@ impl Studio {
 
     /// `order[slot]`: the response shown in place `slot` of `item` to `annotator`.
     pub fn display_order(&self, annotator: usize, item: usize) -> Vec<usize> {
-        display_order(self.spec.seed, &self.spec.annotators[annotator].name, &self.items[item].id, self.items[item].responses.len())
+        display_order(
+            self.spec.seed,
+            &self.spec.annotators[annotator].name,
+            &self.items[item].id,
+            self.items[item].responses.len(),
+        )
     }
 
     /// Journals `submission` from `annotator` (on disk when this returns `Ok(true)`). A second
     /// label of the same item by the same annotator is not recorded again: `Ok(false)`.
-    pub fn record(&mut self, annotator: usize, submission: Submission, time: String) -> std::result::Result<bool, Refused> {
+    pub fn record(
+        &mut self,
+        annotator: usize,
+        submission: Submission,
+        time: String,
+    ) -> std::result::Result<bool, Refused> {
         let item = self.item_index(&submission.item).ok_or_else(|| Refused::UnknownItem(submission.item.clone()))?;
         if !self.queues[annotator].contains(&item) {
             return Err(Refused::NotYours(submission.item));
@@ -327,7 +351,10 @@ fn check_same_setup(dir: &Path, spec: &Spec, setup: &Setup) -> Result<()> {
     }
     let names: Vec<&str> = spec.annotators.iter().map(|a| a.name.as_str()).collect();
     if !setup.annotators.is_empty() && setup.annotators.iter().map(String::as_str).ne(names.iter().copied()) {
-        return Err(Error::input(dir, format!("has the annotators {}; drop --annotators or use a new directory", names.join(","))));
+        return Err(Error::input(
+            dir,
+            format!("has the annotators {}; drop --annotators or use a new directory", names.join(",")),
+        ));
     }
     Ok(())
 }
@@ -346,7 +373,9 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 fn secret() -> Result<String> {
     use std::io::Read;
     let mut bytes = [0u8; 16];
-    File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).map_err(|e| Error::io("/dev/urandom", "read", e))?;
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| Error::io("/dev/urandom", "read", e))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 

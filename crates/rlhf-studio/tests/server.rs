@@ -39,7 +39,10 @@ fn eight_annotators_at_once_then_a_kill_lose_and_duplicate_nothing() -> Result<(
     samples(&table, 300)?;
     let dir = tmp.path().join("studio");
     let names: Vec<String> = (0..8).map(|i| format!("a{i}")).collect();
-    let server = Server::start(&dir, &["--samples", table.to_str().unwrap(), "--annotators", &names.join(","), "--overlap", "3"])?;
+    let server = Server::start(
+        &dir,
+        &["--samples", table.to_str().unwrap(), "--annotators", &names.join(","), "--overlap", "3"],
+    )?;
     ensure!(server.links.len() == 8);
 
     // Every annotator posts as fast as the server lets them, until the server is killed under them.
@@ -110,7 +113,8 @@ fn eight_annotators_at_once_then_a_kill_lose_and_duplicate_nothing() -> Result<(
     ensure!(Journal::read(&dir.join("journal.jsonl"))?.len() == total);
 
     // The tables: every label's pairs, each a valid table of its kind.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rlhf-studio")).args(["export", "--dir"]).arg(&dir).output()?;
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_rlhf-studio")).args(["export", "--dir"]).arg(&dir).output()?;
     ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     validate_table(dir.join("rankings.parquet"), Kind::Rankings)?;
     validate_table(dir.join("comparisons.parquet"), Kind::Comparisons)?;
@@ -150,7 +154,12 @@ fn the_guards_hold() -> Result<()> {
     ensure!(post(&[("cookie", &ada.cookie), json_type], &body)?.status == 403);
     ensure!(post(&[("cookie", &ada.cookie), ("x-csrf-token", "00"), json_type], &body)?.status == 403);
     ensure!(post(&[("cookie", &ada.cookie), ("x-csrf-token", &bob.csrf), json_type], &body)?.status == 403);
-    let foreign = [("cookie", ada.cookie.as_str()), ("x-csrf-token", ada.csrf.as_str()), json_type, ("origin", "http://evil.example")];
+    let foreign = [
+        ("cookie", ada.cookie.as_str()),
+        ("x-csrf-token", ada.csrf.as_str()),
+        json_type,
+        ("origin", "http://evil.example"),
+    ];
     ensure!(post(&foreign, &body)?.status == 403);
     // Too big a body, a malformed ranking, an unknown item, someone else's item.
     let huge = json!({ "item": item, "ranking": [[0], [1], [2]], "rationale": "x".repeat(100_000) });
@@ -163,11 +172,15 @@ fn the_guards_hold() -> Result<()> {
     ensure!(Journal::read(&dir.join("journal.jsonl"))?.is_empty(), "a refused post was journaled");
 
     // A tie and a skip are recorded as such.
-    ensure!(ada.post("/api/label", &json!({ "item": item, "ranking": [[0, 1], [2]], "rationale": "why" }))?.status == 200);
+    ensure!(
+        ada.post("/api/label", &json!({ "item": item, "ranking": [[0, 1], [2]], "rationale": "why" }))?.status == 200
+    );
     let skipped = ada.get("/api/next")?.json()?["item"].as_str().unwrap().to_string();
     ensure!(ada.post("/api/label", &json!({ "item": skipped, "skip": true }))?.status == 200);
     let labels = Journal::read(&dir.join("journal.jsonl"))?;
-    ensure!(matches!(&labels[0].verdict, Verdict::Ranked { levels } if { let mut l = levels.clone(); l.sort(); l == [0, 0, 1] }));
+    ensure!(
+        matches!(&labels[0].verdict, Verdict::Ranked { levels } if { let mut l = levels.clone(); l.sort(); l == [0, 0, 1] })
+    );
     ensure!(labels[1].verdict == Verdict::Skipped && labels[0].rationale == "why");
 
     // A second server on the same studio is refused while the first runs.

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod cdp;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -20,7 +22,12 @@ pub fn samples(path: &Path, prompts: usize) -> Result<()> {
     for p in 0..prompts {
         for r in 0..3 {
             let response = if p == 0 && r == 2 { XSS.to_string() } else { format!("answer {r} to question {p}") };
-            rows.push(Demonstration { id: format!("p{p}"), prompt: format!("question {p}?"), response, prompt_messages: None });
+            rows.push(Demonstration {
+                id: format!("p{p}"),
+                prompt: format!("question {p}?"),
+                response,
+                prompt_messages: None,
+            });
         }
     }
     write_records(path, &rows)?;
@@ -102,7 +109,10 @@ impl Reply {
 /// One request over a fresh connection; `headers` as (name, value).
 pub fn request(address: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Result<Reply> {
     let mut stream = TcpStream::connect(address)?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -137,7 +147,14 @@ impl Session {
         let cookie = login.header("set-cookie").context("no cookie")?.split(';').next().context("cookie")?.to_string();
         let page = request(address, "GET", "/", &[("cookie", &cookie)], "")?;
         anyhow::ensure!(page.status == 200, "page: {}", page.status);
-        let csrf = page.body.split("name=\"csrf\" content=\"").nth(1).context("no csrf meta")?.split('"').next().context("csrf")?;
+        let csrf = page
+            .body
+            .split("name=\"csrf\" content=\"")
+            .nth(1)
+            .context("no csrf meta")?
+            .split('"')
+            .next()
+            .context("csrf")?;
         Ok(Session { address: address.to_string(), cookie, csrf: csrf.to_string() })
     }
 

@@ -1,0 +1,145 @@
+//! The studio in a real browser (headless Chromium over CDP): an annotator ranks items by keyboard
+//! alone, the server is killed with SIGKILL mid-session and restarted, every acknowledged label is
+//! there and the annotator goes on where they stopped; a response holding HTML and script shows as
+//! text; the exported rankings validate and train a reward model. With `STUDIO_SCREENSHOTS=DIR` it
+//! also saves the page as `DIR/studio-ranking.png` (the README's picture).
+
+mod common;
+
+use anyhow::{ensure, Result};
+use common::cdp::{Browser, Tab};
+use common::{Server, XSS};
+use rlhf_data::{read_records, validate_table, Demonstration, Kind, Ranking};
+use rlhf_studio::journal::{Journal, Verdict};
+
+/// Responses in the embedded task's words, three per prompt; the first prompt's last is [`XSS`].
+fn samples(path: &std::path::Path) -> Result<()> {
+    let answers =
+        [" Sure! The river is calm today.", " The river is cold.", " I think the river is lovely, thank you!"];
+    let mut rows = Vec::new();
+    for p in 0..4 {
+        for (r, answer) in answers.iter().enumerate() {
+            let response = if p == 0 && r == 2 {
+                XSS.to_string()
+            } else {
+                answer.replace("river", ["river", "garden", "market", "forest"][p])
+            };
+            rows.push(Demonstration {
+                id: format!("p{p}"),
+                prompt: format!("Tell me about the place number {p}."),
+                response,
+                prompt_messages: None,
+            });
+        }
+    }
+    rlhf_data::write_records(path, &rows)?;
+    Ok(())
+}
+
+/// Ranks the item on screen by keyboard: the shown responses from last to first, the last two tied
+/// when `tie`; then Enter, and waits for the next item (or the end).
+fn rank_by_keyboard(browser: &mut Browser, tab: &Tab, tie: bool) -> Result<String> {
+    let item =
+        browser.eval(tab, "document.getElementById('task').dataset.item")?.as_str().unwrap_or_default().to_string();
+    browser.press(tab, "3", false)?;
+    browser.press(tab, "2", false)?;
+    browser.press(tab, "1", tie)?;
+    browser.press(tab, "Enter", false)?;
+    browser.wait_for(
+        tab,
+        &format!("document.getElementById('done').hidden === false || document.getElementById('task').dataset.item !== '{item}'"),
+    )?;
+    Ok(item)
+}
+
+/// Checks that a response with markup shows as text (the exact string, no element made from it, no
+/// script run); true if it is on screen.
+fn check_markup_is_text(browser: &mut Browser, tab: &Tab) -> Result<bool> {
+    let shown = browser.eval(tab, "[...document.querySelectorAll('.response')].map(e => e.textContent)")?;
+    let on_screen = shown.as_array().is_some_and(|texts| texts.iter().any(|t| t == XSS));
+    if on_screen {
+        let made =
+            browser.eval(tab, "document.querySelectorAll('#responses script, #responses img, #responses b').length")?;
+        ensure!(made == 0, "{made} elements were made from a response");
+    }
+    ensure!(browser.eval(tab, "window.pwned === undefined")? == true, "a response's script ran");
+    Ok(on_screen)
+}
+
+#[test]
+fn an_annotator_ranks_by_keyboard_through_a_kill_and_the_labels_train_a_reward_model() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let table = tmp.path().join("samples.parquet");
+    samples(&table)?;
+    let guidelines = tmp.path().join("guidelines.md");
+    std::fs::write(&guidelines, "# How to rank\n\nBest first: polite, on topic, ends properly.\n")?;
+    let dir = tmp.path().join("studio");
+    let setup =
+        ["--samples", table.to_str().unwrap(), "--annotators", "ada", "--guidelines", guidelines.to_str().unwrap()];
+    let server = Server::start(&dir, &setup)?;
+
+    let mut browser = Browser::launch()?;
+    let tab = browser.open("about:blank")?;
+    browser.navigate(&tab, &format!("http://{}/login/{}", server.address, server.token("ada")))?;
+    browser.wait_for(&tab, "document.getElementById('task').dataset.item !== undefined")?;
+    ensure!(browser.eval(&tab, "document.getElementById('guidelines').textContent.includes('Best first')")? == true);
+    if let Ok(shots) = std::env::var("STUDIO_SCREENSHOTS") {
+        browser.press(&tab, "2", false)?;
+        browser.screenshot(&tab, &std::path::Path::new(&shots).join("studio-ranking.png"))?;
+        browser.press(&tab, "Backspace", false)?;
+    }
+    let (mut ranked, mut markup_seen) = (Vec::new(), false);
+    for tie in [false, true] {
+        markup_seen |= check_markup_is_text(&mut browser, &tab)?;
+        ranked.push(rank_by_keyboard(&mut browser, &tab, tie)?);
+    }
+    ensure!(browser.eval(&tab, "document.getElementById('progress').textContent")? == "2 / 4 labelled");
+
+    // SIGKILL mid-session; the same command starts it again (on another port: sign in there).
+    server.kill()?;
+    let labels = Journal::read(&dir.join("journal.jsonl"))?;
+    ensure!(
+        labels.iter().map(|l| l.item.clone()).collect::<Vec<_>>() == ranked,
+        "acknowledged labels lost: {labels:?}"
+    );
+    ensure!(
+        matches!(&labels[1].verdict, Verdict::Ranked { levels } if { let mut l = levels.clone(); l.sort(); l == [0, 1, 1] })
+    );
+    let server = Server::start(&dir, &[])?;
+    browser.navigate(&tab, &format!("http://{}/login/{}", server.address, server.token("ada")))?;
+    browser.wait_for(&tab, "document.getElementById('progress').textContent === '2 / 4 labelled'")?;
+    let next = browser.eval(&tab, "document.getElementById('task').dataset.item")?;
+    ensure!(!ranked.iter().any(|item| next == item.as_str()), "{next} is shown again");
+    for _ in 0..2 {
+        markup_seen |= check_markup_is_text(&mut browser, &tab)?;
+        ranked.push(rank_by_keyboard(&mut browser, &tab, false)?);
+    }
+    browser.wait_for(&tab, "document.getElementById('done').hidden === false")?;
+    ranked.sort();
+    ensure!(ranked == ["p0", "p1", "p2", "p3"] && markup_seen);
+    drop(server);
+
+    // The tables: the labels without ties as rankings, all of them as comparisons; a reward model
+    // trains on the rankings.
+    rlhf_studio::export(&dir)?;
+    validate_table(dir.join("rankings.parquet"), Kind::Rankings)?;
+    validate_table(dir.join("comparisons.parquet"), Kind::Comparisons)?;
+    let rankings: Vec<Ranking> = read_records(dir.join("rankings.parquet"))?;
+    ensure!(rankings.len() == 3 && rankings.iter().all(|r| r.annotator.as_deref() == Some("human:ada")));
+    train_reward_model(tmp.path(), &dir.join("rankings.parquet"))
+}
+
+fn train_reward_model(tmp: &std::path::Path, rankings: &std::path::Path) -> Result<()> {
+    use rlhf_train::testing::{cpu, fast_train, save_random_policy, task_tokenizer, tiny_llama, trained};
+    let tokenizer = task_tokenizer(0, 320);
+    let policy = save_random_policy(&tmp.join("policy"), tiny_llama(&tokenizer, 2, 128), &tokenizer, 5);
+    let mut config = rlhf_reward::RewardConfig::default();
+    config.model.policy = policy;
+    config.data.comparisons = String::new();
+    config.data.rankings = rankings.display().to_string();
+    config.data.heldout_fraction = 0.0;
+    config.train = rlhf_train::TrainConfig { max_steps: 3, ..fast_train(config.train.clone()) };
+    let summary = trained(rlhf_reward::stage::run(&config, &tmp.join("run"), &cpu())?);
+    ensure!(tmp.join("run/rm/final/model.safetensors").is_file(), "{summary:?}");
+    Ok(())
+}
