@@ -181,7 +181,10 @@ fn a_config_the_checkpoints_were_not_written_under_is_refused_up_front() -> Resu
     train_state::check_resumable(&dir.path().join("checkpoints"), &hash, &config_file)?;
     let err = train_state::check_resumable(&dir.path().join("checkpoints"), "other", &config_file).unwrap_err();
     let err = err.to_string();
-    assert!(err.contains("member-1/step-1") && err.contains("different config") && err.contains("config.toml"), "{err}");
+    assert!(
+        err.contains("member-1/step-1") && err.contains("different config") && err.contains("config.toml"),
+        "{err}"
+    );
     Ok(())
 }
 
