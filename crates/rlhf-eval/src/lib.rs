@@ -17,6 +17,6 @@ pub mod render;
 pub mod report;
 pub mod run_diff;
 pub mod score;
-pub mod stats;
+pub use rlhf_stats as stats;
 
 pub use rlhf_train::{Error, Result};

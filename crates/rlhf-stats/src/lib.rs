@@ -1,6 +1,11 @@
-//! Model-free statistics of a set of responses: distinct-n; the win rate of one policy over
-//! another and their mean score difference, on a judge's paired scores, each with a seeded
-//! bootstrap confidence interval; and Gao et al.'s over-optimisation fits of gold against √KL.
+//! Model-free statistics (no libtorch), shared by the evaluation and the studio: distinct-n; the
+//! win rate of one policy over another and their mean score difference, on a judge's paired
+//! scores, each with a seeded bootstrap confidence interval; Gao et al.'s over-optimisation fits
+//! of gold against √KL; Bradley–Terry ratings from pairwise votes ([`ratings`]); agreement between
+//! annotators ([`agreement`]).
+
+pub mod agreement;
+pub mod ratings;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -66,7 +71,7 @@ pub fn win_rate(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Option<Win
 
 /// The percentile-bootstrap 95% interval of the mean of `values` (`resamples` resamples seeded by
 /// `seed`; no resamples: the mean itself).
-fn bootstrap_interval(values: &[f64], resamples: usize, seed: u64) -> (f64, f64) {
+pub fn bootstrap_interval(values: &[f64], resamples: usize, seed: u64) -> (f64, f64) {
     let n = values.len();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut means: Vec<f64> = (0..resamples).map(|_| mean((0..n).map(|_| values[rng.random_range(0..n)]))).collect();
