@@ -1,7 +1,7 @@
 //! The journal as the project's tables, written atomically: `rankings.parquet` (one row per label
 //! without ties, `annotator = human:<name>`) and `comparisons.parquet` (every strictly ordered pair
 //! of every label, ties left out; `source = studio`). `rlhf-reward train` reads either as it is,
-//! `rlhf-dpo train` the comparisons. Skips are not exported.
+//! `rlhf-dpo train` the comparisons. Skips and both-bad votes are not exported.
 
 use std::path::Path;
 
@@ -18,6 +18,7 @@ pub struct Exported {
     pub comparisons: usize,
     /// Labels with a tie (in the comparisons only).
     pub with_ties: usize,
+    /// Skips and both-bad votes.
     pub skipped: usize,
 }
 
@@ -98,6 +99,7 @@ mod tests {
             prompt: "q".into(),
             prompt_messages: None,
             responses: vec!["a".into(), "b".into(), "c".into()],
+            sources: Vec::new(),
         };
         let label = |annotator: &str, verdict| Label {
             annotator: annotator.into(),
@@ -107,7 +109,14 @@ mod tests {
             time: String::new(),
         };
         let files = Files {
-            spec: Spec { samples: "s".into(), annotators: Vec::new(), overlap: 1, seed: 0 },
+            spec: Spec {
+                kind: crate::studio::StudioKind::Ranking,
+                samples: "s".into(),
+                policies: Vec::new(),
+                annotators: Vec::new(),
+                overlap: 1,
+                seed: 0,
+            },
             items: vec![item],
             labels: vec![
                 label("ada", Verdict::Ranked { levels: vec![2, 0, 1] }),

@@ -34,6 +34,8 @@ pub enum Verdict {
     Ranked { levels: Vec<u32> },
     /// The annotator chose not to judge the item.
     Skipped,
+    /// A study's vote that neither response is acceptable.
+    BothBad,
 }
 
 /// The journal, open for appending.

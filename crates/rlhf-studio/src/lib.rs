@@ -1,20 +1,24 @@
 //! rlhf-studio: people in the loop. A browser studio where annotators rank a samples table's
-//! responses (keys 1–9, ties, skips, rationales, the guidelines on screen), blind and in an order
-//! shuffled per annotator, with items shared between annotators (`overlap`) for agreement.
+//! responses (keys 1–9, ties, skips, rationales, the guidelines on screen), or vote in a blind study
+//! between policies (A, B, tie, both bad; sides shuffled), in an order shuffled per annotator, with
+//! items shared between annotators (`overlap`) for agreement.
 //!
 //! [`Studio`] is a studio directory ([`studio`]); [`journal`] keeps every label on disk before it
 //! is acknowledged; [`assign`] decides who sees what in which order; [`server`] is the HTTP side
 //! (personal links, CSRF, limits, text-only rendering); [`export`] writes the journal as the
-//! rankings and comparisons tables `rlhf-reward` and `rlhf-dpo` train on. No libtorch.
+//! rankings and comparisons tables `rlhf-reward` and `rlhf-dpo` train on; [`results`] the win
+//! rates, Bradley–Terry ratings and agreement statistics (and closes a study). No libtorch.
 
 pub mod assign;
 pub mod export;
 pub mod items;
 pub mod journal;
+pub mod results;
 pub mod server;
 pub mod studio;
 
 pub use export::{export, Exported};
+pub use results::{results, ResultsOptions};
 pub use studio::{Setup, Studio};
 
 use std::path::{Path, PathBuf};

@@ -1,13 +1,14 @@
-//! The `rlhf-studio` binary: `label` serves a studio directory (setting it up from a samples table
-//! the first time) and prints each annotator's personal link; `export` writes its tables from the
-//! journal (the server also does when it stops on Ctrl-C or SIGTERM).
+//! The `rlhf-studio` binary: `label` serves a ranking studio (set up from a samples table the first
+//! time), `study` a blind preference study between policies, each printing every annotator's
+//! personal link; `export` writes the tables from the journal (the server also does when it stops
+//! on Ctrl-C or SIGTERM); `results` writes win rates, ratings and agreement, and closes a study.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use rlhf_studio::{export, server, Setup, Studio};
+use rlhf_studio::{export, results, server, ResultsOptions, Setup, Studio};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +25,17 @@ struct Cli {
 enum Command {
     /// Serve a labelling studio: annotators rank each prompt's responses, best first.
     Label(LabelArgs),
+    /// Serve a blind preference study: annotators vote A, B, tie or both bad on two policies' responses.
+    Study(StudyArgs),
+    /// Write <dir>/results.md and results.json: win rates, Bradley-Terry ratings, agreement; closes a study.
+    Results {
+        /// The studio directory (no server may be serving it).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Also measure each annotator against the embedded task's gold judge.
+        #[arg(long)]
+        gold: bool,
+    },
     /// Write <dir>/rankings.parquet and <dir>/comparisons.parquet from the studio's journal.
     Export {
         /// The studio directory.
@@ -34,12 +46,27 @@ enum Command {
 
 #[derive(Args)]
 struct LabelArgs {
-    /// The studio directory (made on first use; a later start continues it).
-    #[arg(long, value_name = "DIR")]
-    dir: PathBuf,
     /// The samples table to label (`rlhf-eval generate` output: K rows per prompt id). New studios only.
     #[arg(long, value_name = "FILE")]
     samples: Option<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args)]
+struct StudyArgs {
+    /// A policy and its responses table (e.g. a run's eval/responses_ppo.parquet), as NAME=FILE; twice or more. New studies only.
+    #[arg(long = "policy", value_name = "NAME=FILE", value_parser = parse_policy)]
+    policies: Vec<(String, PathBuf)>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// The studio directory (made on first use; a later start continues it).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
     /// Annotator names, comma-separated (a-z, 0-9, -, _). New studios only.
     #[arg(long, value_delimiter = ',')]
     annotators: Vec<String>,
@@ -57,9 +84,19 @@ struct LabelArgs {
     bind: SocketAddr,
 }
 
+fn parse_policy(value: &str) -> Result<(String, PathBuf), String> {
+    let (name, file) = value.split_once('=').ok_or_else(|| format!("`{value}`: expected NAME=FILE"))?;
+    Ok((name.to_string(), PathBuf::from(file)))
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Label(args) => label(args),
+        Command::Label(args) => serve(args.common, args.samples, Vec::new()),
+        Command::Study(args) => serve(args.common, None, args.policies),
+        Command::Results { dir, gold } => {
+            print!("{}", results(&dir, ResultsOptions { gold, ..ResultsOptions::default() })?);
+            Ok(())
+        }
         Command::Export { dir } => {
             let done = export(&dir)?;
             println!(
@@ -75,9 +112,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn label(args: LabelArgs) -> anyhow::Result<()> {
+fn serve(args: CommonArgs, samples: Option<PathBuf>, policies: Vec<(String, PathBuf)>) -> anyhow::Result<()> {
     let setup = Setup {
-        samples: args.samples,
+        samples,
+        policies,
         annotators: args.annotators,
         overlap: args.overlap,
         seed: args.seed,

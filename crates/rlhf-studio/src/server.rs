@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::studio::{constant_time_eq, Refused, Studio, Submission};
+use crate::studio::{constant_time_eq, Refused, Studio, StudioKind, Submission};
 
 const COOKIE: &str = "rlhf_studio";
 /// The largest request body taken.
@@ -120,7 +120,11 @@ async fn page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let studio = app.studio.lock().unwrap();
     let who = &studio.spec.annotators[annotator];
     // Both are [a-z0-9_-] (names are checked at set-up, the token is hex): safe inside HTML.
-    let html = PAGE.replace("{{CSRF}}", &who.csrf).replace("{{NAME}}", &who.name);
+    let mode = match studio.spec.kind {
+        StudioKind::Ranking => "ranking",
+        StudioKind::Study => "study",
+    };
+    let html = PAGE.replace("{{CSRF}}", &who.csrf).replace("{{NAME}}", &who.name).replace("{{MODE}}", mode);
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 

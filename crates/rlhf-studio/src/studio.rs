@@ -1,7 +1,11 @@
 //! A studio directory and the labelling state the server keeps in memory.
 //!
+//! A studio is a ranking task (a samples table's K responses per prompt, best first) or a blind
+//! study (two policies' responses per prompt: A, B, tie or both bad; which policy wrote which stays
+//! hidden until [`crate::results`] closes the study).
+//!
 //! `<dir>/` holds `studio.json` (the annotators with their secret tokens, the overlap and the seed;
-//! readable by its owner only), `items.json` (the items, copied from the samples table once),
+//! readable by its owner only), `items.json` (the items, copied from the inputs once),
 //! `guidelines.md`, `journal.jsonl` (every label, [`crate::journal`]) and the tables
 //! [`crate::export`] writes from the journal. `studio.json` is written last, so its presence
 //! means the directory is set up; `.lock` makes one server at a time its writer.
@@ -13,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::assign::{display_order, queue};
-use crate::items::{items_from_samples, Item};
+use crate::items::{items_from_samples, study_items, Item};
 use crate::journal::{Journal, Label, Verdict};
 use crate::{Error, Result};
 
@@ -22,14 +26,18 @@ const ITEMS_FILE: &str = "items.json";
 const GUIDELINES_FILE: &str = "guidelines.md";
 const JOURNAL_FILE: &str = "journal.jsonl";
 const LOCK_FILE: &str = ".lock";
+/// Written when a study's results are: the study takes no more votes.
+pub const CLOSED_FILE: &str = "closed";
 /// The longest rationale kept, in characters.
 pub const MAX_RATIONALE_CHARS: usize = 4000;
 
 /// What a new studio is made from (a directory already set up needs none of it).
 #[derive(Clone, Debug, Default)]
 pub struct Setup {
-    /// The samples table (`rlhf-eval generate` output).
+    /// The samples table (`rlhf-eval generate` output) of a ranking task.
     pub samples: Option<PathBuf>,
+    /// A study's policies: (name, responses table).
+    pub policies: Vec<(String, PathBuf)>,
     /// Annotator names (`[a-z0-9_-]`, at most 32 characters each).
     pub annotators: Vec<String>,
     /// How many annotators label each item.
@@ -43,11 +51,25 @@ pub struct Setup {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
-    /// Where the items came from.
+    pub kind: StudioKind,
+    /// Where the items came from: the samples table, or the first policy's table.
     pub samples: PathBuf,
+    /// A study's policies, in the order given.
+    #[serde(default)]
+    pub policies: Vec<String>,
     pub annotators: Vec<Annotator>,
     pub overlap: usize,
     pub seed: u64,
+}
+
+/// What the annotators do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StudioKind {
+    /// Rank each prompt's responses, best first.
+    Ranking,
+    /// Vote A, B, tie or both bad on two policies' responses.
+    Study,
 }
 
 /// An annotator and their secrets: `token` is their personal link, `csrf` guards their posts.
@@ -76,6 +98,9 @@ pub struct Submission {
     pub ranking: Vec<Vec<usize>>,
     #[serde(default)]
     pub skip: bool,
+    /// A study's "both bad" vote.
+    #[serde(default)]
+    pub both_bad: bool,
     #[serde(default)]
     pub rationale: String,
 }
@@ -137,20 +162,19 @@ impl Studio {
         // A new studio's inputs are checked before anything is written.
         let new = (!dir.join(SPEC_FILE).is_file()).then(|| prepare(dir, setup)).transpose()?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create", e))?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, "open", e))?;
-        lock.try_lock().map_err(|_| Error::input(dir, "another rlhf-studio is serving this directory"))?;
+        let lock = lock(dir)?;
         if let Some(new) = new.filter(|_| !dir.join(SPEC_FILE).is_file()) {
             new.write(dir)?;
         }
         let Files { spec, items, .. } = Files::read(dir)?;
         check_same_setup(dir, &spec, setup)?;
         let guidelines = std::fs::read_to_string(dir.join(GUIDELINES_FILE)).unwrap_or_default();
+        if dir.join(CLOSED_FILE).exists() {
+            return Err(Error::input(
+                dir,
+                "this study is closed (its results are written); start a new one in another directory",
+            ));
+        }
         let (journal, labels) = Journal::open(&dir.join(JOURNAL_FILE))?;
         let n = spec.annotators.len();
         let queues = spec
@@ -235,13 +259,24 @@ impl Studio {
         if submission.rationale.chars().count() > MAX_RATIONALE_CHARS {
             return Err(Refused::Invalid(format!("the rationale is longer than {MAX_RATIONALE_CHARS} characters")));
         }
-        let verdict = if submission.skip {
-            if !submission.ranking.is_empty() {
-                return Err(Refused::Invalid("a skip carries no ranking".into()));
+        let verdict = match (submission.skip, submission.both_bad) {
+            (true, true) => return Err(Refused::Invalid("a vote is a skip or both bad, not both".into())),
+            (true, false) | (false, true) if !submission.ranking.is_empty() => {
+                return Err(Refused::Invalid("a skip or a both-bad vote carries no ranking".into()))
             }
-            Verdict::Skipped
-        } else {
-            Verdict::Ranked { levels: levels(&submission.ranking, &self.display_order(annotator, item))? }
+            (true, false) => Verdict::Skipped,
+            (false, true) if self.spec.kind == StudioKind::Study => Verdict::BothBad,
+            (false, true) => return Err(Refused::Invalid("both bad is a study's vote; rank the responses".into())),
+            (false, false) => {
+                let order = self.display_order(annotator, item);
+                let levels = levels(&submission.ranking, &order)?;
+                if self.spec.kind == StudioKind::Ranking && submission.ranking.len() < 2 {
+                    return Err(Refused::Invalid(
+                        "a ranking that ties every response says nothing; skip the item instead".into(),
+                    ));
+                }
+                Verdict::Ranked { levels }
+            }
         };
         if self.labelled.contains(&(annotator, item)) {
             return Ok(false);
@@ -257,6 +292,19 @@ impl Studio {
         self.labelled.insert((annotator, item));
         Ok(true)
     }
+}
+
+/// Takes the studio's lock (held while the file lives), or says that another process holds it.
+pub(crate) fn lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, "open", e))?;
+    lock.try_lock().map_err(|_| Error::input(dir, "another rlhf-studio is serving this directory"))?;
+    Ok(lock)
 }
 
 /// Turns slot groups (best first) into each response's place, checking that they hold every shown
@@ -277,9 +325,6 @@ fn levels(groups: &[Vec<usize>], order: &[usize]) -> std::result::Result<Vec<u32
     }
     if levels.contains(&u32::MAX) {
         return Err(Refused::Invalid("every response must be ranked".into()));
-    }
-    if groups.len() < 2 {
-        return Err(Refused::Invalid("a ranking that ties every response says nothing; skip the item instead".into()));
     }
     Ok(levels)
 }
@@ -305,42 +350,76 @@ impl NewStudio {
 }
 
 fn prepare(dir: &Path, setup: &Setup) -> Result<NewStudio> {
-    let samples = setup.samples.as_deref().ok_or_else(|| {
-        Error::input(dir, "is a new studio: give --samples (a samples table, e.g. from `rlhf-eval generate`)")
-    })?;
+    let study = !setup.policies.is_empty();
+    let samples = match (&setup.samples, setup.policies.first()) {
+        (Some(_), Some(_)) => {
+            return Err(Error::input(dir, "give --samples (ranking) or --policy (a study), not both"))
+        }
+        (Some(samples), None) => samples.as_path(),
+        (None, Some((_, first))) => first.as_path(),
+        (None, None) => {
+            return Err(Error::input(
+                dir,
+                "is a new studio: give --samples (a samples table, e.g. from `rlhf-eval generate`)",
+            ))
+        }
+    };
     if setup.annotators.is_empty() {
         return Err(Error::input(dir, "is a new studio: give --annotators (names, comma-separated)"));
     }
     let mut seen = HashSet::new();
     for name in &setup.annotators {
-        let valid = !name.is_empty()
-            && name.len() <= 32
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if !valid {
-            return Err(Error::input(dir, format!("annotator name `{name}`: use 1 to 32 of a-z, 0-9, - and _")));
-        }
-        if !seen.insert(name) {
-            return Err(Error::input(dir, format!("annotator `{name}` is named twice")));
-        }
+        check_name(dir, "annotator", name, &mut seen)?;
+    }
+    let mut seen = HashSet::new();
+    for (name, _) in &setup.policies {
+        check_name(dir, "policy", name, &mut seen)?;
     }
     let guidelines = match &setup.guidelines {
         Some(path) => std::fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))?,
         None => String::new(),
     };
-    let (items, dropped) = items_from_samples(samples)?;
-    tracing::info!(items = items.len(), single = dropped.single, duplicates = dropped.duplicates, "items");
+    let items = if study {
+        let (items, identical) = study_items(&setup.policies)?;
+        tracing::info!(items = items.len(), identical, "study items");
+        items
+    } else {
+        let (items, dropped) = items_from_samples(samples)?;
+        tracing::info!(items = items.len(), single = dropped.single, duplicates = dropped.duplicates, "items");
+        items
+    };
     let annotators = setup
         .annotators
         .iter()
         .map(|name| Ok(Annotator { name: name.clone(), token: secret()?, csrf: secret()? }))
         .collect::<Result<Vec<_>>>()?;
     let samples = std::path::absolute(samples).map_err(|e| Error::io(samples, "resolve", e))?;
-    let spec = Spec { samples, annotators, overlap: setup.overlap.max(1), seed: setup.seed };
+    let spec = Spec {
+        kind: if study { StudioKind::Study } else { StudioKind::Ranking },
+        samples,
+        policies: setup.policies.iter().map(|(name, _)| name.clone()).collect(),
+        annotators,
+        overlap: setup.overlap.max(1),
+        seed: setup.seed,
+    };
     Ok(NewStudio { spec, items, guidelines })
 }
 
+fn check_name<'a>(dir: &Path, what: &str, name: &'a str, seen: &mut HashSet<&'a str>) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 32
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(Error::input(dir, format!("{what} name `{name}`: use 1 to 32 of a-z, 0-9, - and _")));
+    }
+    if !seen.insert(name) {
+        return Err(Error::input(dir, format!("{what} `{name}` is named twice")));
+    }
+    Ok(())
+}
+
 fn check_same_setup(dir: &Path, spec: &Spec, setup: &Setup) -> Result<()> {
-    if let Some(samples) = &setup.samples {
+    if let Some(samples) = setup.samples.as_ref().or(setup.policies.first().map(|(_, path)| path)) {
         let given = std::path::absolute(samples).map_err(|e| Error::io(samples, "resolve", e))?;
         if given != spec.samples {
             return Err(Error::input(
@@ -394,7 +473,13 @@ mod tests {
         let order = [2, 0, 1];
         assert_eq!(levels(&[vec![1], vec![0, 2]], &order).unwrap(), [0, 1, 1]);
         assert_eq!(levels(&[vec![0], vec![1], vec![2]], &order).unwrap(), [1, 2, 0]);
-        for bad in [vec![vec![0], vec![1]], vec![vec![0], vec![0], vec![1, 2]], vec![vec![0, 1, 2]], vec![vec![5]]] {
+        assert_eq!(levels(&[vec![0, 1, 2]], &order).unwrap(), [0, 0, 0], "a full tie (a study's vote)");
+        for bad in [
+            vec![vec![0], vec![1]],
+            vec![vec![0], vec![0], vec![1, 2]],
+            vec![vec![5]],
+            vec![vec![0], vec![], vec![1, 2]],
+        ] {
             assert!(levels(&bad, &order).is_err(), "{bad:?}");
         }
     }

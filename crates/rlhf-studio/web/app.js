@@ -2,6 +2,8 @@
 "use strict";
 
 const csrf = document.querySelector('meta[name="csrf"]').content;
+const study = document.querySelector('meta[name="mode"]').content === "study";
+document.body.classList.add(study ? "study" : "ranking");
 const $ = (id) => document.getElementById(id);
 let item = null;   // the item on screen: {item, prompt, responses}
 let groups = [];   // the ranking so far: places, best first, each a list of slots (ties)
@@ -39,6 +41,7 @@ function render() {
 
 function choose(slot, tie) {
   if (busy || !item || slot >= item.responses.length || placeOf(slot) >= 0) return;
+  if (study) { vote(slot === 0 ? [[0], [1]] : [[1], [0]]); return; }
   if (tie && groups.length > 0) groups[groups.length - 1].push(slot);
   else groups.push([slot]);
   render();
@@ -99,17 +102,26 @@ async function load() {
 
 async function submit(skip) {
   if (busy || !item) return;
+  if (skip) { send({ skip: true }); return; }
   let ranking = groups.map((group) => group.slice());
-  if (!skip) {
-    const left = item.responses.map((_, slot) => slot).filter((slot) => placeOf(slot) < 0);
-    if (left.length === 1) ranking.push(left);  // the last one left takes the last place
-    else if (left.length > 1) { status("Rank every response first (" + left.length + " left)"); return; }
-  }
+  const left = item.responses.map((_, slot) => slot).filter((slot) => placeOf(slot) < 0);
+  if (left.length === 1) ranking.push(left);  // the last one left takes the last place
+  else if (left.length > 1) { status("Rank every response first (" + left.length + " left)"); return; }
+  send({ ranking });
+}
+
+// A study's vote: a ranking of the two slots (one place for a tie), or both bad.
+function vote(ranking) {
+  if (busy || !item) return;
+  send(ranking === "both_bad" ? { both_bad: true } : { ranking });
+}
+
+// Posts the label; the next item only shows once the server has it on disk.
+async function send(verdict) {
   busy = true;
   status("saving…");
   try {
-    await call("/api/label", skip ? { item: item.item, skip: true, rationale: $("rationale").value }
-                                  : { item: item.item, ranking, rationale: $("rationale").value });
+    await call("/api/label", Object.assign({ item: item.item, rationale: $("rationale").value }, verdict));
   } catch (error) {
     busy = false;
     status("Not saved: " + error.message);
@@ -126,13 +138,19 @@ document.addEventListener("keydown", (event) => {
   }
   const digit = /^Digit([1-9])$/.exec(event.code);
   if (digit) { choose(Number(digit[1]) - 1, event.shiftKey); event.preventDefault(); }
+  else if (study && event.key === "t") { vote([[0, 1]]); event.preventDefault(); }
+  else if (study && event.key === "b") { vote("both_bad"); event.preventDefault(); }
   else if (event.key === "Backspace") { undo(); event.preventDefault(); }
-  else if (event.key === "Enter") { submit(false); event.preventDefault(); }
+  else if (event.key === "Enter" && !study) { submit(false); event.preventDefault(); }
   else if (event.key === "s") { submit(true); event.preventDefault(); }
   else if (event.key === "r") { $("rationale").focus(); event.preventDefault(); }
 });
 $("submit").addEventListener("click", () => submit(false));
 $("skip").addEventListener("click", () => submit(true));
+$("vote-first").addEventListener("click", () => vote([[0], [1]]));
+$("vote-second").addEventListener("click", () => vote([[1], [0]]));
+$("vote-tie").addEventListener("click", () => vote([[0, 1]]));
+$("vote-bad").addEventListener("click", () => vote("both_bad"));
 
 call("/api/guidelines").then((data) => { $("guidelines").textContent = data.text || "(no guidelines)"; });
 load();

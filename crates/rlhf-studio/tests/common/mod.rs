@@ -44,10 +44,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the studio in `dir` with `args` on a free loopback port.
+    /// Starts the ranking studio in `dir` with `args` on a free loopback port.
     pub fn start(dir: &Path, args: &[&str]) -> Result<Server> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rlhf-studio"))
-            .args(["label", "--bind", "127.0.0.1:0", "--dir"])
+        let mut label = Command::new(env!("CARGO_BIN_EXE_rlhf-studio"));
+        label.arg("label");
+        Server::start_with(label, dir, args)
+    }
+
+    /// Starts `command` (the binary and its subcommand) on `dir` with `args` on a free loopback port.
+    pub fn start_with(mut command: Command, dir: &Path, args: &[&str]) -> Result<Server> {
+        let mut child = command
+            .args(["--bind", "127.0.0.1:0", "--dir"])
             .arg(dir)
             .args(args)
             .stdout(Stdio::piped())
