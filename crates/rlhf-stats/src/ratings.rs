@@ -44,7 +44,8 @@ pub fn bradley_terry(players: usize, votes: &[Vote], resamples: usize, seed: u64
         .zip(draws)
         .map(|(rating, mut draws)| {
             draws.sort_by(f64::total_cmp);
-            let at = |q: f64| if draws.is_empty() { rating } else { draws[((draws.len() - 1) as f64 * q).round() as usize] };
+            let at =
+                |q: f64| if draws.is_empty() { rating } else { draws[((draws.len() - 1) as f64 * q).round() as usize] };
             Rating { rating, low: at(0.025), high: at(0.975) }
         })
         .collect()
