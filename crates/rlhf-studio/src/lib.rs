@@ -7,13 +7,15 @@
 //! is acknowledged; [`assign`] decides who sees what in which order; [`server`] is the HTTP side
 //! (personal links, CSRF, limits, text-only rendering); [`export`] writes the journal as the
 //! rankings and comparisons tables `rlhf-reward` and `rlhf-dpo` train on; [`results`] the win
-//! rates, Bradley–Terry ratings and agreement statistics (and closes a study). No libtorch.
+//! rates, Bradley–Terry ratings and agreement statistics (and closes a study); [`runs`] feeds the
+//! runs page (every stage's curves, live, and the eval reports). No libtorch.
 
 pub mod assign;
 pub mod export;
 pub mod items;
 pub mod journal;
 pub mod results;
+pub mod runs;
 pub mod server;
 pub mod studio;
 

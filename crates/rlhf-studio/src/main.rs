@@ -1,13 +1,15 @@
 //! The `rlhf-studio` binary: `label` serves a ranking studio (set up from a samples table the first
 //! time), `study` a blind preference study between policies, each printing every annotator's
 //! personal link; `export` writes the tables from the journal (the server also does when it stops
-//! on Ctrl-C or SIGTERM); `results` writes win rates, ratings and agreement, and closes a study.
+//! on Ctrl-C or SIGTERM); `results` writes win rates, ratings and agreement, and closes a study;
+//! `runs` serves the runs page alone (any server shows it with `--runs DIR`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use rlhf_studio::server::Served;
 use rlhf_studio::{export, results, server, ResultsOptions, Setup, Studio};
 
 #[derive(Parser)]
@@ -35,6 +37,15 @@ enum Command {
         /// Also measure each annotator against the embedded task's gold judge.
         #[arg(long)]
         gold: bool,
+    },
+    /// Serve the runs page alone: every stage's training curves (live) and the eval reports under a runs directory.
+    Runs {
+        /// The runs directory (e.g. runs/).
+        #[arg(long, value_name = "DIR", default_value = "runs")]
+        runs: PathBuf,
+        /// Address to listen on; the page needs the personal link printed at start.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: SocketAddr,
     },
     /// Write <dir>/rankings.parquet and <dir>/comparisons.parquet from the studio's journal.
     Export {
@@ -82,6 +93,9 @@ struct CommonArgs {
     /// Address to listen on. Every page needs an annotator's personal link, on loopback too.
     #[arg(long, default_value = "127.0.0.1:8080")]
     bind: SocketAddr,
+    /// Also show the runs page (/runs): the training curves and eval reports under this directory.
+    #[arg(long, value_name = "DIR")]
+    runs: Option<PathBuf>,
 }
 
 fn parse_policy(value: &str) -> Result<(String, PathBuf), String> {
@@ -93,6 +107,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Label(args) => serve(args.common, args.samples, Vec::new()),
         Command::Study(args) => serve(args.common, None, args.policies),
+        Command::Runs { runs, bind } => {
+            let token = rlhf_studio::studio::secret()?;
+            let served = Served { studio: None, runs: Some(runs), viewer_token: Some(token.clone()) };
+            listen(bind, served, |address| println!("rlhf-studio: runs page: http://{address}/login/{token}"))
+        }
         Command::Results { dir, gold } => {
             print!("{}", results(&dir, ResultsOptions { gold, ..ResultsOptions::default() })?);
             Ok(())
@@ -122,31 +141,42 @@ fn serve(args: CommonArgs, samples: Option<PathBuf>, policies: Vec<(String, Path
         guidelines: args.guidelines,
     };
     let studio = Studio::open(&args.dir, &setup)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(async {
-        let listener =
-            tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("listening on {}", args.bind))?;
-        let address = listener.local_addr()?;
-        if !address.ip().is_loopback() {
-            tracing::warn!(%address, "listening beyond this machine: send each annotator only their own link");
+    let mut links = vec![format!("rlhf-studio: {} items", studio.items.len())];
+    for annotator in &studio.spec.annotators {
+        let (labelled, assigned) = studio.progress(studio.annotator_by_token(&annotator.token).unwrap_or(0));
+        links.push(format!(
+            "  {}: http://{{address}}/login/{}  ({labelled}/{assigned} labelled)",
+            annotator.name, annotator.token
+        ));
+    }
+    let served = Served { studio: Some(studio), runs: args.runs, viewer_token: None };
+    listen(args.bind, served, |address| {
+        for line in &links {
+            println!("{}", line.replace("{address}", &address.to_string()));
         }
-        println!("rlhf-studio: {} items, listening on http://{address}", studio.items.len());
-        for annotator in &studio.spec.annotators {
-            let (labelled, assigned) = studio.progress(studio.annotator_by_token(&annotator.token).unwrap_or(0));
-            println!(
-                "  {}: http://{address}/login/{}  ({labelled}/{assigned} labelled)",
-                annotator.name, annotator.token
-            );
-        }
-        println!("rlhf-studio: ready (Ctrl-C stops the server and writes the tables)");
-        use std::io::Write;
-        std::io::stdout().flush()?;
-        axum::serve(listener, server::router(studio)).with_graceful_shutdown(stopped()).await?;
-        anyhow::Ok(())
     })?;
     let done = export(&args.dir)?;
     println!("rlhf-studio: stopped; wrote {} rankings and {} comparisons", done.rankings, done.comparisons);
     Ok(())
+}
+
+/// Listens on `bind`, calls `announce` with the address (the links), and serves until Ctrl-C or SIGTERM.
+fn listen(bind: SocketAddr, served: Served, announce: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("listening on {bind}"))?;
+        let address = listener.local_addr()?;
+        if !address.ip().is_loopback() {
+            tracing::warn!(%address, "listening beyond this machine: send each person only their own link");
+        }
+        println!("rlhf-studio: listening on http://{address}");
+        announce(address);
+        println!("rlhf-studio: ready (Ctrl-C stops the server)");
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        axum::serve(listener, server::router(served)).with_graceful_shutdown(stopped()).await?;
+        anyhow::Ok(())
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

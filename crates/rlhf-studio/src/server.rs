@@ -7,6 +7,9 @@
 //!   and the Content-Security-Policy forbids inline script, so a response holding HTML shows as text.
 //! - `GET /api/next`: the annotator's next item, responses in their shuffled order; `GET
 //!   /api/guidelines`.
+//! - `GET /runs` (with a runs directory): every stage's training curves, live, and the eval reports
+//!   ([`crate::runs`]); entries are named by their index in a fresh scan, never by a path. A report
+//!   is served sandboxed (no script runs in it).
 //! - `POST /api/label`: needs the `x-csrf-token` header and, when the browser sends one, a
 //!   same-origin `Origin`; bodies are capped, posts are rate-limited per annotator. The label is
 //!   fsynced into the journal before the answer leaves, so the next item only ever shows after its
@@ -38,16 +41,53 @@ const PAGE: &str = include_str!("../web/index.html");
 const SCRIPT: &str = include_str!("../web/app.js");
 const STYLE: &str = include_str!("../web/app.css");
 
+const RUNS_PAGE: &str = include_str!("../web/runs.html");
+const RUNS_SCRIPT: &str = include_str!("../web/runs.js");
+
+/// What one server serves: a studio, a runs directory, or both.
+pub struct Served {
+    pub studio: Option<Studio>,
+    /// The runs directory of the runs page.
+    pub runs: Option<std::path::PathBuf>,
+    /// A personal link for the runs page alone (`rlhf-studio runs`); annotators' links open it too.
+    pub viewer_token: Option<String>,
+}
+
 struct App {
-    studio: Mutex<Studio>,
+    studio: Option<Mutex<Studio>>,
+    runs: Option<std::path::PathBuf>,
+    viewer_token: Option<String>,
     buckets: Mutex<HashMap<usize, (f64, Instant)>>,
 }
 
-/// The router serving `studio`.
-pub fn router(studio: Studio) -> Router {
-    let app = Arc::new(App { studio: Mutex::new(studio), buckets: Mutex::new(HashMap::new()) });
+impl App {
+    fn studio(&self) -> Result<std::sync::MutexGuard<'_, Studio>, Denied> {
+        let studio = self.studio.as_ref().ok_or_else(|| denied(StatusCode::NOT_FOUND, "this server runs no studio"))?;
+        Ok(studio.lock().unwrap())
+    }
+
+    /// Whether `token` is an annotator's or the viewer's.
+    fn knows(&self, token: &str) -> bool {
+        self.viewer_token.as_deref().is_some_and(|viewer| constant_time_eq(viewer.as_bytes(), token.as_bytes()))
+            || self.studio.as_ref().is_some_and(|studio| studio.lock().unwrap().annotator_by_token(token).is_some())
+    }
+}
+
+/// The router serving `served`.
+pub fn router(served: Served) -> Router {
+    let app = Arc::new(App {
+        studio: served.studio.map(Mutex::new),
+        runs: served.runs,
+        viewer_token: served.viewer_token,
+        buckets: Mutex::new(HashMap::new()),
+    });
     Router::new()
         .route("/", get(page))
+        .route("/runs", get(runs_page))
+        .route("/runs.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], RUNS_SCRIPT) }))
+        .route("/api/runs", get(runs_list))
+        .route("/api/runs/{index}/metrics", get(run_metrics))
+        .route("/api/runs/{index}/report", get(run_report))
         .route("/login/{token}", get(login))
         .route("/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT) }))
         .route("/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE) }))
@@ -62,8 +102,11 @@ pub fn router(studio: Studio) -> Router {
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    // A handler may set a stricter policy of its own (a sandboxed report).
+    headers.entry("content-security-policy").or_insert(HeaderValue::from_static(
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'",
+    ));
     for (name, value) in [
-        ("content-security-policy", "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'"),
         ("x-content-type-options", "nosniff"),
         ("referrer-policy", "no-referrer"),
         ("x-frame-options", "DENY"),
@@ -87,28 +130,44 @@ fn denied(status: StatusCode, message: impl Into<String>) -> Denied {
     Denied(status, message.into())
 }
 
-/// The annotator the request's cookie belongs to.
-fn annotator(app: &App, headers: &HeaderMap) -> Result<usize, Denied> {
-    let token = headers
+/// The token in the request's cookie.
+fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='));
-    token
-        .and_then(|token| app.studio.lock().unwrap().annotator_by_token(token))
-        .ok_or_else(|| denied(StatusCode::UNAUTHORIZED, "open your personal link (rlhf-studio printed it) to sign in"))
+        .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+fn sign_in_first() -> Denied {
+    denied(StatusCode::UNAUTHORIZED, "open your personal link (rlhf-studio printed it) to sign in")
+}
+
+/// The annotator the request's cookie belongs to.
+fn annotator(app: &App, headers: &HeaderMap) -> Result<usize, Denied> {
+    let token = cookie_token(headers).ok_or_else(sign_in_first)?;
+    app.studio()?.annotator_by_token(token).ok_or_else(sign_in_first)
+}
+
+/// Checks that the request's cookie is an annotator's or the viewer's.
+fn viewer(app: &App, headers: &HeaderMap) -> Result<(), Denied> {
+    cookie_token(headers).filter(|token| app.knows(token)).map(|_| ()).ok_or_else(sign_in_first)
 }
 
 async fn login(State(app): State<Arc<App>>, Path(token): Path<String>) -> Result<Response, Denied> {
-    if app.studio.lock().unwrap().annotator_by_token(&token).is_none() {
+    if !app.knows(&token) {
         return Err(denied(StatusCode::NOT_FOUND, "no such link"));
     }
     let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
-    Ok((StatusCode::SEE_OTHER, [(header::SET_COOKIE, cookie), (header::LOCATION, "/".to_string())]).into_response())
+    let home = if app.studio.is_some() { "/" } else { "/runs" };
+    Ok((StatusCode::SEE_OTHER, [(header::SET_COOKIE, cookie), (header::LOCATION, home.to_string())]).into_response())
 }
 
 async fn page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if app.studio.is_none() {
+        return (StatusCode::SEE_OTHER, [(header::LOCATION, "/runs")]).into_response();
+    }
     let annotator = match annotator(&app, &headers) {
         Ok(annotator) => annotator,
         Err(_) => {
@@ -117,7 +176,7 @@ async fn page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
                 .into_response();
         }
     };
-    let studio = app.studio.lock().unwrap();
+    let Ok(studio) = app.studio() else { unreachable!("checked above") };
     let who = &studio.spec.annotators[annotator];
     // Both are [a-z0-9_-] (names are checked at set-up, the token is hex): safe inside HTML.
     let mode = match studio.spec.kind {
@@ -130,7 +189,7 @@ async fn page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
 
 async fn next(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, Denied> {
     let annotator = annotator(&app, &headers)?;
-    let studio = app.studio.lock().unwrap();
+    let studio = app.studio()?;
     let (labelled, assigned) = studio.progress(annotator);
     let progress = json!({ "labelled": labelled, "assigned": assigned });
     let Some(index) = studio.next_item(annotator) else {
@@ -146,7 +205,7 @@ async fn next(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Respons
 
 async fn guidelines(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, Denied> {
     annotator(&app, &headers)?;
-    Ok(Json(json!({ "text": app.studio.lock().unwrap().guidelines })).into_response())
+    Ok(Json(json!({ "text": app.studio()?.guidelines })).into_response())
 }
 
 async fn label(
@@ -162,7 +221,9 @@ async fn label(
     let Json(submission) = body.map_err(|rejection| denied(rejection.status(), rejection.body_text()))?;
     let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     // The journal's fsync blocks this worker, not the runtime's others; the lock keeps labels in order.
-    let recorded = tokio::task::block_in_place(|| app.studio.lock().unwrap().record(annotator, submission, time));
+    let mut studio = app.studio()?;
+    let recorded = tokio::task::block_in_place(|| studio.record(annotator, submission, time));
+    drop(studio);
     match recorded {
         Ok(stored) => Ok(Json(json!({ "ok": true, "duplicate": !stored })).into_response()),
         Err(refused @ Refused::UnknownItem(_)) => Err(denied(StatusCode::NOT_FOUND, refused.to_string())),
@@ -176,7 +237,7 @@ async fn label(
 }
 
 fn check_csrf(app: &App, annotator: usize, headers: &HeaderMap) -> Result<(), Denied> {
-    let expected = app.studio.lock().unwrap().spec.annotators[annotator].csrf.clone();
+    let expected = app.studio()?.spec.annotators[annotator].csrf.clone();
     let given = headers.get("x-csrf-token").map(HeaderValue::as_bytes).unwrap_or_default();
     if !constant_time_eq(given, expected.as_bytes()) {
         return Err(denied(StatusCode::FORBIDDEN, "missing or wrong x-csrf-token"));
@@ -204,4 +265,57 @@ fn take_token(app: &App, annotator: usize) -> bool {
     }
     *tokens -= 1.0;
     true
+}
+
+async fn runs_page(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, Denied> {
+    viewer(&app, &headers)?;
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], RUNS_PAGE).into_response())
+}
+
+/// The runs directory's entries now, after the viewer check.
+fn entries(app: &App, headers: &HeaderMap) -> Result<Vec<crate::runs::Entry>, Denied> {
+    viewer(app, headers)?;
+    let root =
+        app.runs.as_ref().ok_or_else(|| denied(StatusCode::NOT_FOUND, "no runs directory (start with --runs DIR)"))?;
+    Ok(crate::runs::scan(root))
+}
+
+fn entry(app: &App, headers: &HeaderMap, index: usize) -> Result<crate::runs::Entry, Denied> {
+    entries(app, headers)?.into_iter().nth(index).ok_or_else(|| denied(StatusCode::NOT_FOUND, "no such run"))
+}
+
+async fn runs_list(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, Denied> {
+    let list: Vec<serde_json::Value> = entries(&app, &headers)?
+        .iter()
+        .enumerate()
+        .map(|(index, e)| json!({ "index": index, "name": e.name, "metrics": e.metrics.is_some(), "report": e.report.is_some() }))
+        .collect();
+    Ok(Json(json!({ "runs": list })).into_response())
+}
+
+async fn run_metrics(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(index): Path<usize>,
+) -> Result<Response, Denied> {
+    let entry = entry(&app, &headers, index)?;
+    let metrics = entry.metrics.ok_or_else(|| denied(StatusCode::NOT_FOUND, "this entry has no metrics"))?;
+    let series = tokio::task::block_in_place(|| crate::runs::series(&metrics))
+        .map_err(|e| denied(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(json!({ "name": entry.name, "series": series })).into_response())
+}
+
+async fn run_report(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(index): Path<usize>,
+) -> Result<Response, Denied> {
+    let entry = entry(&app, &headers, index)?;
+    let report = entry.report.ok_or_else(|| denied(StatusCode::NOT_FOUND, "this entry has no report"))?;
+    let html =
+        std::fs::read_to_string(&report).map_err(|e| denied(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // The report is the eval's own self-contained HTML (inline style, base64 plots); sandboxed, no script.
+    let policy = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'";
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CONTENT_SECURITY_POLICY, policy)], html)
+        .into_response())
 }

@@ -449,7 +449,7 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 }
 
 /// 128 random bits from the operating system, in hex.
-fn secret() -> Result<String> {
+pub fn secret() -> Result<String> {
     use std::io::Read;
     let mut bytes = [0u8; 16];
     File::open("/dev/urandom")

@@ -1,8 +1,8 @@
 //! The studio in a real browser (headless Chromium over CDP): an annotator ranks items by keyboard
 //! alone, the server is killed with SIGKILL mid-session and restarted, every acknowledged label is
 //! there and the annotator goes on where they stopped; a response holding HTML and script shows as
-//! text; the exported rankings validate and train a reward model. With `STUDIO_SCREENSHOTS=DIR` it
-//! also saves the page as `DIR/studio-ranking.png` (the README's picture).
+//! text; the exported rankings validate and train a reward model, whose curves the runs page draws.
+//! With `STUDIO_SCREENSHOTS=DIR` it also saves the pages as PNGs there.
 
 mod common;
 
@@ -126,7 +126,22 @@ fn an_annotator_ranks_by_keyboard_through_a_kill_and_the_labels_train_a_reward_m
     validate_table(dir.join("comparisons.parquet"), Kind::Comparisons)?;
     let rankings: Vec<Ranking> = read_records(dir.join("rankings.parquet"))?;
     ensure!(rankings.len() == 3 && rankings.iter().all(|r| r.annotator.as_deref() == Some("human:ada")));
-    train_reward_model(tmp.path(), &dir.join("rankings.parquet"))
+    train_reward_model(tmp.path(), &dir.join("rankings.parquet"))?;
+
+    // The runs page draws the reward model's training curves.
+    let mut runs = std::process::Command::new(env!("CARGO_BIN_EXE_rlhf-studio"));
+    runs.args(["runs", "--runs"]).arg(tmp.path().join("run"));
+    let server = Server::start_with(runs, None, &[])?;
+    browser.navigate(&tab, &format!("http://{}/login/{}", server.address, server.token("viewer")))?;
+    browser.wait_for(&tab, "[...document.querySelectorAll('#entries button')].some(b => b.textContent === 'rm')")?;
+    browser
+        .eval(&tab, "[...document.querySelectorAll('#entries button')].find(b => b.textContent === 'rm').click()")?;
+    browser.wait_for(&tab, "document.querySelectorAll('.chart svg path').length > 3")?;
+    ensure!(browser.eval(&tab, "document.getElementById('title').textContent")? == "rm");
+    if let Ok(shots) = std::env::var("STUDIO_SCREENSHOTS") {
+        browser.screenshot(&tab, &std::path::Path::new(&shots).join("studio-runs.png"))?;
+    }
+    Ok(())
 }
 
 fn train_reward_model(tmp: &std::path::Path, rankings: &std::path::Path) -> Result<()> {

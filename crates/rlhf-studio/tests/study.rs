@@ -45,7 +45,7 @@ fn a_blind_study_ranks_policies_as_the_votes_do_and_closes() -> Result<()> {
     setup.extend(args.iter().map(String::as_str));
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rlhf-studio"));
     command.arg("study");
-    let server = Server::start_with(command, &dir, &setup)?;
+    let server = Server::start_with(command, Some(&dir), &setup)?;
     let gold = rlhf_task::judge_by_name("gold", 0).unwrap();
 
     for name in ["ada", "bob"] {

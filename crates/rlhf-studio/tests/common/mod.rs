@@ -48,18 +48,17 @@ impl Server {
     pub fn start(dir: &Path, args: &[&str]) -> Result<Server> {
         let mut label = Command::new(env!("CARGO_BIN_EXE_rlhf-studio"));
         label.arg("label");
-        Server::start_with(label, dir, args)
+        Server::start_with(label, Some(dir), args)
     }
 
-    /// Starts `command` (the binary and its subcommand) on `dir` with `args` on a free loopback port.
-    pub fn start_with(mut command: Command, dir: &Path, args: &[&str]) -> Result<Server> {
-        let mut child = command
-            .args(["--bind", "127.0.0.1:0", "--dir"])
-            .arg(dir)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+    /// Starts `command` (the binary and its subcommand) on `dir` (a studio's) with `args` on a free
+    /// loopback port.
+    pub fn start_with(mut command: Command, dir: Option<&Path>, args: &[&str]) -> Result<Server> {
+        command.args(["--bind", "127.0.0.1:0"]);
+        if let Some(dir) = dir {
+            command.arg("--dir").arg(dir);
+        }
+        let mut child = command.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
         let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
         let first = lines.next().context("the studio printed nothing")??;
         let Some(address) = first.split("http://").nth(1) else { bail!("unexpected first line: {first}") };
@@ -68,6 +67,12 @@ impl Server {
             let line = line?;
             if line.starts_with("rlhf-studio: ready") {
                 break;
+            }
+            if let Some(link) = line.strip_prefix("rlhf-studio: runs page: http://") {
+                links.push(("viewer".to_string(), link.split("/login/").nth(1).context("no token")?.to_string()));
+            }
+            if line.starts_with("rlhf-studio:") {
+                continue;
             }
             let Some((name, rest)) = line.trim().split_once(": http://") else { bail!("unexpected line: {line}") };
             let token = rest.split("/login/").nth(1).context("no token")?.split_whitespace().next().context("token")?;
