@@ -8,8 +8,8 @@ use std::path::Path;
 use rlhf_data::{write_records, Comparison, Ranking};
 
 use crate::journal::Verdict;
-use crate::studio::Files;
-use crate::{Error, Result};
+use crate::studio::{human_tag, Files};
+use crate::Result;
 
 /// What [`export`] wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,10 +42,8 @@ fn tables(files: &Files) -> Result<(Vec<Ranking>, Vec<Comparison>, Exported)> {
             summary.skipped += 1;
             continue;
         };
-        let item = files.items.iter().find(|item| item.id == label.item).ok_or_else(|| {
-            Error::input("journal.jsonl", format!("a label names item `{}`, which the studio lacks", label.item))
-        })?;
-        let annotator = Some(format!("human:{}", label.annotator));
+        let (_, item) = files.item_of(label)?;
+        let annotator = Some(human_tag(&label.annotator));
         let id = format!("{}.{}", item.id, label.annotator);
         let mut order: Vec<u32> = (0..levels.len() as u32).collect();
         order.sort_by_key(|&i| levels[i as usize]);
@@ -108,22 +106,20 @@ mod tests {
             rationale: String::new(),
             time: String::new(),
         };
-        let files = Files {
-            spec: Spec {
-                kind: crate::studio::StudioKind::Ranking,
-                samples: "s".into(),
-                policies: Vec::new(),
-                annotators: Vec::new(),
-                overlap: 1,
-                seed: 0,
-            },
-            items: vec![item],
-            labels: vec![
-                label("ada", Verdict::Ranked { levels: vec![2, 0, 1] }),
-                label("bob", Verdict::Ranked { levels: vec![0, 1, 1] }),
-                label("cy", Verdict::Skipped),
-            ],
+        let spec = Spec {
+            kind: crate::studio::StudioKind::Ranking,
+            samples: "s".into(),
+            policies: Vec::new(),
+            annotators: Vec::new(),
+            overlap: 1,
+            seed: 0,
         };
+        let labels = vec![
+            label("ada", Verdict::Ranked { levels: vec![2, 0, 1] }),
+            label("bob", Verdict::Ranked { levels: vec![0, 1, 1] }),
+            label("cy", Verdict::Skipped),
+        ];
+        let files = Files::new(spec, vec![item], labels);
         let (rankings, comparisons, summary) = tables(&files).unwrap();
         assert_eq!(summary, Exported { rankings: 1, comparisons: 5, with_ties: 1, skipped: 1 });
         assert_eq!(rankings[0].ranking, [1, 2, 0]);

@@ -47,38 +47,34 @@ pub fn items_from_samples(path: &Path) -> Result<(Vec<Item>, Dropped)> {
     let mut items: Vec<Item> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut dropped = Dropped::default();
-    for chunk in RecordReader::<Demonstration>::open(path)? {
-        let chunk = chunk?;
-        for (offset, row) in chunk.records.into_iter().enumerate() {
-            row.validate(|| Location::Row { path: path.to_path_buf(), row: chunk.first_row + offset as u64 })?;
-            check_length(path, &row)?;
-            let at = *index.entry(row.id.clone()).or_insert_with(|| {
-                items.push(Item {
-                    id: row.id.clone(),
-                    prompt: row.prompt.clone(),
-                    prompt_messages: row.prompt_messages.clone(),
-                    responses: Vec::new(),
-                    sources: Vec::new(),
-                });
-                items.len() - 1
+    for_each_row(path, |row| {
+        let at = *index.entry(row.id.clone()).or_insert_with(|| {
+            items.push(Item {
+                id: row.id.clone(),
+                prompt: row.prompt.clone(),
+                prompt_messages: row.prompt_messages.clone(),
+                responses: Vec::new(),
+                sources: Vec::new(),
             });
-            let item = &mut items[at];
-            if item.responses.contains(&row.response) {
-                dropped.duplicates += 1;
-                continue;
-            }
-            if item.responses.len() == MAX_RESPONSES {
-                return Err(Error::input(
-                    path,
-                    format!(
-                        "id {}: more than {MAX_RESPONSES} distinct responses; the studio ranks at most {MAX_RESPONSES}",
-                        row.id
-                    ),
-                ));
-            }
-            item.responses.push(row.response);
+            items.len() - 1
+        });
+        let item = &mut items[at];
+        if item.responses.contains(&row.response) {
+            dropped.duplicates += 1;
+            return Ok(());
         }
-    }
+        if item.responses.len() == MAX_RESPONSES {
+            return Err(Error::input(
+                path,
+                format!(
+                    "id {}: more than {MAX_RESPONSES} distinct responses; the studio ranks at most {MAX_RESPONSES}",
+                    row.id
+                ),
+            ));
+        }
+        item.responses.push(row.response);
+        Ok(())
+    })?;
     let before = items.len();
     items.retain(|item| item.responses.len() >= 2);
     dropped.single = before - items.len();
@@ -103,20 +99,15 @@ pub fn study_items(policies: &[(String, std::path::PathBuf)]) -> Result<(Vec<Ite
     let mut prompts: Vec<(String, String, Option<Vec<ChatMessage>>)> = Vec::new();
     for (index, (_, path)) in policies.iter().enumerate() {
         let mut first: HashMap<String, String> = HashMap::new();
-        for chunk in RecordReader::<Demonstration>::open(path)? {
-            let chunk = chunk?;
-            for (offset, row) in chunk.records.into_iter().enumerate() {
-                row.validate(|| Location::Row { path: path.clone(), row: chunk.first_row + offset as u64 })?;
-                check_length(path, &row)?;
-                if first.contains_key(&row.id) {
-                    continue;
-                }
+        for_each_row(path, |row| {
+            if let std::collections::hash_map::Entry::Vacant(slot) = first.entry(row.id.clone()) {
                 if index == 0 {
-                    prompts.push((row.id.clone(), row.prompt.clone(), row.prompt_messages.clone()));
+                    prompts.push((row.id, row.prompt, row.prompt_messages));
                 }
-                first.insert(row.id, row.response);
+                slot.insert(row.response);
             }
-        }
+            Ok(())
+        })?;
         answers.push(first);
     }
     let pairs: Vec<(usize, usize)> =
@@ -145,14 +136,26 @@ pub fn study_items(policies: &[(String, std::path::PathBuf)]) -> Result<(Vec<Ite
     Ok((items, identical))
 }
 
-fn check_length(path: &Path, row: &Demonstration) -> Result<()> {
-    for (what, text) in [("prompt", &row.prompt), ("response", &row.response)] {
-        let chars = text.chars().count();
-        if chars > MAX_TEXT_CHARS {
-            return Err(Error::input(
-                path,
-                format!("id {}: the {what} is {chars} characters; the studio shows at most {MAX_TEXT_CHARS}", row.id),
-            ));
+/// Hands each row of the responses table at `path` to `take`, once it is valid (non-empty texts)
+/// and no text is longer than [`MAX_TEXT_CHARS`].
+fn for_each_row(path: &Path, mut take: impl FnMut(Demonstration) -> Result<()>) -> Result<()> {
+    for chunk in RecordReader::<Demonstration>::open(path)? {
+        let chunk = chunk?;
+        for (offset, row) in chunk.records.into_iter().enumerate() {
+            row.validate(|| Location::Row { path: path.to_path_buf(), row: chunk.first_row + offset as u64 })?;
+            for (what, text) in [("prompt", &row.prompt), ("response", &row.response)] {
+                let chars = text.chars().count();
+                if chars > MAX_TEXT_CHARS {
+                    return Err(Error::input(
+                        path,
+                        format!(
+                            "id {}: the {what} is {chars} characters; the studio shows at most {MAX_TEXT_CHARS}",
+                            row.id
+                        ),
+                    ));
+                }
+            }
+            take(row)?;
         }
     }
     Ok(())

@@ -142,8 +142,8 @@ fn serve(args: CommonArgs, samples: Option<PathBuf>, policies: Vec<(String, Path
     };
     let studio = Studio::open(&args.dir, &setup)?;
     let mut links = vec![format!("rlhf-studio: {} items", studio.items.len())];
-    for annotator in &studio.spec.annotators {
-        let (labelled, assigned) = studio.progress(studio.annotator_by_token(&annotator.token).unwrap_or(0));
+    for (index, annotator) in studio.spec.annotators.iter().enumerate() {
+        let (labelled, assigned) = studio.progress(index);
         links.push(format!(
             "  {}: http://{{address}}/login/{}  ({labelled}/{assigned} labelled)",
             annotator.name, annotator.token

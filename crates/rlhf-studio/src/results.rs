@@ -8,7 +8,7 @@
 //! Agreement is measured on pairwise decisions: each pair of responses an annotator judged is one
 //! decision, "first better", "second better", "tie" or (in a study) "both bad".
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -18,7 +18,7 @@ use rlhf_stats::ratings::{bradley_terry, Rating, Vote};
 use rlhf_stats::{bootstrap_interval, mean};
 use serde_json::json;
 
-use crate::journal::{Label, Verdict};
+use crate::journal::Verdict;
 use crate::studio::{lock, Files, StudioKind, CLOSED_FILE};
 use crate::{Error, Result};
 
@@ -71,7 +71,7 @@ pub fn results(dir: &Path, options: ResultsOptions) -> Result<String> {
     .unwrap();
     let mut report = json!({ "kind": files.spec.kind, "labels": labels, "items": files.items.len() });
     if files.spec.kind == StudioKind::Study {
-        report["study"] = study(&files, &annotators, options, &mut markdown);
+        report["study"] = study(&files, &annotators, options, &mut markdown)?;
     }
     report["agreement"] = agreement(&decisions, &annotators, &mut markdown);
     if options.gold {
@@ -92,83 +92,80 @@ pub fn results(dir: &Path, options: ResultsOptions) -> Result<String> {
 /// One pairwise decision: (item index, first response, second response) → category, by annotator.
 type Decisions = BTreeMap<(usize, usize, usize), BTreeMap<String, usize>>;
 
+/// The category of a label's decision on its responses `i` and `j` (none for a skip).
+fn decision(verdict: &Verdict, i: usize, j: usize) -> Option<usize> {
+    match verdict {
+        Verdict::Skipped => None,
+        Verdict::BothBad => Some(BOTH_BAD),
+        Verdict::Ranked { levels } => Some(match levels[i].cmp(&levels[j]) {
+            std::cmp::Ordering::Less => FIRST,
+            std::cmp::Ordering::Greater => SECOND,
+            std::cmp::Ordering::Equal => TIE,
+        }),
+    }
+}
+
+/// A decision as a vote's outcome for the first response: a win 1, a loss 0, a tie or both bad ½.
+fn outcome(category: usize) -> f64 {
+    match category {
+        FIRST => 1.0,
+        SECOND => 0.0,
+        _ => 0.5,
+    }
+}
+
 fn decisions(files: &Files) -> Result<Decisions> {
-    let index: HashMap<&str, usize> = files.items.iter().enumerate().map(|(i, item)| (item.id.as_str(), i)).collect();
     let mut decisions = Decisions::new();
     for label in &files.labels {
-        let item = *index.get(label.item.as_str()).ok_or_else(|| {
-            Error::input("journal.jsonl", format!("a label names item `{}`, which the studio lacks", label.item))
-        })?;
-        let responses = files.items[item].responses.len();
+        let (item, shown) = files.item_of(label)?;
+        let responses = shown.responses.len();
         for i in 0..responses {
             for j in (i + 1)..responses {
-                let category = match &label.verdict {
-                    Verdict::Skipped => continue,
-                    Verdict::BothBad => BOTH_BAD,
-                    Verdict::Ranked { levels } => match levels[i].cmp(&levels[j]) {
-                        std::cmp::Ordering::Less => FIRST,
-                        std::cmp::Ordering::Greater => SECOND,
-                        std::cmp::Ordering::Equal => TIE,
-                    },
-                };
-                decisions.entry((item, i, j)).or_default().insert(label.annotator.clone(), category);
+                if let Some(category) = decision(&label.verdict, i, j) {
+                    decisions.entry((item, i, j)).or_default().insert(label.annotator.clone(), category);
+                }
             }
         }
     }
     Ok(decisions)
 }
 
-/// The study's votes: (annotator, vote), the vote's `a` and `b` indices into the policies.
-fn votes<'a>(files: &'a Files) -> Vec<(&'a str, Vote, usize)> {
+/// The study's votes: (annotator, vote, decision); the vote's `a` and `b` index the policies, in
+/// the order of the item's sources (the policies' own order: see `items::study_items`).
+fn votes(files: &Files) -> Result<Vec<(&str, Vote, usize)>> {
     let policy = |name: &str| files.spec.policies.iter().position(|p| p == name);
-    files
-        .labels
-        .iter()
-        .filter_map(|label: &'a Label| {
-            let item = files.items.iter().find(|item| item.id == label.item)?;
-            let (a, b) = (policy(item.sources.first()?)?, policy(item.sources.get(1)?)?);
-            let (outcome, category) = match &label.verdict {
-                Verdict::Skipped => return None,
-                Verdict::BothBad => (0.5, BOTH_BAD),
-                Verdict::Ranked { levels } => match levels[0].cmp(&levels[1]) {
-                    std::cmp::Ordering::Less => (1.0, FIRST),
-                    std::cmp::Ordering::Greater => (0.0, SECOND),
-                    std::cmp::Ordering::Equal => (0.5, TIE),
-                },
-            };
-            Some((label.annotator.as_str(), Vote { a, b, outcome }, category))
-        })
-        .collect()
+    let mut votes = Vec::new();
+    for label in &files.labels {
+        let (_, item) = files.item_of(label)?;
+        let (Some(a), Some(b)) =
+            (item.sources.first().and_then(|s| policy(s)), item.sources.get(1).and_then(|s| policy(s)))
+        else {
+            continue;
+        };
+        if let Some(category) = decision(&label.verdict, 0, 1) {
+            votes.push((label.annotator.as_str(), Vote { a, b, outcome: outcome(category) }, category));
+        }
+    }
+    Ok(votes)
 }
 
 fn interval(rating: &Rating) -> String {
     format!("{:.0} [{:.0}, {:.0}]", rating.rating, rating.low, rating.high)
 }
 
-fn study(files: &Files, annotators: &[&str], options: ResultsOptions, md: &mut String) -> serde_json::Value {
+fn study(files: &Files, annotators: &[&str], options: ResultsOptions, md: &mut String) -> Result<serde_json::Value> {
     let policies = &files.spec.policies;
-    let votes = votes(files);
+    let votes = votes(files)?;
     writeln!(md, "## Win rates\n\nA tie or a both-bad vote counts half a win each way.\n").unwrap();
     writeln!(md, "| A | B | votes | A wins | B wins | ties | both bad | A's win rate [95% CI] |").unwrap();
     writeln!(md, "|---|---|---:|---:|---:|---:|---:|---|").unwrap();
     let mut pairs = Vec::new();
     for a in 0..policies.len() {
         for b in (a + 1)..policies.len() {
-            // Each vote as seen from `a`.
             let seen: Vec<(f64, usize)> = votes
                 .iter()
-                .filter_map(|(_, vote, category)| match (vote.a, vote.b) {
-                    (x, y) if (x, y) == (a, b) => Some((vote.outcome, *category)),
-                    (x, y) if (x, y) == (b, a) => {
-                        let flipped = match *category {
-                            FIRST => SECOND,
-                            SECOND => FIRST,
-                            other => other,
-                        };
-                        Some((1.0 - vote.outcome, flipped))
-                    }
-                    _ => None,
-                })
+                .filter(|(_, vote, _)| (vote.a, vote.b) == (a, b))
+                .map(|(_, vote, category)| (vote.outcome, *category))
                 .collect();
             if seen.is_empty() {
                 continue;
@@ -228,13 +225,13 @@ fn study(files: &Files, annotators: &[&str], options: ResultsOptions, md: &mut S
             .collect::<serde_json::Map<_, _>>()
             .into()
     };
-    json!({
+    Ok(json!({
         "policies": policies,
         "votes": votes.len(),
         "pairs": pairs,
         "ratings": rating_json(&pooled),
         "ratings_by_annotator": by_annotator.iter().map(|(name, r)| (name.to_string(), rating_json(r))).collect::<serde_json::Map<_, _>>(),
-    })
+    }))
 }
 
 fn agreement(decisions: &Decisions, annotators: &[&str], md: &mut String) -> serde_json::Value {

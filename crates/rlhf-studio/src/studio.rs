@@ -10,7 +10,7 @@
 //! [`crate::export`] writes from the journal. `studio.json` is written last, so its presence
 //! means the directory is set up; `.lock` makes one server at a time its writer.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -81,11 +81,9 @@ pub struct Annotator {
     pub csrf: String,
 }
 
-impl Annotator {
-    /// The name labels carry in exported tables.
-    pub fn label(&self) -> String {
-        format!("human:{}", self.name)
-    }
+/// The tag annotator `name`'s labels carry in exported tables.
+pub fn human_tag(name: &str) -> String {
+    format!("human:{name}")
 }
 
 /// What an annotator sent for an item: the shown responses' places (slots) grouped best first
@@ -118,28 +116,50 @@ pub enum Refused {
     Storage(#[from] Error),
 }
 
-/// The files of a studio directory, read without taking its lock (what `export` needs).
+/// The files of a studio directory, read without taking its lock (what `export` and `results`
+/// need).
 pub struct Files {
     pub spec: Spec,
     pub items: Vec<Item>,
     pub labels: Vec<Label>,
+    index: HashMap<String, usize>,
 }
 
 impl Files {
-    pub fn read(dir: &Path) -> Result<Files> {
-        let spec_path = dir.join(SPEC_FILE);
-        if !spec_path.is_file() {
-            return Err(Error::input(
-                dir,
-                "is not a studio directory (no studio.json); start `rlhf-studio label` in it first",
-            ));
-        }
-        Ok(Files {
-            spec: read_json(&spec_path)?,
-            items: read_json(&dir.join(ITEMS_FILE))?,
-            labels: Journal::read(&dir.join(JOURNAL_FILE))?,
-        })
+    pub fn new(spec: Spec, items: Vec<Item>, labels: Vec<Label>) -> Files {
+        let index = index_by_id(&items);
+        Files { spec, items, labels, index }
     }
+
+    pub fn read(dir: &Path) -> Result<Files> {
+        let (spec, items) = read_setup(dir)?;
+        Ok(Files::new(spec, items, Journal::read(&dir.join(JOURNAL_FILE))?))
+    }
+
+    /// The item a label names, with its index; a label naming no item is a damaged journal.
+    pub fn item_of(&self, label: &Label) -> Result<(usize, &Item)> {
+        let index = *self.index.get(&label.item).ok_or_else(|| {
+            Error::input(JOURNAL_FILE, format!("a label names item `{}`, which the studio lacks", label.item))
+        })?;
+        Ok((index, &self.items[index]))
+    }
+}
+
+/// `studio.json` and `items.json`.
+fn read_setup(dir: &Path) -> Result<(Spec, Vec<Item>)> {
+    let spec_path = dir.join(SPEC_FILE);
+    if !spec_path.is_file() {
+        return Err(Error::input(
+            dir,
+            "is not a studio directory (no studio.json); start `rlhf-studio label` in it first",
+        ));
+    }
+    Ok((read_json(&spec_path)?, read_json(&dir.join(ITEMS_FILE))?))
+}
+
+/// Each item's index by its id.
+fn index_by_id(items: &[Item]) -> HashMap<String, usize> {
+    items.iter().enumerate().map(|(i, item)| (item.id.clone(), i)).collect()
 }
 
 /// An open studio: its files, the journal open for appending, and which (annotator, item) pairs
@@ -150,6 +170,7 @@ pub struct Studio {
     pub items: Vec<Item>,
     pub guidelines: String,
     journal: Journal,
+    index: HashMap<String, usize>,
     labelled: HashSet<(usize, usize)>,
     queues: Vec<Vec<usize>>,
     _lock: File,
@@ -166,7 +187,7 @@ impl Studio {
         if let Some(new) = new.filter(|_| !dir.join(SPEC_FILE).is_file()) {
             new.write(dir)?;
         }
-        let Files { spec, items, .. } = Files::read(dir)?;
+        let (spec, items) = read_setup(dir)?;
         check_same_setup(dir, &spec, setup)?;
         let guidelines = std::fs::read_to_string(dir.join(GUIDELINES_FILE)).unwrap_or_default();
         if dir.join(CLOSED_FILE).exists() {
@@ -183,12 +204,14 @@ impl Studio {
             .enumerate()
             .map(|(a, annotator)| queue(spec.seed, &annotator.name, a, n, spec.overlap, items.len()))
             .collect();
+        let index = index_by_id(&items);
         let mut studio = Studio {
             dir: dir.to_path_buf(),
             spec,
             items,
             guidelines,
             journal,
+            index,
             labelled: HashSet::new(),
             queues,
             _lock: lock,
@@ -220,7 +243,7 @@ impl Studio {
     }
 
     fn item_index(&self, id: &str) -> Option<usize> {
-        self.items.iter().position(|item| item.id == id)
+        self.index.get(id).copied()
     }
 
     /// The next item annotator `annotator` has not labelled, in their order.
