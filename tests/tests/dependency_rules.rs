@@ -1,6 +1,6 @@
 //! The workspace's dependency rules (ARCHITECTURE.md, "Invariants"): stage crates never depend on
 //! each other and build on `rlhf-data`, `rlhf-model` and the trainer core `rlhf-train`; `rlhf-data`,
-//! `rlhf-task`, `rlhf-bench`, `rlhf-studio` and `xtask` build without libtorch; the crates below the stages never
+//! `rlhf-task`, `rlhf-bench` and `xtask` build without libtorch; the crates below the stages never
 //! reach one.
 //!
 //! Checked on the manifests alone (`cargo metadata --no-deps`: no lock-file resolution, no registry,
@@ -16,7 +16,7 @@ use serde_json::Value;
 
 const STAGES: &[&str] = &["rlhf-sft", "rlhf-reward", "rlhf-ppo", "rlhf-dpo", "rlhf-eval"];
 const TORCH: &[&str] = &["tch", "torch-sys", "rlhf-model"];
-const NO_TORCH: &[&str] = &["rlhf-data", "rlhf-task", "rlhf-bench", "rlhf-studio", "xtask"];
+const NO_TORCH: &[&str] = &["rlhf-data", "rlhf-task", "rlhf-bench", "xtask"];
 /// Crates the stages build on; none may reach a stage.
 const BELOW_STAGES: &[&str] = &["rlhf-data", "rlhf-task", "rlhf-bench", "rlhf-model", "rlhf-train"];
 

@@ -110,6 +110,18 @@ pub struct TokenSample {
     pub text: String,
 }
 
+/// The tokens generation stops at: the model config's, then `extra` (a `generation_config.json`'s),
+/// then the tokenizer's eos, each once.
+pub fn end_token_ids(model: &CausalLm, tokenizer: &Tokenizer, extra: &[i64]) -> Vec<i64> {
+    let mut ids = model.config().eos_token_ids();
+    for id in extra.iter().copied().chain([tokenizer.eos_id()]) {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
 /// Samples `samples_per_prompt` rows for every prompt, empty ones included, prompt-major.
 pub fn sample_tokens(
     model: &CausalLm,
@@ -148,12 +160,7 @@ pub fn sample_tokens(
     }
     let rows: Vec<(usize, u32)> =
         (0..prompts.len()).flat_map(|i| (0..config.samples_per_prompt).map(move |k| (i, k))).collect();
-    let mut eos_token_ids = model.config().eos_token_ids();
-    for id in config.extra_eos_token_ids.iter().copied().chain([tokenizer.eos_id()]) {
-        if !eos_token_ids.contains(&id) {
-            eos_token_ids.push(id);
-        }
-    }
+    let eos_token_ids = end_token_ids(model, tokenizer, &config.extra_eos_token_ids);
     let greedy = config.temperature == 0.0;
     let mut samples = Vec::with_capacity(rows.len());
     for (b, chunk) in rows.chunks(config.batch_size).enumerate() {

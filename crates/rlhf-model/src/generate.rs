@@ -191,6 +191,20 @@ pub fn generate(
     attention_mask: Option<&Tensor>,
     cfg: &GenerationConfig,
 ) -> Result<Generation> {
+    check_request(model, input_ids, attention_mask, cfg)?;
+    let s = input_ids.size();
+    let (b, p, n) = (s[0], s[1], cfg.max_new_tokens);
+    let _span = tracing::debug_span!("generate", batch = b, prompt = p, max_new = n).entered();
+    tch::no_grad(|| generate_inner(model, input_ids, attention_mask, cfg, None))
+}
+
+/// The shapes and settings [`generate`] refuses.
+fn check_request(
+    model: &CausalLm,
+    input_ids: &Tensor,
+    attention_mask: Option<&Tensor>,
+    cfg: &GenerationConfig,
+) -> Result<()> {
     let s = input_ids.size();
     if s.len() != 2 || s[1] == 0 || s[0] == 0 {
         return Err(Error::invalid(format!("input_ids must be [batch>0, seq>0], got {s:?}")));
@@ -204,7 +218,7 @@ pub fn generate(
     if cfg.top_p.is_nan() || cfg.top_p <= 0.0 || cfg.top_p > 1.0 {
         return Err(Error::invalid(format!("top_p must be in (0, 1], got {}", cfg.top_p)));
     }
-    let (b, p, n) = (s[0], s[1], cfg.max_new_tokens);
+    let (p, n) = (s[1], cfg.max_new_tokens);
     if let ArchConfig::Gpt2(c) = &model.config().arch {
         if p + n > c.n_positions {
             return Err(Error::invalid(format!(
@@ -218,19 +232,37 @@ pub fn generate(
             return Err(Error::invalid(format!("attention_mask {:?} must match input_ids {s:?}", m.size())));
         }
     }
-    let _span = tracing::debug_span!("generate", batch = b, prompt = p, max_new = n).entered();
-    tch::no_grad(|| generate_inner(model, input_ids, attention_mask, cfg, b, p, n))
+    Ok(())
 }
+
+/// [`generate`] from token-list prompts, calling `on_step(tokens, logits)` after every step with
+/// the step's tokens `[B]` (`pad_token_id` for finished rows) and the model's raw logits `[B, V]`
+/// (f32, before temperature) they were chosen from: what a server streams and reports log-probs
+/// from. Generation stops early when `on_step` returns `false`. The tokens are those
+/// [`generate_from_tokens`] picks with the same configuration.
+pub fn generate_streaming(
+    model: &CausalLm,
+    prompts: &[Vec<i64>],
+    cfg: &GenerationConfig,
+    mut on_step: impl FnMut(&Tensor, &Tensor) -> bool,
+) -> Result<Generation> {
+    let (ids, mask) = left_pad(prompts, cfg.pad_token_id, model.device())?;
+    check_request(model, &ids, Some(&mask), cfg)?;
+    tch::no_grad(|| generate_inner(model, &ids, Some(&mask), cfg, Some(&mut on_step)))
+}
+
+/// What one step's tokens and raw logits are handed to.
+type StepObserver<'a> = &'a mut dyn FnMut(&Tensor, &Tensor) -> bool;
 
 fn generate_inner(
     model: &CausalLm,
     input_ids: &Tensor,
     attention_mask: Option<&Tensor>,
     cfg: &GenerationConfig,
-    b: i64,
-    p: i64,
-    n: i64,
+    mut on_step: Option<StepObserver<'_>>,
 ) -> Result<Generation> {
+    let s = input_ids.size();
+    let (b, p, n) = (s[0], s[1], cfg.max_new_tokens);
     let device = model.device();
     let ids = input_ids.to_device(device);
     if n == 0 {
@@ -281,7 +313,8 @@ fn generate_inner(
                 (next, lp)
             }
             Some(u) => {
-                let scaled = if cfg.temperature != 1.0 { logits32 / cfg.temperature } else { logits32 };
+                let scaled =
+                    if cfg.temperature != 1.0 { &logits32 / cfg.temperature } else { logits32.shallow_clone() };
                 let next = sample(&scaled, &u.get(i), cfg.top_k, cfg.top_p);
                 let lp = gather_logprobs(&scaled, &next);
                 (next, lp)
@@ -294,9 +327,10 @@ fn generate_inner(
         for &e in &eos {
             finished = finished.logical_or(&next.eq(e));
         }
+        let go_on = on_step.as_mut().is_none_or(|observe| observe(&next, &logits32));
         tokens.push(next.shallow_clone());
         logprobs.push(lp);
-        if i + 1 == n {
+        if i + 1 == n || !go_on {
             break;
         }
         if !eos.is_empty() && (i + 1) % check_every == 0 && finished.all().int64_value(&[]) != 0 {

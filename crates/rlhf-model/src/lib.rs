@@ -29,7 +29,9 @@ pub use chat::{ChatMessage, ChatTemplate};
 pub use config::{ArchConfig, Gpt2Config, LlamaConfig, ModelConfig, RewardNormalization, TokenIds};
 pub use device::{DType, DeviceArgs, DeviceChoice, Placement};
 pub use error::{Error, Result};
-pub use generate::{generate, generate_from_tokens, keep_last_tokens, Generation, GenerationConfig};
+pub use generate::{
+    generate, generate_from_tokens, generate_streaming, keep_last_tokens, Generation, GenerationConfig,
+};
 pub use generation_config::GenerationDefaults;
 pub use heads::{SequenceClassifier, ValueHead};
 pub use layers::{position_ids_from_mask, Linear};

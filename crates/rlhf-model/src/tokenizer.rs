@@ -195,6 +195,13 @@ impl Tokenizer {
         Ok(to_i64(encoding.get_ids()))
     }
 
+    /// `text` as `tokenizer(text)` gives it in `transformers`: with what the post-processor adds (a
+    /// BOS, for tokenizers that add one). A completion's prompt, never put through a chat template.
+    pub fn encode_with_special_tokens(&self, text: &str) -> Result<Vec<i64>> {
+        let encoding = self.inner.encode_fast(text, true).map_err(|err| encode_error(text, err))?;
+        Ok(to_i64(encoding.get_ids()))
+    }
+
     /// [`Tokenizer::encode`] for many texts, in parallel.
     pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<i64>>> {
         let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();

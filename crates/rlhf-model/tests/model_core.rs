@@ -3,9 +3,9 @@
 
 use anyhow::Result;
 use rlhf_model::{
-    build_batch, checkpoint, generate, generate_from_tokens, sequence_logprobs, CausalLm, Error, GenerationConfig,
-    Gpt2Config, LlamaConfig, LogprobOptions, LoraConfig, ModelConfig, PaddingSide, SequenceClassifier, TokenIds,
-    ValueHead,
+    build_batch, checkpoint, generate, generate_from_tokens, generate_streaming, sequence_logprobs, CausalLm, Error,
+    GenerationConfig, Gpt2Config, LlamaConfig, LogprobOptions, LoraConfig, ModelConfig, PaddingSide,
+    SequenceClassifier, TokenIds, ValueHead,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -166,6 +166,34 @@ fn sampling_is_seeded_and_top_k_one_is_greedy() -> Result<()> {
             assert!((x - y).abs() < 1e-4, "{x} vs {y}");
         }
     }
+    Ok(())
+}
+
+#[test]
+fn streaming_sees_every_step_the_batch_generates_and_can_stop_it() -> Result<()> {
+    let m = model(llama_cfg(), 4);
+    let prompts = vec![vec![5, 6, 7], vec![8, 9]];
+    let g = GenerationConfig { max_new_tokens: 12, do_sample: true, seed: 3, temperature: 0.9, ..Default::default() };
+    let whole = generate_from_tokens(&m, &prompts, &g)?;
+    let mut seen: Vec<Vec<i64>> = Vec::new();
+    let streamed = generate_streaming(&m, &prompts, &g, |tokens, logits| {
+        assert_eq!(logits.size(), [2, m.config().vocab_size()]);
+        seen.push(Vec::try_from(tokens).unwrap());
+        true
+    })?;
+    assert_eq!(streamed.rows()?, whole.rows()?);
+    let columns: Vec<Vec<i64>> = (0..2).map(|row| seen.iter().map(|step| step[row]).collect()).collect();
+    assert_eq!(columns, whole.rows()?);
+    let mut steps = 0;
+    let stopped = generate_streaming(&m, &prompts, &g, |_, _| {
+        steps += 1;
+        steps < 4
+    })?;
+    assert_eq!((steps, stopped.tokens.size()[1]), (4, 4));
+    assert_eq!(
+        stopped.rows()?.iter().map(|row| row[..4].to_vec()).collect::<Vec<_>>(),
+        columns.iter().map(|c| c[..4].to_vec()).collect::<Vec<_>>()
+    );
     Ok(())
 }
 

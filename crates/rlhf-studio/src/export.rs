@@ -113,6 +113,7 @@ mod tests {
             annotators: Vec::new(),
             overlap: 1,
             seed: 0,
+            live: None,
         };
         let labels = vec![
             label("ada", Verdict::Ranked { levels: vec![2, 0, 1] }),

@@ -1,5 +1,6 @@
 //! The labels, one JSON line each in `journal.jsonl`, appended and fsynced before the server
-//! acknowledges them: what the server said it kept survives a kill -9 or a power cut. A write torn
+//! acknowledges them: what the server said it kept survives a kill -9 or a power cut. (Live
+//! sampling keeps its batches of fresh items the same way, [`crate::live`].) A write torn
 //! by a kill is at most a last line without its newline; the writer cuts it off when it opens the
 //! journal (it was never acknowledged), a reader skips it. Anything else that does not parse is a
 //! damaged journal, reported with its line.
@@ -8,6 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -38,16 +40,17 @@ pub enum Verdict {
     BothBad,
 }
 
-/// The journal, open for appending.
-pub struct Journal {
+/// A journal of `T` records (labels, unless named otherwise), open for appending.
+pub struct Journal<T = Label> {
     path: PathBuf,
     file: File,
+    records: std::marker::PhantomData<fn(T)>,
 }
 
-impl Journal {
-    /// Opens (or creates) the journal at `path` for appending and returns it with the labels it
+impl<T: Serialize + DeserializeOwned> Journal<T> {
+    /// Opens (or creates) the journal at `path` for appending and returns it with the records it
     /// holds; a torn last line is cut off first.
-    pub fn open(path: &Path) -> Result<(Journal, Vec<Label>)> {
+    pub fn open(path: &Path) -> Result<(Journal<T>, Vec<T>)> {
         let existed = path.exists();
         let mut file = OpenOptions::new()
             .read(true)
@@ -63,12 +66,12 @@ impl Journal {
             tracing::warn!(path = %path.display(), "cutting off a label torn by a kill (it was never acknowledged)");
             file.set_len(complete).and_then(|()| file.sync_all()).map_err(|e| Error::io(path, "repair", e))?;
         }
-        Ok((Journal { path: path.to_path_buf(), file }, labels))
+        Ok((Journal { path: path.to_path_buf(), file, records: std::marker::PhantomData }, labels))
     }
 
-    /// The labels in the journal at `path` (none if there is none), without changing it: what a
+    /// The records in the journal at `path` (none if there is none), without changing it: what a
     /// running server has acknowledged so far.
-    pub fn read(path: &Path) -> Result<Vec<Label>> {
+    pub fn read(path: &Path) -> Result<Vec<T>> {
         match File::open(path) {
             Ok(mut file) => Ok(parse(path, &mut file)?.0),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
@@ -76,9 +79,9 @@ impl Journal {
         }
     }
 
-    /// Appends `label` and waits until it is on disk.
-    pub fn append(&mut self, label: &Label) -> Result<()> {
-        let mut line = serde_json::to_vec(label).map_err(|e| Error::input(&self.path, e.to_string()))?;
+    /// Appends `record` and waits until it is on disk.
+    pub fn append(&mut self, record: &T) -> Result<()> {
+        let mut line = serde_json::to_vec(record).map_err(|e| Error::input(&self.path, e.to_string()))?;
         line.push(b'\n');
         self.file
             .write_all(&line)
@@ -87,8 +90,8 @@ impl Journal {
     }
 }
 
-/// The labels of every complete line and the byte length those lines take.
-fn parse(path: &Path, file: &mut File) -> Result<(Vec<Label>, u64)> {
+/// The records of every complete line and the byte length those lines take.
+fn parse<T: DeserializeOwned>(path: &Path, file: &mut File) -> Result<(Vec<T>, u64)> {
     file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, "read", e))?;
     let mut reader = BufReader::new(file);
     let (mut labels, mut complete, mut number) = (Vec::new(), 0u64, 0usize);
@@ -101,7 +104,7 @@ fn parse(path: &Path, file: &mut File) -> Result<(Vec<Label>, u64)> {
         }
         number += 1;
         let label = serde_json::from_slice(&line).map_err(|e| {
-            Error::input(path, format!("line {number} is damaged ({e}); the labels before it are intact"))
+            Error::input(path, format!("line {number} is damaged ({e}); the lines before it are intact"))
         })?;
         labels.push(label);
         complete += read as u64;
@@ -132,7 +135,7 @@ mod tests {
     fn labels_come_back_and_a_torn_last_line_is_cut_off() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.jsonl");
-        let (mut journal, labels) = Journal::open(&path).unwrap();
+        let (mut journal, labels) = Journal::<Label>::open(&path).unwrap();
         assert!(labels.is_empty());
         journal.append(&label("a")).unwrap();
         journal.append(&label("b")).unwrap();
@@ -140,12 +143,12 @@ mod tests {
         let intact = std::fs::metadata(&path).unwrap().len();
         // A kill in the middle of a write.
         OpenOptions::new().append(true).open(&path).unwrap().write_all(br#"{"annotator":"ada","it"#).unwrap();
-        assert_eq!(Journal::read(&path).unwrap(), [label("a"), label("b")], "a reader skips the torn line");
-        let (mut journal, labels) = Journal::open(&path).unwrap();
+        assert_eq!(Journal::<Label>::read(&path).unwrap(), [label("a"), label("b")], "a reader skips the torn line");
+        let (mut journal, labels) = Journal::<Label>::open(&path).unwrap();
         assert_eq!(labels, [label("a"), label("b")]);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), intact, "the writer cut it off");
         journal.append(&label("c")).unwrap();
-        assert_eq!(Journal::read(&path).unwrap().len(), 3);
+        assert_eq!(Journal::<Label>::read(&path).unwrap().len(), 3);
     }
 
     #[test]
@@ -153,7 +156,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.jsonl");
         std::fs::write(&path, format!("{}\nnot json\n", serde_json::to_string(&label("a")).unwrap())).unwrap();
-        let err = Journal::open(&path).err().unwrap().to_string();
+        let err = Journal::<Label>::open(&path).err().unwrap().to_string();
         assert!(err.contains("journal.jsonl") && err.contains("line 2 is damaged"), "{err}");
     }
 }

@@ -8,12 +8,17 @@
 //! (personal links, CSRF, limits, text-only rendering); [`export`] writes the journal as the
 //! rankings and comparisons tables `rlhf-reward` and `rlhf-dpo` train on; [`results`] the win
 //! rates, Bradley–Terry ratings and agreement statistics (and closes a study); [`runs`] feeds the
-//! runs page (every stage's curves, live, and the eval reports). No libtorch.
+//! runs page (every stage's curves, live, and the eval reports); [`engine`] serves a checkpoint to
+//! the chat page and the OpenAI-compatible API ([`openai`]), and refills a ranking queue with fresh
+//! samples ([`live`]).
 
 pub mod assign;
+pub mod engine;
 pub mod export;
 pub mod items;
 pub mod journal;
+pub mod live;
+pub mod openai;
 pub mod results;
 pub mod runs;
 pub mod server;

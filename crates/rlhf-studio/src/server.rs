@@ -10,6 +10,9 @@
 //! - `GET /runs` (with a runs directory): every stage's training curves, live, and the eval reports
 //!   ([`crate::runs`]); entries are named by their index in a fresh scan, never by a path. A report
 //!   is served sandboxed (no script runs in it).
+//! - `GET /chat` (with a served checkpoint): a chat with the model, streamed, each token's
+//!   probability on demand; it calls the OpenAI-compatible API ([`crate::openai`]) under `/v1`, which
+//!   other clients reach with the API key.
 //! - `POST /api/label`: needs the `x-csrf-token` header and, when the browser sends one, a
 //!   same-origin `Origin`; bodies are capped, posts are rate-limited per annotator. The label is
 //!   fsynced into the journal before the answer leaves, so the next item only ever shows after its
@@ -17,6 +20,7 @@
 //!   cookie's, never a field of the request.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -26,8 +30,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use rlhf_eval::generate::SampleConfig;
 use serde_json::json;
 
+use crate::engine::Engine;
+use crate::live::{Feed, LiveBatch};
 use crate::studio::{constant_time_eq, Refused, Studio, StudioKind, Submission};
 
 const COOKIE: &str = "rlhf_studio";
@@ -44,19 +51,41 @@ const STYLE: &str = include_str!("../web/app.css");
 const RUNS_PAGE: &str = include_str!("../web/runs.html");
 const RUNS_SCRIPT: &str = include_str!("../web/runs.js");
 
+const CHAT_PAGE: &str = include_str!("../web/chat.html");
+const CHAT_SCRIPT: &str = include_str!("../web/chat.js");
+
 /// What one server serves: a studio, a runs directory, or both.
 pub struct Served {
     pub studio: Option<Studio>,
     /// The runs directory of the runs page.
     pub runs: Option<std::path::PathBuf>,
-    /// A personal link for the runs page alone (`rlhf-studio runs`); annotators' links open it too.
+    /// A personal link for the runs and chat pages alone (`rlhf-studio runs`, `serve`); annotators'
+    /// links open them too.
     pub viewer_token: Option<String>,
+    /// A checkpoint served on the chat page and the OpenAI-compatible API ([`crate::openai`]).
+    pub engine: Option<Engine>,
+    /// The API's key (`Authorization: Bearer <key>`); the pages' own calls sign in with their cookie.
+    pub api_key: Option<String>,
+    /// Live sampling: the studio's queue refills from `engine` ([`crate::live`]).
+    pub live: Option<Feed>,
+}
+
+/// Live sampling while the server runs: one refill at a time, and the last failure (shown on the page).
+struct Refills {
+    engine: Engine,
+    feed: Feed,
+    running: AtomicBool,
+    failure: Mutex<Option<String>>,
 }
 
 struct App {
     studio: Option<Mutex<Studio>>,
     runs: Option<std::path::PathBuf>,
     viewer_token: Option<String>,
+    api_key: Option<String>,
+    /// Where a personal link lands when there is no studio: the chat page or the runs page.
+    home: &'static str,
+    refills: Option<Refills>,
     buckets: Mutex<HashMap<usize, (f64, Instant)>>,
 }
 
@@ -75,13 +104,29 @@ impl App {
 
 /// The router serving `served`.
 pub fn router(served: Served) -> Router {
+    let home = match (&served.studio, &served.engine) {
+        (Some(_), _) => "/",
+        (None, Some(_)) => "/chat",
+        (None, None) => "/runs",
+    };
     let app = Arc::new(App {
         studio: served.studio.map(Mutex::new),
         runs: served.runs,
         viewer_token: served.viewer_token,
+        api_key: served.api_key,
+        home,
+        refills: served.live.zip(served.engine.clone()).map(|(feed, engine)| Refills {
+            engine,
+            feed,
+            running: AtomicBool::new(false),
+            failure: Mutex::new(None),
+        }),
         buckets: Mutex::new(HashMap::new()),
     });
-    Router::new()
+    refill_if_low(&app);
+    let mut routes = Router::new()
+        .route("/chat", get(chat_page))
+        .route("/chat.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], CHAT_SCRIPT) }))
         .route("/", get(page))
         .route("/runs", get(runs_page))
         .route("/runs.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], RUNS_SCRIPT) }))
@@ -94,9 +139,12 @@ pub fn router(served: Served) -> Router {
         .route("/api/next", get(next))
         .route("/api/guidelines", get(guidelines))
         .route("/api/label", post(label))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(security_headers))
-        .with_state(app)
+        .with_state(app.clone());
+    if let Some(engine) = served.engine {
+        routes = routes
+            .merge(crate::openai::router(engine).route_layer(axum::middleware::from_fn_with_state(app, api_caller)));
+    }
+    routes.layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).layer(axum::middleware::from_fn(security_headers))
 }
 
 async fn security_headers(request: Request, next: Next) -> Response {
@@ -160,13 +208,13 @@ async fn login(State(app): State<Arc<App>>, Path(token): Path<String>) -> Result
         return Err(denied(StatusCode::NOT_FOUND, "no such link"));
     }
     let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
-    let home = if app.studio.is_some() { "/" } else { "/runs" };
-    Ok((StatusCode::SEE_OTHER, [(header::SET_COOKIE, cookie), (header::LOCATION, home.to_string())]).into_response())
+    Ok((StatusCode::SEE_OTHER, [(header::SET_COOKIE, cookie), (header::LOCATION, app.home.to_string())])
+        .into_response())
 }
 
 async fn page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if app.studio.is_none() {
-        return (StatusCode::SEE_OTHER, [(header::LOCATION, "/runs")]).into_response();
+        return (StatusCode::SEE_OTHER, [(header::LOCATION, app.home)]).into_response();
     }
     let annotator = match annotator(&app, &headers) {
         Ok(annotator) => annotator,
@@ -193,6 +241,14 @@ async fn next(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Respons
     let (labelled, assigned) = studio.progress(annotator);
     let progress = json!({ "labelled": labelled, "assigned": assigned });
     let Some(index) = studio.next_item(annotator) else {
+        drop(studio);
+        if let Some(refills) = &app.refills {
+            refill_if_low(&app);
+            let failure = refills.failure.lock().unwrap().clone();
+            return Ok(
+                Json(json!({ "done": false, "waiting": true, "error": failure, "progress": progress })).into_response()
+            );
+        }
         return Ok(Json(json!({ "done": true, "progress": progress })).into_response());
     };
     let item = &studio.items[index];
@@ -224,6 +280,7 @@ async fn label(
     let mut studio = app.studio()?;
     let recorded = tokio::task::block_in_place(|| studio.record(annotator, submission, time));
     drop(studio);
+    refill_if_low(&app);
     match recorded {
         Ok(stored) => Ok(Json(json!({ "ok": true, "duplicate": !stored })).into_response()),
         Err(refused @ Refused::UnknownItem(_)) => Err(denied(StatusCode::NOT_FOUND, refused.to_string())),
@@ -236,21 +293,84 @@ async fn label(
     }
 }
 
+/// Starts a live refill when an annotator runs low and none is running; the worker keeps the new
+/// items on disk before they join the queues.
+fn refill_if_low(app: &Arc<App>) {
+    let Some(refills) = &app.refills else { return };
+    let Ok(studio) = app.studio() else { return };
+    if studio.fewest_left() >= refills.feed.low_water || refills.running.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let cursor = studio.live_cursor;
+    drop(studio);
+    let positions = crate::live::next_prompts(&refills.feed.prompts, cursor, refills.feed.batch_prompts);
+    let prompts = positions.iter().map(|(_, prompt)| prompt.clone()).collect();
+    let config = SampleConfig { seed: refills.feed.config.seed + cursor as u64, ..refills.feed.config.clone() };
+    let policy = refills.engine.info.name.clone();
+    let app_for_reply = app.clone();
+    let queued = refills.engine.sample(prompts, config, move |sampled| {
+        let Some(refills) = &app_for_reply.refills else { return };
+        let outcome = sampled.and_then(|samples| {
+            let items = crate::live::batch_items(&positions, samples);
+            let batch = LiveBatch { next_prompt: cursor + positions.len(), policy, items };
+            let added = batch.items.len();
+            let mut studio = app_for_reply.studio().map_err(|denied| denied.1)?;
+            studio.add_live_batch(batch).map_err(|e| e.to_string())?;
+            tracing::info!(items = added, cursor = studio.live_cursor, "live sampling: new items");
+            Ok(())
+        });
+        if let Err(message) = &outcome {
+            tracing::error!(%message, "live sampling failed");
+        }
+        *refills.failure.lock().unwrap() = outcome.err();
+        refills.running.store(false, Ordering::SeqCst);
+    });
+    if let Err(busy) = queued {
+        tracing::warn!(%busy, "live sampling waits for the model");
+        refills.running.store(false, Ordering::SeqCst);
+    }
+}
+
 fn check_csrf(app: &App, annotator: usize, headers: &HeaderMap) -> Result<(), Denied> {
     let expected = app.studio()?.spec.annotators[annotator].csrf.clone();
     let given = headers.get("x-csrf-token").map(HeaderValue::as_bytes).unwrap_or_default();
     if !constant_time_eq(given, expected.as_bytes()) {
         return Err(denied(StatusCode::FORBIDDEN, "missing or wrong x-csrf-token"));
     }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-        if origin.to_str().ok() != Some(&format!("http://{host}"))
-            && origin.to_str().ok() != Some(&format!("https://{host}"))
-        {
-            return Err(denied(StatusCode::FORBIDDEN, "cross-origin post refused"));
-        }
+    if !same_origin(headers) {
+        return Err(denied(StatusCode::FORBIDDEN, "cross-origin post refused"));
     }
     Ok(())
+}
+
+/// Whether the request's `Origin`, when the browser sends one, is this server.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    let origin = origin.to_str().ok();
+    origin == Some(&format!("http://{host}")) || origin == Some(&format!("https://{host}"))
+}
+
+/// Lets an API call through with the key (`Authorization: Bearer <key>`), or from this server's
+/// own pages: a signed-in cookie (SameSite=Strict, so never sent from another site) and a
+/// same-origin `Origin`. The JSON endpoints take `application/json` bodies only, which another
+/// site cannot post without the server's consent (CORS), and this server gives none.
+async fn api_caller(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    let with_key = match (bearer, app.api_key.as_deref()) {
+        (Some(given), Some(key)) => constant_time_eq(given.trim().as_bytes(), key.as_bytes()),
+        _ => false,
+    };
+    let from_page = cookie_token(headers).is_some_and(|token| app.knows(token)) && same_origin(headers);
+    if !with_key && !from_page {
+        let message = "send the API key printed at start as `Authorization: Bearer <key>`";
+        return crate::openai::api_error(StatusCode::UNAUTHORIZED, message).into_response();
+    }
+    next.run(request).await
 }
 
 /// A token bucket per annotator: whether this post may go ahead.
@@ -265,6 +385,11 @@ fn take_token(app: &App, annotator: usize) -> bool {
     }
     *tokens -= 1.0;
     true
+}
+
+async fn chat_page(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, Denied> {
+    viewer(&app, &headers)?;
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], CHAT_PAGE).into_response())
 }
 
 async fn runs_page(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, Denied> {

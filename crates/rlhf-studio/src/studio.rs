@@ -6,7 +6,8 @@
 //!
 //! `<dir>/` holds `studio.json` (the annotators with their secret tokens, the overlap and the seed;
 //! readable by its owner only), `items.json` (the items, copied from the inputs once),
-//! `guidelines.md`, `journal.jsonl` (every label, [`crate::journal`]) and the tables
+//! `guidelines.md`, `journal.jsonl` (every label, [`crate::journal`]), with live sampling
+//! `live.jsonl` (the items sampled since, [`crate::live`]), and the tables
 //! [`crate::export`] writes from the journal. `studio.json` is written last, so its presence
 //! means the directory is set up; `.lock` makes one server at a time its writer.
 
@@ -16,9 +17,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::assign::{display_order, queue};
+use crate::assign::{display_order, is_assigned, queue};
 use crate::items::{items_from_samples, study_items, Item};
 use crate::journal::{Journal, Label, Verdict};
+use crate::live::{Live, LiveBatch, LIVE_FILE};
 use crate::{Error, Result};
 
 const SPEC_FILE: &str = "studio.json";
@@ -45,6 +47,8 @@ pub struct Setup {
     pub seed: u64,
     /// A markdown file shown beside every item.
     pub guidelines: Option<PathBuf>,
+    /// Refill the ranking queue from a policy ([`crate::live`]).
+    pub live: Option<Live>,
 }
 
 /// `studio.json`.
@@ -60,6 +64,9 @@ pub struct Spec {
     pub annotators: Vec<Annotator>,
     pub overlap: usize,
     pub seed: u64,
+    /// Live sampling's settings, when the queue refills from a policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<Live>,
 }
 
 /// What the annotators do.
@@ -132,8 +139,8 @@ impl Files {
     }
 
     pub fn read(dir: &Path) -> Result<Files> {
-        let (spec, items) = read_setup(dir)?;
-        Ok(Files::new(spec, items, Journal::read(&dir.join(JOURNAL_FILE))?))
+        let stored = read_setup(dir)?;
+        Ok(Files::new(stored.spec, stored.items, Journal::read(&dir.join(JOURNAL_FILE))?))
     }
 
     /// The item a label names, with its index; a label naming no item is a damaged journal.
@@ -145,8 +152,19 @@ impl Files {
     }
 }
 
-/// `studio.json` and `items.json`.
-fn read_setup(dir: &Path) -> Result<(Spec, Vec<Item>)> {
+/// What a studio directory holds besides its labels.
+struct Stored {
+    spec: Spec,
+    /// `items.json`'s, then every live batch's.
+    items: Vec<Item>,
+    /// How many came from `items.json`.
+    base: usize,
+    /// The live prompt cursor after the last batch.
+    cursor: usize,
+}
+
+/// `studio.json`, `items.json` and the live batches.
+fn read_setup(dir: &Path) -> Result<Stored> {
     let spec_path = dir.join(SPEC_FILE);
     if !spec_path.is_file() {
         return Err(Error::input(
@@ -154,7 +172,17 @@ fn read_setup(dir: &Path) -> Result<(Spec, Vec<Item>)> {
             "is not a studio directory (no studio.json); start `rlhf-studio label` in it first",
         ));
     }
-    Ok((read_json(&spec_path)?, read_json(&dir.join(ITEMS_FILE))?))
+    let spec: Spec = read_json(&spec_path)?;
+    let mut items: Vec<Item> = read_json(&dir.join(ITEMS_FILE))?;
+    let base = items.len();
+    let mut cursor = 0;
+    if spec.live.is_some() {
+        for batch in Journal::<LiveBatch>::read(&dir.join(LIVE_FILE))? {
+            cursor = batch.next_prompt;
+            items.extend(batch.items);
+        }
+    }
+    Ok(Stored { spec, items, base, cursor })
 }
 
 /// Each item's index by its id.
@@ -170,6 +198,10 @@ pub struct Studio {
     pub items: Vec<Item>,
     pub guidelines: String,
     journal: Journal,
+    /// Live sampling's batches, open for appending (live studios only).
+    live_journal: Option<Journal<LiveBatch>>,
+    /// The live prompt cursor: where the next refill starts.
+    pub live_cursor: usize,
     index: HashMap<String, usize>,
     labelled: HashSet<(usize, usize)>,
     queues: Vec<Vec<usize>>,
@@ -187,7 +219,12 @@ impl Studio {
         if let Some(new) = new.filter(|_| !dir.join(SPEC_FILE).is_file()) {
             new.write(dir)?;
         }
-        let (spec, items) = read_setup(dir)?;
+        let live_journal = match read_json::<Spec>(&dir.join(SPEC_FILE))?.live {
+            // Opened first: it cuts a batch torn by a kill, which was never shown.
+            Some(_) => Some(Journal::<LiveBatch>::open(&dir.join(LIVE_FILE))?.0),
+            None => None,
+        };
+        let Stored { spec, items, base, cursor } = read_setup(dir)?;
         check_same_setup(dir, &spec, setup)?;
         let guidelines = std::fs::read_to_string(dir.join(GUIDELINES_FILE)).unwrap_or_default();
         if dir.join(CLOSED_FILE).exists() {
@@ -198,11 +235,16 @@ impl Studio {
         }
         let (journal, labels) = Journal::open(&dir.join(JOURNAL_FILE))?;
         let n = spec.annotators.len();
+        // Set-up items in each annotator's shuffled order, then live ones as they were sampled.
         let queues = spec
             .annotators
             .iter()
             .enumerate()
-            .map(|(a, annotator)| queue(spec.seed, &annotator.name, a, n, spec.overlap, items.len()))
+            .map(|(a, annotator)| {
+                let mut mine = queue(spec.seed, &annotator.name, a, n, spec.overlap, base);
+                mine.extend((base..items.len()).filter(|&i| is_assigned(i, a, n, spec.overlap)));
+                mine
+            })
             .collect();
         let index = index_by_id(&items);
         let mut studio = Studio {
@@ -211,6 +253,8 @@ impl Studio {
             items,
             guidelines,
             journal,
+            live_journal,
+            live_cursor: cursor,
             index,
             labelled: HashSet::new(),
             queues,
@@ -255,6 +299,38 @@ impl Studio {
     pub fn progress(&self, annotator: usize) -> (usize, usize) {
         let queue = &self.queues[annotator];
         (queue.iter().filter(|&&item| self.labelled.contains(&(annotator, item))).count(), queue.len())
+    }
+
+    /// The fewest items any annotator has left to label.
+    pub fn fewest_left(&self) -> usize {
+        (0..self.queues.len())
+            .map(|a| {
+                let (labelled, assigned) = self.progress(a);
+                assigned - labelled
+            })
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Keeps a live batch on disk, then adds its items to the queues of the annotators they are
+    /// assigned to (after what those have).
+    pub fn add_live_batch(&mut self, mut batch: LiveBatch) -> Result<()> {
+        let journal = self.live_journal.as_mut().ok_or_else(|| Error::input(&self.dir, "is not a live studio"))?;
+        batch.items.retain(|item| !self.index.contains_key(&item.id));
+        journal.append(&batch)?;
+        let n = self.spec.annotators.len();
+        for item in batch.items {
+            let i = self.items.len();
+            self.index.insert(item.id.clone(), i);
+            self.items.push(item);
+            for (a, queue) in self.queues.iter_mut().enumerate() {
+                if is_assigned(i, a, n, self.spec.overlap) {
+                    queue.push(i);
+                }
+            }
+        }
+        self.live_cursor = batch.next_prompt;
+        Ok(())
     }
 
     /// `order[slot]`: the response shown in place `slot` of `item` to `annotator`.
@@ -374,16 +450,20 @@ impl NewStudio {
 
 fn prepare(dir: &Path, setup: &Setup) -> Result<NewStudio> {
     let study = !setup.policies.is_empty();
-    let samples = match (&setup.samples, setup.policies.first()) {
-        (Some(_), Some(_)) => {
+    let samples = match (&setup.samples, setup.policies.first(), &setup.live) {
+        (Some(_), Some(_), _) => {
             return Err(Error::input(dir, "give --samples (ranking) or --policy (a study), not both"))
         }
-        (Some(samples), None) => samples.as_path(),
-        (None, Some((_, first))) => first.as_path(),
-        (None, None) => {
+        (_, Some(_), Some(_)) => {
+            return Err(Error::input(dir, "live sampling (--prompts) refills a ranking studio, not a study"))
+        }
+        (Some(samples), None, _) => samples.as_path(),
+        (None, Some((_, first)), None) => first.as_path(),
+        (None, None, Some(live)) => live.prompts.as_path(),
+        (None, None, None) => {
             return Err(Error::input(
                 dir,
-                "is a new studio: give --samples (a samples table, e.g. from `rlhf-eval generate`)",
+                "is a new studio: give --samples (a samples table, e.g. from `rlhf-eval generate`), or --prompts and --model to sample live",
             ))
         }
     };
@@ -406,10 +486,12 @@ fn prepare(dir: &Path, setup: &Setup) -> Result<NewStudio> {
         let (items, identical) = study_items(&setup.policies)?;
         tracing::info!(items = items.len(), identical, "study items");
         items
-    } else {
+    } else if setup.samples.is_some() {
         let (items, dropped) = items_from_samples(samples)?;
         tracing::info!(items = items.len(), single = dropped.single, duplicates = dropped.duplicates, "items");
         items
+    } else {
+        Vec::new()
     };
     let annotators = setup
         .annotators
@@ -424,6 +506,7 @@ fn prepare(dir: &Path, setup: &Setup) -> Result<NewStudio> {
         annotators,
         overlap: setup.overlap.max(1),
         seed: setup.seed,
+        live: setup.live.clone(),
     };
     Ok(NewStudio { spec, items, guidelines })
 }
@@ -442,6 +525,14 @@ fn check_name<'a>(dir: &Path, what: &str, name: &'a str, seen: &mut HashSet<&'a 
 }
 
 fn check_same_setup(dir: &Path, spec: &Spec, setup: &Setup) -> Result<()> {
+    if let Some(live) = &setup.live {
+        if spec.live.as_ref().is_none_or(|kept| kept.prompts != live.prompts) {
+            return Err(Error::input(
+                dir,
+                "was set up without live sampling from these prompts; drop --prompts or use a new directory",
+            ));
+        }
+    }
     if let Some(samples) = setup.samples.as_ref().or(setup.policies.first().map(|(_, path)| path)) {
         let given = std::path::absolute(samples).map_err(|e| Error::io(samples, "resolve", e))?;
         if given != spec.samples {

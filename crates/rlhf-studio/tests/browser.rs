@@ -10,7 +10,7 @@ use anyhow::{ensure, Result};
 use common::cdp::{Browser, Tab};
 use common::{Server, XSS};
 use rlhf_data::{read_records, validate_table, Demonstration, Kind, Ranking};
-use rlhf_studio::journal::{Journal, Verdict};
+use rlhf_studio::journal::{Journal, Label, Verdict};
 
 /// Responses in the embedded task's words, three per prompt; the first prompt's last is [`XSS`].
 fn samples(path: &std::path::Path) -> Result<()> {
@@ -97,7 +97,7 @@ fn an_annotator_ranks_by_keyboard_through_a_kill_and_the_labels_train_a_reward_m
 
     // SIGKILL mid-session; the same command starts it again (on another port: sign in there).
     server.kill()?;
-    let labels = Journal::read(&dir.join("journal.jsonl"))?;
+    let labels = Journal::<Label>::read(&dir.join("journal.jsonl"))?;
     ensure!(
         labels.iter().map(|l| l.item.clone()).collect::<Vec<_>>() == ranked,
         "acknowledged labels lost: {labels:?}"

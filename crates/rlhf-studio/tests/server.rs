@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use common::{request, samples, Server, Session, XSS};
 use rlhf_data::{read_records, validate_table, Comparison, Kind, Ranking};
-use rlhf_studio::journal::{Journal, Verdict};
+use rlhf_studio::journal::{Journal, Label, Verdict};
 use serde_json::json;
 
 /// Ranks the shown responses in their shown order (slot 0 best), retrying on 429.
@@ -71,7 +71,7 @@ fn eight_annotators_at_once_then_a_kill_lose_and_duplicate_nothing() -> Result<(
         workers.into_iter().map(|w| w.join().unwrap()).collect::<Result<_>>()
     })?;
 
-    let labels = Journal::read(&dir.join("journal.jsonl"))?;
+    let labels = Journal::<Label>::read(&dir.join("journal.jsonl"))?;
     let mut journaled: HashMap<(String, String), usize> = HashMap::new();
     for label in &labels {
         *journaled.entry((label.annotator.clone(), label.item.clone())).or_default() += 1;
@@ -112,7 +112,10 @@ fn eight_annotators_at_once_then_a_kill_lose_and_duplicate_nothing() -> Result<(
         }
     }
     drop(server);
-    ensure!(Journal::read(&dir.join("journal.jsonl"))?.len() == kept, "a label sent again was journaled again");
+    ensure!(
+        Journal::<Label>::read(&dir.join("journal.jsonl"))?.len() == kept,
+        "a label sent again was journaled again"
+    );
 
     // The tables: every label's pairs, each a valid table of its kind.
     let out =
@@ -171,7 +174,7 @@ fn the_guards_hold() -> Result<()> {
     let bobs = bob.get("/api/next")?.json()?["item"].as_str().unwrap().to_string();
     ensure!(bobs != item, "overlap 1: ada and bob have their own items");
     ensure!(ada.post("/api/label", &json!({ "item": bobs, "ranking": [[0], [1], [2]] }))?.status == 403);
-    ensure!(Journal::read(&dir.join("journal.jsonl"))?.is_empty(), "a refused post was journaled");
+    ensure!(Journal::<Label>::read(&dir.join("journal.jsonl"))?.is_empty(), "a refused post was journaled");
 
     // A tie and a skip are recorded as such.
     ensure!(
@@ -179,7 +182,7 @@ fn the_guards_hold() -> Result<()> {
     );
     let skipped = ada.get("/api/next")?.json()?["item"].as_str().unwrap().to_string();
     ensure!(ada.post("/api/label", &json!({ "item": skipped, "skip": true }))?.status == 200);
-    let labels = Journal::read(&dir.join("journal.jsonl"))?;
+    let labels = Journal::<Label>::read(&dir.join("journal.jsonl"))?;
     ensure!(
         matches!(&labels[0].verdict, Verdict::Ranked { levels } if { let mut l = levels.clone(); l.sort(); l == [0, 0, 1] })
     );

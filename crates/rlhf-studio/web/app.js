@@ -78,6 +78,15 @@ async function load() {
   try {
     const next = await call("/api/next");
     $("progress").textContent = next.progress.labelled + " / " + next.progress.assigned + " labelled";
+    if (next.waiting) {
+      // Live sampling: the policy is writing the next items.
+      item = null;
+      $("task").hidden = true;
+      $("done").hidden = true;
+      status(next.error ? "Live sampling failed: " + next.error : "Sampling fresh responses from the policy…");
+      setTimeout(load, 1000);
+      return;
+    }
     if (next.done) {
       item = null;
       $("task").hidden = true;

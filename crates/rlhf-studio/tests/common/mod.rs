@@ -39,7 +39,7 @@ pub struct Server {
     pub child: Child,
     /// `127.0.0.1:PORT`.
     pub address: String,
-    /// (annotator, token) in the studio's order.
+    /// (annotator, token) in the studio's order; `viewer` for a page's link, `api-key` for the API's.
     pub links: Vec<(String, String)>,
 }
 
@@ -68,10 +68,14 @@ impl Server {
             if line.starts_with("rlhf-studio: ready") {
                 break;
             }
-            if let Some(link) = line.strip_prefix("rlhf-studio: runs page: http://") {
-                links.push(("viewer".to_string(), link.split("/login/").nth(1).context("no token")?.to_string()));
-            }
-            if line.starts_with("rlhf-studio:") {
+            if let Some(info) = line.strip_prefix("rlhf-studio: ") {
+                // A page's personal link (runs, chat), and the API's key.
+                if let Some(token) = info.split("/login/").nth(1).filter(|_| info.contains(" page: http://")) {
+                    links.push(("viewer".to_string(), token.to_string()));
+                }
+                if let Some(key) = info.split("(api key: ").nth(1) {
+                    links.push(("api-key".to_string(), key.trim_end_matches(')').to_string()));
+                }
                 continue;
             }
             let Some((name, rest)) = line.trim().split_once(": http://") else { bail!("unexpected line: {line}") };
