@@ -14,12 +14,6 @@ use common::{request, Reply, Server};
 use rlhf_model::{generate_from_tokens, CausalLm, GenerationConfig, Tokenizer};
 use serde_json::{json, Value};
 
-fn tiny_policy(dir: &Path) -> PathBuf {
-    use rlhf_train::testing::{save_random_policy, task_tokenizer, tiny_llama};
-    let tokenizer = task_tokenizer(0, 400);
-    save_random_policy(dir, tiny_llama(&tokenizer, 1, 96), &tokenizer, 3)
-}
-
 fn serve(model: &Path) -> Result<Server> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rlhf-studio"));
     command.arg("serve");
@@ -79,7 +73,7 @@ fn reference(dir: &Path, prompt: &[i64], max_new_tokens: i64) -> Result<(String,
 #[test]
 fn the_api_answers_as_the_model_generates_streamed_or_whole() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let dir = tiny_policy(&tmp.path().join("policy"));
+    let dir = common::tiny_policy(&tmp.path().join("policy"), 96);
     let server = serve(&dir)?;
     let prompt = "Tell me about the river.";
 

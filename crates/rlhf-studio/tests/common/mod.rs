@@ -1,4 +1,4 @@
-//! What the studio's tests share: a samples table, the server binary started on a free port (its
+//! What the studio's tests share: a samples table, a tiny policy, the server binary started on a free port (its
 //! address and personal links read from its first lines), and a plain HTTP/1.1 client.
 
 #![allow(dead_code)]
@@ -32,6 +32,13 @@ pub fn samples(path: &Path, prompts: usize) -> Result<()> {
     }
     write_records(path, &rows)?;
     Ok(())
+}
+
+/// A tiny random policy (one layer, the embedded task's tokenizer) with `max_positions` positions, in `dir`.
+pub fn tiny_policy(dir: &Path, max_positions: i64) -> std::path::PathBuf {
+    use rlhf_train::testing::{save_random_policy, task_tokenizer, tiny_llama};
+    let tokenizer = task_tokenizer(0, 400);
+    save_random_policy(dir, tiny_llama(&tokenizer, 1, max_positions), &tokenizer, 3)
 }
 
 /// A running `rlhf-studio label`.
