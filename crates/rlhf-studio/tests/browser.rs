@@ -144,6 +144,61 @@ fn an_annotator_ranks_by_keyboard_through_a_kill_and_the_labels_train_a_reward_m
     Ok(())
 }
 
+#[test]
+fn the_chat_page_streams_a_real_model_as_text() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let model = common::smollm2(&tmp.path().join("smollm2"))?;
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_rlhf-studio"));
+    serve.args(["serve", "--model"]).arg(&model);
+    let server = Server::start_with(serve, None, &[])?;
+    let mut browser = Browser::launch()?;
+    let tab = browser.open("about:blank")?;
+    browser.navigate(&tab, &format!("http://{}/login/{}", server.address, server.token("viewer")))?;
+    browser.wait_for(&tab, "document.getElementById('model').textContent === 'smollm2'")?;
+    ensure!(browser.eval(&tab, "document.getElementById('single-turn').hidden")? == true, "it has a chat template");
+    let say = |browser: &mut Browser, text: &str| -> Result<()> {
+        browser.eval(
+            &tab,
+            &format!(
+                "document.getElementById('input').focus(); document.getElementById('input').value = {}",
+                serde_json::to_string(text)?
+            ),
+        )?;
+        browser.press(&tab, "Enter", false)?;
+        browser.wait_for(&tab, "document.getElementById('send').disabled === false")
+    };
+    let answers = "[...document.querySelectorAll('.message.assistant .text')].map(e => e.textContent)";
+    browser.eval(&tab, "document.getElementById('temperature').value = '0'")?;
+    say(&mut browser, "What is the capital of France?")?;
+    let shown = browser.eval(&tab, answers)?;
+    let status = browser.eval(&tab, "document.getElementById('status').textContent")?;
+    ensure!(shown == serde_json::json!(["The capital of France is Paris."]), "shown {shown}, status {status}");
+
+    // A second turn with each token's probability shown (hover: the alternatives).
+    browser.eval(&tab, "document.getElementById('show-logprobs').checked = true")?;
+    browser.eval(&tab, "document.getElementById('temperature').value = '0.7'")?;
+    browser.eval(&tab, "document.getElementById('max-tokens').value = '40'")?;
+    say(&mut browser, "Name three colours of the rainbow.")?;
+    let tokens = browser.eval(&tab, "document.querySelectorAll('.message.assistant:last-child .tok').length")?;
+    ensure!(tokens.as_u64().is_some_and(|n| n > 3), "no token spans: {tokens}");
+    let title = browser.eval(&tab, "document.querySelector('.message.assistant:last-child .tok').title")?;
+    ensure!(title.as_str().is_some_and(|t| t.starts_with("p = ") && t.lines().count() == 6), "{title}");
+    if let Ok(shots) = std::env::var("STUDIO_SCREENSHOTS") {
+        browser.screenshot(&tab, &std::path::Path::new(&shots).join("studio-chat.png"))?;
+    }
+
+    // Markup the user writes, and whatever the model answers, stays text.
+    browser.eval(&tab, "document.getElementById('max-tokens').value = '8'")?;
+    say(&mut browser, XSS)?;
+    let users = browser.eval(&tab, "[...document.querySelectorAll('.message.user .text')].map(e => e.textContent)")?;
+    ensure!(users[2] == XSS, "{users}");
+    ensure!(
+        browser.eval(&tab, "document.querySelectorAll('#messages script, #messages img, #messages b').length")? == 0
+    );
+    ensure!(browser.eval(&tab, "window.pwned === undefined")? == true, "a message's script ran");
+    Ok(())
+}
+
 fn train_reward_model(tmp: &std::path::Path, rankings: &std::path::Path) -> Result<()> {
     use rlhf_train::testing::{cpu, fast_train, save_random_policy, task_tokenizer, tiny_llama, trained};
     let tokenizer = task_tokenizer(0, 320);

