@@ -145,6 +145,57 @@ fn an_annotator_ranks_by_keyboard_through_a_kill_and_the_labels_train_a_reward_m
 }
 
 #[test]
+fn a_blind_study_is_voted_by_keyboard_and_names_no_policy() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut setup: Vec<String> = vec!["--annotators".into(), "ada".into()];
+    for (name, answer) in [("sft", " The {} is nice."), ("ppo", " Sure! The {} is lovely, thank you.")] {
+        let rows: Vec<Demonstration> = ["garden", "river", "market"]
+            .iter()
+            .map(|topic| Demonstration {
+                id: (*topic).into(),
+                prompt: format!("Tell me about the {topic}."),
+                response: answer.replace("{}", topic),
+                prompt_messages: None,
+            })
+            .collect();
+        let path = tmp.path().join(format!("responses_{name}.parquet"));
+        rlhf_data::write_records(&path, &rows)?;
+        setup.extend(["--policy".into(), format!("{name}={}", path.display())]);
+    }
+    let dir = tmp.path().join("study");
+    let mut study = std::process::Command::new(env!("CARGO_BIN_EXE_rlhf-studio"));
+    study.arg("study");
+    let server = Server::start_with(study, Some(&dir), &setup.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let mut browser = Browser::launch()?;
+    let tab = browser.open("about:blank")?;
+    browser.navigate(&tab, &format!("http://{}/login/{}", server.address, server.token("ada")))?;
+    browser.wait_for(&tab, "document.getElementById('task').dataset.item !== undefined")?;
+    let page = browser.eval(&tab, "document.body.innerText")?;
+    ensure!(!page.as_str().unwrap_or_default().contains("ppo") && !page.as_str().unwrap_or_default().contains("sft"));
+    if let Ok(shots) = std::env::var("STUDIO_SCREENSHOTS") {
+        browser.screenshot(&tab, &std::path::Path::new(&shots).join("studio-study.png"))?;
+    }
+    let mut voted = Vec::new();
+    for key in ["1", "t", "b"] {
+        let item = browser.eval(&tab, "document.getElementById('task').dataset.item")?;
+        browser.press(&tab, key, false)?;
+        browser.wait_for(
+            &tab,
+            &format!("document.getElementById('done').hidden === false || document.getElementById('task').dataset.item !== {item}"),
+        )?;
+        voted.push(item);
+    }
+    browser.wait_for(&tab, "document.getElementById('done').hidden === false")?;
+    let labels = Journal::<Label>::read(&dir.join("journal.jsonl"))?;
+    let verdicts: Vec<&Verdict> = labels.iter().map(|l| &l.verdict).collect();
+    ensure!(
+        matches!(verdicts[..], [Verdict::Ranked { .. }, Verdict::Ranked { levels }, Verdict::BothBad] if levels == &[0, 0]),
+        "{verdicts:?}"
+    );
+    Ok(())
+}
+
+#[test]
 fn the_chat_page_streams_a_real_model_as_text() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let model = common::smollm2(&tmp.path().join("smollm2"))?;
