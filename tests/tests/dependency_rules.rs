@@ -18,7 +18,7 @@ const STAGES: &[&str] = &["rlhf-sft", "rlhf-reward", "rlhf-ppo", "rlhf-dpo", "rl
 const TORCH: &[&str] = &["tch", "torch-sys", "rlhf-model"];
 const NO_TORCH: &[&str] = &["rlhf-data", "rlhf-task", "rlhf-bench", "xtask"];
 /// Crates the stages build on; none may reach a stage.
-const BELOW_STAGES: &[&str] = &["rlhf-data", "rlhf-task", "rlhf-bench", "rlhf-model", "rlhf-train"];
+const BELOW_STAGES: &[&str] = &["rlhf-data", "rlhf-task", "rlhf-bench", "rlhf-model", "rlhf-train", "rlhf-judge"];
 
 /// Each workspace member's declared non-dev dependencies (normal and build), by package name.
 struct Workspace(BTreeMap<String, Vec<Dependency>>);

@@ -39,6 +39,7 @@ mod error;
 mod feedback;
 mod import;
 mod inspect;
+pub mod journal;
 mod judge;
 mod layouts;
 mod parquet_io;

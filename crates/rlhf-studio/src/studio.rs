@@ -197,7 +197,7 @@ pub struct Studio {
     pub spec: Spec,
     pub items: Vec<Item>,
     pub guidelines: String,
-    journal: Journal,
+    journal: Journal<Label>,
     /// Live sampling's batches, open for appending (live studios only).
     live_journal: Option<Journal<LiveBatch>>,
     /// The live prompt cursor: where the next refill starts.
@@ -387,7 +387,7 @@ impl Studio {
             rationale: submission.rationale,
             time,
         };
-        self.journal.append(&label)?;
+        self.journal.append(&label).map_err(Error::from)?;
         self.labelled.insert((annotator, item));
         Ok(true)
     }

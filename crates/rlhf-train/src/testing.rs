@@ -75,8 +75,9 @@ pub fn has_checkpoint(checkpoints: &Path) -> bool {
     crate::train_state::latest(checkpoints).is_ok_and(|latest| latest.is_some())
 }
 
-/// Spawns `cmd`, waits (up to `timeout`) until `checkpoints` holds a checkpoint, runs
-/// `while_running` (the process still holds its lock then), and kills the process with SIGKILL;
+/// Spawns `cmd`, waits (up to `timeout`) until `checkpoints` holds a checkpoint, stops the process
+/// (SIGSTOP: however slow `while_running` is on a loaded machine, the run cannot finish meanwhile),
+/// runs `while_running` (the process still holds its lock then), and kills the process with SIGKILL;
 /// fails if it ended first or had already written `final_dir`.
 pub fn kill_after_first_checkpoint(
     cmd: &mut Command,
@@ -92,6 +93,8 @@ pub fn kill_after_first_checkpoint(
         ensure!(Instant::now() < deadline, "no checkpoint in {} after {timeout:?}", checkpoints.display());
         std::thread::sleep(Duration::from_millis(5));
     }
+    let stopped = Command::new("kill").args(["-STOP", &child.id().to_string()]).status()?;
+    ensure!(stopped.success(), "could not stop the stage (kill -STOP)");
     let checked = while_running();
     child.kill()?; // SIGKILL
     child.wait()?;
