@@ -71,15 +71,15 @@ impl AiVerdict {
 
 /// A model judging by a constitution: each pair is asked about one principle (drawn from the pair's
 /// texts and the seed, so the same pair always meets the same principle), in both orders.
-pub struct AiJudge<L> {
-    letters: L,
+pub struct AiJudge {
+    letters: Box<dyn Letters>,
     pub constitution: Constitution,
     pub seed: u64,
     cache: Option<RefCell<Cache>>,
 }
 
-impl<L: Letters> AiJudge<L> {
-    pub fn new(letters: L, constitution: Constitution, seed: u64) -> Self {
+impl AiJudge {
+    pub fn new(letters: Box<dyn Letters>, constitution: Constitution, seed: u64) -> Self {
         AiJudge { letters, constitution, seed, cache: None }
     }
 
@@ -87,6 +87,11 @@ impl<L: Letters> AiJudge<L> {
     pub fn with_cache(mut self, cache: Cache) -> Self {
         self.cache = Some(RefCell::new(cache));
         self
+    }
+
+    /// How many pairs the cache answers.
+    pub fn cached(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.borrow().len())
     }
 
     /// The principle pair (prompt, a, b) is judged by.
@@ -139,7 +144,7 @@ impl<L: Letters> AiJudge<L> {
     }
 }
 
-impl<L: Letters> Judge for AiJudge<L> {
+impl Judge for AiJudge {
     fn name(&self) -> String {
         format!("ai:{}", self.letters.model())
     }
@@ -164,15 +169,50 @@ impl<L: Letters> Judge for AiJudge<L> {
     }
 }
 
+/// The comparisons `verdicts` make of `pairs` (id, prompt, first, second), tagged `annotator`, the
+/// confidence kept as the margin (2 × confidence − 1); and how many pairs were undecided (dropped).
+pub fn comparisons(
+    pairs: &[(String, String, String, String)],
+    verdicts: &[AiVerdict],
+    annotator: &str,
+) -> (Vec<rlhf_data::Comparison>, usize) {
+    let mut out = Vec::with_capacity(pairs.len());
+    let mut undecided = 0;
+    for ((id, prompt, a, b), verdict) in pairs.iter().zip(verdicts) {
+        let judgment = verdict.judgment(annotator.to_string());
+        let (chosen, rejected) = match judgment.preferred {
+            Preferred::First => (a, b),
+            Preferred::Second => (b, a),
+            Preferred::Neither => {
+                undecided += 1;
+                continue;
+            }
+        };
+        out.push(rlhf_data::Comparison {
+            id: id.clone(),
+            prompt: prompt.clone(),
+            chosen: chosen.clone(),
+            rejected: rejected.clone(),
+            margin: Some((2.0 * judgment.confidence - 1.0) as f32),
+            annotator: Some(annotator.to_string()),
+            source: Some(format!("ai-judge:{}", verdict.principle)),
+            prompt_messages: None,
+            objective: None,
+        });
+    }
+    (out, undecided)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::cell::Cell;
+    use std::rc::Rc;
 
     /// Prefers whichever response holds "good", with a bias of `bias` towards A.
     struct Biased {
         bias: f64,
-        calls: Cell<usize>,
+        calls: Rc<Cell<usize>>,
     }
 
     impl Letters for Biased {
@@ -204,8 +244,9 @@ mod tests {
     fn both_orders_cancel_a_position_bias_and_the_cache_answers_reruns() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.jsonl");
-        let judge = AiJudge::new(Biased { bias: 0.25, calls: Cell::new(0) }, constitution(), 0)
-            .with_cache(Cache::open(&path).unwrap());
+        let calls = Rc::new(Cell::new(0));
+        let biased = || Box::new(Biased { bias: 0.25, calls: calls.clone() });
+        let judge = AiJudge::new(biased(), constitution(), 0).with_cache(Cache::open(&path).unwrap());
         let items = [("q", "a good one", "a bad one"), ("q", "a bad one", "a good one")];
         let verdicts = judge.verdicts(&items).unwrap();
         // Asked as given: P(A) = 0.95; swapped: 0.55. Averaged: (0.95 + 0.45) / 2 = 0.7.
@@ -214,11 +255,10 @@ mod tests {
         let judgments = judge.compare(&items).unwrap();
         assert_eq!((judgments[0].preferred, judgments[1].preferred), (Preferred::First, Preferred::Second));
         assert_eq!(judgments[0].annotator, "ai:biased");
-        assert_eq!(judge.letters.calls.get(), 4, "the second call came from the cache");
+        assert_eq!(calls.get(), 4, "the second call came from the cache");
         drop(judge);
-        let again = AiJudge::new(Biased { bias: 0.25, calls: Cell::new(0) }, constitution(), 0)
-            .with_cache(Cache::open(&path).unwrap());
+        let again = AiJudge::new(biased(), constitution(), 0).with_cache(Cache::open(&path).unwrap());
         assert_eq!(again.verdicts(&items).unwrap(), verdicts);
-        assert_eq!(again.letters.calls.get(), 0, "a rerun costs nothing");
+        assert_eq!(calls.get(), 4, "a rerun costs nothing");
     }
 }

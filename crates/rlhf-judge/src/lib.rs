@@ -14,11 +14,13 @@ pub mod cache;
 pub mod constitution;
 pub mod local;
 pub mod openai;
+pub mod spec;
 
-pub use ai::{AiJudge, AiVerdict, Letters};
+pub use ai::{comparisons, AiJudge, AiVerdict, Letters};
 pub use constitution::{Constitution, Principle};
 pub use local::LocalModel;
 pub use openai::{OpenAiModel, OpenAiSettings};
+pub use spec::JudgeSpec;
 
 use std::path::PathBuf;
 

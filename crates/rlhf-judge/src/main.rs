@@ -6,13 +6,11 @@
 //! decides, with a bootstrap 95% interval, and how often both orders agree.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use rlhf_data::{read_records, write_records, Comparison, Demonstration, Judge, Preferred};
-use rlhf_judge::cache::Cache;
-use rlhf_judge::{AiJudge, AiVerdict, Constitution, Letters, LocalModel, OpenAiModel, OpenAiSettings};
+use rlhf_judge::{comparisons, AiVerdict, JudgeSpec};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -48,12 +46,9 @@ struct LabelArgs {
     /// An OpenAI-compatible server as the judge (e.g. http://127.0.0.1:8000/v1); needs --model.
     #[arg(long, value_name = "URL", requires = "model")]
     openai: Option<String>,
-    /// The model the server serves.
+    /// The model the server serves (its API key, if it needs one, in RLHF_JUDGE_API_KEY).
     #[arg(long)]
     model: Option<String>,
-    /// The server's API key.
-    #[arg(long, env = "RLHF_JUDGE_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
     /// Requests to the server in flight at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -113,95 +108,53 @@ fn read_pairs(args: &LabelArgs) -> anyhow::Result<Vec<(String, String, String, S
 }
 
 fn label(args: LabelArgs) -> anyhow::Result<()> {
-    let constitution = Constitution::load(&args.constitution)?;
     let pairs = read_pairs(&args)?;
     let gold = args
         .gold
         .as_deref()
         .map(|name| rlhf_task::judge_by_name(name, 0).with_context(|| format!("--gold {name}: no such judge")))
         .transpose()?;
-    let cache_path = args.cache.clone().unwrap_or_else(|| with_suffix(&args.out, ".cache.jsonl"));
-    let cache = Cache::open(&cache_path)?;
-    let cached = cache.len();
-    if let Some(dir) = &args.local {
-        let letters = LocalModel::load(dir, args.device.resolve()?)?;
-        run(AiJudge::new(letters, constitution, args.seed).with_cache(cache), &pairs, &args, gold.as_deref(), cached)
-    } else {
-        let mut settings = OpenAiSettings::new(
-            args.openai.clone().expect("clap requires one"),
-            args.model.clone().expect("clap requires it"),
-        );
-        settings.api_key = args.api_key.clone();
-        settings.concurrency = args.concurrency;
-        settings.max_retries = args.max_retries;
-        settings.timeout = Duration::from_secs_f64(args.timeout_s);
-        run(
-            AiJudge::new(OpenAiModel::new(settings), constitution, args.seed).with_cache(cache),
-            &pairs,
-            &args,
-            gold.as_deref(),
-            cached,
-        )
+    let spec = JudgeSpec {
+        local: args.local.clone().unwrap_or_default(),
+        openai_url: args.openai.clone().unwrap_or_default(),
+        openai_model: args.model.clone().unwrap_or_default(),
+        api_key_env: "RLHF_JUDGE_API_KEY".into(),
+        concurrency: args.concurrency,
+        max_retries: args.max_retries,
+        timeout_s: args.timeout_s,
+        constitution: args.constitution.clone(),
+        cache: args.cache.clone().unwrap_or_else(|| with_suffix(&args.out, ".cache.jsonl")),
+        seed: args.seed,
+    };
+    let judge = spec.build(args.device.resolve()?)?;
+    let cached = judge.cached();
+    let started = std::time::Instant::now();
+    let items: Vec<(&str, &str, &str)> =
+        pairs.iter().map(|(_, p, a, b)| (p.as_str(), a.as_str(), b.as_str())).collect();
+    let verdicts = judge.verdicts(&items)?;
+    let (comparisons, undecided) = comparisons(&pairs, &verdicts, &judge.name());
+    write_records(&args.out, &comparisons)?;
+    println!(
+        "rlhf-judge: {} pairs judged by {} ({cached} answers were cached) in {:.1} s: {} comparisons, {undecided} undecided -> {}",
+        pairs.len(),
+        judge.name(),
+        started.elapsed().as_secs_f64(),
+        comparisons.len(),
+        args.out.display()
+    );
+    if let Some(gold) = gold {
+        let report = agreement(gold.as_ref(), &items, &verdicts)?;
+        let path = with_suffix(&args.out, ".agreement.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        println!("rlhf-judge: against {}: {report}", gold.name());
     }
+    Ok(())
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
     name.push(suffix);
     PathBuf::from(name)
-}
-
-fn run<L: Letters>(
-    judge: AiJudge<L>,
-    pairs: &[(String, String, String, String)],
-    args: &LabelArgs,
-    gold: Option<&dyn Judge>,
-    cached: usize,
-) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let items: Vec<(&str, &str, &str)> =
-        pairs.iter().map(|(_, p, a, b)| (p.as_str(), a.as_str(), b.as_str())).collect();
-    let verdicts = judge.verdicts(&items)?;
-    let annotator = judge.name();
-    let mut comparisons = Vec::new();
-    let mut undecided = 0;
-    for ((id, prompt, a, b), verdict) in pairs.iter().zip(&verdicts) {
-        let judgment = verdict.judgment(annotator.clone());
-        let (chosen, rejected) = match judgment.preferred {
-            Preferred::First => (a, b),
-            Preferred::Second => (b, a),
-            Preferred::Neither => {
-                undecided += 1;
-                continue;
-            }
-        };
-        comparisons.push(Comparison {
-            id: id.clone(),
-            prompt: prompt.clone(),
-            chosen: chosen.clone(),
-            rejected: rejected.clone(),
-            margin: Some((2.0 * judgment.confidence - 1.0) as f32),
-            annotator: Some(annotator.clone()),
-            source: Some(format!("ai-judge:{}", verdict.principle)),
-            prompt_messages: None,
-            objective: None,
-        });
-    }
-    write_records(&args.out, &comparisons)?;
-    let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "rlhf-judge: {} pairs judged by {annotator} ({cached} answers were cached) in {seconds:.1} s: {} comparisons, {undecided} undecided -> {}",
-        pairs.len(),
-        comparisons.len(),
-        args.out.display()
-    );
-    if let Some(gold) = gold {
-        let report = agreement(gold, &items, &verdicts)?;
-        let path = with_suffix(&args.out, ".agreement.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-        println!("rlhf-judge: against {}: {report}", gold.name());
-    }
-    Ok(())
 }
 
 /// The judge's agreement with `gold` on the pairs gold decides (an undecided verdict counts half),
