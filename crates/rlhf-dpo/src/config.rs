@@ -147,6 +147,9 @@ pub enum Labeler {
     Panel,
     /// A reward model checkpoint (`online.reward_model`): the higher score is chosen.
     RewardModel,
+    /// An AI judge (`[online.ai_judge]`: a local checkpoint or an OpenAI-compatible server asked a
+    /// constitution's comparison questions in both orders): online DPO from AI feedback.
+    AiJudge,
 }
 
 /// Online / iterative DPO: each round samples two responses per prompt from the current policy,
@@ -163,6 +166,8 @@ pub struct OnlineConfig {
     pub labeler: Labeler,
     /// The reward model checkpoint when `labeler = "reward_model"`.
     pub reward_model: PathBuf,
+    /// The AI judge when `labeler = "ai_judge"` (its paths relative to the run directory).
+    pub ai_judge: rlhf_judge::JudgeSpec,
     /// Prompts per generation batch.
     pub batch_size: usize,
     pub max_new_tokens: i64,
@@ -181,6 +186,7 @@ impl Default for OnlineConfig {
             prompts_per_round: 512,
             labeler: Labeler::Panel,
             reward_model: PathBuf::from("rm/final"),
+            ai_judge: rlhf_judge::JudgeSpec::default(),
             batch_size: 64,
             max_new_tokens: 64,
             temperature: 1.0,
@@ -204,6 +210,7 @@ impl DpoConfig {
         ] {
             *path = resolve(run_dir, &*path);
         }
+        self.online.ai_judge.resolve(run_dir);
     }
 
     /// Checks the settings that need no file.

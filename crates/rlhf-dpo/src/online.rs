@@ -11,7 +11,7 @@ use rlhf_task::{Objective, Panel};
 use rlhf_train::TrainRng;
 
 use crate::config::{Labeler, OnlineConfig};
-use crate::Result;
+use crate::{Error, Result};
 
 /// `(id, prompt, response a, response b)`: what annotators are shown.
 pub type SampledPair = (String, String, String, String);
@@ -120,6 +120,7 @@ pub fn label(
         Labeler::RewardModel => {
             label_with_reward_model(&config.reward_model, prompts, samples, chat, placement, config.batch_size)?
         }
+        Labeler::AiJudge => label_with_ai_judge(&config.ai_judge, samples, placement, gold)?,
     };
     let conversations: std::collections::HashMap<&str, &Option<Vec<ChatMessage>>> =
         prompts.iter().map(|prompt| (prompt.id.as_str(), &prompt.prompt_messages)).collect();
@@ -129,6 +130,37 @@ pub fn label(
     }
     stats.pairs = comparisons.len();
     stats.gold_score = gold_score;
+    Ok((comparisons, stats))
+}
+
+/// The AI judge's comparisons of `samples` (undecided and identical pairs dropped) and, with a gold
+/// judge, how often gold agrees with its choices.
+fn label_with_ai_judge(
+    spec: &rlhf_judge::JudgeSpec,
+    samples: &[SampledPair],
+    placement: Placement,
+    gold: Option<&dyn Judge>,
+) -> Result<(Vec<Comparison>, RoundStats)> {
+    let judge = spec.build(placement).map_err(|e| Error::Invalid(format!("online.ai_judge: {e}")))?;
+    let distinct: Vec<SampledPair> = samples.iter().filter(|(_, _, a, b)| a != b).cloned().collect();
+    let items: Vec<(&str, &str, &str)> =
+        distinct.iter().map(|(_, p, a, b)| (p.as_str(), a.as_str(), b.as_str())).collect();
+    let verdicts = judge.verdicts(&items).map_err(|e| Error::Invalid(format!("online.ai_judge: {e}")))?;
+    let (comparisons, _) = rlhf_judge::comparisons(&distinct, &verdicts, &judge.name());
+    let gold_agreement = match gold {
+        Some(gold) if !comparisons.is_empty() => {
+            let pairs: Vec<(&str, &str)> = comparisons
+                .iter()
+                .flat_map(|c| [(c.prompt.as_str(), c.chosen.as_str()), (c.prompt.as_str(), c.rejected.as_str())])
+                .collect();
+            gold.score(&pairs)?.map(|scores| {
+                let agreed = scores.chunks(2).filter(|s| s[0] > s[1]).count();
+                agreed as f64 / comparisons.len() as f64
+            })
+        }
+        _ => None,
+    };
+    let stats = RoundStats { dropped: samples.len() - comparisons.len(), gold_agreement, ..RoundStats::default() };
     Ok((comparisons, stats))
 }
 

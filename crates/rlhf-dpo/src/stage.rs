@@ -195,6 +195,21 @@ impl Inputs {
             "set it to a checkpoint, or leave it empty for the starting policy",
         )?;
         let online = &config.online;
+        if online.rounds > 0 && online.labeler == Labeler::AiJudge {
+            // Checked before anything is written: the constitution, and which model judges.
+            let spec = &online.ai_judge;
+            if spec.constitution.as_os_str().is_empty() || !spec.constitution.is_file() {
+                return Err(Error::Invalid(format!(
+                    "online.ai_judge.constitution = {:?}: not a file (e.g. configs/constitutions/task.toml)",
+                    spec.constitution
+                )));
+            }
+            if spec.local.as_os_str().is_empty() == spec.openai_url.is_empty() {
+                return Err(Error::Invalid(
+                    "online.ai_judge: set `local` (a checkpoint) or `openai_url` (a server), one of the two".into(),
+                ));
+            }
+        }
         if online.rounds > 0 && online.labeler == Labeler::RewardModel {
             require_checkpoint_dir(
                 &online.reward_model,

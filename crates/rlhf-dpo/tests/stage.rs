@@ -293,3 +293,34 @@ fn a_reward_model_can_label_the_online_rounds() -> Result<()> {
     assert_eq!(metric(&metrics(&run)?, "online/reward").len(), 1);
     Ok(())
 }
+
+#[test]
+fn an_ai_judge_can_label_the_online_rounds() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let policy = common::tiny_policy(&tmp.path().join("policy"), 7);
+    let mut config = common::config(&policy, Path::new(""));
+    config.online.rounds = 1;
+    config.online.prompts_per_round = 8;
+    config.online.labeler = Labeler::AiJudge;
+    // The policy judges its own samples (a random model: the labels are noise, the path is real).
+    config.online.ai_judge.local = policy.clone();
+    config.online.ai_judge.constitution =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/constitutions/task.toml");
+    config.online.ai_judge.cache = "ai_judge.cache.jsonl".into();
+    config.train.max_steps = 2;
+    let run = tmp.path().join("run");
+    common::trained(stage::run(&config, &run, &common::cpu())?);
+
+    let pairs: Vec<Comparison> = read_records(run.join("dpo/rounds/round-001.parquet"))?;
+    assert!(!pairs.is_empty());
+    assert!(pairs.iter().all(|c| c.annotator.as_deref() == Some("ai:policy") && c.margin.is_some_and(|m| m >= 0.0)));
+    let cached = std::fs::read_to_string(run.join("ai_judge.cache.jsonl"))?;
+    assert!(cached.lines().count() >= pairs.len(), "every judged pair is cached");
+
+    // A missing constitution is refused before anything runs.
+    config.online.ai_judge.constitution = "nowhere.toml".into();
+    let err = stage::run(&config, &tmp.path().join("other"), &common::cpu()).err().unwrap().to_string();
+    assert!(err.contains("online.ai_judge.constitution"), "{err}");
+    assert!(!tmp.path().join("other/dpo").exists());
+    Ok(())
+}
