@@ -161,20 +161,18 @@ pub fn sample_tokens(
     let rows: Vec<(usize, u32)> =
         (0..prompts.len()).flat_map(|i| (0..config.samples_per_prompt).map(move |k| (i, k))).collect();
     let eos_token_ids = end_token_ids(model, tokenizer, &config.extra_eos_token_ids);
-    let greedy = config.temperature == 0.0;
     let mut samples = Vec::with_capacity(rows.len());
     for (b, chunk) in rows.chunks(config.batch_size).enumerate() {
         let generation_config = GenerationConfig {
             max_new_tokens: config.max_new_tokens,
-            do_sample: !greedy,
-            temperature: if greedy { 1.0 } else { config.temperature },
             top_p: config.top_p,
             top_k: config.top_k,
             eos_token_ids: eos_token_ids.clone(),
             pad_token_id: tokenizer.pad_id(),
             seed: config.seed + b as u64,
             ..GenerationConfig::default()
-        };
+        }
+        .at_temperature(config.temperature);
         let ids: Vec<Vec<i64>> = chunk.iter().map(|&(i, _)| encoded[i].clone()).collect();
         let generation = tch::no_grad(|| generate_from_tokens(model, &ids, &generation_config))?;
         for (&(i, k), tokens) in chunk.iter().zip(generation.rows()?) {

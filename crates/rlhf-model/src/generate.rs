@@ -59,6 +59,13 @@ impl Default for GenerationConfig {
 }
 
 impl GenerationConfig {
+    /// This configuration sampling at `temperature`, or decoding greedily when it is 0 (the
+    /// convention of OpenAI's API and of the project's configs).
+    pub fn at_temperature(self, temperature: f64) -> Self {
+        let greedy = temperature == 0.0;
+        GenerationConfig { do_sample: !greedy, temperature: if greedy { 1.0 } else { temperature }, ..self }
+    }
+
     /// Greedy decoding with the eos/pad ids of `model`'s config.
     pub fn greedy_for(model: &CausalLm, max_new_tokens: i64) -> Self {
         let cfg = model.config();

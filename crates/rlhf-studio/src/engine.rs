@@ -198,18 +198,16 @@ impl Worker {
     }
 
     fn complete(&self, job: &Completion) -> anyhow::Result<()> {
-        let greedy = job.temperature == 0.0;
         let config = GenerationConfig {
             max_new_tokens: job.max_tokens,
-            do_sample: !greedy,
-            temperature: if greedy { 1.0 } else { job.temperature },
             top_p: job.top_p,
             top_k: job.top_k,
             eos_token_ids: self.eos.clone(),
             pad_token_id: self.tokenizer.pad_id(),
             seed: job.seed,
-            use_cache: true,
-        };
+            ..GenerationConfig::default()
+        }
+        .at_temperature(job.temperature);
         let mut rows: Vec<Row> = job.prompts.iter().map(|_| Row::default()).collect();
         let mut failure = None;
         generate_streaming(&self.model, &job.prompts, &config, |next, logits| {

@@ -150,14 +150,19 @@ impl Browser {
 
     /// Waits up to 10 s for `expression` to be true.
     pub fn wait_for(&mut self, tab: &Tab, expression: &str) -> Result<()> {
-        let until = Instant::now() + Duration::from_secs(10);
+        self.wait_for_up_to(tab, expression, Duration::from_secs(10))
+    }
+
+    /// Waits up to `timeout` for `expression` to be true (a model generating on a loaded machine).
+    pub fn wait_for_up_to(&mut self, tab: &Tab, expression: &str, timeout: Duration) -> Result<()> {
+        let until = Instant::now() + timeout;
         while Instant::now() < until {
             if self.eval(tab, expression).unwrap_or(Value::Null) == Value::Bool(true) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("timed out waiting for `{expression}`")
+        bail!("timed out waiting for `{expression}` after {timeout:?}")
     }
 
     /// Presses and releases a key: `key` as the DOM names it (`"1"`, `"Enter"`, `"s"`), with Shift held
