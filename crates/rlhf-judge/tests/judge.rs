@@ -5,7 +5,7 @@
 //! no table, and a rerun is answered from the cache without one request.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -44,19 +44,10 @@ fn conversations() -> Vec<Vec<ChatMessage>> {
     vec![judging_conversation(principle, prompt, polite, rude), judging_conversation(principle, prompt, rude, polite)]
 }
 
-fn smollm2(dir: &Path) -> Result<PathBuf> {
-    let gguf = std::env::var_os("RLHF_SMOLLM2_GGUF").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
-    ensure!(gguf.is_file(), "{} is missing: `cargo xtask test` fetches it", gguf.display());
-    rlhf_model::gguf::import_gguf(&gguf, dir)?;
-    Ok(dir.to_path_buf())
-}
-
 #[test]
 fn the_http_judge_reads_what_the_local_judge_computes() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let dir = smollm2(&tmp.path().join("smollm2"))?;
+    let dir = rlhf_train::testing::smollm2(&tmp.path().join("smollm2"))?;
     let cpu = rlhf_model::Placement { device: tch::Device::Cpu, kind: tch::Kind::Float };
     let engine = rlhf_studio::engine::Engine::load(&dir, cpu, rlhf_model::ChatMode::Auto)?;
     let served = rlhf_studio::server::Served {

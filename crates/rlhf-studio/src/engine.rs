@@ -223,13 +223,27 @@ impl Worker {
             return Err(e);
         }
         for (index, row) in rows.iter_mut().enumerate().filter(|(_, row)| !row.done) {
-            let text = self.tokenizer.decode(&row.tokens, true)?;
-            let rest = text.get(row.emitted..).unwrap_or_default().to_string();
-            row.done = true;
-            let tokens = std::mem::take(&mut row.pending);
-            let _ = job.events.send(Event::Text { row: index, text: rest, tokens });
-            let _ = job.events.send(Event::Done { row: index, finish: Finish::Length, tokens: row.tokens.len() });
+            // The client may be gone; nothing is left to stop.
+            let _ = self.finish(job, index, row, Finish::Length, row.tokens.len());
         }
+        Ok(())
+    }
+
+    /// Ends row `index`: sends the text not yet sent (a held-back tail included) and why it ended.
+    fn finish(
+        &self,
+        job: &Completion,
+        index: usize,
+        row: &mut Row,
+        finish: Finish,
+        tokens: usize,
+    ) -> anyhow::Result<()> {
+        row.done = true;
+        let text = self.tokenizer.decode(&row.tokens, true)?;
+        let rest = text.get(row.emitted..).unwrap_or_default().to_string();
+        let pending = std::mem::take(&mut row.pending);
+        job.events.send(Event::Text { row: index, text: rest, tokens: pending })?;
+        job.events.send(Event::Done { row: index, finish, tokens })?;
         Ok(())
     }
 
@@ -240,12 +254,8 @@ impl Worker {
         for (index, row) in rows.iter_mut().enumerate().filter(|(_, row)| !row.done) {
             let token = next[index];
             if self.eos.contains(&token) {
-                row.done = true;
-                let text = self.tokenizer.decode(&row.tokens, true)?;
-                let rest = text.get(row.emitted..).unwrap_or_default().to_string();
-                let tokens = std::mem::take(&mut row.pending);
-                job.events.send(Event::Text { row: index, text: rest, tokens })?;
-                job.events.send(Event::Done { row: index, finish: Finish::Stop, tokens: row.tokens.len() + 1 })?;
+                let generated = row.tokens.len() + 1;
+                self.finish(job, index, row, Finish::Stop, generated)?;
                 continue;
             }
             row.tokens.push(token);

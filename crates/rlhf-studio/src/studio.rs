@@ -219,12 +219,12 @@ impl Studio {
         if let Some(new) = new.filter(|_| !dir.join(SPEC_FILE).is_file()) {
             new.write(dir)?;
         }
-        let live_journal = match read_json::<Spec>(&dir.join(SPEC_FILE))?.live {
-            // Opened first: it cuts a batch torn by a kill, which was never shown.
+        let Stored { spec, items, base, cursor } = read_setup(dir)?;
+        // Reading skipped a batch torn by a kill (never shown); opening for appending cuts it off.
+        let live_journal = match spec.live {
             Some(_) => Some(Journal::<LiveBatch>::open(&dir.join(LIVE_FILE))?.0),
             None => None,
         };
-        let Stored { spec, items, base, cursor } = read_setup(dir)?;
         check_same_setup(dir, &spec, setup)?;
         let guidelines = std::fs::read_to_string(dir.join(GUIDELINES_FILE)).unwrap_or_default();
         if dir.join(CLOSED_FILE).exists() {

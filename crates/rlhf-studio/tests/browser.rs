@@ -198,7 +198,7 @@ fn a_blind_study_is_voted_by_keyboard_and_names_no_policy() -> Result<()> {
 #[test]
 fn the_chat_page_streams_a_real_model_as_text() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let model = common::smollm2(&tmp.path().join("smollm2"))?;
+    let model = rlhf_train::testing::smollm2(&tmp.path().join("smollm2"))?;
     let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_rlhf-studio"));
     serve.args(["serve", "--model"]).arg(&model);
     let server = Server::start_with(serve, None, &[])?;

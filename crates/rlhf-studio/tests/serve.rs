@@ -210,7 +210,7 @@ fn the_api_answers_as_the_model_generates_streamed_or_whole() -> Result<()> {
 #[test]
 fn a_real_instruct_model_chats_through_its_template() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let dir = common::smollm2(&tmp.path().join("smollm2"))?;
+    let dir = rlhf_train::testing::smollm2(&tmp.path().join("smollm2"))?;
     let server = serve(&dir)?;
     let question = json!([{ "role": "user", "content": "What is the capital of France?" }]);
     let reply = call(

