@@ -102,6 +102,10 @@ pub enum Error {
     InvalidRanking { location: Location, ranking: Vec<u32>, responses: usize },
     #[error("{location}: {field:?} has {found} values, expected {expected} (one per response token)")]
     LengthMismatch { location: Location, field: &'static str, found: usize, expected: usize },
+    #[error("{location}: {field:?} has {found} entries, expected {expected} (one per round, as \"principles\")")]
+    RoundMismatch { location: Location, field: &'static str, found: usize, expected: usize },
+    #[error("{location}: {field:?} is {value}, expected a probability in [0, 1]")]
+    NotAProbability { location: Location, field: &'static str, value: f64 },
     #[error("{}: keys {keys:?} match no {kind} layout, expected {expected}", path.display())]
     UnknownLayout { path: PathBuf, kind: Kind, keys: Vec<String>, expected: String },
     #[error("format {format} is not a {kind} layout, expected {expected}")]

@@ -54,7 +54,9 @@ pub fn import(input: impl AsRef<Path>, output: impl AsRef<Path>, options: &Impor
         Kind::Comparisons => import_as::<Comparison>(input, output, options.format),
         Kind::Rankings => import_as::<Ranking>(input, output, options.format),
         Kind::Feedback => import_as::<Feedback>(input, output, options.format),
-        kind @ (Kind::Rollouts | Kind::Metrics) => Err(Error::NotImportable { kind }),
+        kind @ (Kind::Rollouts | Kind::Metrics | Kind::Revisions | Kind::Verdicts) => {
+            Err(Error::NotImportable { kind })
+        }
     }
 }
 

@@ -30,8 +30,10 @@ pub struct TableSummary {
 
 /// Kinds in the order tables are matched against by columns: a comparisons table also has a
 /// prompts table's columns, so it is tried first.
-const MOST_SPECIFIC_FIRST: [Kind; 7] = [
+const MOST_SPECIFIC_FIRST: [Kind; 9] = [
     Kind::Rollouts,
+    Kind::Revisions,
+    Kind::Verdicts,
     Kind::Comparisons,
     Kind::Rankings,
     Kind::Feedback,

@@ -60,5 +60,7 @@ pub use parquet_io::{
     RecordChunk, RecordReader, RecordWriter, RowGroupEncoder, Table, TableReader, TableWriter, BATCH_ROWS,
 };
 pub use ranking::{expand_ranking, expand_rankings};
-pub use records::{Comparison, Demonstration, Feedback, Kind, Metric, Prompt, Ranking, Record, Rollout};
+pub use records::{
+    Comparison, Demonstration, Feedback, Kind, Metric, Prompt, Ranking, Record, Revision, Rollout, Verdict,
+};
 pub use schema::{render_schema, schema_tag, type_name, SCHEMA_KEY};

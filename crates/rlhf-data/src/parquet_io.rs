@@ -26,7 +26,9 @@ use rayon::prelude::*;
 
 use crate::atomic::PendingFile;
 use crate::error::{Error, Location, Result};
-use crate::records::{Comparison, Demonstration, Feedback, Kind, Metric, Prompt, Ranking, Record, Rollout};
+use crate::records::{
+    Comparison, Demonstration, Feedback, Kind, Metric, Prompt, Ranking, Record, Revision, Rollout, Verdict,
+};
 use crate::schema::{check_batch, check_columns, schema_tag, type_name};
 
 /// Rows per record batch, written and read.
@@ -500,10 +502,19 @@ pub fn concat_tables(kind: Kind, inputs: &[impl AsRef<Path>], output: impl AsRef
         Kind::Feedback => concat::<Feedback>(inputs, output),
         Kind::Rollouts => concat::<Rollout>(inputs, output),
         Kind::Metrics => concat::<Metric>(inputs, output),
+        Kind::Revisions => concat::<Revision>(inputs, output),
+        Kind::Verdicts => concat::<Verdict>(inputs, output),
     }
 }
 
-fn validate_records<R: Record>(path: &Path) -> Result<u64> {
+fn validate_records<R: Record + serde::Serialize + serde::de::DeserializeOwned>(path: &Path) -> Result<u64> {
+    if is_json_lines(path)? {
+        let records = crate::journal::Journal::<R>::read(path)?;
+        for (index, record) in records.iter().enumerate() {
+            record.validate(|| Location::Line { path: path.to_path_buf(), line: index as u64 + 1 })?;
+        }
+        return Ok(records.len() as u64);
+    }
     let reader = RecordReader::<R>::open(path)?;
     let mut rows = 0;
     for chunk in reader {
@@ -516,8 +527,21 @@ fn validate_records<R: Record>(path: &Path) -> Result<u64> {
     Ok(rows)
 }
 
+/// Whether `path` is a JSON Lines journal (a file starting with `{`) rather than Parquet.
+fn is_json_lines(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    if path.is_dir() {
+        return Ok(false);
+    }
+    let mut first = [0u8; 1];
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
+    let read = file.read(&mut first).map_err(|e| Error::io(path, "read", e))?;
+    Ok(read == 1 && first[0] == b'{')
+}
+
 /// Reads `path` as a `kind` table, checking its schema and running [`Record::validate`] on
-/// every row; returns the row count.
+/// every row; returns the row count. A JSON Lines journal of the kind's records (a judge's
+/// cache of verdicts) is read and checked line by line.
 pub fn validate_table(path: impl AsRef<Path>, kind: Kind) -> Result<u64> {
     let path = path.as_ref();
     match kind {
@@ -528,6 +552,8 @@ pub fn validate_table(path: impl AsRef<Path>, kind: Kind) -> Result<u64> {
         Kind::Feedback => validate_records::<Feedback>(path),
         Kind::Rollouts => validate_records::<Rollout>(path),
         Kind::Metrics => validate_records::<Metric>(path),
+        Kind::Revisions => validate_records::<Revision>(path),
+        Kind::Verdicts => validate_records::<Verdict>(path),
     }
 }
 

@@ -27,10 +27,12 @@ pub enum Kind {
     Feedback,
     Rollouts,
     Metrics,
+    Revisions,
+    Verdicts,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Prompts,
         Kind::Demonstrations,
         Kind::Comparisons,
@@ -38,6 +40,8 @@ impl Kind {
         Kind::Feedback,
         Kind::Rollouts,
         Kind::Metrics,
+        Kind::Revisions,
+        Kind::Verdicts,
     ];
 
     /// The table name, e.g. `comparisons`.
@@ -50,6 +54,8 @@ impl Kind {
             Kind::Feedback => "feedback",
             Kind::Rollouts => "rollouts",
             Kind::Metrics => "metrics",
+            Kind::Revisions => "revisions",
+            Kind::Verdicts => "verdicts",
         }
     }
 
@@ -66,6 +72,8 @@ impl Kind {
             Kind::Feedback => "feedback/v1",
             Kind::Rollouts => "rollouts/v1",
             Kind::Metrics => "metrics/v1",
+            Kind::Revisions => "revisions/v1",
+            Kind::Verdicts => "verdicts/v1",
         }
     }
 
@@ -92,6 +100,8 @@ impl Kind {
             Kind::Feedback => Feedback::schema(),
             Kind::Rollouts => Rollout::schema(),
             Kind::Metrics => Metric::schema(),
+            Kind::Revisions => Revision::schema(),
+            Kind::Verdicts => Verdict::schema(),
         }
     }
 }
@@ -222,6 +232,45 @@ pub struct Metric {
     pub value: f64,
     /// Unix time in seconds.
     pub wall_time: f64,
+}
+
+/// Constitutional AI's supervised phase for one prompt: the model's first answer, then per round
+/// the principle drawn, the model's critique of its latest answer by it, and its revision.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Revision {
+    pub id: String,
+    pub prompt: String,
+    pub initial: String,
+    /// One per round, as `critiques` and `revisions`.
+    pub principles: Vec<String>,
+    pub critiques: Vec<String>,
+    pub revisions: Vec<String>,
+    #[serde(default)]
+    pub prompt_messages: Option<Vec<ChatMessage>>,
+    /// The model that answered, critiqued and revised (`ai:<model>`).
+    #[serde(default)]
+    pub annotator: Option<String>,
+}
+
+impl Revision {
+    /// The latest answer: the last revision, or the initial one when there was none.
+    pub fn latest(&self) -> &str {
+        self.revisions.last().unwrap_or(&self.initial)
+    }
+}
+
+/// An AI judge's answer about one pair (a judge cache's line): P(`A`) with the pair as given and
+/// swapped, `None` where the answer named neither letter.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verdict {
+    pub model: String,
+    pub principle: String,
+    pub prompt: String,
+    pub first: String,
+    pub second: String,
+    pub p_ab: Option<f64>,
+    pub p_ba: Option<f64>,
 }
 
 fn batch<R: Record>(columns: Vec<arrow::array::ArrayRef>) -> Result<RecordBatch> {
@@ -631,6 +680,148 @@ impl Record for Metric {
     }
 }
 
+impl Record for Revision {
+    const KIND: Kind = Kind::Revisions;
+
+    fn schema() -> SchemaRef {
+        tagged(
+            Self::KIND,
+            vec![
+                required("id", DataType::Utf8),
+                required("prompt", DataType::Utf8),
+                required("initial", DataType::Utf8),
+                required("principles", list_of(DataType::Utf8)),
+                required("critiques", list_of(DataType::Utf8)),
+                required("revisions", list_of(DataType::Utf8)),
+                prompt_messages_field(),
+                optional("annotator", DataType::Utf8),
+            ],
+        )
+    }
+
+    fn to_batch(records: &[Self]) -> Result<RecordBatch> {
+        batch::<Self>(vec![
+            strings(records.iter().map(|r| r.id.as_str())),
+            strings(records.iter().map(|r| r.prompt.as_str())),
+            strings(records.iter().map(|r| r.initial.as_str())),
+            string_lists(records.iter().map(|r| r.principles.as_slice())),
+            string_lists(records.iter().map(|r| r.critiques.as_slice())),
+            string_lists(records.iter().map(|r| r.revisions.as_slice())),
+            optional_conversations(records.iter().map(|r| r.prompt_messages.as_deref())),
+            optional_strings(records.iter().map(|r| r.annotator.as_deref())),
+        ])
+    }
+
+    fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>> {
+        let columns = Columns::checked::<Self>(batch)?;
+        let (id, prompt, initial) = (columns.strings("id"), columns.strings("prompt"), columns.strings("initial"));
+        let (principles, critiques) = (columns.lists("principles"), columns.lists("critiques"));
+        let revisions = columns.lists("revisions");
+        let messages = columns.optional_lists("prompt_messages");
+        let annotator = columns.optional_strings("annotator");
+        Ok((0..batch.num_rows())
+            .map(|row| Revision {
+                id: id.value(row).to_string(),
+                prompt: prompt.value(row).to_string(),
+                initial: initial.value(row).to_string(),
+                principles: string_list(principles, row),
+                critiques: string_list(critiques, row),
+                revisions: string_list(revisions, row),
+                prompt_messages: optional_conversation(messages, row),
+                annotator: optional_string(annotator, row),
+            })
+            .collect())
+    }
+
+    fn validate(&self, location: impl Fn() -> Location) -> Result<()> {
+        check_prompt(&self.prompt, self.prompt_messages.as_deref(), &location)?;
+        not_empty("initial", &self.initial, &location)?;
+        let rounds = self.principles.len();
+        for (field, found) in [("critiques", self.critiques.len()), ("revisions", self.revisions.len())] {
+            if found != rounds {
+                return Err(Error::RoundMismatch { location: location(), field, found, expected: rounds });
+            }
+        }
+        for (field, texts) in
+            [("principles", &self.principles), ("critiques", &self.critiques), ("revisions", &self.revisions)]
+        {
+            for (index, text) in texts.iter().enumerate() {
+                not_empty(&format!("{field}[{index}]"), text, &location)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Record for Verdict {
+    const KIND: Kind = Kind::Verdicts;
+
+    fn schema() -> SchemaRef {
+        tagged(
+            Self::KIND,
+            vec![
+                required("model", DataType::Utf8),
+                required("principle", DataType::Utf8),
+                required("prompt", DataType::Utf8),
+                required("first", DataType::Utf8),
+                required("second", DataType::Utf8),
+                optional("p_ab", DataType::Float64),
+                optional("p_ba", DataType::Float64),
+            ],
+        )
+    }
+
+    fn to_batch(records: &[Self]) -> Result<RecordBatch> {
+        batch::<Self>(vec![
+            strings(records.iter().map(|r| r.model.as_str())),
+            strings(records.iter().map(|r| r.principle.as_str())),
+            strings(records.iter().map(|r| r.prompt.as_str())),
+            strings(records.iter().map(|r| r.first.as_str())),
+            strings(records.iter().map(|r| r.second.as_str())),
+            optional_primitives::<Float64Type>(records.iter().map(|r| r.p_ab)),
+            optional_primitives::<Float64Type>(records.iter().map(|r| r.p_ba)),
+        ])
+    }
+
+    fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>> {
+        let columns = Columns::checked::<Self>(batch)?;
+        let (model, principle, prompt) =
+            (columns.strings("model"), columns.strings("principle"), columns.strings("prompt"));
+        let (first, second) = (columns.strings("first"), columns.strings("second"));
+        let (p_ab, p_ba) =
+            (columns.optional_primitives::<Float64Type>("p_ab"), columns.optional_primitives::<Float64Type>("p_ba"));
+        Ok((0..batch.num_rows())
+            .map(|row| Verdict {
+                model: model.value(row).to_string(),
+                principle: principle.value(row).to_string(),
+                prompt: prompt.value(row).to_string(),
+                first: first.value(row).to_string(),
+                second: second.value(row).to_string(),
+                p_ab: optional_value(p_ab, row),
+                p_ba: optional_value(p_ba, row),
+            })
+            .collect())
+    }
+
+    fn validate(&self, location: impl Fn() -> Location) -> Result<()> {
+        for (field, text) in [
+            ("model", &self.model),
+            ("principle", &self.principle),
+            ("prompt", &self.prompt),
+            ("first", &self.first),
+            ("second", &self.second),
+        ] {
+            not_empty(field, text, &location)?;
+        }
+        for (field, p) in [("p_ab", self.p_ab), ("p_ba", self.p_ba)] {
+            if let Some(value) = p.filter(|p| !(0.0..=1.0).contains(p)) {
+                return Err(Error::NotAProbability { location: location(), field, value });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The records that hold a prompt hand it to tokenizers as text plus turns.
 macro_rules! prompt_records {
     ($($record:ty),*) => {$(
@@ -644,4 +835,4 @@ macro_rules! prompt_records {
         }
     )*};
 }
-prompt_records!(Prompt, Demonstration, Comparison, Ranking, Feedback);
+prompt_records!(Prompt, Demonstration, Comparison, Ranking, Feedback, Revision);

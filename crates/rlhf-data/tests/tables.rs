@@ -8,7 +8,8 @@ use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch, StringArray}
 use arrow::datatypes::{DataType, Field, Schema};
 use rlhf_data::{
     append_column, inspect, read_records, read_table, render_schema, validate_table, write_records, ChatMessage,
-    Comparison, Demonstration, Kind, Metric, Prompt, Ranking, Record, RecordReader, Rollout, TableWriter, SCHEMA_KEY,
+    Comparison, Demonstration, Kind, Metric, Prompt, Ranking, Record, RecordReader, Revision, Rollout, TableWriter,
+    Verdict, SCHEMA_KEY,
 };
 use tempfile::TempDir;
 
@@ -122,6 +123,67 @@ fn every_kind_round_trips() {
         value: 0.25,
         wall_time: 1_700_000_000.5,
     }]);
+    round_trip(vec![
+        revision(),
+        Revision { id: "none".into(), principles: vec![], critiques: vec![], revisions: vec![], ..revision() },
+    ]);
+    round_trip(vec![verdict(), Verdict { p_ab: None, ..verdict() }]);
+}
+
+fn revision() -> Revision {
+    Revision {
+        id: "cai-0".into(),
+        prompt: "Tell me about the cat.".into(),
+        initial: "Whatever.".into(),
+        principles: vec!["polite".into(), "helpful".into()],
+        critiques: vec!["It is rude.".into(), "It says nothing.".into()],
+        revisions: vec!["Sure.".into(), "Sure! The cat is lovely.".into()],
+        prompt_messages: Some(vec![ChatMessage::new("user", "Tell me about the cat.")]),
+        annotator: Some("ai:smollm2".into()),
+    }
+}
+
+fn verdict() -> Verdict {
+    Verdict {
+        model: "smollm2".into(),
+        principle: "polite".into(),
+        prompt: "q".into(),
+        first: "a".into(),
+        second: "b".into(),
+        p_ab: Some(0.75),
+        p_ba: Some(0.5),
+    }
+}
+
+#[test]
+fn revisions_need_one_critique_and_revision_per_round_and_verdicts_probabilities() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("revisions.parquet");
+    assert_eq!(revision().latest(), "Sure! The cat is lovely.");
+    let cases = [
+        (
+            Revision { critiques: vec!["one".into()], ..revision() },
+            "\"critiques\" has 1 entries, expected 2 (one per round, as \"principles\")",
+        ),
+        (Revision { revisions: vec!["a".into(), " ".into()], ..revision() }, "\"revisions[1]\" is empty"),
+        (Revision { initial: "".into(), ..revision() }, "\"initial\" is empty"),
+    ];
+    for (bad, message) in cases {
+        write_records(&path, &[revision(), bad]).unwrap();
+        let error = validate_table(&path, Kind::Revisions).unwrap_err();
+        assert_eq!(error.to_string(), format!("{} row 1: {message}", path.display()));
+    }
+    // A judge's cache is a JSON Lines journal of verdicts; `validate` reads it line by line.
+    let cache = dir.path().join("cache.jsonl");
+    let line = |v: &Verdict| serde_json::to_string(v).unwrap() + "\n";
+    std::fs::write(&cache, line(&verdict()) + &line(&Verdict { p_ba: None, ..verdict() })).unwrap();
+    assert_eq!(validate_table(&cache, Kind::Verdicts).unwrap(), 2);
+    std::fs::write(&cache, line(&verdict()) + &line(&Verdict { p_ab: Some(1.5), ..verdict() })).unwrap();
+    let error = validate_table(&cache, Kind::Verdicts).unwrap_err().to_string();
+    assert_eq!(error, format!("{} line 2: \"p_ab\" is 1.5, expected a probability in [0, 1]", cache.display()));
+    std::fs::write(&cache, line(&verdict()) + "{\"model\": 3}\n").unwrap();
+    let error = validate_table(&cache, Kind::Verdicts).unwrap_err().to_string();
+    assert!(error.starts_with(&format!("{} line 2: invalid JSON", cache.display())), "{error}");
 }
 
 #[test]
