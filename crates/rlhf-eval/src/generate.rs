@@ -16,7 +16,7 @@ use arrow::array::{RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use rlhf_data::{Demonstration, Prompt, PromptText, Record, RecordReader, TableWriter};
 use rlhf_model::{
-    generate_from_tokens, CausalLm, ChatMode, GenerationConfig, GenerationDefaults, Placement, Tokenizer,
+    end_token_ids, generate_from_tokens, CausalLm, ChatMode, GenerationConfig, GenerationDefaults, Placement, Tokenizer,
 };
 
 use crate::{Error, Result};
@@ -108,18 +108,6 @@ pub struct TokenSample {
     pub eos: bool,
     /// The response text, decoded without special tokens.
     pub text: String,
-}
-
-/// The tokens generation stops at: the model config's, then `extra` (a `generation_config.json`'s),
-/// then the tokenizer's eos, each once.
-pub fn end_token_ids(model: &CausalLm, tokenizer: &Tokenizer, extra: &[i64]) -> Vec<i64> {
-    let mut ids = model.config().eos_token_ids();
-    for id in extra.iter().copied().chain([tokenizer.eos_id()]) {
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    ids
 }
 
 /// Samples `samples_per_prompt` rows for every prompt, empty ones included, prompt-major.

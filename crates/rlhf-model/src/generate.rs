@@ -124,6 +124,18 @@ impl SplitMix64 {
     }
 }
 
+/// The tokens generation stops at: the model config's, then `extra` (a `generation_config.json`'s),
+/// then the tokenizer's eos, each once.
+pub fn end_token_ids(model: &CausalLm, tokenizer: &crate::Tokenizer, extra: &[i64]) -> Vec<i64> {
+    let mut ids = model.config().eos_token_ids();
+    for id in extra.iter().copied().chain([tokenizer.eos_id()]) {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
 /// Left-pads token lists into `(input_ids, attention_mask)` `[B, P]` on `device`.
 pub fn left_pad(prompts: &[Vec<i64>], pad_token_id: i64, device: Device) -> Result<(Tensor, Tensor)> {
     let p = prompts.iter().map(Vec::len).max().unwrap_or(0);

@@ -30,7 +30,7 @@ pub use config::{ArchConfig, Gpt2Config, LlamaConfig, ModelConfig, RewardNormali
 pub use device::{DType, DeviceArgs, DeviceChoice, Placement};
 pub use error::{Error, Result};
 pub use generate::{
-    generate, generate_from_tokens, generate_streaming, keep_last_tokens, Generation, GenerationConfig,
+    end_token_ids, generate, generate_from_tokens, generate_streaming, keep_last_tokens, Generation, GenerationConfig,
 };
 pub use generation_config::GenerationDefaults;
 pub use heads::{SequenceClassifier, ValueHead};

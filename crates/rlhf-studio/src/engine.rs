@@ -13,8 +13,10 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use rlhf_data::Prompt;
-use rlhf_eval::generate::{end_token_ids, sample_tokens, SampleConfig, TokenSample};
-use rlhf_model::{generate_streaming, CausalLm, ChatMode, GenerationConfig, GenerationDefaults, Placement, Tokenizer};
+use rlhf_eval::generate::{sample_tokens, SampleConfig, TokenSample};
+use rlhf_model::{
+    end_token_ids, generate_streaming, CausalLm, ChatMode, GenerationConfig, GenerationDefaults, Placement, Tokenizer,
+};
 use tch::{Kind, Tensor};
 use tokio::sync::mpsc::UnboundedSender;
 

@@ -56,7 +56,7 @@ fn reference(dir: &Path, prompt: &[i64], max_new_tokens: i64) -> Result<(String,
     let tokenizer = Tokenizer::from_dir(dir)?;
     let model = CausalLm::from_pretrained(dir, tch::Device::Cpu, tch::Kind::Float)?;
     let config = GenerationConfig {
-        eos_token_ids: rlhf_eval::generate::end_token_ids(&model, &tokenizer, &[]),
+        eos_token_ids: rlhf_model::end_token_ids(&model, &tokenizer, &[]),
         pad_token_id: tokenizer.pad_id(),
         ..GenerationConfig::greedy_for(&model, max_new_tokens)
     };
