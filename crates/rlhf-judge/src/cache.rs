@@ -1,41 +1,29 @@
-//! The judgment cache: one fsynced JSON line per judged pair ([`rlhf_data::journal`]), keyed by
-//! (model, principle, prompt, first, second), so a rerun (or a run resumed after a kill) asks the
-//! model nothing it already answered.
+//! The judgment cache: one fsynced JSON line per judged pair ([`rlhf_data::journal`]), a
+//! [`Verdict`] keyed by (model, principle, prompt, first, second), so a rerun (or a run resumed
+//! after a kill) asks the model nothing it already answered. `rlhf-data validate --kind verdicts`
+//! checks one.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use rlhf_data::journal::Journal;
-use serde::{Deserialize, Serialize};
+use rlhf_data::Verdict;
 
 use crate::ai::AiVerdict;
 use crate::Result;
-
-/// One cached answer.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Entry {
-    pub model: String,
-    pub principle: String,
-    pub prompt: String,
-    pub first: String,
-    pub second: String,
-    pub p_ab: Option<f64>,
-    pub p_ba: Option<f64>,
-}
 
 type Key = (String, String, String, String, String);
 
 /// The cache, open for appending.
 pub struct Cache {
-    journal: Journal<Entry>,
+    journal: Journal<Verdict>,
     answers: HashMap<Key, (Option<f64>, Option<f64>)>,
 }
 
 impl Cache {
     /// Opens (or creates) the cache at `path`.
     pub fn open(path: &Path) -> Result<Cache> {
-        let (journal, entries) = Journal::<Entry>::open(path)?;
+        let (journal, entries) = Journal::<Verdict>::open(path)?;
         let answers = entries
             .into_iter()
             .map(|e| ((e.model, e.principle, e.prompt, e.first, e.second), (e.p_ab, e.p_ba)))
@@ -59,7 +47,7 @@ impl Cache {
 
     /// Keeps `verdict` (on disk when this returns).
     pub fn put(&mut self, model: &str, prompt: &str, first: &str, second: &str, verdict: &AiVerdict) -> Result<()> {
-        let entry = Entry {
+        let entry = Verdict {
             model: model.into(),
             principle: verdict.principle.clone(),
             prompt: prompt.into(),

@@ -8,18 +8,23 @@
 //! tokens `A` and `B`, and each pair is asked in both orders and the two averaged, which cancels
 //! the judge's position bias; the averaged probability is the label's confidence. Every answer is
 //! cached on disk ([`cache`]) by (model, principle, prompt, first, second), so a rerun costs nothing.
+//!
+//! [`Reviser`] is Constitutional AI's supervised phase: answer, then critique and revise by the
+//! constitution's requests, N rounds ([`revise`]).
 
 pub mod ai;
 pub mod cache;
 pub mod constitution;
 pub mod local;
 pub mod openai;
+pub mod revise;
 pub mod spec;
 
 pub use ai::{comparisons, AiJudge, AiVerdict, Letters};
 pub use constitution::{Constitution, Principle};
 pub use local::LocalModel;
 pub use openai::{OpenAiModel, OpenAiSettings};
+pub use revise::{ReviseSettings, Revised, Reviser};
 pub use spec::JudgeSpec;
 
 use std::path::PathBuf;

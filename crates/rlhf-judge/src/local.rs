@@ -45,9 +45,21 @@ impl LocalModel {
                 });
             }
         }
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
-        Ok(LocalModel { model, tokenizer, name, letters, batch_size: 8 })
+        Ok(LocalModel { model, tokenizer, name: checkpoint_name(dir), letters, batch_size: 8 })
     }
+
+    /// The same judge under another name (`""`: unchanged).
+    pub fn named(mut self, name: &str) -> LocalModel {
+        if !name.is_empty() {
+            self.name = name.to_string();
+        }
+        self
+    }
+}
+
+/// A checkpoint's default name: its directory's.
+pub(crate) fn checkpoint_name(dir: &Path) -> String {
+    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
 }
 
 impl Letters for LocalModel {

@@ -16,6 +16,8 @@ use crate::{AiJudge, Constitution, Error, LocalModel, OpenAiModel, OpenAiSetting
 pub struct JudgeSpec {
     /// A local checkpoint as the judge (empty: the server at `openai_url`).
     pub local: PathBuf,
+    /// The local judge's name in what it labels (`ai:<name>`); empty: the checkpoint directory's.
+    pub name: String,
     /// An OpenAI-compatible server, e.g. `http://127.0.0.1:8000/v1`.
     pub openai_url: String,
     /// The model the server serves.
@@ -40,6 +42,7 @@ impl Default for JudgeSpec {
     fn default() -> Self {
         JudgeSpec {
             local: PathBuf::new(),
+            name: String::new(),
             openai_url: String::new(),
             openai_model: String::new(),
             api_key_env: String::new(),
@@ -62,7 +65,7 @@ impl JudgeSpec {
         let constitution = Constitution::load(&self.constitution)?;
         let invalid = |message: &str| Error::Input { path: self.constitution.clone(), message: message.into() };
         let letters: Box<dyn crate::Letters> = match (self.local.as_os_str().is_empty(), self.openai_url.is_empty()) {
-            (false, true) => Box::new(LocalModel::load(&self.local, placement)?),
+            (false, true) => Box::new(LocalModel::load(&self.local, placement)?.named(&self.name)),
             (true, false) if self.openai_model.is_empty() => {
                 return Err(invalid("an OpenAI-compatible judge needs the served model's name"))
             }

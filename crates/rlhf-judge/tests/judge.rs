@@ -141,7 +141,7 @@ fn retries_errors_and_the_cache() -> Result<()> {
     let label = |address: SocketAddr| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_rlhf-judge"));
         command.args(["label", "--pairs"]).arg(&pairs).arg("--out").arg(&out).arg("--constitution").arg(&constitution);
-        command.args(["--openai", &format!("http://{address}/v1"), "--model", "flaky", "--gold", "gold"]);
+        command.args(["--openai", &format!("http://{address}/v1"), "--model", "flaky", "--against", "gold"]);
         command.env("RUST_LOG", "error");
         command.output()
     };
@@ -163,9 +163,13 @@ fn retries_errors_and_the_cache() -> Result<()> {
             "{c:?}"
         );
     }
+    rlhf_data::validate_table(&out, rlhf_data::Kind::Comparisons)?;
+    let cached = rlhf_data::validate_table(tmp.path().join("ai.parquet.cache.jsonl"), rlhf_data::Kind::Verdicts)?;
+    ensure!(cached == 3, "the cache holds {cached} verdicts, not one per pair");
     let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("ai.parquet.agreement.json"))?)?;
-    ensure!(report["both_orders_consistent"] == 1.0 && report["agreement"] == 1.0, "{report}");
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("ai.parquet.against.json"))?)?;
+    let gold = &report["gold"];
+    ensure!(gold["both_orders_consistent"] == 1.0 && gold["agreement"] == 1.0, "{report}");
     let again = label(good)?;
     ensure!(again.status.success() && count.load(Ordering::SeqCst) - 2 == 6, "the rerun asked the server again");
     ensure!(String::from_utf8_lossy(&again.stdout).contains("(3 answers were cached)"));
