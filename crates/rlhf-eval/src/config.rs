@@ -41,6 +41,10 @@ pub struct EvalConfig {
     /// and proxy score per objective, a constraint's satisfaction rate, and with two or more the
     /// Pareto plot of the first two. None by default.
     pub objectives: Vec<ObjectiveConfig>,
+    /// AI-feedback reports of `rlhf-judge` (`<table>.against.json`: the judge's agreement with gold
+    /// and the panel, or how often revisions beat initial answers), shown in the report's "AI
+    /// feedback" section; those not found are skipped.
+    pub ai_feedback: Vec<String>,
 }
 
 /// One objective of the report.
@@ -115,6 +119,9 @@ impl Default for EvalConfig {
             batch_size: 32,
             flags: FlagConfig::default(),
             objectives: Vec::new(),
+            ai_feedback: ["data/comparisons.parquet.against.json", "data/revisions.parquet.against.json"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }

@@ -204,6 +204,7 @@ mod tests {
             prompts: 10,
             policies,
             objectives: Vec::new(),
+            ai_feedback: Vec::new(),
         }
     }
 

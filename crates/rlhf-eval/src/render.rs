@@ -146,6 +146,34 @@ pub fn judges(eval: &Evaluation) -> Vec<String> {
     out
 }
 
+/// The "AI feedback" section's lines: per `rlhf-judge` report and judge it was measured against,
+/// its figures (`None` without reports).
+pub fn ai_feedback(eval: &Evaluation) -> Option<String> {
+    fn figure(value: &serde_json::Value) -> String {
+        match value {
+            serde_json::Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
+            serde_json::Value::Number(n) => format!("{:.3}", n.as_f64().unwrap_or(f64::NAN)),
+            serde_json::Value::Array(items) => format!("[{}]", items.iter().map(figure).collect::<Vec<_>>().join(", ")),
+            serde_json::Value::Null => "n/a".into(),
+            other => other.to_string(),
+        }
+    }
+    let mut md = String::new();
+    for (path, report) in &eval.ai_feedback {
+        let table = path.strip_suffix(".against.json").unwrap_or(path);
+        for (judge, figures) in report.as_object().into_iter().flatten() {
+            let figures: Vec<String> = figures
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(key, value)| format!("{} {}", key.replace('_', " "), figure(value)))
+                .collect();
+            let _ = writeln!(md, "- `{table}` against `{judge}`: {}", figures.join(", "));
+        }
+    }
+    (!md.is_empty()).then_some(md)
+}
+
 /// A table column: its header and each policy's cell.
 type Column<'a> = (String, Box<dyn Fn(&PolicyResult) -> String + 'a>);
 
@@ -491,6 +519,15 @@ pub fn write_report(eval: &Evaluation, limits: &FlagConfig) -> Result<Written> {
     if let Some(analysis) = &overoptimisation {
         let _ = write!(md, "## Over-optimisation\n\n{}\n", analysis.markdown());
     }
+    if let Some(feedback) = ai_feedback(eval) {
+        let _ = write!(
+            md,
+            "## AI feedback\n\nThe AI judge measured against other judges on the pairs it labelled (agreement on the \
+             pairs the other judge decides, 95% bootstrap CI; both orders consistent: the same verdict with A and B \
+             swapped; mean p a: the mean P(first) over both orders, 0.5 without position bias), and Constitutional AI's \
+             revisions against their initial answers.\n\n{feedback}\n"
+        );
+    }
     md.push_str("## Flags\n\n");
     if flags.is_empty() {
         md.push_str("No reward hacking or blow-up detected.\n");
@@ -562,7 +599,22 @@ mod tests {
                 policy("dpo", 3.0, 0.5, 0.25),
             ],
             objectives: Vec::new(),
+            ai_feedback: Vec::new(),
         }
+    }
+
+    #[test]
+    fn ai_feedback_reports_are_listed_per_judge() {
+        let mut eval = evaluation();
+        assert_eq!(ai_feedback(&eval), None);
+        let report = serde_json::json!({
+            "gold": { "pairs": 384, "agreement": 0.4614, "agreement_ci95": [0.41, 0.512], "mean_p_a": null },
+        });
+        eval.ai_feedback = vec![("data/comparisons.parquet.against.json".into(), report)];
+        assert_eq!(
+            ai_feedback(&eval).unwrap(),
+            "- `data/comparisons.parquet` against `gold`: agreement 0.461, agreement ci95 [0.410, 0.512], mean p a n/a, pairs 384\n"
+        );
     }
 
     /// PPO training in which the proxy score rose while the gold score fell.

@@ -120,6 +120,8 @@ pub struct Evaluation {
     pub prompts: usize,
     pub policies: Vec<PolicyResult>,
     pub objectives: Vec<Objective>,
+    /// The AI-feedback reports found ([`EvalConfig::ai_feedback`]): path and content.
+    pub ai_feedback: Vec<(String, serde_json::Value)>,
 }
 
 impl Evaluation {
@@ -237,6 +239,7 @@ pub fn evaluate(
         )));
     }
     let objective_judges = config.objective_judges()?;
+    let ai_feedback = ai_feedback_reports(run_dir, &config.ai_feedback)?;
     let prompts_path = run_dir.join(&config.data.prompts);
     let prompts: Vec<Prompt> = first_n(read_records(&prompts_path)?, config.data.num_prompts);
     if prompts.is_empty() {
@@ -469,6 +472,23 @@ pub fn evaluate(
         prompts: prompts.len(),
         policies,
         objectives,
+        ai_feedback,
     };
     Ok((evaluation, writer))
+}
+
+/// The AI-feedback reports of `paths` (relative to `run_dir`) that exist, parsed.
+fn ai_feedback_reports(run_dir: &Path, paths: &[String]) -> Result<Vec<(String, serde_json::Value)>> {
+    let mut reports = Vec::new();
+    for path in paths {
+        let file = run_dir.join(path);
+        if !file.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).map_err(|e| Error::Invalid(format!("{}: {e}", file.display())))?;
+        let report = serde_json::from_str(&text)
+            .map_err(|e| Error::Invalid(format!("{}: not an rlhf-judge report: {e}", file.display())))?;
+        reports.push((path.clone(), report));
+    }
+    Ok(reports)
 }
