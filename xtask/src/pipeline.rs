@@ -29,7 +29,9 @@ pub struct Preset {
 }
 
 /// A preset file: either a full list of steps, or another preset (less the steps it leaves out) plus
-/// steps of its own after the parent's and extra arguments per step.
+/// steps of its own and extra arguments per step. A step of its own named like one of the parent's
+/// replaces it where it stands; one with `before = "<step>"` goes right before that step; the others
+/// follow the parent's.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PresetFile {
@@ -65,6 +67,9 @@ pub struct Step {
     /// Run even when done if an earlier step ran in this invocation (the evaluation).
     #[serde(default)]
     pub rerun: bool,
+    /// In a preset that extends another: the step this one goes right before.
+    #[serde(default)]
+    pub before: Option<String>,
 }
 
 impl Preset {
@@ -86,7 +91,23 @@ impl Preset {
                 bail!("{}: `without` names no step of the parent: {name:?}", path.display());
             }
         }
-        steps.extend(file.steps);
+        for step in file.steps {
+            let at = |name: &str| steps.iter().position(|s| s.name == name);
+            if let Some(i) = at(&step.name) {
+                steps[i] = step;
+            } else if let Some(before) = step.before.clone() {
+                let Some(i) = at(&before) else {
+                    bail!(
+                        "{}: step {:?} goes before {before:?}, which is no step of the parent",
+                        path.display(),
+                        step.name
+                    );
+                };
+                steps.insert(i, step);
+            } else {
+                steps.push(step);
+            }
+        }
         round_steps.extend(file.round_steps);
         requires.extend(file.requires);
         models.extend(file.models);
@@ -123,6 +144,7 @@ impl Preset {
                         args: s.args.iter().map(|a| fill(a)).collect(),
                         done: fill(&s.done),
                         rerun: s.rerun,
+                        before: None,
                     }));
                 }
             }
@@ -252,6 +274,7 @@ mod tests {
             args: vec![format!("{{prev}}/{name}")],
             done: done.into(),
             rerun: false,
+            before: None,
         }
     }
 
@@ -282,5 +305,19 @@ mod tests {
         assert_eq!(steps[2].args, ["{run}/reward"]);
         assert_eq!(steps[4].args, ["{run}/round-2/reward"]);
         assert_eq!(steps[5].done, "{run}/round-3/ppo");
+    }
+
+    #[test]
+    fn a_child_preset_replaces_a_step_in_place_or_inserts_it_before_another() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let names = |preset: &str| -> Vec<String> {
+            Preset::load(&root, preset).unwrap().steps.into_iter().map(|s| s.name).collect()
+        };
+        let smollm2 = names("smollm2");
+        assert_eq!(names("rlaif"), smollm2, "rlaif swaps the label step in place");
+        assert!(Preset::load(&root, "rlaif").unwrap().step("label").unwrap().bin == "rlhf-judge");
+        let cai = names("cai");
+        let revise = cai.iter().position(|n| n == "revise").unwrap();
+        assert_eq!(cai[revise + 1], "sft");
     }
 }

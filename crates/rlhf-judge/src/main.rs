@@ -63,8 +63,9 @@ struct ReviseArgs {
     /// Temperature of the initial answer (0: greedy).
     #[arg(long, default_value_t = 1.0)]
     temperature: f64,
-    /// Temperature of critiques and revisions (0: greedy).
-    #[arg(long, default_value_t = 0.0)]
+    /// Temperature of critiques and revisions (0: greedy, which makes a small model copy the answer
+    /// or loop).
+    #[arg(long, default_value_t = 0.7)]
     revise_temperature: f64,
     /// Prompts per generation batch (and per journal entry).
     #[arg(long, default_value_t = 16)]

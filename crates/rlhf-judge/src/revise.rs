@@ -31,7 +31,8 @@ pub struct ReviseSettings {
     pub max_new_tokens: i64,
     /// Temperature of the initial answer (0: greedy).
     pub temperature: f64,
-    /// Temperature of critiques and revisions (0: greedy).
+    /// Temperature of critiques and revisions (0: greedy; SmolLM2-135M's greedy revisions copy the
+    /// answer or loop, and beat it on gold for 44% of 16 prompts, against 69% at 0.7).
     pub revise_temperature: f64,
     /// Prompts per chunk (one generation batch, one journal entry).
     pub batch_size: usize,
@@ -45,7 +46,7 @@ impl Default for ReviseSettings {
             rounds: 1,
             max_new_tokens: 64,
             temperature: 1.0,
-            revise_temperature: 0.0,
+            revise_temperature: 0.7,
             batch_size: 16,
             seed: 0,
         }
