@@ -57,6 +57,18 @@ impl LocalModel {
     }
 }
 
+/// Each conversation as a prompt for the assistant's next turn: its turns (for a chat template) and
+/// its plain text ending in `assistant:` then `cue` (for a model without one).
+pub(crate) fn assistant_prompts(conversations: &[Vec<ChatMessage>], cue: &str) -> Vec<PromptText> {
+    conversations
+        .iter()
+        .map(|turns| PromptText {
+            text: format!("{}\nassistant:{cue}", plain_text(turns)),
+            messages: Some(turns.clone()),
+        })
+        .collect()
+}
+
 /// A checkpoint's default name: its directory's.
 pub(crate) fn checkpoint_name(dir: &Path) -> String {
     dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
@@ -68,13 +80,7 @@ impl Letters for LocalModel {
     }
 
     fn p_a(&self, conversations: &[Vec<ChatMessage>]) -> Result<Vec<Option<f64>>> {
-        let prompts: Vec<PromptText> = conversations
-            .iter()
-            .map(|turns| PromptText {
-                text: format!("{}\nassistant: The better response is", plain_text(turns)),
-                messages: Some(turns.clone()),
-            })
-            .collect();
+        let prompts = assistant_prompts(conversations, " The better response is");
         let mut encoded = self.tokenizer.encode_generation_prompts(&prompts)?;
         let cut = rlhf_model::keep_last_tokens(&mut encoded, (self.model.config().max_positions() - 1).max(1) as usize);
         if cut > 0 {

@@ -11,9 +11,8 @@
 
 use std::path::Path;
 
-use rlhf_data::conversation::plain_text;
 use rlhf_data::journal::Journal;
-use rlhf_data::{ChatMessage, Comparison, Demonstration, Prompt, PromptText, Revision};
+use rlhf_data::{ChatMessage, Comparison, Demonstration, Prompt, Revision};
 use rlhf_model::{
     end_token_ids, generate_from_tokens, CausalLm, GenerationConfig, GenerationDefaults, Placement, Tokenizer,
 };
@@ -134,13 +133,7 @@ impl Reviser {
 
     /// One answer per conversation (trimmed), sampled with `seed` at `temperature`.
     fn answer(&self, conversations: &[Vec<ChatMessage>], temperature: f64, seed: u64) -> Result<Vec<String>> {
-        let prompts: Vec<PromptText> = conversations
-            .iter()
-            .map(|turns| PromptText {
-                text: format!("{}\nassistant:", plain_text(turns)),
-                messages: Some(turns.clone()),
-            })
-            .collect();
+        let prompts = crate::local::assistant_prompts(conversations, "");
         let mut encoded = self.tokenizer.encode_generation_prompts(&prompts)?;
         let room = (self.model.config().max_positions() - self.settings.max_new_tokens).max(1) as usize;
         if rlhf_model::keep_last_tokens(&mut encoded, room) > 0 {
@@ -167,24 +160,25 @@ impl Reviser {
             .map(|p| p.prompt_messages.clone().unwrap_or_else(|| vec![ChatMessage::new("user", p.prompt.clone())]))
             .collect();
         let initial = self.answer(&turns, self.settings.temperature, seed(0))?;
-        let mut rows: Vec<Revision> = prompts
+        // Each row with its prompt's turns.
+        let (mut rows, row_turns): (Vec<Revision>, Vec<&Vec<ChatMessage>>) = prompts
             .iter()
+            .zip(&turns)
             .zip(initial)
             .filter(|(_, answer)| !answer.is_empty())
-            .map(|(p, answer)| Revision {
-                id: p.id.clone(),
-                prompt: p.prompt.clone(),
-                initial: answer,
-                prompt_messages: p.prompt_messages.clone(),
-                annotator: Some(self.annotator()),
-                ..Revision::default()
+            .map(|((p, turns), answer)| {
+                let row = Revision {
+                    id: p.id.clone(),
+                    prompt: p.prompt.clone(),
+                    initial: answer,
+                    prompt_messages: p.prompt_messages.clone(),
+                    annotator: Some(self.annotator()),
+                    ..Revision::default()
+                };
+                (row, turns)
             })
-            .collect();
+            .unzip();
         let dropped = prompts.len() - rows.len();
-        let turns_of = |row: &Revision| {
-            let index = prompts.iter().position(|p| p.id == row.id).expect("a row of this chunk");
-            turns[index].clone()
-        };
         for round in 0..self.settings.rounds {
             // Rows whose critique or revision came back empty stop revising.
             let live: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].revisions.len() == round).collect();
@@ -195,7 +189,7 @@ impl Reviser {
                 .iter()
                 .map(|&i| {
                     let principle = self.principle_for(&rows[i].id, round);
-                    let mut c = turns_of(&rows[i]);
+                    let mut c = row_turns[i].clone();
                     c.push(ChatMessage::new("assistant", rows[i].latest()));
                     c.push(ChatMessage::new("user", principle.critique.clone()));
                     c
