@@ -1,7 +1,9 @@
 //! AdamW, gradient clipping and the learning-rate schedule.
 //!
 //! `tests/fixtures/optim/adamw.safetensors` is a trajectory of `torch.optim.AdamW` with
-//! `clip_grad_norm_` (`make_fixtures.py`); the Rust optimizer must reproduce it bit for bit.
+//! `clip_grad_norm_` (`make_fixtures.py`). The Rust optimizer must reproduce it bit for bit on the CPU
+//! that made it (its metadata records the CPU); torch's own trajectory moves in the last bit from one
+//! CPU to another, so elsewhere the test allows a relative error of [`TOLERANCE_ACROSS_CPUS`].
 
 use anyhow::Result;
 use rlhf_model::{AdamW, AdamWConfig, LrSchedule, ScheduleKind};
@@ -16,9 +18,56 @@ fn torch_config() -> AdamWConfig {
     AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, ..AdamWConfig::default() }
 }
 
+/// How far, relative to torch's value, a parameter may sit from it when the fixture came from another
+/// CPU: torch's own trajectory differed by up to 4e-7 (four f32 ulps, from one ulp at step 2 carried
+/// on) between the two CPUs the fixture has been made on.
+const TOLERANCE_ACROSS_CPUS: f64 = 1e-6;
+
+fn fixture_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/optim/adamw.safetensors")
+}
+
 fn reference() -> HashMap<String, Tensor> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/optim/adamw.safetensors");
-    Tensor::read_safetensors(path).unwrap().into_iter().collect()
+    Tensor::read_safetensors(fixture_path()).unwrap().into_iter().collect()
+}
+
+/// `model name | flags` of the first processor in /proc/cpuinfo, as `make_fixtures.py` records it.
+fn cpu_fingerprint() -> Option<String> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let field = |key: &str| {
+        cpuinfo.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            (name.trim() == key).then(|| value.trim().to_string())
+        })
+    };
+    Some(format!("{} | {}", field("model name")?, field("flags")?))
+}
+
+/// Whether the fixture was made on a CPU like this one, where torch and the Rust optimizer agree bit
+/// for bit.
+fn fixture_made_on_this_cpu() -> bool {
+    let bytes = std::fs::read(fixture_path()).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let recorded = header.metadata().as_ref().and_then(|metadata| metadata.get("cpu").cloned());
+    let same = recorded.is_some() && recorded == cpu_fingerprint();
+    if !same {
+        eprintln!("the optimizer fixture comes from another CPU: comparing within {TOLERANCE_ACROSS_CPUS:e}");
+    }
+    same
+}
+
+/// Asserts that `actual` is torch's `expected`: the same bits on the fixture's CPU, within
+/// [`TOLERANCE_ACROSS_CPUS`] elsewhere.
+fn assert_matches_torch(actual: &Tensor, expected: &Tensor, exact: bool, what: &str) {
+    let diff = (actual - expected).abs();
+    let max_diff = diff.max().double_value(&[]);
+    if exact {
+        assert!(actual.equal(expected), "{what}: max |diff| {max_diff:e}");
+    } else {
+        let allowed = expected.abs().clamp_min(f64::from(f32::MIN_POSITIVE)) * TOLERANCE_ACROSS_CPUS;
+        let within = diff.le_tensor(&allowed).all().int64_value(&[]) == 1;
+        assert!(within, "{what}: max |diff| {max_diff:e} is more than {TOLERANCE_ACROSS_CPUS:e} relative");
+    }
 }
 
 /// A var store holding `values` under their dotted names.
@@ -50,13 +99,10 @@ fn set_grads(vs: &VarStore, grads: &HashMap<&str, Tensor>) {
     loss.backward();
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b).abs().max().double_value(&[])
-}
-
 #[test]
-fn matches_torch_adamw_with_clipping_bit_for_bit() -> Result<()> {
+fn matches_torch_adamw_with_clipping() -> Result<()> {
     let reference = reference();
+    let exact = fixture_made_on_this_cpu();
     let vs = initial_var_store(&reference);
     let mut optimizer = AdamW::new(&vs, torch_config());
     assert_eq!(optimizer.param_names().collect::<Vec<_>>(), PARAM_NAMES);
@@ -71,8 +117,7 @@ fn matches_torch_adamw_with_clipping_bit_for_bit() -> Result<()> {
         let variables = vs.variables();
         for name in PARAM_NAMES {
             let expected = &reference[&format!("after.{step}.{name}")];
-            let diff = max_abs_diff(&variables[name], expected);
-            assert!(variables[name].equal(expected), "step {step}, {name}: max |diff| {diff:e}");
+            assert_matches_torch(&variables[name], expected, exact, &format!("step {step}, {name}"));
         }
     }
     Ok(())
@@ -81,6 +126,7 @@ fn matches_torch_adamw_with_clipping_bit_for_bit() -> Result<()> {
 #[test]
 fn saved_state_matches_torch_and_resumes_bit_exactly() -> Result<()> {
     let reference = reference();
+    let exact = fixture_made_on_this_cpu();
     let lrs = Vec::<f64>::try_from(&reference["lrs"])?;
     let step_with = |vs: &VarStore, optimizer: &mut AdamW, step: usize| -> Result<()> {
         optimizer.zero_grad();
@@ -109,7 +155,7 @@ fn saved_state_matches_torch_and_resumes_bit_exactly() -> Result<()> {
     let (original, continued) = (vs.variables(), resumed_vs.variables());
     for name in PARAM_NAMES {
         assert!(original[name].equal(&continued[name]), "{name} diverged after resume");
-        assert!(original[name].equal(&reference[&format!("after.5.{name}")]), "{name}");
+        assert_matches_torch(&original[name], &reference[&format!("after.5.{name}")], exact, name);
     }
     let final_state = dir.path().join("final.safetensors");
     resumed.save(&final_state)?;
@@ -117,7 +163,7 @@ fn saved_state_matches_torch_and_resumes_bit_exactly() -> Result<()> {
     for name in PARAM_NAMES {
         for moment in ["exp_avg", "exp_avg_sq"] {
             let torch_moment = &reference[&format!("{moment}.{name}")];
-            assert!(saved[&format!("{name}.{moment}")].equal(torch_moment), "{name}.{moment}");
+            assert_matches_torch(&saved[&format!("{name}.{moment}")], torch_moment, exact, &format!("{name}.{moment}"));
         }
         assert_eq!(saved[&format!("{name}.step")].int64_value(&[]), lrs.len() as i64);
     }
