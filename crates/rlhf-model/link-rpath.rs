@@ -20,7 +20,7 @@ fn torch_lib_dir() -> Option<PathBuf> {
     std::env::var_os("LIBTORCH").map(|dir| PathBuf::from(dir).join("lib"))
 }
 
-fn main() {
+pub fn main() {
     for var in ["LIBTORCH", "LIBTORCH_LIB", "LIBTORCH_USE_PYTORCH"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
