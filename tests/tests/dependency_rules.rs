@@ -18,7 +18,8 @@ const STAGES: &[&str] = &["rlhf-sft", "rlhf-reward", "rlhf-ppo", "rlhf-dpo", "rl
 const TORCH: &[&str] = &["tch", "torch-sys", "rlhf-model"];
 const NO_TORCH: &[&str] = &["rlhf-data", "rlhf-task", "rlhf-bench", "xtask"];
 /// Crates the stages build on; none may reach a stage.
-const BELOW_STAGES: &[&str] = &["rlhf-data", "rlhf-task", "rlhf-bench", "rlhf-model", "rlhf-train", "rlhf-judge"];
+const BELOW_STAGES: &[&str] =
+    &["rlhf-data", "rlhf-task", "rlhf-bench", "rlhf-model", "rlhf-dist", "rlhf-train", "rlhf-judge"];
 
 /// Each workspace member's declared non-dev dependencies (normal and build), by package name.
 struct Workspace(BTreeMap<String, Vec<Dependency>>);

@@ -63,6 +63,7 @@ pub fn cache_dir(root: &Path) -> PathBuf {
 
 /// Returns the libtorch to build with, fetching ours first when needed.
 pub fn ensure(root: &Path) -> Result<Libtorch> {
+    crate::gloo::ensure(root)?;
     if std::env::var_os("LIBTORCH_USE_PYTORCH").is_some() {
         eprintln!("xtask: LIBTORCH_USE_PYTORCH is set: building against python3's PyTorch");
         return Ok(Libtorch::Python);

@@ -7,13 +7,15 @@
 //! - `pipeline`  the end-to-end run on the embedded default task (or another preset)
 //! - `stage`     one step of a pipeline preset on its own
 //! - `bench`     the benchmarks; each writes `target/bench/<name>.json`
+//! - `launch`    N ranks of a stage command on this machine (data parallel, torchrun's environment)
 //! - `soak`      every stage SIGKILLed at random moments and resumed, compared with an uninterrupted run
 
 mod chromium;
+mod gloo;
 mod libtorch;
 mod models;
 mod pypi;
-use xtask::{pipeline, soak};
+use xtask::{launch, pipeline, soak};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,6 +61,16 @@ enum Task {
         /// Soak only these stages (repeatable; default: all).
         #[arg(long = "stage", value_parser = clap::builder::PossibleValuesParser::new(soak::stage_names()))]
         stages: Vec<String>,
+    },
+    /// Run N ranks of a stage command on this machine, data parallel (RANK, LOCAL_RANK, WORLD_SIZE,
+    /// MASTER_ADDR, MASTER_PORT set as torchrun does), e.g.
+    /// `cargo xtask launch --nproc 2 -- target/release/rlhf-sft --run-dir runs/tiny`.
+    Launch {
+        #[arg(long, default_value_t = 2)]
+        nproc: usize,
+        /// The command each rank runs.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// Run a benchmark and write target/bench/<name>.json.
     Bench {
@@ -125,6 +137,7 @@ fn main() -> Result<()> {
         Task::Stage { step, pipeline } => run_pipeline(&root, &pipeline, Some(&step)),
         Task::Bench { name } => bench(&root, &name),
         Task::Soak { kills, seed, stages } => run_soak(&root, kills, seed, stages),
+        Task::Launch { nproc, command } => launch::run(nproc, &command),
     }
 }
 

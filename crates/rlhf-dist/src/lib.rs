@@ -133,10 +133,19 @@ impl World {
         }
         #[cfg(not(no_gloo))]
         {
-            let group = gloo::Group::new(launch, timeout_ms()?)
-                .map_err(|message| Error::Collective { rank: launch.rank, size: launch.size, operation: "joining", message })?;
+            let group = gloo::Group::new(launch, timeout_ms()?).map_err(|message| Error::Collective {
+                rank: launch.rank,
+                size: launch.size,
+                operation: "joining",
+                message,
+            })?;
             tracing::info!(rank = launch.rank, size = launch.size, "joined the process group");
-            Ok(World { rank: launch.rank, size: launch.size, local_rank: launch.local_rank, engine: Engine::Gloo(group) })
+            Ok(World {
+                rank: launch.rank,
+                size: launch.size,
+                local_rank: launch.local_rank,
+                engine: Engine::Gloo(group),
+            })
         }
     }
 
@@ -164,6 +173,18 @@ impl World {
         let start = r * (n / w) + r.min(n % w);
         let len = n / w + usize::from(r < n % w);
         &batch[start..start + len]
+    }
+
+    /// This rank's part of one optimizer step's micro-batches: whole micro-batches when their
+    /// count divides among the ranks (rank r the r-th block: the same micro-batches, and so the
+    /// same float sums, as one process accumulating them), else its [`World::share`] of each.
+    pub fn share_step<'a>(&self, micro: &[&'a [usize]]) -> Vec<&'a [usize]> {
+        if micro.len().is_multiple_of(self.size) {
+            let per_rank = micro.len() / self.size;
+            micro[self.rank * per_rank..(self.rank + 1) * per_rank].to_vec()
+        } else {
+            micro.iter().map(|batch| self.share(batch)).collect()
+        }
     }
 
     fn failed(&self, operation: &'static str) -> impl FnOnce(String) -> Error {
@@ -234,7 +255,8 @@ impl World {
         }
         let tensor = Tensor::from_slice(values);
         self.all_reduce_sum(&tensor)?;
-        let summed: Vec<f64> = Vec::try_from(&tensor).map_err(|e: tch::TchError| self.failed("reading a sum")(e.to_string()))?;
+        let summed: Vec<f64> =
+            Vec::try_from(&tensor).map_err(|e: tch::TchError| self.failed("reading a sum")(e.to_string()))?;
         values.copy_from_slice(&summed);
         Ok(())
     }
@@ -300,6 +322,15 @@ mod tests {
     }
 
     #[test]
+    fn whole_micro_batches_go_to_ranks_when_they_divide() {
+        let rank = |rank| World { rank, size: 2, local_rank: rank, engine: Engine::Alone };
+        let four: [&[usize]; 4] = [&[0, 1], &[2, 3], &[4, 5], &[6]];
+        assert_eq!(rank(1).share_step(&four), vec![&[4, 5][..], &[6]]);
+        let three: [&[usize]; 3] = [&[0, 1], &[2, 3], &[4]];
+        assert_eq!(rank(1).share_step(&three), vec![&[1][..], &[3], &[]]);
+    }
+
+    #[test]
     fn buckets_keep_order_and_split_by_size_and_dtype() {
         let big = (BUCKET_BYTES / 4 / 2) as i64;
         let tensors = [
@@ -323,5 +354,7 @@ mod tests {
         world.sum_f64(&mut v).unwrap();
         assert_eq!((Vec::<f32>::try_from(&t).unwrap(), v), (vec![1.0, 2.0], [3.0, 4.0]));
         assert_eq!(world.share(&[1, 2, 3]), &[1, 2, 3]);
+        let micro: [&[usize]; 2] = [&[1, 2], &[3]];
+        assert_eq!(world.share_step(&micro), micro.to_vec());
     }
 }

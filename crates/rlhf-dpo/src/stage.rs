@@ -137,7 +137,9 @@ impl Preparer<'_> {
                     self.config.reference.batch_size,
                     self.tokenizer.pad_id(),
                 )?;
-                examples.write_cache(&cache, &key, &values)?;
+                if rlhf_train::is_writer() {
+                    examples.write_cache(&cache, &key, &values)?;
+                }
                 self.passes += 1;
                 tracing::info!(cache = %cache.display(), "cached reference log-probs");
                 values
@@ -341,6 +343,13 @@ pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
         pad_id: inputs.tokenizer.pad_id(),
         progress: options.progress,
     };
+    if config.online.rounds > 0 && rlhf_train::dist::world()?.is_distributed() {
+        return Err(Error::Invalid(
+            "online DPO does not run data parallel yet: run it as one process (offline DPO, SFT and the \
+             reward model do)"
+                .into(),
+        ));
+    }
     let _writer = dir.begin(&config)?;
     let mut trainer = Trainer::new(&inputs.policy, live_reference, job)?;
     let rounds_dir = dir.root.join(ROUNDS_DIR);

@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rlhf_model::CausalLm;
 use rlhf_train::batching::{BatchStream, StreamPosition};
 use rlhf_train::MetricsLog;
-use rlhf_train::{seed_for, Phase, StageDir, StepWork, TrainRng, TrainSpec, TrainStep};
+use rlhf_train::{seed_for, IntervalSums, Phase, StageDir, StepBatches, StepWork, TrainRng, TrainSpec, TrainStep};
 use tch::{Kind, Tensor};
 
 use crate::config::TrainConfig;
@@ -69,6 +69,16 @@ struct Totals {
     /// Σ chosen tokens, chosen count, rejected count, Σ z (per example).
     sums: [f64; 10],
     pairs: usize,
+}
+
+impl IntervalSums for Totals {
+    fn sums(&self) -> Vec<f64> {
+        self.sums.iter().copied().chain([self.pairs as f64]).collect()
+    }
+    fn set_sums(&mut self, sums: &[f64]) {
+        self.sums.copy_from_slice(&sums[..10]);
+        self.pairs = sums[10] as usize;
+    }
 }
 
 impl Totals {
@@ -214,12 +224,13 @@ impl TrainStep for PairStep<'_> {
     type Eval = PreferenceStats;
     const EXAMPLES: &'static str = "pairs";
 
-    fn backward(&mut self, micro: &[&[usize]], interval: &mut Totals) -> Result<StepWork> {
-        let micro = rlhf_train::gather(&self.pairs, micro);
-        let step_pairs: usize = micro.iter().map(Vec::len).sum();
-        let step_chosen_tokens: usize = micro.iter().flatten().map(|p| p.chosen.len()).sum();
+    fn backward(&mut self, step: &StepBatches<'_>, interval: &mut Totals) -> Result<StepWork> {
+        let all = rlhf_train::gather(&self.pairs, step.all);
+        let step_pairs: usize = all.iter().map(Vec::len).sum();
+        let step_chosen_tokens: usize = all.iter().flatten().map(|p| p.chosen.len()).sum();
+        let micro = rlhf_train::gather(&self.pairs, step.mine);
         let mut loss = 0.0;
-        for batch in &micro {
+        for batch in micro.iter().filter(|b| !b.is_empty()) {
             let (terms, policy) = self.forward(batch)?;
             let objective = self.loss.objective(&terms, &policy, step_pairs as f64, step_chosen_tokens as f64);
             objective.backward();
@@ -227,7 +238,7 @@ impl TrainStep for PairStep<'_> {
             interval.add(&terms, &policy)?;
         }
         let tokens = micro.iter().flatten().map(|p| p.tokens()).sum();
-        Ok(StepWork { loss, examples: step_pairs, tokens })
+        Ok(StepWork { loss, examples: micro.iter().map(Vec::len).sum(), tokens })
     }
 
     fn summarize(&self, interval: &Totals, _steps: u64) -> PreferenceStats {
@@ -355,7 +366,9 @@ impl<'a> Trainer<'a> {
     /// Final held-out evaluation, metrics, and the policy saved to `<dir>/final/`.
     pub fn finish(mut self) -> Result<TrainSummary> {
         let (train, _) = self.core.finish(&mut self.step)?;
-        self.step.policy.save_pretrained(self.job.dir.final_dir())?;
+        if rlhf_train::is_writer() {
+            self.step.policy.save_pretrained(self.job.dir.final_dir())?;
+        }
         Ok(TrainSummary { train, reference_passes: 0 })
     }
 }

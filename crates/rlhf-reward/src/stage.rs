@@ -263,10 +263,12 @@ pub fn run(config: &RewardConfig, run_dir: &Path, options: &RunOptions) -> Resul
             model.config_mut().reward_normalization = Some(n);
         }
         metrics.flush()?;
-        model.save_pretrained(&member_dir)?;
+        if rlhf_train::is_writer() {
+            model.save_pretrained(&member_dir)?;
+        }
         summaries.push(summary);
     }
-    if members > 1 {
+    if members > 1 && rlhf_train::is_writer() {
         let staged = dir.join(MEMBERS_DIR);
         let names: Vec<String> = (0..members).map(member_name).collect();
         let manifest =

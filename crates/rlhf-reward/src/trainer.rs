@@ -8,7 +8,7 @@ use std::path::Path;
 use rlhf_model::reward::score_rows;
 use rlhf_model::SequenceClassifier;
 use rlhf_train::MetricsLog;
-use rlhf_train::{StepWork, TrainSpec, TrainStep, Trainer};
+use rlhf_train::{IntervalSums, StepBatches, StepWork, TrainSpec, TrainStep, Trainer};
 use tch::{Device, Tensor};
 
 use crate::config::{LossConfig, TrainConfig};
@@ -134,6 +134,15 @@ struct Interval {
     pairs: usize,
 }
 
+impl IntervalSums for Interval {
+    fn sums(&self) -> Vec<f64> {
+        vec![self.loss, self.correct, self.margin, self.pairs as f64]
+    }
+    fn set_sums(&mut self, sums: &[f64]) {
+        (self.loss, self.correct, self.margin, self.pairs) = (sums[0], sums[1], sums[2], sums[3] as usize);
+    }
+}
+
 /// The Bradley–Terry step over a batch of preferences.
 struct RewardStep<'a> {
     model: &'a SequenceClassifier,
@@ -147,12 +156,12 @@ impl TrainStep for RewardStep<'_> {
     type Eval = Evaluation;
     const EXAMPLES: &'static str = "pairs";
 
-    fn backward(&mut self, micro: &[&[usize]], interval: &mut Interval) -> Result<StepWork> {
+    fn backward(&mut self, step: &StepBatches<'_>, interval: &mut Interval) -> Result<StepWork> {
         self.model.set_training(true);
-        let micro = rlhf_train::gather(self.job.train, micro);
-        let in_step: usize = micro.iter().map(Vec::len).sum();
+        let in_step: usize = step.all.iter().map(|b| b.len()).sum();
+        let micro = rlhf_train::gather(self.job.train, step.mine);
         let mut loss_sum = 0.0;
-        for preferences in &micro {
+        for preferences in micro.iter().filter(|b| !b.is_empty()) {
             let batch = PreferenceBatch::new(preferences, in_step, self.job.pad_id, self.model.device())?;
             let d = batch.pairs.differences(&batch.rewards(self.model)?);
             let loss = preference_loss(&d, &batch.pairs, self.job.loss);

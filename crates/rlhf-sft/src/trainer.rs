@@ -8,7 +8,7 @@
 
 use rlhf_model::{build_batch, sequence_logprobs, CausalLm, LogprobOptions, PaddingSide};
 use rlhf_train::MetricsLog;
-use rlhf_train::{StageDir, StepWork, TrainSpec, TrainStep, Trainer};
+use rlhf_train::{StageDir, StepBatches, StepWork, TrainSpec, TrainStep, Trainer};
 use tch::{Kind, Tensor};
 
 use crate::config::TrainConfig;
@@ -93,12 +93,12 @@ impl TrainStep for LmStep<'_> {
     type Eval = Evaluation;
     const EXAMPLES: &'static str = "samples";
 
-    fn backward(&mut self, micro: &[&[usize]], interval: &mut f64) -> Result<StepWork> {
+    fn backward(&mut self, step: &StepBatches<'_>, interval: &mut f64) -> Result<StepWork> {
         self.model.set_training(true);
-        let micro = rlhf_train::gather(self.job.train, micro);
-        let scored: usize = micro.iter().flatten().map(|e| e.scored()).sum();
+        let scored: usize = rlhf_train::gather(self.job.train, step.all).iter().flatten().map(|e| e.scored()).sum();
+        let micro = rlhf_train::gather(self.job.train, step.mine);
         let mut loss = 0.0;
-        for batch in &micro {
+        for batch in micro.iter().filter(|b| !b.is_empty()) {
             let part = nll_sum(self.model, batch, self.job.pad_id)? / scored.max(1) as f64;
             part.backward();
             loss += part.double_value(&[]);
@@ -142,6 +142,8 @@ pub fn train(model: &CausalLm, job: &TrainJob<'_>) -> Result<TrainSummary> {
     let lengths: Vec<usize> = job.train.iter().map(Example::len).collect();
     let (summary, _) = Trainer::train_bucketed(spec, vec![(CHECKPOINT_MODEL, store)], metrics, &mut step, lengths)?;
     model.set_training(false);
-    model.save_pretrained(job.dir.final_dir())?;
+    if rlhf_train::is_writer() {
+        model.save_pretrained(job.dir.final_dir())?;
+    }
     Ok(summary)
 }

@@ -8,6 +8,9 @@ pub enum Error {
     /// From the engine: model, tokenizer, libtorch.
     #[error(transparent)]
     Model(#[from] rlhf_model::Error),
+    /// From the collectives of a data-parallel run (a peer that stopped, a bad launch).
+    #[error(transparent)]
+    Distributed(#[from] rlhf_dist::Error),
     /// From the data layer: Parquet tables, configs.
     #[error(transparent)]
     Data(#[from] rlhf_data::Error),

@@ -13,7 +13,9 @@
 //! - [`judges`]: judges named in configuration (`gold`, `sim:panel`, `rm:<dir>`) behind
 //!   `rlhf_data::Judge`, a reward model among them ([`judges::RewardJudge`]);
 //! - [`cli`]: what every stage binary's command line shares, and the entry point;
-//! - [`testing`]: what the stages' kill-and-resume tests share.
+//! - [`testing`]: what the stages' kill-and-resume tests share;
+//! - [`dist`] (`rlhf-dist`): the processes of a data-parallel run; [`Trainer`] reduces the
+//!   gradients and only rank 0 writes ([`is_writer`]).
 //!
 //! Stages depend on this crate and never on each other.
 
@@ -28,11 +30,15 @@ pub mod testing;
 pub mod train_state;
 pub mod trainer;
 
+/// The collectives of a data-parallel run (re-exported: stages depend on this crate only).
+pub use rlhf_dist as dist;
+
 pub use config::{LoraSection, OnNonFinite, TrainConfig};
 pub use error::{Error, Result};
 pub use metrics_log::{measures_the_machine, MetricsLog};
-pub use stage::{resolve, Outcome, RunOptions, StageDir, StageLock};
+pub use stage::{is_writer, resolve, Outcome, RunOptions, StageDir, StageLock};
 pub use train_state::{TrainRng, TrainState};
 pub use trainer::{
-    gather, progress_bar, seed_for, trainable_variables, Phase, StepWork, TrainSpec, TrainStep, TrainSummary, Trainer,
+    gather, progress_bar, seed_for, trainable_variables, IntervalSums, Phase, StepBatches, StepWork, TrainSpec,
+    TrainStep, TrainSummary, Trainer,
 };

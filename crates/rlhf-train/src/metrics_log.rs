@@ -15,35 +15,40 @@ pub fn measures_the_machine(name: &str) -> bool {
     name.ends_with("_per_s") || name == "peak_memory_bytes" || name.starts_with("perf/") || name.starts_with("time/")
 }
 
-/// The metrics table of one stage.
+/// The metrics table of one stage. In a data-parallel run only the writer rank keeps one; the
+/// others' logs are no-ops.
 pub struct MetricsLog {
     stage: String,
-    table: AppendTable<Metric>,
+    table: Option<AppendTable<Metric>>,
 }
 
 impl MetricsLog {
     /// Keeps the rows already in `path`, if any; [`MetricsLog::rewind`] drops what a resumed run
     /// will log again.
     pub fn open(path: impl Into<PathBuf>, stage: &str) -> Result<Self> {
-        Ok(MetricsLog { stage: stage.into(), table: AppendTable::open(path)? })
+        let table = if crate::stage::is_writer() { Some(AppendTable::open(path)?) } else { None };
+        Ok(MetricsLog { stage: stage.into(), table })
     }
 
     /// Drops the rows whose name `in_scope` accepts and that were logged after `kept_step` (all
     /// of them for `None`, a fresh start): from the table on disk at once, and from the rows not
     /// flushed yet.
     pub fn rewind(&mut self, kept_step: Option<u64>, in_scope: impl Fn(&str) -> bool) -> Result<()> {
-        Ok(self.table.retain(|m| !in_scope(&m.name) || kept_step.is_some_and(|s| m.step <= s))?)
+        let Some(table) = &mut self.table else { return Ok(()) };
+        Ok(table.retain(|m| !in_scope(&m.name) || kept_step.is_some_and(|s| m.step <= s))?)
     }
 
     pub fn push(&mut self, step: u64, name: &str, value: f64) {
         let wall_time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-        self.table.push(Metric { stage: self.stage.clone(), step, name: name.into(), value, wall_time });
+        let Some(table) = &mut self.table else { return };
+        table.push(Metric { stage: self.stage.clone(), step, name: name.into(), value, wall_time });
     }
 
     /// Appends the rows pushed since the last flush to the table, as one part (nothing when there
     /// are none).
     pub fn flush(&mut self) -> Result<()> {
-        Ok(self.table.flush()?)
+        let Some(table) = &mut self.table else { return Ok(()) };
+        Ok(table.flush()?)
     }
 }
 

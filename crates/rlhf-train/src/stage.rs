@@ -87,10 +87,23 @@ impl StageDir {
     /// `config.toml` it was written under) and writes `config` as `config.toml`.
     /// A second process on the same stage gets one error naming the holder; a lock left by a killed
     /// process is free (the operating system drops it with its holder) and is taken over.
+    ///
+    /// In a data-parallel run only the writer rank (0) does this; the others wait for it, check
+    /// the same resume, and hold no lock.
     pub fn begin(&self, config: &impl Serialize) -> crate::Result<StageLock> {
+        let world = rlhf_dist::world()?;
+        let check = || {
+            crate::train_state::check_resumable(&self.checkpoints(), &self.config_hash(config)?, &self.config_file())
+        };
+        if !world.is_writer() {
+            world.barrier()?;
+            check()?;
+            return Ok(StageLock { _file: None });
+        }
         let lock = self.lock()?;
-        crate::train_state::check_resumable(&self.checkpoints(), &self.config_hash(config)?, &self.config_file())?;
+        check()?;
         self.write_config(config)?;
+        world.barrier()?;
         Ok(lock)
     }
     /// The first half of [`StageDir::begin`]: the writer's lock, taken before anything in the
@@ -123,6 +136,12 @@ impl StageDir {
     }
 }
 
+/// Whether this process writes the run's files: true unless it is a non-zero rank of a
+/// data-parallel run (see `rlhf_dist`).
+pub fn is_writer() -> bool {
+    rlhf_dist::world().map_or(true, rlhf_dist::World::is_writer)
+}
+
 /// The lock file's name in a stage (or eval) directory.
 pub const LOCK_FILE: &str = ".lock";
 
@@ -130,7 +149,7 @@ pub const LOCK_FILE: &str = ".lock";
 /// dies; the file holds the holder's process id for the error a second writer gets.
 #[derive(Debug)]
 pub struct StageLock {
-    _file: std::fs::File,
+    _file: Option<std::fs::File>,
 }
 
 impl StageLock {
@@ -168,7 +187,7 @@ impl StageLock {
             file.flush()
         };
         write_pid().map_err(|e| crate::Error::io(path, e))?;
-        Ok(StageLock { _file: file })
+        Ok(StageLock { _file: Some(file) })
     }
 }
 

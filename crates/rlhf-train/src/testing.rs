@@ -261,3 +261,47 @@ fn assert_second_writer_changes_nothing(
     std::fs::rename(&aside, &final_dir)?;
     Ok(())
 }
+
+/// Starts `nproc` ranks of a data-parallel run, `command(rank)` each, with torchrun's variables
+/// (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`, `MASTER_ADDR`, a free `MASTER_PORT`); output captured.
+pub fn spawn_ranks(nproc: usize, command: impl Fn(usize) -> Command) -> Result<Vec<std::process::Child>> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    (0..nproc)
+        .map(|rank| {
+            command(rank)
+                .env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("WORLD_SIZE", nproc.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("starting rank {rank}"))
+        })
+        .collect()
+}
+
+/// Waits for every rank; fails naming the first that failed, with its stderr.
+pub fn wait_ranks(children: Vec<std::process::Child>) -> Result<()> {
+    let outputs: Vec<std::process::Output> =
+        children.into_iter().map(|c| c.wait_with_output()).collect::<std::io::Result<_>>()?;
+    for (rank, out) in outputs.iter().enumerate() {
+        ensure!(out.status.success(), "rank {rank} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// The largest |a - b| over the tensors of two safetensors files with the same names and shapes.
+pub fn max_abs_difference(a: &Path, b: &Path) -> Result<f64> {
+    let a_tensors = rlhf_model::checkpoint::read_safetensors(a)?;
+    let b_tensors = rlhf_model::checkpoint::read_safetensors(b)?;
+    ensure!(a_tensors.keys().eq(b_tensors.keys()), "{} and {} hold different tensors", a.display(), b.display());
+    let mut worst = 0.0f64;
+    for (name, tensor) in &a_tensors {
+        let other = &b_tensors[name];
+        ensure!(tensor.size() == other.size(), "tensor {name} has another shape in {}", b.display());
+        worst = worst.max((tensor - other).abs().max().double_value(&[]));
+    }
+    Ok(worst)
+}

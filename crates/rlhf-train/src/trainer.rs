@@ -9,6 +9,15 @@
 //! metrics table. On the CPU, the same seed, config and thread count give bit-identical weights
 //! whether or not the run was interrupted.
 //!
+//! Data parallel (several processes, `rlhf_dist`): every rank deals the same micro-batches and
+//! takes its part ([`StepBatches::mine`]: whole micro-batches when `grad_accum` divides among the
+//! ranks, else a share of each), so the global batch is `batch_size × grad_accum` whatever the
+//! number of processes; a stage normalises its loss by the
+//! whole step ([`StepBatches::all`]), so the gradients summed over the ranks (bucketed all-reduce)
+//! are the one-process gradients, and every rank takes the same optimizer step. The step's loss,
+//! counts and interval sums are summed the same way; rank 0 alone writes checkpoints and metrics,
+//! and every rank resumes from its checkpoints. With one process nothing changes, bit for bit.
+//!
 //! A run is one or more [`Phase`]s (DPO's online rounds are phases; SFT and the reward model run
 //! one): each walks its own [`BatchStream`] under its own schedule while the step count runs on.
 
@@ -17,6 +26,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
+use rlhf_dist::World;
 use rlhf_model::device::{peak_memory_bytes, seed_everything};
 use rlhf_model::{AdamW, LrSchedule};
 use tch::nn::VarStore;
@@ -43,6 +53,38 @@ pub struct StepWork {
     pub tokens: usize,
 }
 
+/// One optimizer step's micro-batches (indices into the stage's examples): all of them, and this
+/// rank's share of each (the same as `all` in a one-process run).
+#[derive(Clone, Copy, Debug)]
+pub struct StepBatches<'s> {
+    /// Every rank's micro-batches: what the step's loss is normalised by.
+    pub all: &'s [&'s [usize]],
+    /// What this rank computes (an empty share is skipped).
+    pub mine: &'s [&'s [usize]],
+}
+
+/// A logging interval's running sums, as numbers the ranks of a data-parallel run add up.
+pub trait IntervalSums: Default {
+    fn sums(&self) -> Vec<f64>;
+    fn set_sums(&mut self, sums: &[f64]);
+}
+
+impl IntervalSums for () {
+    fn sums(&self) -> Vec<f64> {
+        Vec::new()
+    }
+    fn set_sums(&mut self, _: &[f64]) {}
+}
+
+impl IntervalSums for f64 {
+    fn sums(&self) -> Vec<f64> {
+        vec![*self]
+    }
+    fn set_sums(&mut self, sums: &[f64]) {
+        *self = sums[0];
+    }
+}
+
 /// The examples a step's micro-batches index into `examples`, batch by batch.
 pub fn gather<'a, T>(examples: &'a [T], micro: &[&[usize]]) -> Vec<Vec<&'a T>> {
     micro.iter().map(|batch| batch.iter().map(|&i| &examples[i]).collect()).collect()
@@ -53,7 +95,7 @@ pub trait TrainStep {
     /// The stage's error type (the loop's own errors convert into it).
     type Error: From<Error>;
     /// Sums a logging interval gathers (loss, accuracy, ...).
-    type Interval: Default;
+    type Interval: IntervalSums;
     /// A logging interval's summary.
     type Train: Clone + Default;
     /// A held-out evaluation.
@@ -61,9 +103,10 @@ pub trait TrainStep {
     /// What an example is called in the throughput metric `<EXAMPLES>_per_s`.
     const EXAMPLES: &'static str;
 
-    /// Forward and backward of one optimizer step's micro-batches (indices into the stage's
-    /// examples): the gradients of the step's loss accumulate in the trainable tensors.
-    fn backward(&mut self, micro: &[&[usize]], interval: &mut Self::Interval) -> Result<StepWork, Self::Error>;
+    /// Forward and backward of this rank's share of one optimizer step's micro-batches, the loss
+    /// normalised by all of them: the gradients accumulate in the trainable tensors. The work and
+    /// interval sums returned are this rank's share.
+    fn backward(&mut self, step: &StepBatches<'_>, interval: &mut Self::Interval) -> Result<StepWork, Self::Error>;
     /// The summary of an interval of `steps` steps.
     fn summarize(&self, interval: &Self::Interval, steps: u64) -> Self::Train;
     /// The metric rows of a summary (the first two also show on the progress bar).
@@ -203,6 +246,10 @@ pub fn progress_bar(enabled: bool, prefix: &str, unit: &str) -> ProgressBar {
 pub struct Trainer<'a, S: TrainStep> {
     spec: TrainSpec<'a>,
     stores: Vec<(&'a str, &'a VarStore)>,
+    /// The processes this run spans (one, unless launched data parallel), and the tensors whose
+    /// gradients they reduce.
+    world: &'static World,
+    params: Vec<tch::Tensor>,
     optimizer: AdamW,
     metrics: MetricsLog,
     progress: ProgressBar,
@@ -229,7 +276,10 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
         if spec.config.threads > 0 {
             tch::set_num_threads(spec.config.threads as i32);
         }
-        let mut optimizer = AdamW::from_named(trainable_variables(&stores), spec.config.adamw.clone());
+        let world = rlhf_dist::world().map_err(Error::from)?;
+        let variables = trainable_variables(&stores);
+        let params = variables.iter().map(|(_, t)| t.shallow_clone()).collect();
+        let mut optimizer = AdamW::from_named(variables, spec.config.adamw.clone());
         let resumed = train_state::resume(
             &spec.checkpoints,
             &stores,
@@ -262,6 +312,8 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
         let mut trainer = Trainer {
             spec,
             stores,
+            world,
+            params,
             optimizer,
             metrics,
             progress,
@@ -354,10 +406,15 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
         let max_norm = if cfg.max_grad_norm > 0.0 { cfg.max_grad_norm } else { f64::INFINITY };
         for phase_step in phase.start..phase.steps {
             let began = Instant::now();
-            seed_everything(seed_for(self.spec.seed, self.step));
+            seed_everything(rank_seed(seed_for(self.spec.seed, self.step), self.world.rank()));
             let micro: Vec<Vec<usize>> = (0..cfg.grad_accum).map(|_| phase.stream.next_batch().to_vec()).collect();
-            let micro: Vec<&[usize]> = micro.iter().map(Vec::as_slice).collect();
-            let work = stage.backward(&micro, &mut self.interval.0)?;
+            let all: Vec<&[usize]> = micro.iter().map(Vec::as_slice).collect();
+            let mine = self.world.share_step(&all);
+            let before = self.world.is_distributed().then(|| self.interval.0.sums());
+            let mut work = stage.backward(&StepBatches { all: &all, mine: &mine }, &mut self.interval.0)?;
+            if let Some(before) = before {
+                work = self.reduce_step(work, &before)?;
+            }
             let grad_norm = self.optimizer.clip_grad_norm(max_norm).map_err(Error::from)?;
             let lr = phase.schedule.lr_at(phase_step);
             let nonfinite =
@@ -401,6 +458,18 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
         Ok(())
     }
 
+    /// Sums the ranks' gradients, step work and interval sums (what each added this step).
+    fn reduce_step(&mut self, work: StepWork, before: &[f64]) -> Result<StepWork, S::Error> {
+        self.world.all_reduce_gradients(&self.params).map_err(Error::from)?;
+        let after = self.interval.0.sums();
+        let mut values = vec![work.loss, work.examples as f64, work.tokens as f64];
+        values.extend(after.iter().zip(before).map(|(a, b)| a - b));
+        self.world.sum_f64(&mut values).map_err(Error::from)?;
+        let sums: Vec<f64> = before.iter().zip(&values[3..]).map(|(b, d)| b + d).collect();
+        self.interval.0.set_sums(&sums);
+        Ok(StepWork { loss: values[0], examples: values[1] as usize, tokens: values[2] as usize })
+    }
+
     fn log_interval(&mut self, stage: &S, lr: f64, grad_norm: f64) {
         let (interval, steps, speed) = std::mem::take(&mut self.interval);
         let summary = stage.summarize(&interval, steps);
@@ -436,6 +505,9 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
             return Err(Error::non_finite("parameters", "step", self.step).into());
         }
         self.metrics.flush()?;
+        if !self.world.is_writer() {
+            return Ok(());
+        }
         let state = TrainState {
             step: self.step,
             epoch: position.epoch,
@@ -467,15 +539,28 @@ impl<'a, S: TrainStep> Trainer<'a, S> {
     }
 }
 
+/// Rank `rank`'s libtorch seed for a step seeded `step_seed` (rank 0 keeps it: a one-process run
+/// is unchanged).
+fn rank_seed(step_seed: u64, rank: usize) -> u64 {
+    if rank == 0 {
+        step_seed
+    } else {
+        seed_for(step_seed, (rank as u64) << 32)
+    }
+}
+
 /// Every variable of `stores` that requires grad, named `<store>.<variable>`, for one optimizer
-/// over all of them.
+/// over all of them, sorted by name: the same order in every process (a `VarStore` hands them out
+/// in hash order, which differs between processes), as the ranks' gradient buckets need.
 pub fn trainable_variables(stores: &[(&str, &VarStore)]) -> Vec<(String, tch::Tensor)> {
-    stores
+    let mut variables: Vec<(String, tch::Tensor)> = stores
         .iter()
         .flat_map(|(store, vs)| {
             vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).map(move |(n, t)| (format!("{store}.{n}"), t))
         })
-        .collect()
+        .collect();
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
+    variables
 }
 
 /// `name value` pairs for a log line.

@@ -24,13 +24,13 @@ impl TrainStep for Poisoned<'_> {
     type Eval = ();
     const EXAMPLES: &'static str = "examples";
 
-    fn backward(&mut self, micro: &[&[usize]], _: &mut ()) -> rlhf_train::Result<StepWork> {
+    fn backward(&mut self, step: &rlhf_train::StepBatches<'_>, _: &mut ()) -> rlhf_train::Result<StepWork> {
         self.steps += 1;
         self.seen.push(self.weight.double_value(&[0]));
         let target = if self.poisoned.contains(&self.steps) { f64::NAN } else { 3.0 };
         let loss = (self.weight - target).square().sum(Kind::Float);
         loss.backward();
-        Ok(StepWork { loss: loss.double_value(&[]), examples: micro.iter().map(|b| b.len()).sum(), tokens: 1 })
+        Ok(StepWork { loss: loss.double_value(&[]), examples: step.mine.iter().map(|b| b.len()).sum(), tokens: 1 })
     }
     fn summarize(&self, _: &(), _: u64) {}
     fn train_metrics(&self, _: &()) -> Vec<(String, f64)> {
