@@ -7,11 +7,13 @@
 //! - `pipeline`  the end-to-end run on the embedded default task (or another preset)
 //! - `stage`     one step of a pipeline preset on its own
 //! - `bench`     the benchmarks; each writes `target/bench/<name>.json`
+//! - `gpu-bundle` the binaries made ready for a CUDA machine without a toolchain (docs/gpu.md)
 //! - `launch`    N ranks of a stage command on this machine (data parallel, torchrun's environment)
 //! - `soak`      every stage SIGKILLed at random moments and resumed, compared with an uninterrupted run
 
 mod chromium;
 mod gloo;
+mod gpu_bundle;
 mod libtorch;
 mod models;
 mod pypi;
@@ -72,6 +74,10 @@ enum Task {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Pack the stage binaries and this runner for a CUDA machine that has PyTorch but no Rust
+    /// toolchain: stripped, libtorch_cuda made a needed library, into target/gpu-bundle.tar.xz
+    /// (docs/gpu.md; scripts/gpu-check.sh runs there).
+    GpuBundle,
     /// Run a benchmark and write target/bench/<name>.json.
     Bench {
         /// Which benchmark; `all` runs every one.
@@ -102,6 +108,10 @@ struct PipelineArgs {
     /// all comparisons so far and continue PPO, N - 1 more times.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
     rounds: u64,
+    /// Run the stage binaries found in DIR instead of building them (a machine without cargo, e.g.
+    /// the GPU bundle's `bin/`).
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
 }
 
 fn parse_swap(text: &str) -> Result<(String, String), String> {
@@ -138,11 +148,18 @@ fn main() -> Result<()> {
         Task::Bench { name } => bench(&root, &name),
         Task::Soak { kills, seed, stages } => run_soak(&root, kills, seed, stages),
         Task::Launch { nproc, command } => launch::run(nproc, &command),
+        Task::GpuBundle => gpu_bundle(&root),
     }
 }
 
+/// The checkout this runner was built in, or the current directory when that is gone (the runner
+/// carried to another machine in the GPU bundle, run from the repository root there).
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    let built_in = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace");
+    if built_in.join("Cargo.toml").is_file() {
+        return built_in.to_path_buf();
+    }
+    std::env::current_dir().expect("a current directory")
 }
 
 /// A `cargo` command in the workspace root with the chosen libtorch in its environment.
@@ -221,15 +238,19 @@ fn run_pipeline(root: &Path, args: &PipelineArgs, only: Option<&str>) -> Result<
     for model in &preset.models {
         models::ensure(root, model)?;
     }
-    let torch = libtorch::ensure(root)?;
-    let mut build = cargo(root, &torch);
-    build.args(["build", "--release", "--workspace", "--bins"]);
-    run(build)?;
+    if args.bin_dir.is_none() {
+        let torch = libtorch::ensure(root)?;
+        let mut build = cargo(root, &torch);
+        build.args(["build", "--release", "--workspace", "--bins"]);
+        run(build)?;
+    }
+    let defaults = pipeline::Plan::new(root, args.run_dir.clone().unwrap_or_else(|| preset.run_dir.clone()));
     let plan = pipeline::Plan {
+        bin_dir: args.bin_dir.as_ref().map(|d| absolute(d)).transpose()?.unwrap_or(defaults.bin_dir.clone()),
         swaps: args.swap.clone(),
         data: args.data.as_ref().map(|d| absolute(d)).transpose()?,
         base: args.base.as_ref().map(|d| absolute(d)).transpose()?,
-        ..pipeline::Plan::new(root, args.run_dir.clone().unwrap_or_else(|| preset.run_dir.clone()))
+        ..defaults
     };
     let steps = preset.plan_steps(args.rounds as usize)?;
     let steps: Vec<&pipeline::Step> = match only {
@@ -237,6 +258,15 @@ fn run_pipeline(root: &Path, args: &PipelineArgs, only: Option<&str>) -> Result<
         None => steps.iter().collect(),
     };
     plan.run(&steps)
+}
+
+fn gpu_bundle(root: &Path) -> Result<()> {
+    let torch = libtorch::ensure(root)?;
+    let mut build = cargo(root, &torch);
+    build.args(["build", "--release", "--workspace", "--bins"]);
+    run(build)?;
+    let target = pipeline::target_dir(root);
+    gpu_bundle::make(&target, &target.join("release"))
 }
 
 fn run_soak(root: &Path, kills: usize, seed: u64, stages: Vec<String>) -> Result<()> {

@@ -36,8 +36,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 loss = summary.train.last.loss,
                 pairs_per_s = summary.train.examples_per_s,
                 reference_passes = summary.reference_passes,
-                "dpo: saved {} (held-out {} -> {})",
-                dir.display(),
+                "dpo: {} (held-out {} -> {})",
+                rlhf_train::saved(&dir),
                 eval(summary.train.eval_before),
                 eval(summary.train.eval_after),
             );

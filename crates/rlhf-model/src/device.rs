@@ -52,18 +52,23 @@ pub struct Placement {
 }
 
 impl DeviceChoice {
-    /// The `tch` device for this choice; `Cuda` without a usable GPU is an error.
+    /// The `tch` device for this choice; `Cuda` without a usable GPU is an error. A rank of a
+    /// data-parallel launch takes the GPU of its `LOCAL_RANK` (modulo the GPUs visible).
     pub fn resolve(self) -> Result<tch::Device> {
         let cuda_available = tch::Cuda::is_available();
+        let gpu = || {
+            let local_rank = std::env::var("LOCAL_RANK").ok().and_then(|r| r.trim().parse::<usize>().ok());
+            tch::Device::Cuda(local_rank.unwrap_or(0) % tch::Cuda::device_count().max(1) as usize)
+        };
         match self {
             DeviceChoice::Cpu => Ok(tch::Device::Cpu),
-            DeviceChoice::Cuda if cuda_available => Ok(tch::Device::Cuda(0)),
+            DeviceChoice::Cuda if cuda_available => Ok(gpu()),
             DeviceChoice::Cuda => Err(Error::DeviceUnavailable(
                 "--device cuda was requested but this libtorch build has no CUDA support or no GPU \
                  is visible; use --device cpu or a CUDA libtorch (see docs/gpu.md)"
                     .into(),
             )),
-            DeviceChoice::Auto if cuda_available => Ok(tch::Device::Cuda(0)),
+            DeviceChoice::Auto if cuda_available => Ok(gpu()),
             DeviceChoice::Auto => Ok(tch::Device::Cpu),
         }
     }

@@ -64,7 +64,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             "trained"
                         );
                     }
-                    tracing::info!("reward: saved {}", dir.display());
+                    tracing::info!("reward: {}", rlhf_train::saved(&dir));
                 }
             }
         }

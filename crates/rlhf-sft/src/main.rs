@@ -55,8 +55,8 @@ fn report(stage: &str, outcome: Outcome) {
                 steps = summary.steps,
                 loss = summary.last,
                 tokens_per_s = summary.tokens_per_s,
-                "{stage}: saved {} (held-out perplexity {} -> {})",
-                dir.display(),
+                "{stage}: {} (held-out perplexity {} -> {})",
+                rlhf_train::saved(&dir),
                 ppl(summary.eval_before),
                 ppl(summary.eval_after),
             );

@@ -36,7 +36,7 @@ pub use rlhf_dist as dist;
 pub use config::{LoraSection, OnNonFinite, TrainConfig};
 pub use error::{Error, Result};
 pub use metrics_log::{measures_the_machine, MetricsLog};
-pub use stage::{is_writer, resolve, Outcome, RunOptions, StageDir, StageLock};
+pub use stage::{is_writer, resolve, saved, Outcome, RunOptions, StageDir, StageLock};
 pub use train_state::{TrainRng, TrainState};
 pub use trainer::{
     gather, progress_bar, seed_for, trainable_variables, IntervalSums, Phase, StepBatches, StepWork, TrainSpec,

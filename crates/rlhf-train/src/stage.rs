@@ -142,6 +142,17 @@ pub fn is_writer() -> bool {
     rlhf_dist::world().map_or(true, rlhf_dist::World::is_writer)
 }
 
+/// What a stage binary says it did with `dir`: "saved DIR", or on a non-zero rank of a
+/// data-parallel run, that rank 0 did.
+pub fn saved(dir: &Path) -> String {
+    match rlhf_dist::world() {
+        Ok(world) if !world.is_writer() => {
+            format!("rank {} trained its share; rank 0 saved {}", world.rank(), dir.display())
+        }
+        _ => format!("saved {}", dir.display()),
+    }
+}
+
 /// The lock file's name in a stage (or eval) directory.
 pub const LOCK_FILE: &str = ".lock";
 
