@@ -366,7 +366,7 @@ fn agreement(
     let first_bias: Vec<f64> = verdicts.iter().filter_map(|v| Some((v.p_ab? + v.p_ba?) / 2.0)).collect();
     Ok(json!({
         "pairs": items.len(),
-        "decided_by_gold": agreed.len(),
+        "decided_by_reference": agreed.len(),
         "agreement": rlhf_stats::mean(agreed.iter().copied()),
         "agreement_ci95": [low, high],
         "both_orders_consistent": rlhf_stats::mean(consistent.iter().copied()),
