@@ -343,12 +343,8 @@ pub fn run(config: &DpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
         pad_id: inputs.tokenizer.pad_id(),
         progress: options.progress,
     };
-    if config.online.rounds > 0 && rlhf_train::dist::world()?.is_distributed() {
-        return Err(Error::Invalid(
-            "online DPO does not run data parallel yet: run it as one process (offline DPO, SFT and the \
-             reward model do)"
-                .into(),
-        ));
+    if config.online.rounds > 0 {
+        rlhf_train::stage::single_process_only("online DPO")?;
     }
     let _writer = dir.begin(&config)?;
     let mut trainer = Trainer::new(&inputs.policy, live_reference, job)?;

@@ -170,13 +170,7 @@ pub fn run(config: &PpoConfig, run_dir: &Path, options: &RunOptions) -> Result<O
     let prompts = read_prompts(config, run_dir, &tokenizer, config.data.max_prompt_len.min(room))?;
     tracing::info!(prompts = prompts.records.len(), advantage = ?config.advantage, lora = config.lora.enabled, "ppo inputs");
 
-    if rlhf_train::dist::world()?.is_distributed() {
-        return Err(Error::Invalid(
-            "PPO does not run data parallel yet: run it as one process (SFT, the reward model and offline \
-             DPO do)"
-                .into(),
-        ));
-    }
+    rlhf_train::stage::single_process_only("PPO")?;
     let _writer = dir.begin(config)?;
     let models = Models { policy, reference, critic, rewards, tokenizer, gold_judge };
     let summary = trainer::train(

@@ -39,8 +39,8 @@ impl MetricsLog {
     }
 
     pub fn push(&mut self, step: u64, name: &str, value: f64) {
-        let wall_time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         let Some(table) = &mut self.table else { return };
+        let wall_time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         table.push(Metric { stage: self.stage.clone(), step, name: name.into(), value, wall_time });
     }
 

@@ -142,6 +142,18 @@ pub fn is_writer() -> bool {
     rlhf_dist::world().map_or(true, rlhf_dist::World::is_writer)
 }
 
+/// Refuses a multi-process launch for `what`, which does not run data parallel yet: at once, from
+/// the launch environment, before waiting for the other ranks.
+pub fn single_process_only(what: &str) -> crate::Result<()> {
+    if rlhf_dist::Launch::from_vars(|name| std::env::var(name).ok())?.is_some() {
+        return Err(crate::Error::Invalid(format!(
+            "{what} does not run data parallel yet: run it as one process (SFT, the reward model and \
+             offline DPO do)"
+        )));
+    }
+    Ok(())
+}
+
 /// What a stage binary says it did with `dir`: "saved DIR", or on a non-zero rank of a
 /// data-parallel run, that rank 0 did.
 pub fn saved(dir: &Path) -> String {
