@@ -26,6 +26,12 @@ export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   nproc
 } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
+# GPU memory in use, sampled twice a second for the whole check (the peak goes into summary.txt).
+if command -v nvidia-smi > /dev/null; then
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 500 > "$OUT/gpu-memory-mib.txt" 2>&1 &
+  sampler=$!
+  trap 'kill $sampler 2> /dev/null || true' EXIT
+fi
 
 # 1. The tiny preset end to end: every stage picks the GPU itself (--device auto).
 t0=$SECONDS
@@ -57,12 +63,13 @@ print(f"{sys.argv[3]}: {len(cpu)} rows, max |cpu - gpu| {worst:.3e}, max relativ
 PY
 done
 
-# 3. The default preset (about 10 minutes on 2 CPU cores): FULL=1.
+# 3. The default preset (about 10 minutes on 2 CPU cores): FULL=1, cut off after FULL_TIMEOUT s.
 if [ "${FULL:-0}" = 1 ]; then
   t0=$SECONDS
-  "$BIN/xtask" pipeline --bin-dir "$BIN" --run-dir "$OUT/default" > "$OUT/default.log" 2>&1 \
-    || { tail -30 "$OUT/default.log"; exit 1; }
+  timeout "${FULL_TIMEOUT:-1800}" "$BIN/xtask" pipeline --bin-dir "$BIN" --run-dir "$OUT/default" > "$OUT/default.log" 2>&1 \
+    || { echo "default preset failed or timed out after $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"; tail -30 "$OUT/default.log"; exit 1; }
   echo "default preset on the GPU: $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"
   tail -25 "$OUT/default.log" >> "$OUT/summary.txt"
 fi
+[ -s "$OUT/gpu-memory-mib.txt" ] && echo "peak GPU memory in use: $(sort -n "$OUT/gpu-memory-mib.txt" | tail -1) MiB" | tee -a "$OUT/summary.txt"
 rm -rf "$work"

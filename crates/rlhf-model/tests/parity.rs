@@ -1,6 +1,7 @@
 //! Parity with transformers on the tiny checkpoints of `tests/fixtures/<name>/` (made by
-//! `tests/fixtures/make_fixtures.py`): logits at every real position, summed response log-probs,
-//! reward scores (left and right padding) within 1e-4 in f32, and identical greedy generations.
+//! `tests/fixtures/make_fixtures.py`): logits at every real position, summed response log-probs
+//! (plus 1e-6 relative), reward scores (left and right padding) within 1e-4 in f32, and identical
+//! greedy generations.
 //! Each model is also saved by rlhf-model, reloaded and compared; with `RLHF_PARITY_EXPORT=DIR` the
 //! saved checkpoints are kept under `DIR/<name>` for `make_fixtures.py --check DIR`.
 
@@ -14,6 +15,8 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 const TOL: f64 = 1e-4;
+/// The relative part of the bound on summed log-probs (f32 accumulation over a sequence).
+const SUM_RELATIVE_TOL: f64 = 1e-6;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -65,9 +68,12 @@ fn check_causal_lm(model: &CausalLm, fx: &Fixture, label: &str) -> Result<f64> {
         let batch = build_batch(&pairs, Some(eos), pad, side_enum, Device::Cpu)?;
         let lp = tch::no_grad(|| sequence_logprobs(model, &batch, LogprobOptions::default()))?;
         let want = &fx.expected[&format!("{side}.logprob_sum")];
+        // A sum of many f32 log-probs carries rounding in proportion to its size (a few ulps of a
+        // value in the hundreds is ~1e-4), so the bound is TOL plus a relative part per row.
         let d = (&lp.sum - want).abs().max().double_value(&[]);
+        let excess = ((&lp.sum - want).abs() - (want.abs() * SUM_RELATIVE_TOL + TOL)).max().double_value(&[]);
         println!("{label} {side} summed log-probs max|diff| {d:.2e}");
-        assert!(d <= TOL, "{label} {side} log-probs differ by {d}");
+        assert!(excess <= 0.0, "{label} {side} log-probs differ by {d}");
         worst = worst.max(d);
     }
     let prompts: Vec<Vec<i64>> = fx.inputs["prompts"].as_array().unwrap().iter().map(tokens).collect();
