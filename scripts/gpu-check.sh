@@ -3,7 +3,9 @@
 # on a CPU machine by `cargo xtask gpu-bundle` (target/gpu-bundle.tar.xz, carried along). Needs a
 # python3 with the torch 2.11.0 CUDA wheel (PYTHON, default /opt/torch/.venv/bin/python3); no cargo.
 # Writes everything under OUT (default target/gpu-check): machine.txt, the tiny preset's run and log,
-# CPU-vs-GPU parity of log-probs and reward scores (parity.txt), and with FULL=1 the default preset.
+# CPU-vs-GPU parity of log-probs and reward scores (parity.txt), with FULL=1 the default preset, and
+# with BENCH=1 the bf16 throughput bench against transformers (bench/). PRESETS=0 skips the tiny
+# preset and the parity check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=${BUNDLE:-target/gpu-bundle.tar.xz}
@@ -33,6 +35,7 @@ if command -v nvidia-smi > /dev/null; then
   trap 'kill $sampler 2> /dev/null || true' EXIT
 fi
 
+if [ "${PRESETS:-1}" = 1 ]; then
 # 1. The tiny preset end to end: every stage picks the GPU itself (--device auto).
 t0=$SECONDS
 "$BIN/xtask" pipeline --preset tiny --bin-dir "$BIN" --run-dir "$OUT/tiny" > "$OUT/tiny.log" 2>&1 \
@@ -62,6 +65,7 @@ rel = max(abs(a - b) / max(abs(a), 1e-6) for a, b in zip(cpu, gpu))
 print(f"{sys.argv[3]}: {len(cpu)} rows, max |cpu - gpu| {worst:.3e}, max relative {rel:.3e}")
 PY
 done
+fi
 
 # 3. The default preset (about 10 minutes on 2 CPU cores): FULL=1, cut off after FULL_TIMEOUT s.
 if [ "${FULL:-0}" = 1 ]; then
@@ -70,6 +74,12 @@ if [ "${FULL:-0}" = 1 ]; then
     || { echo "default preset failed or timed out after $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"; tail -30 "$OUT/default.log"; exit 1; }
   echo "default preset on the GPU: $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"
   tail -25 "$OUT/default.log" >> "$OUT/summary.txt"
+fi
+# 4. Throughput in bf16 (tests/benches/gpu.rs) and the same workload in transformers: BENCH=1.
+if [ "${BENCH:-0}" = 1 ]; then
+  export RLHF_BENCH_DIR=$OUT/bench RLHF_BENCH_MODELS=$PWD/benches/models
+  "$BIN/bench-gpu" 2>&1 | tee "$OUT/bench-gpu.log"
+  "$PY" benches/peers/gpu_transformers.py 2>&1 | tee "$OUT/bench-peer.log"
 fi
 [ -s "$OUT/gpu-memory-mib.txt" ] && echo "peak GPU memory in use: $(sort -n "$OUT/gpu-memory-mib.txt" | tail -1) MiB" | tee -a "$OUT/summary.txt"
 rm -rf "$work"

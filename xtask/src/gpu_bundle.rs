@@ -10,8 +10,8 @@
 //! tens of MB: small enough to carry.
 
 use std::fs;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -31,17 +31,35 @@ fn tool(program: &str, args: &[&str], file: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Packs `release` (the freshly built binaries) into `<target>/gpu-bundle.tar.xz`.
-pub fn make(target: &Path, release: &Path) -> Result<()> {
+/// Runs `cargo` (given `--message-format=json...`) and returns the executable it built for the
+/// target `name`.
+pub fn built_executable(mut cargo: Command, name: &str) -> Result<PathBuf> {
+    eprintln!("xtask: running {cargo:?}");
+    let out = cargo.stderr(Stdio::inherit()).output().context("running cargo")?;
+    if !out.status.success() {
+        bail!("{cargo:?} failed ({})", out.status);
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|message| message["target"]["name"] == name && message["executable"].is_string())
+        .and_then(|message| message["executable"].as_str().map(PathBuf::from))
+        .with_context(|| format!("cargo built no executable for `{name}`"))
+}
+
+/// Packs `release` (the freshly built binaries) and the `extra` (name, file) executables into
+/// `<target>/gpu-bundle.tar.xz`.
+pub fn make(target: &Path, release: &Path, extra: &[(&str, PathBuf)]) -> Result<()> {
     let bundle = target.join("gpu-bundle");
     if bundle.exists() {
         fs::remove_dir_all(&bundle)?;
     }
     let bin = bundle.join("bin");
     fs::create_dir_all(&bin)?;
-    for name in BINARIES {
+    let sources = BINARIES.iter().map(|name| (*name, release.join(name)));
+    for (name, source) in sources.chain(extra.iter().map(|(name, file)| (*name, file.clone()))) {
         let file = bin.join(name);
-        fs::copy(release.join(name), &file).with_context(|| format!("copying {name} from {}", release.display()))?;
+        fs::copy(&source, &file).with_context(|| format!("copying {}", source.display()))?;
         tool("strip", &[], &file)?;
         tool("patchelf", &["--remove-rpath"], &file)?;
         if tool("patchelf", &["--print-needed"], &file)?.lines().any(|l| l == "libtorch_cpu.so") {

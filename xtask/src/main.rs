@@ -80,7 +80,7 @@ enum Task {
     GpuBundle,
     /// Run a benchmark and write target/bench/<name>.json.
     Bench {
-        /// Which benchmark; `all` runs every one.
+        /// Which benchmark; `all` runs every one but `gpu` (it needs CUDA).
         #[arg(value_parser = bench_names())]
         name: String,
     },
@@ -130,7 +130,11 @@ const BENCHES: &[(&str, &str)] = &[
     ("ppo", "rlhf-ppo"),
     ("smollm2", "rlhf-model"),
     ("stream", "rlhf-eval"),
+    ("gpu", "rlhf-tests"),
 ];
+
+/// Benchmarks that need a CUDA device, left out of `all` (docs/gpu.md).
+const GPU_BENCHES: &[&str] = &["gpu"];
 
 fn bench_names() -> clap::builder::PossibleValuesParser {
     let names = BENCHES.iter().map(|(name, _)| *name).chain(["all"]);
@@ -265,8 +269,11 @@ fn gpu_bundle(root: &Path) -> Result<()> {
     let mut build = cargo(root, &torch);
     build.args(["build", "--release", "--workspace", "--bins"]);
     run(build)?;
+    let mut bench = cargo(root, &torch);
+    bench.args(["bench", "--no-run", "-p", "rlhf-tests", "--bench", "gpu", "--message-format=json-render-diagnostics"]);
+    let gpu_bench = gpu_bundle::built_executable(bench, "gpu")?;
     let target = pipeline::target_dir(root);
-    gpu_bundle::make(&target, &target.join("release"))
+    gpu_bundle::make(&target, &target.join("release"), &[("bench-gpu", gpu_bench)])
 }
 
 fn run_soak(root: &Path, kills: usize, seed: u64, stages: Vec<String>) -> Result<()> {
@@ -314,7 +321,8 @@ fn bench(root: &Path, name: &str) -> Result<()> {
     let torch = libtorch::ensure(root)?;
     let out_dir = pipeline::target_dir(root).join("bench");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    for (bench, package) in BENCHES.iter().filter(|(bench, _)| name == "all" || *bench == name) {
+    let chosen = |bench: &str| if name == "all" { !GPU_BENCHES.contains(&bench) } else { bench == name };
+    for (bench, package) in BENCHES.iter().filter(|(bench, _)| chosen(bench)) {
         let mut cmd = cargo(root, &torch);
         cmd.args(["bench", "-p", package, "--bench", bench]).env("RLHF_BENCH_DIR", &out_dir);
         if *bench == "smollm2" {

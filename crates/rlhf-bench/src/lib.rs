@@ -5,9 +5,14 @@
 
 use std::path::PathBuf;
 
-/// The benchmark model `benches/models/<name>.json`.
+/// The benchmark model `benches/models/<name>.json`, from `$RLHF_BENCH_MODELS` when set (a bench
+/// binary carried to another machine, e.g. in the GPU bundle).
 pub fn model_file(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../benches/models").join(format!("{name}.json"))
+    let dir = match std::env::var_os("RLHF_BENCH_MODELS") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../benches/models"),
+    };
+    dir.join(format!("{name}.json"))
 }
 
 /// How a report describes the benchmark model `name`: its config, its parameter count and dtype.
