@@ -48,15 +48,26 @@ fn recognise(schema: &Schema) -> Option<Kind> {
     })
 }
 
-/// Reads the footers and first batch of `path`, keeping up to `head_rows` rows.
+/// Reads the footers of `path` and its first `head_rows` rows (across batches and part files).
 pub fn inspect(path: impl AsRef<Path>, head_rows: usize) -> Result<TableSummary> {
     let mut reader = TableReader::open(path)?;
     let schema = reader.schema().clone();
     let rows = reader.num_rows();
     let parts = reader.parts();
-    let head = match head_rows {
-        0 => None,
-        _ => reader.next().transpose()?.map(|batch| batch.slice(0, batch.num_rows().min(head_rows))),
+    let mut batches = Vec::new();
+    let mut kept = 0;
+    while kept < head_rows {
+        let Some(batch) = reader.next().transpose()? else { break };
+        let batch = batch.slice(0, batch.num_rows().min(head_rows - kept));
+        kept += batch.num_rows();
+        batches.push(batch);
+    }
+    let head = match batches.first() {
+        None => None,
+        Some(first) => Some(
+            arrow::compute::concat_batches(&first.schema(), &batches)
+                .map_err(|e| crate::error::Error::parquet(reader.path(), e))?,
+        ),
     };
     Ok(TableSummary { path: reader.path().to_path_buf(), kind: recognise(&schema), schema, rows, parts, head })
 }

@@ -586,6 +586,10 @@ fn a_directory_of_parts_reads_as_one_table_in_part_order() {
     let summary = inspect(&table, 1).unwrap();
     assert_eq!((summary.rows, summary.parts), (3, Some(3)));
     assert!(summary.to_string().contains("parts: 3\n"), "{summary}");
+    // The rows shown run on across parts, up to the number asked for.
+    for (asked, shown) in [(2, 2), (3, 3), (10, 3)] {
+        assert_eq!(inspect(&table, asked).unwrap().head.unwrap().num_rows(), shown);
+    }
     assert_eq!(inspect(table.join("part-0.parquet"), 1).unwrap().parts, None);
 
     // Every part must have the first part's columns.
