@@ -29,7 +29,8 @@ pub const STAGES: &[&str] = &["base", "sft", "rm", "ppo", "dpo"];
 /// Training metrics plotted: names containing one of these.
 const CURVE_KEYS: &[&str] = &["reward", "score", "gold", "kl", "beta", "loss", "len"];
 /// A stage's proxy-reward series: the first of these names found (then any name containing "reward").
-const PROXY_KEYS: &[&str] = &["objective/score", "objective/rm_score", "reward"];
+/// PPO's raw reward-model score comes first: its shaped `objective/score` may be normalised.
+const PROXY_KEYS: &[&str] = &["objective/rm_score", "objective/score", "reward"];
 const MAX_PANELS: usize = 9;
 
 /// What [`write_report`] wrote.
@@ -366,9 +367,10 @@ fn draw_plots(
     let mut clouds = Vec::new();
     if let Some((_, kl)) = stages.get("ppo").and_then(|ppo| find(ppo, &["objective/kl", "kl"])) {
         let ppo = &stages["ppo"];
-        for (key, label) in [("objective/gold", "gold"), ("objective/score", "proxy")]
-            .into_iter()
-            .filter(|&(_, label)| gold || label != "gold")
+        // The proxy on the policies' scale: the raw reward-model score (the shaped score may be normalised).
+        let proxy_key = if ppo.contains_key("objective/rm_score") { "objective/rm_score" } else { "objective/score" };
+        for (key, label) in
+            [("objective/gold", "gold"), (proxy_key, "proxy")].into_iter().filter(|&(_, label)| gold || label != "gold")
         {
             if let Some(series) = ppo.get(key) {
                 let by_step: BTreeMap<u64, f64> = series.iter().map(|&(step, v)| (step as u64, v)).collect();
