@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
-use rlhf_bench::write_report;
+use rlhf_bench::{median, write_report};
 use rlhf_data::{read_records, Metric};
 use rlhf_model::{generate, CausalLm, GenerationConfig, ModelConfig, SequenceClassifier};
 use rlhf_train::{MetricsLog, StageDir, TrainRng};
@@ -86,11 +86,6 @@ fn tied_head(config: &Value) -> i64 {
     } else {
         0
     }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// The per-step `name` metric after the warm-up steps, from a metrics file.

@@ -1,6 +1,6 @@
 //! What the workspace's benchmarks (`cargo xtask bench`) share: the benchmark models
 //! (`benches/models/*.json`, Hugging Face `config.json`s the peer scripts read too), the process's
-//! CPU time and peak memory, and writing the JSON report to `$RLHF_BENCH_DIR` (default
+//! CPU time and peak memory, the median of per-step figures, and writing the JSON report to `$RLHF_BENCH_DIR` (default
 //! `<workspace>/target/bench`).
 
 use std::path::PathBuf;
@@ -23,6 +23,12 @@ pub fn model_report(name: &str, parameters: i64) -> std::io::Result<serde_json::
     model["parameters"] = parameters.into();
     model["dtype"] = "float32".into();
     Ok(model)
+}
+
+/// The median of per-step figures (the upper middle one of an even count); NaN when there are none.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// CPU time (user + system, all threads) of this process in seconds, steadier than wall time on a

@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
-use rlhf_bench::{cpu_seconds, peak_rss_bytes, write_report};
+use rlhf_bench::{cpu_seconds, median, peak_rss_bytes, write_report};
 use rlhf_data::Metric;
 use rlhf_dpo::config::{DpoConfig, TrainConfig};
 use rlhf_dpo::data::Pair;
@@ -56,11 +56,6 @@ fn random_pairs() -> Vec<Pair> {
             label: None,
         })
         .collect()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() -> anyhow::Result<()> {

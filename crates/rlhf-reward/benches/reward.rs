@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
-use rlhf_bench::{cpu_seconds, write_report};
+use rlhf_bench::{cpu_seconds, median, write_report};
 use rlhf_data::{read_records, Metric};
 use rlhf_model::{LlamaConfig, ModelConfig, SequenceClassifier, TokenIds};
 use rlhf_reward::config::{LossConfig, TrainConfig};
@@ -53,11 +53,6 @@ fn comparisons(n: usize) -> Vec<TokenizedPreference> {
             TokenizedPreference { rows, pairs: vec![Pair { better: 0, worse: 1, margin: 0.0 }] }
         })
         .collect()
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn main() -> anyhow::Result<()> {
